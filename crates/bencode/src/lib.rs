@@ -1,0 +1,1 @@
+//! bencode (skeleton; being written)

@@ -1,0 +1,1 @@
+//! storage (skeleton; being written)

@@ -1,0 +1,1 @@
+//! testkit (skeleton; being written)

@@ -1,0 +1,1 @@
+//! tracker (skeleton; being written)

@@ -1,0 +1,1 @@
+//! tracker_proto (skeleton; being written)
