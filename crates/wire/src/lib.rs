@@ -1,50 +1,38 @@
 //! wire: the BitTorrent peer wire protocol (BEP 3) with the Fast extension (BEP 6) and the
-//! extension protocol (BEP 10), as a pure codec: bytes in, messages out, and back.
+//! extension protocol (BEP 10), as a pure codec: bytes in, messages out, and back. No I/O, no
+//! clock; the client's reader and writer tasks own the sockets.
 //!
 //! # Layout
-//! - this file: [`Handshake`] and [`Message`], the types every other crate uses.
-//! - further modules (codec, extension handshake) are being written.
+//! - [`handshake`]: the 68-byte [`Handshake`] and its 48-byte [`HandshakePrefix`], which lets
+//!   an incoming connection pick its torrent before the peer id arrives.
+//! - [`message`]: the [`Message`] enum every other crate speaks, its wire ids and its
+//!   encoding, including [`encode_piece_header`] for sending block data without copying it.
+//! - [`codec`]: framing and decoding from a receive buffer ([`decode`], [`frame_len`],
+//!   [`decode_skip_unknown`]) with a length limit checked before buffering.
+//! - [`error`]: [`WireError`], the one error type; "need more bytes" is `Ok(None)`, never an
+//!   error.
+//!
+//! # Reading a connection
+//! ```
+//! use bytes::BytesMut;
+//! use wire::{decode_skip_unknown, Message, DEFAULT_MAX_MESSAGE_LEN};
+//!
+//! let mut buf = BytesMut::from(&b"\0\0\0\x01\x01\0\0\0\x05\x04\0\0\0\x07\0\0"[..]);
+//! let mut got = Vec::new();
+//! while let Some(msg) = decode_skip_unknown(&mut buf, DEFAULT_MAX_MESSAGE_LEN).unwrap() {
+//!     got.push(msg);
+//! }
+//! assert_eq!(got, [Message::Unchoke, Message::Have(7)]);
+//! assert_eq!(&buf[..], b"\0\0"); // the start of the next frame stays buffered
+//! ```
 
-use bytes::Bytes;
+pub mod codec;
+pub mod error;
+pub mod handshake;
+pub mod message;
+
+pub use codec::{decode, decode_skip_unknown, frame_len, DEFAULT_MAX_MESSAGE_LEN};
+pub use error::WireError;
+pub use handshake::{Handshake, HandshakePrefix, PROTOCOL};
+pub use message::{encode_piece_header, Message, PIECE_HEADER_LEN};
 pub use metainfo::{BlockRef, InfoHash, PeerId};
-
-/// The 68-byte opening of every connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Handshake {
-    pub reserved: [u8; 8],
-    pub info_hash: InfoHash,
-    pub peer_id: PeerId,
-}
-
-/// One length-prefixed peer wire message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Message {
-    KeepAlive,
-    Choke,
-    Unchoke,
-    Interested,
-    NotInterested,
-    Have(u32),
-    /// Raw bitfield bytes as sent; the receiver checks the length against the piece count.
-    Bitfield(Bytes),
-    Request(BlockRef),
-    Piece {
-        piece: u32,
-        begin: u32,
-        data: Bytes,
-    },
-    Cancel(BlockRef),
-    /// DHT port (BEP 5).
-    Port(u16),
-    /// BEP 6.
-    Suggest(u32),
-    HaveAll,
-    HaveNone,
-    Reject(BlockRef),
-    AllowedFast(u32),
-    /// BEP 10: id 0 is the extension handshake; other ids as negotiated.
-    Extended {
-        id: u8,
-        payload: Bytes,
-    },
-}
