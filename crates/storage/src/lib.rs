@@ -1,1 +1,35 @@
-//! storage (skeleton; being written)
+//! storage: a v1 torrent's data on disk, synchronous and thread-safe.
+//!
+//! The client opens a [`Storage`] per torrent (`Storage::open(root, layout, opts)`) and runs
+//! its methods on a blocking thread pool: [`Storage::write_piece`] after a piece's hash
+//! matched, [`Storage::read`] to serve blocks, [`Storage::check_piece`] and
+//! [`Storage::recheck`] to find what is already on disk, [`Storage::sync`] before saving a
+//! [`resume`] record. All of them take `&self` and use positioned I/O, so several threads may
+//! call them at once; the only lock guards the cache of open file handles.
+//!
+//! # Layout
+//! - [`layout`]: [`Layout`], the files and piece geometry of a torrent, checked on
+//!   construction (plain path components only, no clashing paths, one hash per piece), and
+//!   the mapping of a byte range to the files that hold it.
+//! - [`disk`]: [`Storage`] itself: creating folders and (sparse) files, reading and writing
+//!   pieces and blocks across file boundaries, pad files as zeros, checking hashes.
+//! - `paths`: walking and creating folders without ever leaving the download folder through a
+//!   symlink; opening files with `O_NOFOLLOW`.
+//! - `cache`: the bounded least-recently-used cache of open file handles.
+//! - [`hash`]: [`sha1()`] and [`Sha1Hasher`] (SHA-NI picked at run time).
+//! - [`resume`]: resume records, saved atomically and trusted only when everything about the
+//!   files still matches; anything else degrades to a re-check.
+//! - [`error`]: [`StorageError`], one line naming the operation, the file and the OS error.
+
+mod cache;
+pub mod disk;
+pub mod error;
+pub mod hash;
+pub mod layout;
+mod paths;
+pub mod resume;
+
+pub use disk::{OpenOptions, Storage};
+pub use error::{LayoutError, Op, StorageError};
+pub use hash::{sha1, Sha1Hasher};
+pub use layout::{FileSpan, Layout, LayoutFile};

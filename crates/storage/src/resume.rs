@@ -1,0 +1,1 @@
+//! Resume records (being written).
