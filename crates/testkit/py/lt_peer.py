@@ -1,0 +1,219 @@
+#!/usr/bin/python3
+"""A libtorrent peer for spate's tests and benchmarks, on 127.0.0.1 only.
+
+Run with Debian's interpreter (/usr/bin/python3): python3-libtorrent is built for it.
+
+  lt_peer.py seed   TORRENT SAVE_DIR PORT PEERS TIMEOUT [--upload-limit BYTES_PER_S]
+  lt_peer.py leech  TORRENT OUT_DIR  PORT PEERS TIMEOUT [--upload-limit BYTES_PER_S]
+  lt_peer.py create PATH OUT.torrent PIECE_LENGTH [--private] [--tracker URL]...
+  lt_peer.py infohash TORRENT
+
+PEERS is a comma-separated list of ports (meaning 127.0.0.1:PORT) or HOST:PORT, or "-" for
+none. Every peer is dialled with connect_peer at start and again every 2 s while it is not
+connected (a Transmission leecher never dials out on loopback, so the seeder must dial it).
+
+Output (stdout, line by line, flushed):
+  listening PORT
+  checked have=N/M pieces
+  seeding                           (seeder: the data checked complete)
+  status state=S progress=P downloaded=N uploaded=N peers=N   (every 0.5 s)
+  finished downloaded=N uploaded=N seconds=T                   (leecher, then exit 0)
+Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
+timed out (seeder: it only serves until TIMEOUT), 1 leecher timed out, 2 bad usage,
+3 seeder's data is incomplete.
+"""
+import os
+import sys
+import time
+
+import libtorrent as lt
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def err(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def settings(port):
+    # The INTEROP.md settings pack: everything on 127.0.0.1, no discovery, TCP only.
+    return {
+        'listen_interfaces': '127.0.0.1:%d' % port,
+        'outgoing_interfaces': '127.0.0.1',
+        'enable_dht': False,
+        'dht_bootstrap_nodes': '',
+        'enable_lsd': False,
+        'enable_upnp': False,
+        'enable_natpmp': False,
+        'enable_incoming_utp': False,
+        'enable_outgoing_utp': False,
+        'enable_ip_notifier': False,
+        'allow_multiple_connections_per_ip': True,
+        'alert_mask': lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification,
+    }
+
+
+def parse_peers(s):
+    if s in ('', '-'):
+        return []
+    out = []
+    for p in s.split(','):
+        p = p.strip()
+        if not p:
+            continue
+        if ':' in p:
+            host, port = p.rsplit(':', 1)
+        else:
+            host, port = '127.0.0.1', p
+        out.append((host, int(port)))
+    return out
+
+
+def drain_alerts(ses):
+    for a in ses.pop_alerts():
+        cat = a.category()
+        if cat & lt.alert.category_t.error_notification:
+            err('alert: %s: %s' % (type(a).__name__, a.message()))
+
+
+def run_peer(role, torrent, directory, port, peers, timeout, upload_limit):
+    ses = lt.session(settings(port))
+    info = lt.torrent_info(torrent)
+    params = lt.add_torrent_params()
+    params.ti = info
+    params.save_path = directory
+    h = ses.add_torrent(params)
+    if upload_limit:
+        # The torrent's own peer class applies to local peers too (the session's global
+        # limit does not: libtorrent exempts local networks from it).
+        h.set_upload_limit(upload_limit)
+    start = time.monotonic()
+    deadline = start + timeout
+
+    # Wait for the listen socket and the data check.
+    listening = False
+    checked = False
+    next_dial = 0.0
+    next_status = 0.0
+    while True:
+        now = time.monotonic()
+        if now > deadline:
+            if role == 'seed':
+                log('timeout: seeder stops after %.0f s' % timeout)
+                return 0
+            s = h.status()
+            err('timeout: leecher not finished after %.0f s: progress=%.4f state=%s peers=%d'
+                % (timeout, s.progress, s.state, s.num_peers))
+            return 1
+        if not listening and ses.is_listening():
+            listening = True
+            log('listening %d' % ses.listen_port())
+        s = h.status()
+        if not checked and s.state not in (lt.torrent_status.checking_files,
+                                           lt.torrent_status.checking_resume_data):
+            checked = True
+            log('checked have=%d/%d pieces' % (s.num_pieces, info.num_pieces()))
+            if role == 'seed':
+                if not s.is_seeding:
+                    err('error: seeder data incomplete: %d of %d pieces valid in %s'
+                        % (s.num_pieces, info.num_pieces(), directory))
+                    return 3
+                log('seeding')
+        if checked and peers and now >= next_dial:
+            connected = set()
+            try:
+                for pi in h.get_peer_info():
+                    connected.add(pi.ip)
+            except Exception:
+                pass
+            for p in peers:
+                if p not in connected:
+                    h.connect_peer(p)
+            next_dial = now + 2.0
+        if now >= next_status:
+            log('status state=%s progress=%.4f downloaded=%d uploaded=%d peers=%d'
+                % (s.state, s.progress, s.total_payload_download, s.total_payload_upload,
+                   s.num_peers))
+            next_status = now + 0.5
+        if role == 'leech' and checked and s.is_seeding \
+                and s.total_wanted_done == s.total_wanted:
+            log('finished downloaded=%d uploaded=%d seconds=%.3f'
+                % (s.total_payload_download, s.total_payload_upload, now - start))
+            return 0
+        drain_alerts(ses)
+        time.sleep(0.05)
+
+
+def create(path, out, piece_length, private, trackers):
+    fs = lt.file_storage()
+    path = os.path.abspath(path)
+    lt.add_files(fs, path)
+    if fs.num_files() == 0:
+        err('error: no files in %s' % path)
+        return 2
+    ct = lt.create_torrent(fs, piece_length, flags=lt.create_torrent.v1_only)
+    for i, t in enumerate(trackers):
+        ct.add_tracker(t, i)
+    ct.set_priv(private)
+    ct.set_creator('spate testkit lt_peer.py')
+    lt.set_piece_hashes(ct, os.path.dirname(path))
+    data = lt.bencode(ct.generate())
+    with open(out, 'wb') as f:
+        f.write(data)
+    ti = lt.torrent_info(out)
+    log('created %s info_hash=%s pieces=%d' % (out, str(ti.info_hash()), ti.num_pieces()))
+    return 0
+
+
+def usage():
+    err(__doc__)
+    return 2
+
+
+def main(argv):
+    if len(argv) < 2:
+        return usage()
+    role = argv[1]
+    if role in ('seed', 'leech'):
+        if len(argv) < 7:
+            return usage()
+        torrent, directory, port, peers, timeout = argv[2], argv[3], int(argv[4]), \
+            parse_peers(argv[5]), float(argv[6])
+        upload_limit = 0
+        rest = argv[7:]
+        while rest:
+            if rest[0] == '--upload-limit' and len(rest) > 1:
+                upload_limit = int(rest[1])
+                rest = rest[2:]
+            else:
+                return usage()
+        return run_peer(role, torrent, directory, port, peers, timeout, upload_limit)
+    if role == 'create':
+        if len(argv) < 5:
+            return usage()
+        path, out, piece_length = argv[2], argv[3], int(argv[4])
+        private, trackers = False, []
+        rest = argv[5:]
+        while rest:
+            if rest[0] == '--private':
+                private = True
+                rest = rest[1:]
+            elif rest[0] == '--tracker' and len(rest) > 1:
+                trackers.append(rest[1])
+                rest = rest[2:]
+            else:
+                return usage()
+        return create(path, out, piece_length, private, trackers)
+    if role == 'infohash':
+        if len(argv) != 3:
+            return usage()
+        log(str(lt.torrent_info(argv[2]).info_hash()))
+        return 0
+    return usage()
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))

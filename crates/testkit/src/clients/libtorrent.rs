@@ -1,0 +1,182 @@
+//! libtorrent 2.0 through `py/lt_peer.py`, run by Debian's /usr/bin/python3.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::{abs, local};
+use crate::proc::{run, run_ok};
+use crate::tools::SYSTEM_PYTHON;
+use crate::{Proc, TestDir, TEST_TIMEOUT};
+
+/// How long a libtorrent seeder serves before it stops by itself (it is normally killed
+/// first, when its [`Proc`] drops).
+const SEEDER_LIFETIME: Duration = Duration::from_secs(600);
+
+pub struct Libtorrent;
+
+impl Libtorrent {
+    /// The peer script, `crates/testkit/py/lt_peer.py`.
+    pub fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("py/lt_peer.py")
+    }
+
+    /// A seeder of `torrent` whose data is in `save_dir` (the folder that holds the torrent's
+    /// file or folder), listening on 127.0.0.1:`port`. It checks the data first, prints
+    /// `seeding`, and serves until killed; with [`LtPeer::peers`] it also dials those peers
+    /// (and re-dials them every 2 s while not connected).
+    pub fn seed(torrent: &Path, save_dir: &Path, port: u16) -> LtPeer {
+        LtPeer::new("seed", torrent, save_dir, port, SEEDER_LIFETIME)
+    }
+
+    /// A leecher downloading `torrent` into `out_dir`, listening on 127.0.0.1:`port` and
+    /// dialling 127.0.0.1:`p` for each `p` in `peers`. It exits 0 once it has every piece
+    /// (prints `finished downloaded=N ...`), 1 after its timeout ([`TEST_TIMEOUT`] unless set).
+    pub fn leech(torrent: &Path, out_dir: &Path, port: u16, peers: &[u16]) -> LtPeer {
+        LtPeer::new("leech", torrent, out_dir, port, TEST_TIMEOUT).peers(peers)
+    }
+
+    /// Makes a v1-only torrent of `path` (file or folder) with libtorrent's `create_torrent`
+    /// (`v1_only` flag), and returns its info-hash as lowercase hex.
+    pub fn create(
+        td: &TestDir,
+        path: &Path,
+        out: &Path,
+        piece_length: u32,
+        private: bool,
+        trackers: &[&str],
+    ) -> Result<String> {
+        let mut cmd = Command::new(SYSTEM_PYTHON);
+        cmd.arg(Self::script())
+            .arg("create")
+            .arg(abs(path)?)
+            .arg(abs(out)?)
+            .arg(piece_length.to_string());
+        if private {
+            cmd.arg("--private");
+        }
+        for t in trackers {
+            cmd.args(["--tracker", t]);
+        }
+        let f = run_ok(
+            &td.unique("lt-create"),
+            cmd,
+            &td.logs(),
+            Duration::from_secs(120),
+        )
+        .context("libtorrent create_torrent")?;
+        match f
+            .stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("info_hash="))
+        {
+            Some(h) => Ok(h.to_string()),
+            None => bail!("lt_peer.py create printed no info_hash=: {}", f.stdout),
+        }
+    }
+
+    /// The info-hash libtorrent computes for a .torrent file (lowercase hex). Fails if
+    /// libtorrent cannot load it.
+    pub fn info_hash(td: &TestDir, torrent: &Path) -> Result<String> {
+        let mut cmd = Command::new(SYSTEM_PYTHON);
+        cmd.arg(Self::script()).arg("infohash").arg(abs(torrent)?);
+        let f = run(
+            &td.unique("lt-infohash"),
+            cmd,
+            &td.logs(),
+            Duration::from_secs(60),
+        )?;
+        if !f.status.success() {
+            bail!(
+                "libtorrent cannot load {}: {}",
+                torrent.display(),
+                f.stderr.trim()
+            );
+        }
+        Ok(f.stdout.trim().to_string())
+    }
+
+    /// Waits for a seeder to print `seeding` (its data checked complete).
+    pub fn wait_seeding(p: &Proc, timeout: Duration) -> Result<()> {
+        p.wait_for_line(timeout, "`seeding`", |l| l == "seeding")
+            .map(|_| ())
+    }
+}
+
+/// A libtorrent peer about to be spawned.
+#[derive(Clone, Debug)]
+pub struct LtPeer {
+    role: &'static str,
+    torrent: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    peers: Vec<String>,
+    timeout: Duration,
+    upload_limit: Option<u64>,
+    name: Option<String>,
+}
+
+impl LtPeer {
+    fn new(role: &'static str, torrent: &Path, dir: &Path, port: u16, timeout: Duration) -> LtPeer {
+        LtPeer {
+            role,
+            torrent: torrent.to_path_buf(),
+            dir: dir.to_path_buf(),
+            port,
+            peers: Vec::new(),
+            timeout,
+            upload_limit: None,
+            name: None,
+        }
+    }
+
+    /// Dial 127.0.0.1:`p` for each port.
+    pub fn peers(mut self, ports: &[u16]) -> LtPeer {
+        self.peers.extend(ports.iter().map(|&p| local(p)));
+        self
+    }
+
+    /// Per-torrent upload limit in bytes/s (it applies to local peers too).
+    pub fn upload_limit(mut self, bytes_per_s: u64) -> LtPeer {
+        self.upload_limit = Some(bytes_per_s);
+        self
+    }
+
+    /// Leecher: give up (exit 1) after this long. Seeder: stop serving after this long.
+    pub fn timeout(mut self, t: Duration) -> LtPeer {
+        self.timeout = t;
+        self
+    }
+
+    /// The name used in logs and failure reports (default `lt-seed` / `lt-leech`).
+    pub fn name(mut self, n: &str) -> LtPeer {
+        self.name = Some(n.to_string());
+        self
+    }
+
+    pub fn spawn(self, td: &TestDir) -> Result<Proc> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let mut cmd = Command::new(SYSTEM_PYTHON);
+        cmd.arg(Libtorrent::script())
+            .arg(self.role)
+            .arg(abs(&self.torrent)?)
+            .arg(abs(&self.dir)?)
+            .arg(self.port.to_string())
+            .arg(if self.peers.is_empty() {
+                "-".to_string()
+            } else {
+                self.peers.join(",")
+            })
+            .arg(format!("{}", self.timeout.as_secs_f64()));
+        if let Some(l) = self.upload_limit {
+            cmd.args(["--upload-limit", &l.to_string()]);
+        }
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("lt-{}-{}", self.role, self.port));
+        Proc::spawn(&name, cmd, &td.logs())
+    }
+}

@@ -1,0 +1,231 @@
+//! The `spate` binary under test, driven through its CLI contract (issue #2):
+//!
+//! - `spate create PATH [-a URL]... [-o FILE.torrent] [--piece-length BYTES] [--private]`
+//! - `spate download TORRENT -o DIR --listen 127.0.0.1:0 --no-seed [--peer 127.0.0.1:P]...`
+//!   exits 0 once every piece is verified on disk, and prints a final stdout line
+//!   `done: downloaded N bytes ...` (N: bytes fetched from peers in this run).
+//! - `spate seed TORRENT PATH --listen 127.0.0.1:P [--peer 127.0.0.1:P]...` runs until killed.
+//! - Exit codes: 0 done, 1 runtime failure, 2 bad usage or bad input (one line on stderr).
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{abs, local};
+use crate::proc::run;
+use crate::{Finished, Proc, TestDir};
+
+/// A handle on the binary (tests pass `env!("CARGO_BIN_EXE_spate")`).
+#[derive(Clone, Debug)]
+pub struct Spate {
+    bin: PathBuf,
+}
+
+impl Spate {
+    pub fn new(bin: impl Into<PathBuf>) -> Spate {
+        Spate { bin: bin.into() }
+    }
+
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// A `Command` for `spate ARGS...` (with `RUST_BACKTRACE=1`, so a panic shows where).
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = Command::new(&self.bin);
+        c.args(args).env("RUST_BACKTRACE", "1");
+        c
+    }
+
+    /// Runs `spate ARGS...` to completion (killed after `timeout`), whatever its exit code.
+    pub fn run<I, S>(
+        &self,
+        td: &TestDir,
+        name: &str,
+        args: I,
+        timeout: Duration,
+    ) -> Result<Finished>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run(&td.unique(name), self.command(args), &td.logs(), timeout)
+    }
+
+    /// `spate create PATH -o OUT EXTRA...` to completion (60 s at most), whatever its exit
+    /// code.
+    pub fn create(
+        &self,
+        td: &TestDir,
+        path: &Path,
+        out: &Path,
+        extra: &[&str],
+    ) -> Result<Finished> {
+        let mut args: Vec<OsString> = vec!["create".into(), abs(path)?.into(), "-o".into()];
+        args.push(abs(out)?.into());
+        args.extend(extra.iter().map(OsString::from));
+        self.run(td, "spate-create", args, Duration::from_secs(60))
+    }
+
+    /// `spate download TORRENT -o OUT_DIR --listen 127.0.0.1:0 --no-seed`; add peers, a fixed
+    /// listen port or other flags with the builder, then `spawn`.
+    pub fn download(&self, torrent: &Path, out_dir: &Path) -> SpateDownload {
+        SpateDownload {
+            spate: self.clone(),
+            torrent: torrent.to_path_buf(),
+            out_dir: out_dir.to_path_buf(),
+            listen: 0,
+            peers: Vec::new(),
+            extra: Vec::new(),
+            name: None,
+        }
+    }
+
+    /// `spate seed TORRENT PATH --listen 127.0.0.1:PORT`; PATH is the torrent's file (single
+    /// file) or folder (multi-file).
+    pub fn seed(&self, torrent: &Path, path: &Path, port: u16) -> SpateSeed {
+        SpateSeed {
+            spate: self.clone(),
+            torrent: torrent.to_path_buf(),
+            path: path.to_path_buf(),
+            port,
+            peers: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// `N` from the `done: downloaded N bytes` line `spate download` prints on success.
+pub fn parse_done_downloaded(stdout: &str) -> Option<u64> {
+    stdout.lines().rev().find_map(|l| {
+        l.trim()
+            .strip_prefix("done: downloaded ")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+pub struct SpateDownload {
+    spate: Spate,
+    torrent: PathBuf,
+    out_dir: PathBuf,
+    listen: u16,
+    peers: Vec<u16>,
+    extra: Vec<OsString>,
+    name: Option<String>,
+}
+
+impl SpateDownload {
+    /// `--peer 127.0.0.1:P` for each port.
+    pub fn peers(mut self, ports: &[u16]) -> SpateDownload {
+        self.peers.extend_from_slice(ports);
+        self
+    }
+
+    /// `--listen 127.0.0.1:PORT` instead of port 0.
+    pub fn listen(mut self, port: u16) -> SpateDownload {
+        self.listen = port;
+        self
+    }
+
+    /// Extra arguments, appended last.
+    pub fn arg(mut self, a: impl Into<OsString>) -> SpateDownload {
+        self.extra.push(a.into());
+        self
+    }
+
+    /// The name in logs and reports (default `spate-download`).
+    pub fn name(mut self, n: &str) -> SpateDownload {
+        self.name = Some(n.to_string());
+        self
+    }
+
+    pub fn args(&self) -> Result<Vec<OsString>> {
+        let mut a: Vec<OsString> = vec![
+            "download".into(),
+            abs(&self.torrent)?.into(),
+            "-o".into(),
+            abs(&self.out_dir)?.into(),
+            "--listen".into(),
+            local(self.listen).into(),
+            "--no-seed".into(),
+        ];
+        for p in &self.peers {
+            a.push("--peer".into());
+            a.push(local(*p).into());
+        }
+        a.extend(self.extra.iter().cloned());
+        Ok(a)
+    }
+
+    pub fn spawn(self, td: &TestDir) -> Result<Proc> {
+        let cmd = self.spate.command(self.args()?);
+        let name = self.name.clone().unwrap_or_else(|| "spate-download".into());
+        Proc::spawn(&name, cmd, &td.logs())
+    }
+}
+
+pub struct SpateSeed {
+    spate: Spate,
+    torrent: PathBuf,
+    path: PathBuf,
+    port: u16,
+    peers: Vec<u16>,
+    extra: Vec<OsString>,
+}
+
+impl SpateSeed {
+    /// `--peer 127.0.0.1:P` for each port (spate keeps dialling them while they want data).
+    pub fn peers(mut self, ports: &[u16]) -> SpateSeed {
+        self.peers.extend_from_slice(ports);
+        self
+    }
+
+    /// Extra arguments, appended last.
+    pub fn arg(mut self, a: impl Into<OsString>) -> SpateSeed {
+        self.extra.push(a.into());
+        self
+    }
+
+    pub fn args(&self) -> Result<Vec<OsString>> {
+        let mut a: Vec<OsString> = vec![
+            "seed".into(),
+            abs(&self.torrent)?.into(),
+            abs(&self.path)?.into(),
+            "--listen".into(),
+            local(self.port).into(),
+        ];
+        for p in &self.peers {
+            a.push("--peer".into());
+            a.push(local(*p).into());
+        }
+        a.extend(self.extra.iter().cloned());
+        Ok(a)
+    }
+
+    pub fn spawn(self, td: &TestDir) -> Result<Proc> {
+        let cmd = self.spate.command(self.args()?);
+        Proc::spawn(&format!("spate-seed-{}", self.port), cmd, &td.logs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_done_line() {
+        let out = "x\ndone: downloaded 123 bytes, 45 bytes already verified on disk, uploaded 0 bytes, 1.0 s (1 MiB/s) -> /tmp/x\n";
+        assert_eq!(parse_done_downloaded(out), Some(123));
+        assert_eq!(parse_done_downloaded("nothing"), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! Transmission 3.00: `transmission-cli` as a leecher, `transmission-daemon` +
+//! `transmission-remote` as a seeder.
+//!
+//! Transmission never dials 127.0.0.0/8 peers (it calls them "martian") but accepts
+//! incoming connections from 127.0.0.1: whoever it trades with must dial its port.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::abs;
+use crate::proc::run;
+use crate::{free_port, wait_port, Proc, TestDir};
+
+pub struct Transmission;
+
+impl Transmission {
+    /// `transmission-cli` downloading `torrent` into `out_dir`, accepting peers on
+    /// 127.0.0.1:`port`. It exits 0 when done (ratio limit 0). Someone must dial it.
+    pub fn leech(torrent: &Path, out_dir: &Path, port: u16) -> TransmissionLeech {
+        TransmissionLeech {
+            torrent: torrent.to_path_buf(),
+            out_dir: out_dir.to_path_buf(),
+            port,
+        }
+    }
+
+    /// `transmission-daemon` seeding `torrent` from `save_dir` (the folder holding the
+    /// torrent's file or folder), accepting peers on 127.0.0.1:`port`. `spawn` returns once
+    /// the daemon has verified the data as complete.
+    pub fn seed(torrent: &Path, save_dir: &Path, port: u16) -> TransmissionSeed {
+        TransmissionSeed {
+            torrent: torrent.to_path_buf(),
+            save_dir: save_dir.to_path_buf(),
+            port,
+        }
+    }
+}
+
+/// settings.json for a loopback-only Transmission (INTEROP.md).
+fn settings(peer_port: u16, dir: &Path, extra: &str) -> String {
+    format!(
+        r#"{{
+    "dht-enabled": false,
+    "lpd-enabled": false,
+    "pex-enabled": false,
+    "port-forwarding-enabled": false,
+    "utp-enabled": false,
+    "bind-address-ipv4": "127.0.0.1",
+    "bind-address-ipv6": "::1",
+    "rpc-bind-address": "127.0.0.1",
+    "rpc-whitelist": "127.0.0.1,::1",
+    "rpc-whitelist-enabled": true,
+    "peer-port": {peer_port},
+    "peer-port-random-on-start": false,
+    "speed-limit-down-enabled": false,
+    "speed-limit-up-enabled": false,
+    "alt-speed-enabled": false,
+    "encryption": 0,
+    "incomplete-dir-enabled": false,
+    "download-dir": "{dir}",
+    "start-added-torrents": true,
+    "message-level": 2,
+    {extra}
+}}
+"#,
+        dir = dir.display()
+    )
+}
+
+fn write_config(td: &TestDir, name: &str, contents: &str) -> Result<PathBuf> {
+    let cfg = td.sub(format!("{name}.cfg"))?;
+    std::fs::write(cfg.join("settings.json"), contents)
+        .with_context(|| format!("writing {}/settings.json", cfg.display()))?;
+    Ok(cfg)
+}
+
+pub struct TransmissionLeech {
+    torrent: PathBuf,
+    out_dir: PathBuf,
+    port: u16,
+}
+
+impl TransmissionLeech {
+    pub fn spawn(self, td: &TestDir) -> Result<Proc> {
+        let name = format!("transmission-cli-{}", self.port);
+        std::fs::create_dir_all(&self.out_dir)?;
+        let out = abs(&self.out_dir)?;
+        let cfg = write_config(
+            td,
+            &name,
+            &settings(
+                self.port,
+                &out,
+                r#""ratio-limit-enabled": true, "ratio-limit": 0, "rpc-enabled": false"#,
+            ),
+        )?;
+        let mut cmd = Command::new("transmission-cli");
+        cmd.arg("-g")
+            .arg(&cfg)
+            .arg("-w")
+            .arg(&out)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-M", "-D", "-U", "-et"])
+            .arg(abs(&self.torrent)?);
+        Proc::spawn(&name, cmd, &td.logs())
+    }
+}
+
+pub struct TransmissionSeed {
+    torrent: PathBuf,
+    save_dir: PathBuf,
+    port: u16,
+}
+
+/// A running `transmission-daemon` that has verified its data.
+pub struct TransmissionSeeder {
+    pub proc: Proc,
+    pub peer_port: u16,
+    pub rpc_port: u16,
+    log_dir: PathBuf,
+}
+
+impl TransmissionSeed {
+    pub fn spawn(self, td: &TestDir) -> Result<TransmissionSeeder> {
+        let name = format!("transmission-daemon-{}", self.port);
+        let rpc_port = free_port();
+        let save = abs(&self.save_dir)?;
+        let cfg = write_config(
+            td,
+            &name,
+            &settings(
+                self.port,
+                &save,
+                &format!(
+                    r#""ratio-limit-enabled": false, "idle-seeding-limit-enabled": false,
+    "rpc-enabled": true, "rpc-port": {rpc_port}, "rpc-authentication-required": false"#
+                ),
+            ),
+        )?;
+        let mut cmd = Command::new("transmission-daemon");
+        cmd.arg("-f").arg("-g").arg(&cfg);
+        let proc = Proc::spawn(&name, cmd, &td.logs())?;
+        let seeder = TransmissionSeeder {
+            proc,
+            peer_port: self.port,
+            rpc_port,
+            log_dir: td.logs(),
+        };
+        if !wait_port(rpc_port, Duration::from_secs(20)) {
+            bail!(
+                "transmission-daemon RPC did not come up on 127.0.0.1:{rpc_port}\n{}",
+                seeder.proc.report()
+            );
+        }
+        let add = seeder.remote(&[
+            "-a".as_ref(),
+            abs(&self.torrent)?.as_os_str(),
+            "-w".as_ref(),
+            save.as_os_str(),
+        ])?;
+        if !add.contains("success") {
+            bail!(
+                "transmission-remote -a failed: {add}\n{}",
+                seeder.proc.report()
+            );
+        }
+        seeder.wait_verified(Duration::from_secs(60))?;
+        Ok(seeder)
+    }
+}
+
+impl TransmissionSeeder {
+    /// Runs `transmission-remote 127.0.0.1:RPC ARGS...` and returns its stdout.
+    pub fn remote(&self, args: &[&std::ffi::OsStr]) -> Result<String> {
+        let mut cmd = Command::new("transmission-remote");
+        cmd.arg(format!("127.0.0.1:{}", self.rpc_port)).args(args);
+        let f = run(
+            &format!("transmission-remote-{}", self.rpc_port),
+            cmd,
+            &self.log_dir,
+            Duration::from_secs(20),
+        )?;
+        if !f.status.success() {
+            bail!(
+                "transmission-remote {:?} failed: {}{}",
+                args,
+                f.stdout.trim(),
+                f.stderr.trim()
+            );
+        }
+        Ok(f.stdout)
+    }
+
+    /// `transmission-remote -t all -i`: state, percent done, uploaded...
+    pub fn info(&self) -> Result<String> {
+        self.remote(&["-t".as_ref(), "all".as_ref(), "-i".as_ref()])
+    }
+
+    fn wait_verified(&self, timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < end {
+            if !self.proc.is_running() {
+                bail!("transmission-daemon exited\n{}", self.proc.report());
+            }
+            last = self.info().unwrap_or_default();
+            let done = last.contains("Percent Done: 100%");
+            let checking = last.contains("Verif") || last.contains("Will Verify");
+            if done && !checking {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        bail!(
+            "transmission-daemon did not verify its data as complete within {:.0} s; last info:\n{last}\n{}",
+            timeout.as_secs_f64(),
+            self.proc.report()
+        )
+    }
+}
