@@ -267,7 +267,6 @@ impl Storage {
 
     /// Modification times (ns since the epoch) as this storage last saw them; 0 for pad
     /// files.
-    #[allow(dead_code)] // used by resume, being written
     pub(crate) fn known_mtimes(&self) -> Vec<i64> {
         self.mtimes
             .iter()

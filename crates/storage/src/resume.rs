@@ -1,1 +1,438 @@
-//! Resume records (being written).
+//! Resume records: what was verified, remembered across restarts without a re-check.
+//!
+//! The rule: what is verified survives any interruption, and nothing unverified is ever
+//! trusted. A record is trusted only when it is intact and everything it says about the files
+//! still holds; in every other case [`load`] answers [`ResumeOutcome::Recheck`] with the
+//! reason, and the client re-checks (which always gives the right answer, only slower).
+//!
+//! # What a record holds
+//! `{ version, info_hash, piece_count, have (bitfield bytes), files: [(length, mtime_ns)],
+//! checksum }`, little-endian, behind a magic number, with a SHA-1 of all preceding bytes at
+//! the end.
+//!
+//! # When it is trusted
+//! The checksum is good, the version known, the info-hash and piece count are the torrent's,
+//! the files are the layout's (same count, same lengths), and every non-pad file on disk is a
+//! regular file with exactly the recorded size and modification time (ns). Anything else is
+//! a re-check.
+//!
+//! # How to save (the caller's part)
+//! - Pass to [`save`] only pieces whose [`Storage::write_piece`] returned *before* `save` is
+//!   called (the bitfield of verified-and-written pieces). `save` first calls
+//!   [`Storage::sync`], so their data is on stable storage before the record can be.
+//! - Do not run two saves of the same record path at once.
+//! - Saving is cheap enough to do often (every few pieces or seconds): it syncs only the
+//!   files written since the last sync, stats none of the others, and writes one small file
+//!   (`<path>.tmp`, fsync, rename over `<path>`, fsync of the folder). An interrupted save
+//!   leaves the previous record intact.
+//!
+//! # Modification times
+//! The times written are the ones [`Storage`] saw itself: at open, and read *after* each
+//! fsync of a file it wrote. A change made by someone else after the storage opened the file
+//! is therefore never laundered into a new record: its time differs from the recorded one and
+//! the next start re-checks. After a crash (or `kill -9`) the files written since the last
+//! save have newer times than the record says, so the next start re-checks; that is correct,
+//! since the record cannot tell which of those writes completed. On a filesystem with coarse
+//! times a write just after a save may keep the recorded time; the record is then trusted,
+//! which is still safe: it lists only pieces written and synced before it was saved, and the
+//! engine never rewrites a piece it has.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use metainfo::{Bitfield, InfoHash};
+
+use crate::error::StorageError;
+use crate::hash::sha1;
+use crate::layout::Layout;
+use crate::paths;
+use crate::Storage;
+
+/// The format version this crate writes and reads.
+pub const VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"SPATERES";
+/// Larger files are not resume records (a million pieces and files fit in 17 MiB).
+const MAX_RECORD_LEN: u64 = 256 << 20;
+
+/// The size and modification time of one file when the record was saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    pub length: u64,
+    /// Nanoseconds since the Unix epoch; 0 for pad files.
+    pub mtime_ns: i64,
+}
+
+/// The decoded content of a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeRecord {
+    pub info_hash: InfoHash,
+    pub have: Bitfield,
+    pub files: Vec<FileStamp>,
+}
+
+/// What [`load`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// The record holds: these pieces are verified on disk.
+    Trusted(Bitfield),
+    /// The record cannot be trusted; re-check the torrent.
+    Recheck(RecheckReason),
+}
+
+/// Why a record was not trusted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecheckReason {
+    #[error("no resume record")]
+    Missing,
+    #[error("resume record unreadable: {0}")]
+    Unreadable(String),
+    #[error("not a resume record")]
+    NotARecord,
+    #[error("resume record version {0} is not supported")]
+    UnsupportedVersion(u32),
+    #[error("resume record checksum mismatch")]
+    BadChecksum,
+    #[error("resume record is truncated or malformed")]
+    Malformed,
+    #[error("resume record is for another torrent")]
+    WrongInfoHash,
+    #[error("resume record has {record} pieces, the torrent {torrent}")]
+    WrongPieceCount { record: u32, torrent: u32 },
+    #[error("resume record lists {record} files, the torrent {torrent}")]
+    WrongFileCount { record: usize, torrent: usize },
+    #[error("resume record says file {file} is {record} bytes, the torrent {torrent}")]
+    WrongFileLength {
+        file: usize,
+        record: u64,
+        torrent: u64,
+    },
+    #[error("file {} is missing or not a regular file", .0.display())]
+    FileMissing(PathBuf),
+    #[error("file {} is {actual} bytes, the record says {record}", .path.display())]
+    FileResized {
+        path: PathBuf,
+        record: u64,
+        actual: u64,
+    },
+    #[error("file {} was modified after the record was saved", .0.display())]
+    FileModified(PathBuf),
+}
+
+impl ResumeRecord {
+    /// The record's bytes, checksum included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let have = self.have.as_bytes();
+        let mut out = Vec::with_capacity(64 + have.len() + 16 * self.files.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(self.info_hash.as_bytes());
+        out.extend_from_slice(&self.have.len().to_le_bytes());
+        out.extend_from_slice(&(have.len() as u64).to_le_bytes());
+        out.extend_from_slice(have);
+        out.extend_from_slice(&(self.files.len() as u64).to_le_bytes());
+        for f in &self.files {
+            out.extend_from_slice(&f.length.to_le_bytes());
+            out.extend_from_slice(&f.mtime_ns.to_le_bytes());
+        }
+        let sum = sha1(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Decodes and checks a record; never panics, whatever the bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ResumeRecord, RecheckReason> {
+        let mut r = Reader(bytes);
+        if r.take(MAGIC.len())? != MAGIC {
+            return Err(RecheckReason::NotARecord);
+        }
+        let version = r.u32()?;
+        if version != VERSION {
+            return Err(RecheckReason::UnsupportedVersion(version));
+        }
+        let Some(body_len) = bytes.len().checked_sub(20) else {
+            return Err(RecheckReason::Malformed);
+        };
+        if body_len < MAGIC.len() + 4 {
+            return Err(RecheckReason::Malformed);
+        }
+        let (body, sum) = bytes.split_at(body_len);
+        if sha1(body) != sum {
+            return Err(RecheckReason::BadChecksum);
+        }
+        let mut r = Reader(&body[MAGIC.len() + 4..]);
+        let info_hash = InfoHash(
+            r.take(20)?
+                .try_into()
+                .map_err(|_| RecheckReason::Malformed)?,
+        );
+        let piece_count = r.u32()?;
+        let have_len = usize::try_from(r.u64()?).map_err(|_| RecheckReason::Malformed)?;
+        let have =
+            Bitfield::from_bytes(r.take(have_len)?, piece_count).ok_or(RecheckReason::Malformed)?;
+        let file_count = usize::try_from(r.u64()?).map_err(|_| RecheckReason::Malformed)?;
+        if file_count > r.0.len() / 16 {
+            return Err(RecheckReason::Malformed);
+        }
+        let mut files = Vec::with_capacity(file_count);
+        for _ in 0..file_count {
+            let length = r.u64()?;
+            let mtime_ns = r.u64()? as i64;
+            files.push(FileStamp { length, mtime_ns });
+        }
+        if !r.0.is_empty() {
+            return Err(RecheckReason::Malformed);
+        }
+        Ok(ResumeRecord {
+            info_hash,
+            have,
+            files,
+        })
+    }
+}
+
+/// A cursor over untrusted bytes.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecheckReason> {
+        if n > self.0.len() {
+            return Err(RecheckReason::Malformed);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, RecheckReason> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, RecheckReason> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+/// Syncs `storage`, then saves a record saying `have` is verified, atomically, at `path`.
+/// See the module documentation for what the caller must guarantee about `have`.
+pub fn save(
+    path: &Path,
+    info_hash: InfoHash,
+    storage: &Storage,
+    have: &Bitfield,
+) -> Result<(), StorageError> {
+    let layout = storage.layout();
+    if have.len() != layout.num_pieces() {
+        return Err(StorageError::Resume {
+            path: path.to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "bitfield of {} pieces for a torrent of {}",
+                    have.len(),
+                    layout.num_pieces()
+                ),
+            ),
+        });
+    }
+    storage.sync()?;
+    let mtimes = storage.known_mtimes();
+    let files = layout
+        .files()
+        .iter()
+        .zip(mtimes)
+        .map(|(f, mtime_ns)| FileStamp {
+            length: f.length,
+            mtime_ns: if f.pad { 0 } else { mtime_ns },
+        })
+        .collect();
+    let record = ResumeRecord {
+        info_hash,
+        have: have.clone(),
+        files,
+    };
+    write_atomic(path, &record.to_bytes()).map_err(|source| StorageError::Resume {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `bytes` to `path` so that a crash at any point leaves either the old file or the
+/// new one: `<path>.tmp` in the same folder, fsync, rename, fsync of the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Reads the record at `path` and decides whether the torrent's files under `root` still
+/// hold what it says. Has no side effects: call it before or after [`Storage::open`] (which
+/// leaves files of the right size untouched).
+pub fn load(path: &Path, info_hash: InfoHash, layout: &Layout, root: &Path) -> ResumeOutcome {
+    match check(path, info_hash, layout, root) {
+        Ok(have) => ResumeOutcome::Trusted(have),
+        Err(reason) => ResumeOutcome::Recheck(reason),
+    }
+}
+
+fn check(
+    path: &Path,
+    info_hash: InfoHash,
+    layout: &Layout,
+    root: &Path,
+) -> Result<Bitfield, RecheckReason> {
+    let bytes = read_record(path)?;
+    let record = ResumeRecord::from_bytes(&bytes)?;
+    if record.info_hash != info_hash {
+        return Err(RecheckReason::WrongInfoHash);
+    }
+    if record.have.len() != layout.num_pieces() {
+        return Err(RecheckReason::WrongPieceCount {
+            record: record.have.len(),
+            torrent: layout.num_pieces(),
+        });
+    }
+    if record.files.len() != layout.files().len() {
+        return Err(RecheckReason::WrongFileCount {
+            record: record.files.len(),
+            torrent: layout.files().len(),
+        });
+    }
+    for (file, (stamp, f)) in record.files.iter().zip(layout.files()).enumerate() {
+        if stamp.length != f.length {
+            return Err(RecheckReason::WrongFileLength {
+                file,
+                record: stamp.length,
+                torrent: f.length,
+            });
+        }
+        if f.pad {
+            continue;
+        }
+        let path = root.join(f.relative_path());
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            _ => return Err(RecheckReason::FileMissing(path)),
+        };
+        if meta.len() != stamp.length {
+            return Err(RecheckReason::FileResized {
+                path,
+                record: stamp.length,
+                actual: meta.len(),
+            });
+        }
+        if paths::mtime_ns(&meta) != stamp.mtime_ns {
+            return Err(RecheckReason::FileModified(path));
+        }
+    }
+    Ok(record.have)
+}
+
+fn read_record(path: &Path) -> Result<Vec<u8>, RecheckReason> {
+    let unreadable = |e: io::Error| RecheckReason::Unreadable(e.to_string());
+    let f = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(RecheckReason::Missing),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let mut bytes = Vec::new();
+    f.take(MAX_RECORD_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_RECORD_LEN {
+        return Err(RecheckReason::NotARecord);
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> ResumeRecord {
+        let mut have = Bitfield::new(11);
+        have.set(3, true);
+        have.set(10, true);
+        ResumeRecord {
+            info_hash: InfoHash([7; 20]),
+            have,
+            files: vec![
+                FileStamp {
+                    length: 5,
+                    mtime_ns: 1_700_000_000_123_456_789,
+                },
+                FileStamp {
+                    length: 0,
+                    mtime_ns: -1,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = record();
+        assert_eq!(ResumeRecord::from_bytes(&r.to_bytes()), Ok(r));
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_byte_is_refused() {
+        let bytes = record().to_bytes();
+        for n in 0..bytes.len() {
+            assert!(ResumeRecord::from_bytes(&bytes[..n]).is_err(), "cut at {n}");
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert!(ResumeRecord::from_bytes(&b).is_err(), "flip at {i}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(ResumeRecord::from_bytes(&longer).is_err());
+    }
+
+    #[test]
+    fn version_and_magic() {
+        let mut b = record().to_bytes();
+        b[8] = 2;
+        assert_eq!(
+            ResumeRecord::from_bytes(&b),
+            Err(RecheckReason::UnsupportedVersion(2))
+        );
+        b[0] = b'X';
+        assert_eq!(ResumeRecord::from_bytes(&b), Err(RecheckReason::NotARecord));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = ResumeRecord::from_bytes(&bytes);
+            let mut with_header = MAGIC.to_vec();
+            with_header.extend_from_slice(&VERSION.to_le_bytes());
+            with_header.extend_from_slice(&bytes);
+            let _ = ResumeRecord::from_bytes(&with_header);
+        }
+    }
+}
