@@ -239,7 +239,8 @@ mod tests {
         let total = edge_case_total();
         let pl = EDGE_PIECE_LENGTH as u64;
         assert_eq!(total, 179_845);
-        assert!(total % pl != 0, "last piece must be shorter");
+        let last = total - (total / pl) * pl;
+        assert_eq!(last, 16_005, "last piece must be shorter");
         let td = crate::TestDir::new("data").unwrap();
         let root = write_edge_case_tree(td.path(), "edge", 1).unwrap();
         let files = list_files(&root).unwrap();
