@@ -164,7 +164,7 @@ impl Layout {
     }
 
     /// The files holding `len` bytes at torrent offset `offset`, in order, each with its part
-    /// of a buffer of `len` bytes. Zero-length files never appear. The range must lie inside
+    /// of a buffer of `len` bytes. Zero-length files and empty parts never appear. The range must lie inside
     /// the torrent (callers check).
     pub(crate) fn segments(&self, offset: u64, len: usize) -> impl Iterator<Item = Segment> + '_ {
         let end = offset.saturating_add(len as u64);
@@ -176,7 +176,7 @@ impl Layout {
             .iter()
             .enumerate()
             .take_while(move |(_, f)| f.offset < end)
-            .filter(|(_, f)| f.length > 0)
+            .filter(move |(_, f)| f.length > 0 && offset < end)
             .map(move |(i, f)| {
                 let start = offset.max(f.offset);
                 let stop = end.min(f.offset + f.length);

@@ -284,6 +284,26 @@ fn bad_ranges_are_errors_not_panics() {
     assert!(s.write_block(2, 1808, &[1u8; 1]).is_err(), "past the end");
     assert!(s.check_piece(9).is_err());
     s.read(2, 0, &mut []).unwrap();
+    // An empty read touches no file, even a missing one.
+    std::fs::remove_file(dir.path().join("a")).unwrap();
+    s.recheck(&mut |_, _| ()).unwrap();
+    s.read(1, 5, &mut []).unwrap();
+}
+
+/// Re-check speed with the data in the page cache (hashing plus copying); run with
+/// `cargo test -p storage --release --test disk -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn recheck_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 256u64 << 20;
+    let (l, reference) = layout(&[("t/a", size / 2), ("t/b", size / 2)], 256 << 10, 13);
+    let s = open(dir.path(), l);
+    write_all(&s, &reference);
+    let start = std::time::Instant::now();
+    assert!(s.recheck(&mut |_, _| ()).unwrap().is_full());
+    let secs = start.elapsed().as_secs_f64();
+    println!("recheck: {:.0} MB/s", size as f64 / secs / 1e6);
 }
 
 #[test]
