@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -396,9 +396,11 @@ fn create_file(
         }
         Err(e) => return Err(e),
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| StorageError::io(Op::Stat, path, e))?;
+    let stat = |file: &File| {
+        file.metadata()
+            .map_err(|e| StorageError::io(Op::Stat, path, e))
+    };
+    let mut meta = stat(&file)?;
     if !meta.is_file() {
         return Err(StorageError::WrongKind {
             path: path.to_path_buf(),
@@ -408,8 +410,10 @@ fn create_file(
     if writable && meta.len() != length {
         file.set_len(length)
             .map_err(|e| StorageError::io(Op::SetLen, path, e))?;
+        meta = stat(&file)?;
     }
-    if writable && allocate && length > 0 {
+    // Files whose blocks are all there already (a complete download) are left alone.
+    if writable && allocate && length > 0 && meta.blocks().saturating_mul(512) < length {
         let len = libc::off_t::try_from(length).map_err(|_| {
             StorageError::io(Op::Allocate, path, io::ErrorKind::InvalidInput.into())
         })?;
@@ -422,9 +426,7 @@ fn create_file(
                 io::Error::from_raw_os_error(rc),
             ));
         }
+        meta = stat(&file)?;
     }
-    let meta = file
-        .metadata()
-        .map_err(|e| StorageError::io(Op::Stat, path, e))?;
     Ok((file, writable, paths::mtime_ns(&meta)))
 }

@@ -7,6 +7,35 @@
 //! [`resume`] record. All of them take `&self` and use positioned I/O, so several threads may
 //! call them at once; the only lock guards the cache of open file handles.
 //!
+//! ```
+//! use storage::{resume, sha1, Layout, LayoutFile, OpenOptions, Storage};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let (root, record) = (dir.path().join("data"), dir.path().join("t.resume"));
+//! # let info_hash = metainfo::InfoHash([1; 20]);
+//! let data = b"hello, swarm";
+//! let files = vec![LayoutFile { path: vec!["t".into(), "a.txt".into()], length: 12, pad: false }];
+//! let layout = Layout::new(files, 8, vec![sha1(&data[..8]), sha1(&data[8..])])?;
+//! // Ask the resume record first; it has no side effects.
+//! let have = match resume::load(&record, info_hash, &layout, &root) {
+//!     resume::ResumeOutcome::Trusted(have) => Some(have),
+//!     resume::ResumeOutcome::Recheck(_reason) => None,
+//! };
+//! let storage = Storage::open(&root, layout, OpenOptions::default())?;
+//! let mut have = match have {
+//!     Some(have) => have,
+//!     None => storage.recheck(&mut |_done, _total| {})?,
+//! };
+//! assert!(!storage.check_piece(0)?);
+//! storage.write_piece(0, &data[..8])?; // after its hash matched
+//! have.set(0, true);
+//! resume::save(&record, info_hash, &storage, &have)?; // syncs first
+//! let mut block = [0u8; 4];
+//! storage.read(0, 4, &mut block)?;
+//! assert_eq!(&block, b"o, s");
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //! - [`layout`]: [`Layout`], the files and piece geometry of a torrent, checked on
 //!   construction (plain path components only, no clashing paths, one hash per piece), and

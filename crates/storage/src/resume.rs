@@ -288,8 +288,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Reads the record at `path` and decides whether the torrent's files under `root` still
-/// hold what it says. Has no side effects: call it before or after [`Storage::open`] (which
-/// leaves files of the right size untouched).
+/// hold what it says. Has no side effects. Call it before [`Storage::open`]: opening leaves
+/// files of the right size untouched, but creates missing ones and, with
+/// [`crate::OpenOptions::allocate`], may reserve blocks of sparse ones (which can change their
+/// modification time and so turn a good record into a re-check; never the other way round).
 pub fn load(path: &Path, info_hash: InfoHash, layout: &Layout, root: &Path) -> ResumeOutcome {
     match check(path, info_hash, layout, root) {
         Ok(have) => ResumeOutcome::Trusted(have),

@@ -28,6 +28,12 @@ fn read_all(s: &Storage) -> Vec<u8> {
 }
 
 #[test]
+fn storage_is_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Storage>();
+}
+
+#[test]
 fn single_file_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let (l, reference) = layout(&[("movie.bin", 100_000)], 16384, 1);
