@@ -241,7 +241,8 @@ impl Storage {
 
     /// Flushes every file written since the last sync to stable storage (`fsync`), and
     /// records its modification time afterwards. Files written and then closed by the handle
-    /// cache are reopened and synced too.
+    /// cache are reopened and synced too; a written file that someone deleted since is
+    /// skipped. On error the failed file stays marked for the next sync.
     pub fn sync(&self) -> Result<(), StorageError> {
         for (index, dirty) in self.dirty.iter().enumerate() {
             if !dirty.swap(false, Ordering::AcqRel) {
@@ -257,9 +258,17 @@ impl Storage {
                 self.mtimes[index].store(paths::mtime_ns(&m), Ordering::Release);
                 Ok(())
             });
-            if let Err(e) = done {
-                dirty.store(true, Ordering::Release);
-                return Err(e);
+            match done {
+                Ok(()) => {}
+                // Deleted behind our back: nothing left to flush. A resume record saved now
+                // fails its file check, so nothing in that file gets trusted.
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
+                Err(e) => {
+                    dirty.store(true, Ordering::Release);
+                    return Err(e);
+                }
             }
         }
         Ok(())

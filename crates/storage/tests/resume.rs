@@ -295,3 +295,21 @@ fn save_refuses_a_bitfield_of_the_wrong_size() {
     assert!(e.to_string().contains("t.resume"), "{e}");
     assert!(!fx.record.exists());
 }
+
+#[test]
+fn a_written_file_deleted_before_the_save_is_not_trusted() {
+    let fx = fixture();
+    let s = fx.open();
+    let last = fx.layout.num_pieces() - 1;
+    s.write_piece(last, piece(&fx.layout, &fx.reference, last))
+        .unwrap();
+    fs::remove_file(fx.file("t/sub/b")).unwrap();
+    s.recheck(&mut |_, _| ()).unwrap(); // drops the open handles
+    let mut have = Bitfield::new(fx.layout.num_pieces());
+    have.set(last, true);
+    resume::save(&fx.record, HASH, &s, &have).unwrap();
+    assert!(matches!(
+        recheck_reason(fx.load()),
+        RecheckReason::FileMissing(_)
+    ));
+}
