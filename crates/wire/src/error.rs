@@ -20,8 +20,8 @@ pub enum WireError {
     #[error("unknown message id {0}")]
     UnknownMessage(u8),
     /// The BEP 10 extension handshake is not valid bencode.
-    #[error("extension handshake is not valid bencode")]
-    BadBencode,
+    #[error("extension handshake: {0}")]
+    Bencode(#[source] bencode::DecodeError),
     /// The BEP 10 extension handshake is valid bencode but not a dictionary.
     #[error("extension handshake is not a dictionary")]
     NotADict,

@@ -9,6 +9,7 @@
 //!   encoding, including [`encode_piece_header`] for sending block data without copying it.
 //! - [`codec`]: framing and decoding from a receive buffer ([`decode`], [`frame_len`],
 //!   [`decode_skip_unknown`]) with a length limit checked before buffering.
+//! - [`extension`]: the BEP 10 extension handshake ([`ExtHandshake`]), decoded leniently.
 //! - [`error`]: [`WireError`], the one error type; "need more bytes" is `Ok(None)`, never an
 //!   error.
 //!
@@ -28,11 +29,13 @@
 
 pub mod codec;
 pub mod error;
+pub mod extension;
 pub mod handshake;
 pub mod message;
 
 pub use codec::{decode, decode_skip_unknown, frame_len, DEFAULT_MAX_MESSAGE_LEN};
 pub use error::WireError;
+pub use extension::ExtHandshake;
 pub use handshake::{Handshake, HandshakePrefix, PROTOCOL};
 pub use message::{encode_piece_header, Message, PIECE_HEADER_LEN};
 pub use metainfo::{BlockRef, InfoHash, PeerId};

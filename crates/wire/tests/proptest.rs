@@ -4,8 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use wire::{
-    decode, decode_skip_unknown, frame_len, BlockRef, Handshake, InfoHash, Message, PeerId,
-    WireError, DEFAULT_MAX_MESSAGE_LEN,
+    decode, decode_skip_unknown, frame_len, BlockRef, ExtHandshake, Handshake, InfoHash, Message,
+    PeerId, WireError, DEFAULT_MAX_MESSAGE_LEN,
 };
 
 fn block_ref() -> impl Strategy<Value = BlockRef> {
@@ -44,6 +44,29 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u32>().prop_map(Message::AllowedFast),
         (any::<u8>(), payload()).prop_map(|(id, payload)| Message::Extended { id, payload }),
     ]
+}
+
+fn ext_handshake() -> impl Strategy<Value = ExtHandshake> {
+    (
+        prop::collection::btree_map(".{0,12}", any::<u8>(), 0..6),
+        prop::option::of(".{0,20}"),
+        prop::option::of(any::<u16>()),
+        prop::option::of(any::<u32>()),
+        prop::option::of(0..=i64::MAX as u64),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..17)),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(m, v, p, reqq, metadata_size, yourip, upload_only)| ExtHandshake {
+                m,
+                v,
+                p,
+                reqq,
+                metadata_size,
+                yourip,
+                upload_only,
+            },
+        )
 }
 
 /// Feeds `stream` to the decoder in chunks ending at `cuts`, collecting every message.
@@ -133,5 +156,17 @@ proptest! {
     fn handshake_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
         let _ = Handshake::decode(&bytes);
         let _ = Handshake::decode_prefix(&bytes);
+    }
+
+    #[test]
+    fn ext_handshake_round_trip(hs in ext_handshake()) {
+        prop_assert_eq!(ExtHandshake::decode(&hs.encode()), Ok(hs));
+    }
+
+    #[test]
+    fn ext_handshake_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        if let Ok(hs) = ExtHandshake::decode(&bytes) {
+            prop_assert_eq!(ExtHandshake::decode(&hs.encode()), Ok(hs));
+        }
     }
 }
