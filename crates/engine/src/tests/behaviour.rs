@@ -1,0 +1,476 @@
+//! Downloading: opening messages, interest, picking, pipeline, choke, end-game, timeouts,
+//! hash failures, protocol violations.
+
+use std::time::Duration;
+
+use metainfo::{BlockRef, BLOCK_SIZE};
+use wire::Message;
+
+use super::{pieces, requests, sent, H};
+use crate::{Action, BlockOutcome, Config, PeerError};
+
+fn cfg() -> Config {
+    Config::default()
+}
+
+#[test]
+fn opening_messages() {
+    let mut h = H::new("    ", 1, cfg());
+    h.t.add_peer(1, true, h.now);
+    h.t.add_peer(2, false, h.now);
+    let a = h.drain();
+    assert_eq!(sent(&a, 1), vec![Message::HaveNone]);
+    assert_eq!(sent(&a, 2), vec![Message::Bitfield(vec![0u8].into())]);
+
+    let mut h = H::new("xxxx", 1, cfg());
+    h.t.add_peer(1, true, h.now);
+    h.t.add_peer(2, false, h.now);
+    let a = h.drain();
+    assert_eq!(sent(&a, 1), vec![Message::HaveAll]);
+    assert_eq!(sent(&a, 2), vec![Message::Bitfield(vec![0xf0u8].into())]);
+
+    let mut h = H::new("x x ", 1, cfg());
+    h.t.add_peer(1, true, h.now);
+    let a = h.drain();
+    assert_eq!(sent(&a, 1), vec![Message::Bitfield(vec![0xa0u8].into())]);
+}
+
+#[test]
+fn interest_follows_what_the_peer_has() {
+    let mut h = H::new("x   ", 1, cfg());
+    h.t.add_peer(1, false, h.now);
+    h.drain();
+    // It has only what we have: not interesting.
+    let a = h.msg(1, Message::Bitfield(vec![0x80u8].into()));
+    assert!(sent(&a, 1).is_empty());
+    let a = h.msg(1, Message::Have(2));
+    assert_eq!(sent(&a, 1), vec![Message::Interested]);
+    assert!(h.t.peer_stats(1).unwrap().am_interested);
+    // We get piece 2 elsewhere: no longer interested.
+    h.t.piece_verified(2, true);
+    let a = h.drain();
+    assert_eq!(sent(&a, 1), vec![Message::Have(2), Message::NotInterested]);
+}
+
+#[test]
+fn no_requests_until_unchoked() {
+    let mut h = H::new("    ", 2, cfg());
+    let a = h.add(1, "*", false);
+    assert_eq!(
+        sent(&a, 1),
+        vec![Message::Bitfield(vec![0].into()), Message::Interested]
+    );
+    let a = h.msg(1, Message::Unchoke);
+    let r = requests(&a, 1);
+    assert_eq!(
+        r.len(),
+        8,
+        "all 4 pieces x 2 blocks fit the initial pipeline"
+    );
+    assert_eq!(h.t.peer_stats(1).unwrap().requests_outstanding, 8);
+}
+
+#[test]
+fn peers_get_whole_pieces() {
+    // 8 pieces of 8 blocks; each peer's initial 16 requests cover 2 whole pieces.
+    let mut h = H::new("        ", 8, cfg());
+    h.add(1, "*", false);
+    h.add(2, "*", false);
+    let a1 = requests(&h.msg(1, Message::Unchoke), 1);
+    let a2 = requests(&h.msg(2, Message::Unchoke), 2);
+    let (p1, p2) = (pieces(&a1), pieces(&a2));
+    assert_eq!(p1.len(), 2);
+    assert_eq!(p2.len(), 2);
+    assert!(p1.iter().all(|p| !p2.contains(p)), "{p1:?} {p2:?}");
+    // Blocks of one piece in order.
+    assert!(a1[..8].windows(2).all(|w| w[0].begin < w[1].begin));
+}
+
+#[test]
+fn only_pieces_the_peer_has() {
+    let mut h = H::new("    ", 1, cfg());
+    h.add(1, " x x", false);
+    let r = requests(&h.msg(1, Message::Unchoke), 1);
+    let mut p = pieces(&r);
+    p.sort();
+    assert_eq!(p, vec![1, 3]);
+}
+
+#[test]
+fn rarest_piece_first() {
+    // Piece 2 is had by one peer only; the others by three.
+    let mut h = H::new("    ", 1, cfg());
+    h.add(1, "xx x", false);
+    h.add(2, "xx x", false);
+    h.add(3, "xxxx", false);
+    h.t.set_peer_reqq(3, 1);
+    let r = requests(&h.msg(3, Message::Unchoke), 3);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].piece, 2);
+}
+
+#[test]
+fn reqq_caps_the_pipeline() {
+    let mut h = H::new("        ", 8, cfg());
+    h.add(1, "*", false);
+    h.t.set_peer_reqq(1, 5);
+    let r = requests(&h.msg(1, Message::Unchoke), 1);
+    assert_eq!(r.len(), 5);
+}
+
+#[test]
+fn slow_start_grows_the_pipeline_quickly() {
+    // 64 pieces of 16 blocks.
+    let mut h = H::new(&" ".repeat(64), 16, cfg());
+    h.add(1, "*", false);
+    h.t.set_peer_reqq(1, 1000);
+    let mut out = requests(&h.msg(1, Message::Unchoke), 1);
+    assert_eq!(out.len(), 16);
+    // Deliver 200 blocks within 100 ms of virtual time.
+    for i in 0..200 {
+        if i % 2 == 0 {
+            h.advance(Duration::from_millis(1));
+        }
+        let b = out.remove(0);
+        let (o, a) = h.block(1, b);
+        assert!(matches!(o, BlockOutcome::Accepted { .. }));
+        out.extend(requests(&a, 1));
+    }
+    let depth = h.t.peer_stats(1).unwrap().queue_depth;
+    assert!(depth >= 200, "depth {depth}");
+    assert_eq!(out.len() as u32, depth);
+}
+
+#[test]
+fn depth_follows_the_rate() {
+    let c = Config {
+        queue_time: Duration::from_secs(3),
+        ..cfg()
+    };
+    let mut h = H::new(&" ".repeat(64), 16, c);
+    h.add(1, "*", false);
+    let mut out = requests(&h.msg(1, Message::Unchoke), 1);
+    // 10 blocks a second for 5 seconds: 160 KiB/s, so 30 blocks of 3 s.
+    for _ in 0..50 {
+        h.advance(Duration::from_millis(100));
+        let b = out.remove(0);
+        let (_, a) = h.block(1, b);
+        out.extend(requests(&a, 1));
+    }
+    let s = h.t.peer_stats(1).unwrap();
+    assert!(
+        (s.download_rate - 163_840.0).abs() < 20_000.0,
+        "{}",
+        s.download_rate
+    );
+    assert!((25..=40).contains(&s.queue_depth), "{}", s.queue_depth);
+}
+
+#[test]
+fn allowed_fast_while_choked() {
+    let mut h = H::new("    ", 1, cfg());
+    h.add(1, "*", true);
+    let a = h.msg(1, Message::AllowedFast(2));
+    assert_eq!(
+        requests(&a, 1),
+        vec![BlockRef {
+            piece: 2,
+            begin: 0,
+            length: BLOCK_SIZE
+        }]
+    );
+    // A piece the peer lacks is not requested even if allowed.
+    let mut h = H::new("    ", 1, cfg());
+    h.add(1, "xx  ", true);
+    let a = h.msg(1, Message::AllowedFast(2));
+    assert!(requests(&a, 1).is_empty());
+}
+
+#[test]
+fn choke_without_fast_returns_requests_to_others() {
+    let mut h = H::new("  ", 4, cfg());
+    h.add(1, "*", false);
+    let r1 = requests(&h.msg(1, Message::Unchoke), 1);
+    assert_eq!(r1.len(), 8);
+    // Peer 1 chokes: its 8 requests are free again; a new peer takes them all.
+    let a = h.msg(1, Message::Choke);
+    assert!(a.is_empty());
+    assert_eq!(h.t.peer_stats(1).unwrap().requests_outstanding, 0);
+    assert!(!h.t.in_endgame());
+    h.add(2, "*", false);
+    let mut r2 = requests(&h.msg(2, Message::Unchoke), 2);
+    let mut r1s = r1.clone();
+    r1s.sort();
+    r2.sort();
+    assert_eq!(r2, r1s);
+    // A block of peer 1 that was already on its way is still accepted, and peer 2's request
+    // of it cancelled.
+    let (o, a) = h.block(1, r1[1]);
+    assert_eq!(
+        o,
+        BlockOutcome::Accepted {
+            piece_complete: false
+        }
+    );
+    assert_eq!(sent(&a, 2), vec![Message::Cancel(r1[1])]);
+}
+
+#[test]
+fn choke_with_fast_keeps_requests_until_rejected() {
+    let mut h = H::new("  ", 4, cfg());
+    h.add(1, "*", true);
+    let r = requests(&h.msg(1, Message::Unchoke), 1);
+    h.msg(1, Message::Choke);
+    assert_eq!(h.t.peer_stats(1).unwrap().requests_outstanding, 8);
+    let (o, _) = h.block(1, r[0]);
+    assert!(matches!(o, BlockOutcome::Accepted { .. }));
+    h.msg(1, Message::Reject(r[1]));
+    assert_eq!(h.t.peer_stats(1).unwrap().requests_outstanding, 6);
+    // Rejecting something never requested counts against the peer.
+    let bogus = r[1];
+    let c = h.t.cfg.max_unrequested_blocks;
+    for _ in 0..c {
+        h.msg(1, Message::Reject(bogus));
+    }
+    assert_eq!(
+        h.t.handle_message(1, &Message::Reject(bogus), h.now),
+        Err(PeerError::TooManyBadRejects(c + 1))
+    );
+}
+
+#[test]
+fn endgame_duplicates_and_cancels() {
+    let mut h = H::new(" ", 2, cfg());
+    h.add(1, "*", false);
+    h.add(2, "*", false);
+    let r1 = requests(&h.msg(1, Message::Unchoke), 1);
+    assert_eq!(r1.len(), 2);
+    assert!(h.t.in_endgame());
+    let r2 = requests(&h.msg(2, Message::Unchoke), 2);
+    assert_eq!(r2, r1, "end-game: the same blocks from the second peer");
+    // A third peer may not add a third requester.
+    h.add(3, "*", false);
+    assert!(requests(&h.msg(3, Message::Unchoke), 3).is_empty());
+    let (o, a) = h.block(2, r1[0]);
+    assert_eq!(
+        o,
+        BlockOutcome::Accepted {
+            piece_complete: false
+        }
+    );
+    assert_eq!(sent(&a, 1), vec![Message::Cancel(r1[0])]);
+    // The cancel raced the block: it arrives anyway and is a duplicate... no: unrequested.
+    let (o, _) = h.block(1, r1[0]);
+    assert_eq!(o, BlockOutcome::Unrequested);
+    let (o, a) = h.block(1, r1[1]);
+    assert_eq!(
+        o,
+        BlockOutcome::Accepted {
+            piece_complete: true
+        }
+    );
+    assert_eq!(sent(&a, 2), vec![Message::Cancel(r1[1])]);
+}
+
+#[test]
+fn timeout_snubs_and_reassigns() {
+    let mut h = H::new("  ", 2, cfg());
+    h.add(1, "*", false);
+    let r1 = requests(&h.msg(1, Message::Unchoke), 1);
+    assert_eq!(r1.len(), 4);
+    h.add(2, "*", false);
+    assert_eq!(
+        requests(&h.msg(2, Message::Unchoke), 2).len(),
+        4,
+        "end-game dups"
+    );
+    h.advance(Duration::from_secs(5));
+    let (_, _) = h.block(2, r1[0]);
+    h.advance(Duration::from_secs(16));
+    let a = h.tick();
+    // Peer 1 timed out: cancels, snubbed with a pipeline of one.
+    let cancels: Vec<_> = sent(&a, 1)
+        .into_iter()
+        .filter(|m| matches!(m, Message::Cancel(_)))
+        .collect();
+    assert_eq!(cancels.len(), 3);
+    let s = h.t.peer_stats(1).unwrap();
+    assert!(s.snubbed);
+    assert_eq!(s.queue_depth, 1);
+    // Its late block is still taken.
+    let (o, _) = h.block(1, r1[1]);
+    assert!(matches!(o, BlockOutcome::Accepted { .. }) || o == BlockOutcome::Duplicate);
+    assert!(!h.t.peer_stats(1).unwrap().snubbed);
+}
+
+#[test]
+fn hash_failure_charges_and_bans() {
+    let c = Config {
+        hashfail_ban_threshold: 2,
+        ..cfg()
+    };
+    let mut h = H::new("    ", 2, c);
+    h.add(1, "*", false);
+    let mut r = requests(&h.msg(1, Message::Unchoke), 1);
+    for _ in 0..2 {
+        let b1 = r.remove(0);
+        let b2 = r.remove(0);
+        assert_eq!(b1.piece, b2.piece);
+        h.block(1, b1);
+        let (o, _) = h.block(1, b2);
+        assert_eq!(
+            o,
+            BlockOutcome::Accepted {
+                piece_complete: true
+            }
+        );
+        assert_eq!(h.t.bytes_in_flight() % (2 * BLOCK_SIZE as u64), 0);
+        h.t.piece_verified(b1.piece, false);
+        let a = h.drain();
+        r.extend(requests(&a, 1));
+        if h.t.peer_stats(1).is_none() {
+            assert!(a.contains(&Action::Disconnect {
+                peer: 1,
+                reason: "sent data for 2.0 pieces that failed the hash check".into(),
+                ban: true
+            }));
+            return;
+        }
+        assert_eq!(h.t.peer_stats(1).unwrap().hashfails, 1.0);
+    }
+    panic!("peer not banned");
+}
+
+#[test]
+fn unrequested_blocks_disconnect() {
+    let c = Config {
+        max_unrequested_blocks: 2,
+        ..cfg()
+    };
+    let mut h = H::new("  ", 1, c);
+    h.add(1, "*", false);
+    let b = BlockRef {
+        piece: 0,
+        begin: 0,
+        length: BLOCK_SIZE,
+    };
+    assert_eq!(h.block(1, b).0, BlockOutcome::Unrequested);
+    assert_eq!(h.block(1, b).0, BlockOutcome::Unrequested);
+    let (o, a) = h.block(1, b);
+    assert_eq!(o, BlockOutcome::Unrequested);
+    assert!(matches!(
+        a.last(),
+        Some(Action::Disconnect {
+            peer: 1,
+            ban: false,
+            ..
+        })
+    ));
+    assert_eq!(h.t.num_peers(), 0);
+}
+
+#[test]
+fn protocol_violations() {
+    let mut h = H::new("    ", 1, cfg());
+    h.t.add_peer(1, false, h.now);
+    let e =
+        h.t.handle_message(1, &Message::Bitfield(vec![0, 0].into()), h.now);
+    assert_eq!(
+        e,
+        Err(PeerError::BitfieldLength {
+            got: 2,
+            expected: 1
+        })
+    );
+    for m in [
+        Message::HaveAll,
+        Message::HaveNone,
+        Message::Suggest(0),
+        Message::AllowedFast(0),
+    ] {
+        assert!(matches!(
+            h.t.handle_message(1, &m, h.now),
+            Err(PeerError::FastNotNegotiated(_))
+        ));
+    }
+    let rej = Message::Reject(BlockRef {
+        piece: 0,
+        begin: 0,
+        length: 16384,
+    });
+    assert!(matches!(
+        h.t.handle_message(1, &rej, h.now),
+        Err(PeerError::FastNotNegotiated(_))
+    ));
+    assert_eq!(
+        h.t.handle_message(1, &Message::Have(4), h.now),
+        Err(PeerError::PieceOutOfRange(4))
+    );
+    // Bitfield after a Have.
+    h.t.add_peer(2, true, h.now);
+    h.msg(2, Message::Have(1));
+    let e =
+        h.t.handle_message(2, &Message::Bitfield(vec![0].into()), h.now);
+    assert_eq!(e, Err(PeerError::BitfieldNotFirst));
+    assert_eq!(
+        h.t.handle_message(2, &Message::HaveAll, h.now),
+        Err(PeerError::BitfieldNotFirst)
+    );
+    assert_eq!(
+        h.t.handle_message(2, &Message::Suggest(9), h.now),
+        Err(PeerError::PieceOutOfRange(9))
+    );
+    // Harmless messages.
+    for m in [
+        Message::KeepAlive,
+        Message::Port(6881),
+        Message::Extended {
+            id: 3,
+            payload: vec![1, 2].into(),
+        },
+        Message::Suggest(1),
+        Message::Piece {
+            piece: 0,
+            begin: 0,
+            data: vec![0; 4].into(),
+        },
+    ] {
+        assert_eq!(h.t.handle_message(2, &m, h.now), Ok(()));
+    }
+    // An unknown peer is ignored.
+    assert_eq!(h.t.handle_message(99, &Message::Have(100), h.now), Ok(()));
+    h.drain();
+}
+
+#[test]
+fn haves_go_to_every_peer() {
+    let mut h = H::new("  ", 1, cfg());
+    h.add(1, "*", false);
+    h.add(2, "  ", true);
+    let r = requests(&h.msg(1, Message::Unchoke), 1);
+    let (o, _) = h.block(1, r[0]);
+    assert_eq!(
+        o,
+        BlockOutcome::Accepted {
+            piece_complete: true
+        }
+    );
+    h.t.piece_verified(r[0].piece, true);
+    let a = h.drain();
+    assert_eq!(sent(&a, 1), vec![Message::Have(r[0].piece)]);
+    assert_eq!(sent(&a, 2), vec![Message::Have(r[0].piece)]);
+    assert_eq!(h.t.bytes_in_flight(), BLOCK_SIZE as u64);
+}
+
+#[test]
+fn completion_drops_interest() {
+    let mut h = H::new(" ", 1, cfg());
+    h.add(1, "*", false);
+    let r = requests(&h.msg(1, Message::Unchoke), 1);
+    h.block(1, r[0]);
+    h.t.piece_verified(0, true);
+    let a = h.drain();
+    assert_eq!(sent(&a, 1), vec![Message::Have(0), Message::NotInterested]);
+    assert!(h.t.is_complete());
+    assert_eq!(h.t.bytes_in_flight(), 0);
+}

@@ -1,0 +1,675 @@
+//! [`Torrent`]: the engine state of one torrent. Inputs, outputs and getters; the handling of
+//! every peer message but `Piece`. Request filling lives in `requests.rs`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use metainfo::{Bitfield, BlockRef, Lengths};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use wire::Message;
+
+use crate::choker::Choker;
+use crate::peer::{Peer, Serving, MAX_ALLOWED_FAST};
+use crate::picker::{Picker, PieceState};
+use crate::{Action, Config, PeerError, PeerKey, PeerStats};
+
+/// Largest block a peer may request of us. Peers ask for 16 KiB; like libtorrent we serve up
+/// to 128 KiB.
+pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
+/// Requests of one peer we have handed out as `Serve` and not yet seen retired (by
+/// `record_uploaded` or `serve_wanted`) before the peer is disconnected.
+pub const MAX_SERVING: usize = 2000;
+/// A served request is assumed sent after this long even if never retired.
+const SERVE_EXPIRY: Duration = Duration::from_secs(60);
+
+/// The engine state of one torrent; see the crate doc for the calling contract.
+pub struct Torrent {
+    pub(crate) cfg: Config,
+    pub(crate) picker: Picker,
+    pub(crate) peers: BTreeMap<PeerKey, Peer>,
+    pub(crate) actions: VecDeque<Action>,
+    pub(crate) choker: Option<Choker>,
+    /// The latest `now` seen in any input.
+    pub(crate) now: Option<Instant>,
+}
+
+impl Torrent {
+    /// A torrent of geometry `lengths` of which the pieces in `have` are verified. A `have`
+    /// of the wrong length is treated as empty.
+    pub fn new(lengths: Lengths, have: Bitfield, config: Config) -> Self {
+        Self::with_rng(lengths, have, config, StdRng::from_os_rng())
+    }
+
+    /// Like [`Torrent::new`], with a seeded random generator (tie-breaks, optimistic
+    /// unchoke): the same inputs give the same actions.
+    pub fn with_rng_seed(lengths: Lengths, have: Bitfield, config: Config, seed: u64) -> Self {
+        Self::with_rng(lengths, have, config, StdRng::seed_from_u64(seed))
+    }
+
+    fn with_rng(lengths: Lengths, have: Bitfield, cfg: Config, rng: StdRng) -> Self {
+        Torrent {
+            cfg,
+            picker: Picker::new(lengths, have, rng),
+            peers: BTreeMap::new(),
+            actions: VecDeque::new(),
+            choker: None,
+            now: None,
+        }
+    }
+
+    pub(crate) fn see(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
+        if self.choker.is_none() {
+            self.choker = Some(Choker::new(now));
+        }
+    }
+
+    pub(crate) fn send(&mut self, peer: PeerKey, msg: Message) {
+        self.actions.push_back(Action::Send { peer, msg });
+    }
+
+    // ---- inputs ----
+
+    /// A connection finished its handshake. Queues our opening `Bitfield` (to a fast peer,
+    /// `HaveAll` or `HaveNone` when they fit). A key already in use is replaced.
+    pub fn add_peer(&mut self, peer: PeerKey, supports_fast: bool, now: Instant) {
+        self.see(now);
+        if self.peers.contains_key(&peer) {
+            self.remove_peer(peer);
+        }
+        let n = self.picker.lengths().num_pieces();
+        self.peers.insert(peer, Peer::new(n, supports_fast, now));
+        let have = self.picker.have();
+        let msg = if supports_fast && have.is_full() {
+            Message::HaveAll
+        } else if supports_fast && have.none_set() {
+            Message::HaveNone
+        } else {
+            Message::Bitfield(have.as_bytes().to_vec().into())
+        };
+        self.send(peer, msg);
+    }
+
+    /// A connection ended. Its requests go back to the pool (and to other peers); its pieces
+    /// no longer count for availability. Unknown keys are ignored.
+    pub fn remove_peer(&mut self, peer: PeerKey) {
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
+        for b in &p.outstanding {
+            self.picker.cancel(*b);
+        }
+        if p.seed {
+            self.picker.remove_seed();
+        } else {
+            for i in p.have.iter_ones() {
+                self.picker.peer_lost(i);
+            }
+        }
+        if !p.am_choking {
+            self.unchoke_waiting();
+        }
+        self.fill_all();
+    }
+
+    /// The peer's BEP 10 `reqq`: we never keep more requests outstanding with it.
+    pub fn set_peer_reqq(&mut self, peer: PeerKey, reqq: u32) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.reqq = reqq.max(1);
+        }
+    }
+
+    /// Lets the peer request blocks of `piece` while we choke it (BEP 6 allowed-fast); queues
+    /// the `AllowedFast` message. Ignored for peers without the fast extension.
+    pub fn allow_fast(&mut self, peer: PeerKey, piece: u32) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !p.supports_fast
+            || piece >= self.picker.lengths().num_pieces()
+            || p.allowed_fast_out.contains(&piece)
+        {
+            return;
+        }
+        p.allowed_fast_out.push(piece);
+        self.send(peer, Message::AllowedFast(piece));
+    }
+
+    /// A message from a peer (every kind but `Piece`, which goes to
+    /// [`Torrent::handle_block`] and is ignored here). `Err` is a protocol violation.
+    pub fn handle_message(
+        &mut self,
+        peer: PeerKey,
+        msg: &Message,
+        now: Instant,
+    ) -> Result<(), PeerError> {
+        self.see(now);
+        let num_pieces = self.picker.lengths().num_pieces();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        let fast = p.supports_fast;
+        let need_fast = |name| {
+            if fast {
+                Ok(())
+            } else {
+                Err(PeerError::FastNotNegotiated(name))
+            }
+        };
+        let in_range = |i: u32| {
+            if i < num_pieces {
+                Ok(i)
+            } else {
+                Err(PeerError::PieceOutOfRange(i))
+            }
+        };
+        match msg {
+            Message::KeepAlive | Message::Port(_) | Message::Extended { .. } => return Ok(()),
+            Message::Piece { .. } => return Ok(()),
+            Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => {
+                if matches!(msg, Message::HaveAll | Message::HaveNone) {
+                    need_fast(if *msg == Message::HaveAll {
+                        "have-all"
+                    } else {
+                        "have-none"
+                    })?;
+                }
+                if p.past_bitfield {
+                    return Err(PeerError::BitfieldNotFirst);
+                }
+            }
+            _ => {}
+        }
+        p.past_bitfield = true;
+        match msg {
+            Message::Bitfield(bytes) => {
+                let expected = (num_pieces as usize).div_ceil(8);
+                let bf =
+                    Bitfield::from_bytes(bytes, num_pieces).ok_or(PeerError::BitfieldLength {
+                        got: bytes.len(),
+                        expected,
+                    })?;
+                if bf.is_full() {
+                    self.become_seed(peer);
+                } else {
+                    let mut interesting = 0;
+                    for i in bf.iter_ones() {
+                        self.picker.peer_has(i);
+                        if !self.picker.have().get(i) {
+                            interesting += 1;
+                        }
+                    }
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.have = bf;
+                        p.interesting = interesting;
+                        p.new_piece_failed = None;
+                    }
+                }
+                self.update_interest(peer);
+                self.fill(peer);
+            }
+            Message::HaveAll => {
+                self.become_seed(peer);
+                self.update_interest(peer);
+                self.fill(peer);
+            }
+            Message::HaveNone => {}
+            Message::Have(i) => {
+                let i = in_range(*i)?;
+                if p.seed || !p.have.set(i, true) {
+                    return Ok(());
+                }
+                p.new_piece_failed = None;
+                if !self.picker.have().get(i) {
+                    p.interesting += 1;
+                }
+                self.picker.peer_has(i);
+                self.update_interest(peer);
+                self.fill(peer);
+            }
+            Message::Choke => {
+                if p.peer_choking {
+                    return Ok(());
+                }
+                p.peer_choking = true;
+                p.new_piece_failed = None;
+                if !fast {
+                    // BEP 3: a choke discards our requests. BEP 6 keeps them until rejected.
+                    let dropped: Vec<BlockRef> = p.outstanding.drain(..).collect();
+                    for b in dropped {
+                        p.remember_dropped(b);
+                        self.picker.cancel(b);
+                    }
+                    self.fill_all();
+                }
+            }
+            Message::Unchoke => {
+                if p.peer_choking {
+                    p.peer_choking = false;
+                    p.new_piece_failed = None;
+                    self.fill(peer);
+                }
+            }
+            Message::Interested => {
+                if !p.peer_interested {
+                    p.peer_interested = true;
+                    if p.am_choking {
+                        self.unchoke_waiting();
+                    }
+                }
+            }
+            Message::NotInterested => p.peer_interested = false,
+            Message::Request(b) => return self.on_request(peer, *b, now),
+            Message::Cancel(b) => {
+                self.picker
+                    .lengths()
+                    .validate(b.piece, b.begin, b.length, MAX_REQUEST_LEN)
+                    .ok_or(bad_block(b))?;
+                if let Some(s) = p.serving.iter_mut().find(|s| s.block == *b && !s.cancelled) {
+                    s.cancelled = true;
+                }
+            }
+            Message::Suggest(i) => {
+                need_fast("suggest")?;
+                in_range(*i)?;
+            }
+            Message::AllowedFast(i) => {
+                need_fast("allowed-fast")?;
+                let i = in_range(*i)?;
+                if p.allowed_fast_in.len() < MAX_ALLOWED_FAST && !p.allowed_fast_in.contains(&i) {
+                    p.allowed_fast_in.push(i);
+                    p.new_piece_failed = None;
+                    if p.peer_choking {
+                        self.fill(peer);
+                    }
+                }
+            }
+            Message::Reject(b) => {
+                need_fast("reject")?;
+                self.picker
+                    .lengths()
+                    .validate(b.piece, b.begin, b.length, MAX_REQUEST_LEN)
+                    .ok_or(bad_block(b))?;
+                if p.take_outstanding(*b) {
+                    self.picker.cancel(*b);
+                    self.fill_all();
+                } else {
+                    p.bad_rejects += 1;
+                    if p.bad_rejects > self.cfg.max_unrequested_blocks {
+                        return Err(PeerError::TooManyBadRejects(p.bad_rejects));
+                    }
+                }
+            }
+            Message::KeepAlive
+            | Message::Port(_)
+            | Message::Extended { .. }
+            | Message::Piece { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, peer: PeerKey, b: BlockRef, now: Instant) -> Result<(), PeerError> {
+        let block = self
+            .picker
+            .lengths()
+            .validate(b.piece, b.begin, b.length, MAX_REQUEST_LEN)
+            .ok_or(bad_block(&b))?;
+        let have = self.picker.have().get(block.piece);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        let allowed = have && (!p.am_choking || p.allowed_fast_out.contains(&block.piece));
+        if !allowed {
+            if p.supports_fast {
+                self.send(peer, Message::Reject(block));
+            }
+            return Ok(());
+        }
+        p.expire_served(now, SERVE_EXPIRY);
+        if p.serving.len() >= MAX_SERVING {
+            return Err(PeerError::TooManyRequests(MAX_SERVING));
+        }
+        p.serving.push_back(Serving {
+            block,
+            at: now,
+            cancelled: false,
+        });
+        self.actions.push_back(Action::Serve { peer, block });
+        Ok(())
+    }
+
+    fn become_seed(&mut self, peer: PeerKey) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if !p.seed {
+                for i in p.have.iter_ones() {
+                    self.picker.peer_lost(i);
+                }
+                p.seed = true;
+                p.have = Bitfield::new(0);
+                p.new_piece_failed = None;
+                self.picker.add_seed();
+            }
+        }
+    }
+
+    /// The client's verdict on a piece it hashed: `ok` means the hash matched and the piece
+    /// was written. A good piece is announced with `Have` to every peer; a bad one is fetched
+    /// again and every peer that sent blocks of it is charged (a sole contributor fully, `n`
+    /// contributors a share of `1/n` each); reaching `hashfail_ban_threshold` bans the peer.
+    pub fn piece_verified(&mut self, piece: u32, ok: bool) {
+        let Some(state) = self.picker.state(piece) else {
+            return;
+        };
+        if ok {
+            if state == PieceState::Have {
+                return;
+            }
+            if state == PieceState::Partial {
+                self.cancel_piece_requests(piece);
+            }
+            self.picker.verified(piece, true);
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in keys {
+                if let Some(p) = self.peers.get_mut(&k) {
+                    if !p.seed && p.have.get(piece) {
+                        p.interesting -= 1;
+                    }
+                }
+                self.send(k, Message::Have(piece));
+                self.update_interest(k);
+            }
+        } else {
+            let contributors = self.picker.verified(piece, false);
+            let share = 1.0 / contributors.len().max(1) as f64;
+            for (k, _) in contributors {
+                let Some(p) = self.peers.get_mut(&k) else {
+                    continue;
+                };
+                p.hashfails += share;
+                if p.hashfails + 1e-9 >= self.cfg.hashfail_ban_threshold as f64 {
+                    let reason = format!(
+                        "sent data for {:.1} pieces that failed the hash check",
+                        p.hashfails
+                    );
+                    self.disconnect(k, reason, true);
+                }
+            }
+        }
+        self.fill_all();
+    }
+
+    /// Drops every request of `piece` (it was verified by other means) with a `Cancel`.
+    fn cancel_piece_requests(&mut self, piece: u32) {
+        for (k, p) in self.peers.iter_mut() {
+            let before = p.outstanding.len();
+            let mut cancelled = Vec::new();
+            p.outstanding.retain(|b| {
+                let keep = b.piece != piece;
+                if !keep {
+                    cancelled.push(*b);
+                }
+                keep
+            });
+            if p.outstanding.len() != before {
+                for b in cancelled {
+                    self.picker.cancel(b);
+                    self.actions.push_back(Action::Send {
+                        peer: *k,
+                        msg: Message::Cancel(b),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Queues a `Disconnect` and forgets the peer.
+    pub(crate) fn disconnect(&mut self, peer: PeerKey, reason: String, ban: bool) {
+        if self.peers.contains_key(&peer) {
+            self.actions
+                .push_back(Action::Disconnect { peer, reason, ban });
+            self.remove_peer(peer);
+        }
+    }
+
+    /// The client sent `bytes` of `Piece` payload to the peer (any granularity): feeds the
+    /// seeding choker and retires served requests, oldest first.
+    pub fn record_uploaded(&mut self, peer: PeerKey, bytes: u64, now: Instant) {
+        self.see(now);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.up.add(bytes, now);
+            p.retire_served(bytes);
+        }
+    }
+
+    /// Optional, before sending the `Piece` for a `Serve`: false if the peer cancelled the
+    /// request meanwhile (a fast peer then gets a `Reject`, as BEP 6 asks) or we choked a
+    /// peer without the fast extension since. Retires the request either way.
+    pub fn serve_wanted(&mut self, peer: PeerKey, block: BlockRef) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let Some(i) = p.serving.iter().position(|s| s.block == block) else {
+            return true;
+        };
+        let s = p.serving.remove(i).map(|s| s.cancelled).unwrap_or(false);
+        if s && p.supports_fast {
+            self.send(peer, Message::Reject(block));
+        }
+        !s
+    }
+
+    /// Periodic work, about once a second: rate meters, request timeouts (the peer's requests
+    /// go to others and it is snubbed), the choke round and optimistic unchoke.
+    pub fn tick(&mut self, now: Instant) {
+        self.see(now);
+        let timeout = self.cfg.request_timeout;
+        let mut timed_out = Vec::new();
+        for (k, p) in self.peers.iter_mut() {
+            p.down.roll(now);
+            p.up.roll(now);
+            p.expire_served(now, SERVE_EXPIRY);
+            if !p.outstanding.is_empty()
+                && now.saturating_duration_since(p.last_progress) >= timeout
+            {
+                timed_out.push(*k);
+            }
+        }
+        for k in timed_out {
+            self.time_out(k);
+        }
+        if self.choker.as_ref().is_some_and(|c| c.due(now)) {
+            self.choke_round(now);
+        }
+        self.fill_all();
+    }
+
+    fn choke_round(&mut self, now: Instant) {
+        let Some(choker) = self.choker.as_mut() else {
+            return;
+        };
+        let seeding = self.picker.is_complete();
+        let changes = choker.round(
+            &mut self.peers,
+            &self.cfg,
+            seeding,
+            now,
+            &mut self.picker.rng,
+        );
+        for (k, unchoke) in changes {
+            self.choke_changed(k, unchoke);
+        }
+    }
+
+    fn choke_changed(&mut self, peer: PeerKey, unchoke: bool) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if !unchoke && !p.supports_fast {
+                // BEP 3: the choke discards its requests; tell the client not to serve them.
+                for s in p.serving.iter_mut() {
+                    s.cancelled = true;
+                }
+            }
+            self.send(
+                peer,
+                if unchoke {
+                    Message::Unchoke
+                } else {
+                    Message::Choke
+                },
+            );
+        }
+    }
+
+    /// Unchokes interested peers at once while slots are free, so nobody waits for the next
+    /// round at startup.
+    fn unchoke_waiting(&mut self) {
+        let slots = self.cfg.unchoke_slots.max(1);
+        let mut free = slots.saturating_sub(Choker::unchoked(&self.peers));
+        let waiting: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.am_choking && p.peer_interested)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in waiting {
+            if free == 0 {
+                break;
+            }
+            free -= 1;
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.am_choking = false;
+            }
+            self.choke_changed(k, true);
+        }
+    }
+
+    pub(crate) fn update_interest(&mut self, peer: PeerKey) {
+        let complete = self.picker.is_complete();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let want = !complete && (p.seed || p.interesting > 0);
+        if want != p.am_interested {
+            p.am_interested = want;
+            self.send(
+                peer,
+                if want {
+                    Message::Interested
+                } else {
+                    Message::NotInterested
+                },
+            );
+        }
+    }
+
+    // ---- output ----
+
+    /// The next thing to do, in order; `None` when there is nothing more for now.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ---- getters ----
+
+    /// Verified pieces.
+    pub fn have(&self) -> &Bitfield {
+        self.picker.have()
+    }
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+    pub fn lengths(&self) -> &Lengths {
+        self.picker.lengths()
+    }
+    pub fn num_peers(&self) -> usize {
+        self.peers.len()
+    }
+    /// Bytes of pieces in flight (partial or being verified): the memory the client holds.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.picker.bytes_in_flight()
+    }
+    /// Blocks of missing pieces not yet received.
+    pub fn missing_blocks(&self) -> u64 {
+        self.picker.missing_blocks()
+    }
+    /// Every missing block is requested: requests are duplicated across peers.
+    pub fn in_endgame(&self) -> bool {
+        !self.is_complete() && self.picker.unrequested() == 0
+    }
+    /// Peers (seeds included) having `piece`.
+    pub fn availability(&self, piece: u32) -> u32 {
+        self.picker.availability(piece)
+    }
+    pub fn peer_stats(&self, peer: PeerKey) -> Option<PeerStats> {
+        let p = self.peers.get(&peer)?;
+        Some(PeerStats {
+            interested: p.peer_interested,
+            am_interested: p.am_interested,
+            choked: p.peer_choking,
+            am_choking: p.am_choking,
+            requests_outstanding: p.outstanding.len() as u32,
+            queue_depth: p.depth(&self.cfg),
+            download_rate: p.down.get(),
+            upload_rate: p.up.get(),
+            pieces: p.num_pieces(),
+            snubbed: p.snubbed,
+            optimistic: p.optimistic,
+            hashfails: p.hashfails,
+            serving: p.serving.len() as u32,
+        })
+    }
+
+    /// Checks the invariants of STATE.md (picker counters, and that the peers' outstanding
+    /// requests match the requester counts of the blocks). For tests.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.picker.check()?;
+        let mut counts: BTreeMap<BlockRef, u32> = BTreeMap::new();
+        for (k, p) in &self.peers {
+            for b in &p.outstanding {
+                *counts.entry(*b).or_default() += 1;
+                if !p.has(b.piece) {
+                    return Err(format!(
+                        "peer {k} has a request for piece {} it lacks",
+                        b.piece
+                    ));
+                }
+            }
+            if p.outstanding.len() > p.reqq.max(1).min(self.cfg.max_queue_per_peer) as usize {
+                return Err(format!(
+                    "peer {k}: {} requests over its cap",
+                    p.outstanding.len()
+                ));
+            }
+        }
+        for (piece, part) in self.picker.partial_pieces() {
+            for (i, st) in part.blocks.iter().enumerate() {
+                let Some(b) = self.picker.lengths().block(*piece, i as u32) else {
+                    return Err(format!("piece {piece}: block {i} out of range"));
+                };
+                let want = match st {
+                    crate::picker::BlockState::Requested(n) => *n as u32,
+                    _ => 0,
+                };
+                let got = counts.remove(&b).unwrap_or(0);
+                if want != got {
+                    return Err(format!(
+                        "block {b:?}: state {st:?} but {got} peers requested it"
+                    ));
+                }
+            }
+        }
+        if let Some((b, n)) = counts.into_iter().next() {
+            return Err(format!("{n} peers requested {b:?}, which is not in flight"));
+        }
+        Ok(())
+    }
+}
+
+fn bad_block(b: &BlockRef) -> PeerError {
+    PeerError::BadBlock {
+        piece: b.piece,
+        begin: b.begin,
+        length: b.length,
+    }
+}
