@@ -46,7 +46,11 @@ impl Bitfield {
             }
         }
         let ones = v.iter().map(|b| b.count_ones()).sum();
-        Some(Bitfield { bytes: v, len, ones })
+        Some(Bitfield {
+            bytes: v,
+            len,
+            ones,
+        })
     }
 
     pub fn len(&self) -> u32 {

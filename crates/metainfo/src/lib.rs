@@ -4,12 +4,29 @@
 //! - [`types`]: identifiers ([`InfoHash`], [`PeerId`]) and the piece geometry ([`Lengths`],
 //!   [`BlockRef`]) every other crate speaks in; valid by construction.
 //! - [`bitfield`]: the have-set of pieces ([`Bitfield`]), with the wire layout of BEP 3.
-//! - `torrent`: parsing a v1 `.torrent` into [`Torrent`] / [`Info`] with sanitised paths.
-//! - `magnet`: magnet links (BEP 9 / BEP 53).
-//! - `create`: building a v1 `.torrent` from files on disk.
+//! - [`torrent`]: a whole v1 `.torrent` ([`Torrent`]): trackers, web seeds, descriptive
+//!   fields, around the info dict.
+//! - [`info`]: the info dict ([`Info`], [`FileEntry`]): piece geometry and hashes and the
+//!   file list, validated; also parsed alone for BEP 9 ([`Info::from_bytes`]).
+//! - [`sanitize`]: turns file names from a torrent into path components that can never
+//!   leave the download folder, and renames duplicates (libtorrent's rules).
+//! - `hybrid`: checks that the v2 half of a hybrid torrent agrees with the v1 half (hybrids
+//!   load as v1; v2-only torrents are refused for now).
+//! - [`magnet`]: magnet links ([`Magnet`], BEP 9 / BEP 53).
+//! - [`error`]: [`MetainfoError`], the one error type; one-line messages naming the field.
 
 pub mod bitfield;
+pub mod error;
+mod hybrid;
+pub mod info;
+pub mod magnet;
+pub mod sanitize;
+pub mod torrent;
 pub mod types;
 
 pub use bitfield::Bitfield;
+pub use error::MetainfoError;
+pub use info::{FileEntry, Info};
+pub use magnet::Magnet;
+pub use torrent::Torrent;
 pub use types::{BlockRef, InfoHash, Lengths, LengthsError, PeerId, BLOCK_SIZE};

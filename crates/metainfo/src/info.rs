@@ -1,0 +1,346 @@
+//! The info dictionary: name, piece geometry and hashes, and the file list with sanitised
+//! paths.
+
+use bencode::{Dict, Value};
+use sha1::{Digest, Sha1};
+
+use crate::error::MetainfoError;
+use crate::sanitize::{dedupe_paths, sanitize_component, MAX_DUPLICATE_RENAMES, WINDOWS};
+use crate::types::{InfoHash, Lengths};
+use crate::{hybrid, torrent};
+
+/// Most pieces in one torrent (libtorrent's default `max_pieces`). Checked before the
+/// hashes are looked at.
+pub const MAX_PIECES: u64 = 0x20_0000;
+
+/// A file of the torrent, in the order of the info dict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Sanitised components relative to the download folder: the torrent's name first for a
+    /// multi-file torrent, `[name]` for a single file. Unique among non-pad files.
+    pub path: Vec<String>,
+    pub length: u64,
+    /// Start of the file in the concatenated data of the torrent.
+    pub offset: u64,
+    /// A BEP 47 pad file (or a legacy `_____padding_file_`): zeros, never created on disk.
+    pub pad: bool,
+}
+
+/// A parsed and validated v1 info dictionary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The sanitised name (the info-hash in hex when nothing valid was left of it).
+    pub name: String,
+    pub piece_length: u64,
+    pub piece_hashes: Vec<[u8; 20]>,
+    pub files: Vec<FileEntry>,
+    pub private: bool,
+    /// The `files` form: the name is a folder holding the files.
+    pub multi_file: bool,
+    pub lengths: Lengths,
+}
+
+impl Info {
+    /// Parses a bencoded info dict on its own (as received with BEP 9). The info-hash is the
+    /// SHA-1 of `info_bytes`: check it before trusting the result.
+    pub fn from_bytes(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
+        let value = torrent::decode_options()
+            .decode(info_bytes)
+            .map_err(|source| MetainfoError::Bencode {
+                field: "info",
+                source,
+            })?;
+        let dict = value
+            .as_dict()
+            .ok_or_else(|| MetainfoError::wrong_type("info", "dict", &value))?;
+        Info::from_dict(dict, &info_hash_of(info_bytes))
+    }
+
+    pub fn total_length(&self) -> u64 {
+        self.lengths.total_length()
+    }
+
+    pub fn num_pieces(&self) -> u32 {
+        self.lengths.num_pieces()
+    }
+
+    /// The SHA-1 of piece `piece`, if it is in range.
+    pub fn piece_hash(&self, piece: u32) -> Option<&[u8; 20]> {
+        self.piece_hashes.get(piece as usize)
+    }
+
+    /// Parses an info dict; `info_hash` names the torrent when its name is unusable.
+    pub(crate) fn from_dict(info: &Dict<'_>, info_hash: &InfoHash) -> Result<Info, MetainfoError> {
+        let version = match info.get("meta version") {
+            None => 1,
+            Some(Value::Int(v)) => *v,
+            Some(v) => return Err(MetainfoError::wrong_type("info.meta version", "int", v)),
+        };
+        if version > 2 {
+            return Err(MetainfoError::invalid(
+                "info.meta version",
+                format!("unknown version {version}"),
+            ));
+        }
+        if version == 2 && !info.contains_key("pieces") {
+            return Err(MetainfoError::V2Only);
+        }
+
+        let piece_length = parse_piece_length(info, version)?;
+        let name = parse_name(info, info_hash)?;
+
+        let (mut files, multi_file) = match info.get("files") {
+            Some(Value::List(list)) => (parse_files(list, &name)?, true),
+            Some(v) => return Err(MetainfoError::wrong_type("info.files", "list", v)),
+            None => {
+                let length = parse_length(info, "info.length")?;
+                let file = RawFile {
+                    path: vec![name.clone()],
+                    length,
+                    pad: false,
+                };
+                (vec![file], false)
+            }
+        };
+        if files.is_empty() {
+            return Err(MetainfoError::invalid("info.files", "no files"));
+        }
+        let total = files
+            .iter()
+            .try_fold(0u64, |acc, f| acc.checked_add(f.length))
+            .ok_or_else(|| MetainfoError::invalid("info.files", "total length overflows"))?;
+        if total == 0 {
+            return Err(MetainfoError::invalid("info", "total length is zero"));
+        }
+        let num_pieces = total.div_ceil(piece_length);
+        if num_pieces > MAX_PIECES {
+            return Err(MetainfoError::invalid(
+                "info",
+                format!("{num_pieces} pieces, more than the limit of {MAX_PIECES}"),
+            ));
+        }
+        let piece_hashes = parse_pieces(info, num_pieces)?;
+
+        match (version, info.get("file tree")) {
+            (2, Some(tree)) => hybrid::check(info, tree, &files, multi_file, piece_length)?,
+            (2, None) => return Err(MetainfoError::missing("info.file tree")),
+            (_, Some(_)) => {
+                return Err(MetainfoError::invalid(
+                    "info.file tree",
+                    "present without meta version 2",
+                ))
+            }
+            _ => {}
+        }
+
+        if multi_file {
+            let mut paths: Vec<Vec<String>> = files
+                .iter_mut()
+                .map(|f| std::mem::take(&mut f.path))
+                .collect();
+            dedupe_paths(&mut paths, |i| files[i].pad).map_err(|_| {
+                MetainfoError::invalid(
+                    "info.files",
+                    format!("more than {MAX_DUPLICATE_RENAMES} duplicate file names"),
+                )
+            })?;
+            for (f, p) in files.iter_mut().zip(paths) {
+                f.path = p;
+            }
+        }
+
+        let lengths = Lengths::new(total, piece_length)
+            .map_err(|e| MetainfoError::invalid("info.piece length", e.to_string()))?;
+        let private = matches!(info.get("private"), Some(Value::Int(p)) if *p != 0);
+        let mut offset = 0u64;
+        let files = files
+            .into_iter()
+            .map(|f| {
+                let entry = FileEntry {
+                    path: f.path,
+                    length: f.length,
+                    offset,
+                    pad: f.pad,
+                };
+                offset += f.length;
+                entry
+            })
+            .collect();
+        Ok(Info {
+            name,
+            piece_length,
+            piece_hashes,
+            files,
+            private,
+            multi_file,
+            lengths,
+        })
+    }
+}
+
+/// SHA-1 of the raw info dict.
+pub(crate) fn info_hash_of(info_bytes: &[u8]) -> InfoHash {
+    InfoHash(Sha1::digest(info_bytes).into())
+}
+
+/// A file before offsets are assigned.
+pub(crate) struct RawFile {
+    pub(crate) path: Vec<String>,
+    pub(crate) length: u64,
+    pub(crate) pad: bool,
+}
+
+fn parse_piece_length(info: &Dict<'_>, version: i64) -> Result<u64, MetainfoError> {
+    const FIELD: &str = "info.piece length";
+    let v = info
+        .get("piece length")
+        .ok_or_else(|| MetainfoError::missing(FIELD))?;
+    let pl = v
+        .as_int()
+        .ok_or_else(|| MetainfoError::wrong_type(FIELD, "int", v))?;
+    if pl <= 0 {
+        return Err(MetainfoError::invalid(
+            FIELD,
+            format!("{pl} is not positive"),
+        ));
+    }
+    let pl = pl as u64;
+    if pl > Lengths::MAX_PIECE_LENGTH {
+        return Err(MetainfoError::invalid(
+            FIELD,
+            format!("{pl} is larger than 2^31"),
+        ));
+    }
+    if version == 2 && (pl < 16 * 1024 || !pl.is_power_of_two()) {
+        return Err(MetainfoError::invalid(
+            FIELD,
+            format!("{pl} is not a power of two of at least 16 KiB (required by meta version 2)"),
+        ));
+    }
+    Ok(pl)
+}
+
+/// `name.utf-8` or `name`, sanitised; the info-hash in hex when nothing usable is left.
+fn parse_name(info: &Dict<'_>, info_hash: &InfoHash) -> Result<String, MetainfoError> {
+    let raw = match info.get("name.utf-8").and_then(Value::as_bytes) {
+        Some(b) => b,
+        None => match info.get("name") {
+            Some(Value::Bytes(b)) => b,
+            Some(v) => return Err(MetainfoError::wrong_type("info.name", "string", v)),
+            None => return Err(MetainfoError::missing("info.name")),
+        },
+    };
+    reject_nul(raw, "info.name")?;
+    Ok(sanitize_component(raw, false, WINDOWS).unwrap_or_else(|| info_hash.to_hex()))
+}
+
+/// A non-negative integer length.
+fn parse_length(dict: &Dict<'_>, field: &str) -> Result<u64, MetainfoError> {
+    let v = dict
+        .get("length")
+        .ok_or_else(|| MetainfoError::missing(field))?;
+    let len = v
+        .as_int()
+        .ok_or_else(|| MetainfoError::wrong_type(field, "int", v))?;
+    u64::try_from(len).map_err(|_| MetainfoError::invalid(field, format!("{len} is negative")))
+}
+
+fn parse_files(list: &[Value<'_>], name: &str) -> Result<Vec<RawFile>, MetainfoError> {
+    let mut files = Vec::with_capacity(list.len());
+    for (i, entry) in list.iter().enumerate() {
+        let field = |key: &str| format!("info.files[{i}].{key}");
+        let dict = entry
+            .as_dict()
+            .ok_or_else(|| MetainfoError::wrong_type(format!("info.files[{i}]"), "dict", entry))?;
+        let attr = dict.get_bytes("attr").unwrap_or_default();
+        let mut pad = attr.contains(&b'p');
+        // A BEP 47 symlink takes no space in the payload. We do not create symlinks: check
+        // its target is well formed and leave it out. Without a target it is a plain file
+        // (as in libtorrent).
+        if attr.contains(&b'l') {
+            if let Some(target) = dict.get("symlink path") {
+                let target = target.as_list().ok_or_else(|| {
+                    MetainfoError::wrong_type(field("symlink path"), "list", target)
+                })?;
+                components(target, &field("symlink path"))?;
+                continue;
+            }
+        }
+        let length = parse_length(dict, &field("length"))?;
+        let path_value = dict
+            .get("path.utf-8")
+            .filter(|v| v.as_list().is_some())
+            .or_else(|| dict.get("path"));
+        let mut path = vec![name.to_owned()];
+        match path_value {
+            Some(Value::List(parts)) if !parts.is_empty() => {
+                path.extend(components(parts, &field("path"))?);
+            }
+            Some(Value::List(_)) | None if pad => {
+                path.extend([".pad".to_owned(), length.to_string()]);
+            }
+            Some(Value::List(_)) => return Err(MetainfoError::invalid(field("path"), "empty")),
+            Some(v) => return Err(MetainfoError::wrong_type(field("path"), "list", v)),
+            None => return Err(MetainfoError::missing(field("path"))),
+        }
+        if path.iter().any(|c| c.contains("_____padding_file_")) {
+            pad = true;
+        }
+        files.push(RawFile { path, length, pad });
+    }
+    Ok(files)
+}
+
+/// Sanitised path components from a list of byte strings.
+pub(crate) fn components(parts: &[Value<'_>], field: &str) -> Result<Vec<String>, MetainfoError> {
+    parts
+        .iter()
+        .map(|p| {
+            let raw = p
+                .as_bytes()
+                .ok_or_else(|| MetainfoError::wrong_type(field, "list of strings", p))?;
+            reject_nul(raw, field)?;
+            Ok(sanitize_component(raw, true, WINDOWS).unwrap_or_else(|| "_".to_owned()))
+        })
+        .collect()
+}
+
+/// A NUL byte never belongs in a file name: such a torrent is corrupt (libtorrent rejects
+/// `bad_name.torrent`, whose name is four NULs), so refuse it rather than guess.
+fn reject_nul(raw: &[u8], field: &str) -> Result<(), MetainfoError> {
+    if raw.contains(&0) {
+        return Err(MetainfoError::invalid(field, "contains a NUL byte"));
+    }
+    Ok(())
+}
+
+fn parse_pieces(info: &Dict<'_>, num_pieces: u64) -> Result<Vec<[u8; 20]>, MetainfoError> {
+    const FIELD: &str = "info.pieces";
+    let v = info
+        .get("pieces")
+        .ok_or_else(|| MetainfoError::missing(FIELD))?;
+    let pieces = v
+        .as_bytes()
+        .ok_or_else(|| MetainfoError::wrong_type(FIELD, "string", v))?;
+    if pieces.len() % 20 != 0 {
+        return Err(MetainfoError::invalid(
+            FIELD,
+            format!("length {} is not a multiple of 20", pieces.len()),
+        ));
+    }
+    let found = pieces.len() / 20;
+    if found as u64 != num_pieces {
+        return Err(MetainfoError::invalid(
+            FIELD,
+            format!("{found} hashes for {num_pieces} pieces"),
+        ));
+    }
+    Ok(pieces
+        .chunks_exact(20)
+        .map(|c| {
+            let mut h = [0u8; 20];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect())
+}
