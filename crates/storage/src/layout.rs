@@ -2,7 +2,7 @@
 //! data, and the piece geometry. Valid by construction: every path component is a plain name,
 //! no two files clash, and the piece hashes match the piece count.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
@@ -77,26 +77,15 @@ impl Layout {
         }
         let mut offset = 0u64;
         let mut spans = Vec::with_capacity(files.len());
-        let mut seen_files: HashSet<Vec<String>> = HashSet::new();
-        let mut seen_dirs: HashSet<Vec<String>> = HashSet::new();
+        let mut names = NameTree::default();
         for (index, f) in files.into_iter().enumerate() {
             if !f.pad {
                 check_path(index, &f.path)?;
-                let clash = |path: &[String]| LayoutError::PathClash {
-                    index,
-                    path: path.join("/"),
-                };
-                if seen_dirs.contains(&f.path) || !seen_files.insert(f.path.clone()) {
-                    return Err(clash(&f.path));
-                }
-                for n in 1..f.path.len() {
-                    let dir = &f.path[..n];
-                    if seen_files.contains(dir) {
-                        return Err(clash(&f.path));
-                    }
-                    if !seen_dirs.contains(dir) {
-                        seen_dirs.insert(dir.to_vec());
-                    }
+                if !names.insert(&f.path) {
+                    return Err(LayoutError::PathClash {
+                        index,
+                        path: f.path.join("/"),
+                    });
                 }
             }
             let start = offset;
@@ -122,6 +111,20 @@ impl Layout {
             lengths,
             piece_hashes,
         })
+    }
+
+    /// The layout of a parsed torrent (paths are re-checked here: defence in depth).
+    pub fn from_info(info: &metainfo::Info) -> Result<Layout, LayoutError> {
+        let files = info
+            .files
+            .iter()
+            .map(|f| LayoutFile {
+                path: f.path.clone(),
+                length: f.length,
+                pad: f.pad,
+            })
+            .collect();
+        Layout::new(files, info.piece_length, info.piece_hashes.clone())
     }
 
     pub fn files(&self) -> &[FileSpan] {
@@ -186,6 +189,51 @@ impl Layout {
                     buf: (start - offset) as usize..(stop - offset) as usize,
                 }
             })
+    }
+}
+
+impl TryFrom<&metainfo::Info> for Layout {
+    type Error = LayoutError;
+
+    fn try_from(info: &metainfo::Info) -> Result<Layout, LayoutError> {
+        Layout::from_info(info)
+    }
+}
+
+/// The names taken so far, as a tree of (parent, name) so the work stays linear in the total
+/// length of the paths however deep they nest.
+#[derive(Default)]
+struct NameTree {
+    /// (parent node, name) -> (node, is a file). Node 0 is the download folder.
+    nodes: HashMap<(u32, String), (u32, bool)>,
+}
+
+impl NameTree {
+    /// Adds a file; false when it clashes with an earlier file or folder.
+    fn insert(&mut self, path: &[String]) -> bool {
+        let Some((file, dirs)) = path.split_last() else {
+            return false;
+        };
+        let mut node = 0u32;
+        for dir in dirs {
+            let next = self.nodes.len() as u32 + 1;
+            match *self
+                .nodes
+                .entry((node, dir.clone()))
+                .or_insert((next, false))
+            {
+                (_, true) => return false,
+                (id, false) => node = id,
+            }
+        }
+        let next = self.nodes.len() as u32 + 1;
+        match self.nodes.entry((node, file.clone())) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((next, true));
+                true
+            }
+        }
     }
 }
 
