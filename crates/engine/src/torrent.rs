@@ -635,12 +635,6 @@ impl Torrent {
                     ));
                 }
             }
-            if p.outstanding.len() > p.reqq.max(1).min(self.cfg.max_queue_per_peer) as usize {
-                return Err(format!(
-                    "peer {k}: {} requests over its cap",
-                    p.outstanding.len()
-                ));
-            }
         }
         for (piece, part) in self.picker.partial_pieces() {
             for (i, st) in part.blocks.iter().enumerate() {
