@@ -13,9 +13,12 @@
 //! - `hybrid`: checks that the v2 half of a hybrid torrent agrees with the v1 half (hybrids
 //!   load as v1; v2-only torrents are refused for now).
 //! - [`magnet`]: magnet links ([`Magnet`], BEP 9 / BEP 53).
+//! - [`create`]: building a v1 `.torrent` from files on disk ([`create_torrent`]), with the
+//!   same info-hash as mktorrent and libtorrent (v1-only) for the same data.
 //! - [`error`]: [`MetainfoError`], the one error type; one-line messages naming the field.
 
 pub mod bitfield;
+pub mod create;
 pub mod error;
 mod hybrid;
 pub mod info;
@@ -25,6 +28,7 @@ pub mod torrent;
 pub mod types;
 
 pub use bitfield::Bitfield;
+pub use create::{create_torrent, CreateError, CreateOptions};
 pub use error::MetainfoError;
 pub use info::{FileEntry, Info};
 pub use magnet::Magnet;
