@@ -87,7 +87,7 @@ pub fn create_torrent(
     let files = if meta.is_dir() {
         let mut files = Vec::new();
         walk(root, &mut Vec::new(), &mut files)?;
-        files.sort_by(|a, b| a.rel.join(&b'/').cmp(&b.rel.join(&b'/')));
+        files.sort_by_cached_key(|f| f.rel.join(&b'/'));
         files
     } else if meta.is_file() {
         vec![SourceFile {
