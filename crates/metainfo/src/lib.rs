@@ -15,6 +15,8 @@
 //! - [`magnet`]: magnet links ([`Magnet`], BEP 9 / BEP 53).
 //! - [`create`]: building a v1 `.torrent` from files on disk ([`create_torrent`]), with the
 //!   same info-hash as mktorrent and libtorrent (v1-only) for the same data.
+//! - [`summary`]: the stable JSON views of `spate info --json` ([`TorrentSummary`],
+//!   [`MagnetSummary`]).
 //! - [`error`]: [`MetainfoError`], the one error type; one-line messages naming the field.
 
 pub mod bitfield;
@@ -24,6 +26,7 @@ mod hybrid;
 pub mod info;
 pub mod magnet;
 pub mod sanitize;
+pub mod summary;
 pub mod torrent;
 pub mod types;
 
@@ -32,5 +35,6 @@ pub use create::{create_torrent, CreateError, CreateOptions};
 pub use error::MetainfoError;
 pub use info::{FileEntry, Info};
 pub use magnet::Magnet;
+pub use summary::{FileSummary, MagnetSummary, TorrentSummary};
 pub use torrent::Torrent;
 pub use types::{BlockRef, InfoHash, Lengths, LengthsError, PeerId, BLOCK_SIZE};
