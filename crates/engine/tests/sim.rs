@@ -1,0 +1,466 @@
+//! Simulation: several engines connected by an in-memory network on a virtual clock, with a
+//! fake storage that knows which blocks were sent corrupt. Every run is deterministic (seeded
+//! engines, FIFO network with a fixed latency, fixed upload capacities).
+//!
+//! The driver does what the client does: feed an input, drain `poll_action`, carry out each
+//! action (send a message, queue a block to upload, close a connection).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use engine::{Action, BlockOutcome, Config, Torrent};
+use metainfo::{Bitfield, BlockRef, Lengths, BLOCK_SIZE};
+use wire::Message;
+
+const STEP: Duration = Duration::from_millis(10);
+const LATENCY: Duration = Duration::from_millis(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Seed,
+    Leech,
+    /// A seed that sends garbage for every block.
+    Corrupt,
+    /// A seed that takes requests and never answers them.
+    Staller,
+}
+
+enum Payload {
+    Msg(Message),
+    Block { block: BlockRef, good: bool },
+}
+
+struct Node {
+    kind: Kind,
+    fast: bool,
+    t: Torrent,
+    /// Blocks per step it can upload.
+    up_per_step: usize,
+    upload: VecDeque<(usize, BlockRef)>,
+    /// Pieces in flight that hold a corrupt block.
+    bad: BTreeMap<u32, bool>,
+    /// Pieces complete, hashed at the next step.
+    verify: Vec<u32>,
+    accepted: u64,
+    duplicates: u64,
+    hashfails: u64,
+    uploaded: u64,
+    banned: BTreeSet<usize>,
+}
+
+struct Sim {
+    start: Instant,
+    now: Instant,
+    lengths: Lengths,
+    nodes: Vec<Node>,
+    links: BTreeSet<(usize, usize)>,
+    net: VecDeque<(Instant, usize, usize, Payload)>,
+    next_tick: Instant,
+}
+
+fn lengths() -> Lengths {
+    // 48 pieces of 4 blocks, the last one shorter and not block-aligned.
+    Lengths::new(47 * 4 * BLOCK_SIZE as u64 + 20_000, 4 * BLOCK_SIZE as u64).unwrap()
+}
+
+impl Sim {
+    fn new(lengths: Lengths) -> Sim {
+        let now = Instant::now();
+        Sim {
+            start: now,
+            now,
+            lengths,
+            nodes: Vec::new(),
+            links: BTreeSet::new(),
+            net: VecDeque::new(),
+            next_tick: now,
+        }
+    }
+
+    fn add(&mut self, kind: Kind, fast: bool, up_per_step: usize, cfg: Config) -> usize {
+        let n = self.lengths.num_pieces();
+        let have = if kind == Kind::Leech {
+            Bitfield::new(n)
+        } else {
+            Bitfield::full(n)
+        };
+        let id = self.nodes.len();
+        let t = Torrent::with_rng_seed(self.lengths, have, cfg, 1000 + id as u64);
+        self.nodes.push(Node {
+            kind,
+            fast,
+            t,
+            up_per_step,
+            upload: VecDeque::new(),
+            bad: BTreeMap::new(),
+            verify: Vec::new(),
+            accepted: 0,
+            duplicates: 0,
+            hashfails: 0,
+            uploaded: 0,
+            banned: BTreeSet::new(),
+        });
+        id
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        self.links.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        if a == b || self.linked(a, b) {
+            return;
+        }
+        self.links.insert((a.min(b), a.max(b)));
+        let fast = self.nodes[a].fast && self.nodes[b].fast;
+        let now = self.now;
+        self.nodes[a].t.add_peer(b as u64, fast, now);
+        self.nodes[b].t.add_peer(a as u64, fast, now);
+        self.drain(a);
+        self.drain(b);
+    }
+
+    fn connect_all(&mut self) {
+        let n = self.nodes.len();
+        for a in 0..n {
+            for b in a + 1..n {
+                self.connect(a, b);
+            }
+        }
+    }
+
+    fn unlink(&mut self, a: usize, b: usize) {
+        if !self.links.remove(&(a.min(b), a.max(b))) {
+            return;
+        }
+        self.net
+            .retain(|(_, f, t, _)| !((*f == a && *t == b) || (*f == b && *t == a)));
+        self.nodes[a].upload.retain(|(p, _)| *p != b);
+        self.nodes[b].upload.retain(|(p, _)| *p != a);
+        self.nodes[a].t.remove_peer(b as u64);
+        self.nodes[b].t.remove_peer(a as u64);
+        self.drain(a);
+        self.drain(b);
+    }
+
+    fn drain(&mut self, i: usize) {
+        let mut actions = Vec::new();
+        while let Some(a) = self.nodes[i].t.poll_action() {
+            actions.push(a);
+        }
+        for a in actions {
+            match a {
+                Action::Send { peer, msg } => {
+                    let to = peer as usize;
+                    if self.linked(i, to) {
+                        self.net
+                            .push_back((self.now + LATENCY, i, to, Payload::Msg(msg)));
+                    }
+                }
+                Action::Serve { peer, block } => {
+                    if self.nodes[i].kind != Kind::Staller {
+                        self.nodes[i].upload.push_back((peer as usize, block));
+                    }
+                }
+                Action::Disconnect { peer, ban, .. } => {
+                    if ban {
+                        self.nodes[i].banned.insert(peer as usize);
+                    }
+                    self.unlink(i, peer as usize);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, p: Payload) {
+        let now = self.now;
+        let node = &mut self.nodes[to];
+        match p {
+            Payload::Msg(m) => {
+                if node.t.handle_message(from as u64, &m, now).is_err() {
+                    self.unlink(to, from);
+                    return;
+                }
+            }
+            Payload::Block { block, good } => match node.t.handle_block(from as u64, block, now) {
+                BlockOutcome::Accepted { piece_complete } => {
+                    node.accepted += 1;
+                    *node.bad.entry(block.piece).or_default() |= !good;
+                    if piece_complete {
+                        node.verify.push(block.piece);
+                    }
+                }
+                BlockOutcome::Duplicate => node.duplicates += 1,
+                BlockOutcome::Unrequested => {}
+            },
+        }
+        self.drain(to);
+    }
+
+    fn step(&mut self) {
+        self.now += STEP;
+        while self.net.front().is_some_and(|m| m.0 <= self.now) {
+            let (_, from, to, p) = self.net.pop_front().unwrap();
+            if self.linked(from, to) {
+                self.deliver(from, to, p);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            for piece in std::mem::take(&mut self.nodes[i].verify) {
+                let ok = !self.nodes[i].bad.remove(&piece).unwrap_or(false);
+                if !ok {
+                    self.nodes[i].hashfails += 1;
+                }
+                self.nodes[i].t.piece_verified(piece, ok);
+                self.drain(i);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            for _ in 0..self.nodes[i].up_per_step {
+                let Some((to, block)) = self.nodes[i].upload.pop_front() else {
+                    break;
+                };
+                if !self.linked(i, to) || !self.nodes[i].t.serve_wanted(to as u64, block) {
+                    continue;
+                }
+                let good = self.nodes[i].kind != Kind::Corrupt;
+                self.net
+                    .push_back((self.now + LATENCY, i, to, Payload::Block { block, good }));
+                self.nodes[i]
+                    .t
+                    .record_uploaded(to as u64, block.length as u64, self.now);
+                self.nodes[i].uploaded += block.length as u64;
+            }
+            self.drain(i);
+        }
+        if self.now >= self.next_tick {
+            self.next_tick = self.now + Duration::from_secs(1);
+            for i in 0..self.nodes.len() {
+                self.nodes[i].t.tick(self.now);
+                self.drain(i);
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Err(e) = n.t.check_invariants() {
+                panic!("node {i} at {:?}: {e}", self.now - self.start);
+            }
+            assert!(
+                n.t.bytes_in_flight() <= 64 << 20,
+                "node {i}: {} bytes in flight",
+                n.t.bytes_in_flight()
+            );
+        }
+    }
+
+    /// Runs until every leecher is complete; returns the virtual time taken.
+    fn run(&mut self, limit: Duration) -> Duration {
+        while !self
+            .nodes
+            .iter()
+            .filter(|n| n.kind == Kind::Leech)
+            .all(|n| n.t.is_complete())
+        {
+            assert!(
+                self.now - self.start < limit,
+                "not done after {limit:?}: {}",
+                self.report()
+            );
+            self.step();
+        }
+        self.now - self.start
+    }
+
+    fn report(&self) -> String {
+        let mut s = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            s += &format!(
+                "\nnode {i} {:?}: {}/{} pieces, in flight {}, endgame {}, peers {}, accepted {}, dup {}, hashfails {}, up {}",
+                n.kind,
+                n.t.have().count_ones(),
+                self.lengths.num_pieces(),
+                n.t.bytes_in_flight(),
+                n.t.in_endgame(),
+                n.t.num_peers(),
+                n.accepted,
+                n.duplicates,
+                n.hashfails,
+                n.uploaded
+            );
+        }
+        s
+    }
+
+    fn total_blocks(&self) -> u64 {
+        (0..self.lengths.num_pieces())
+            .map(|p| self.lengths.blocks_in_piece(p) as u64)
+            .sum()
+    }
+}
+
+#[test]
+fn swarm_completes() {
+    let mut s = Sim::new(lengths());
+    s.add(Kind::Seed, true, 6, Config::default());
+    for i in 0..5 {
+        // Mixed fast and plain peers.
+        s.add(Kind::Leech, i % 2 == 0, 3, Config::default());
+    }
+    s.connect_all();
+    let took = s.run(Duration::from_secs(120));
+    let total = s.total_blocks();
+    for n in s.nodes.iter().filter(|n| n.kind == Kind::Leech) {
+        assert_eq!(
+            n.accepted,
+            total,
+            "each block accepted exactly once{}",
+            s.report()
+        );
+        assert_eq!(n.hashfails, 0);
+        assert_eq!(n.t.bytes_in_flight(), 0);
+    }
+    // Leechers traded with each other, not just with the seed.
+    let leech_up: u64 = s
+        .nodes
+        .iter()
+        .filter(|n| n.kind == Kind::Leech)
+        .map(|n| n.uploaded)
+        .sum();
+    assert!(leech_up > 0, "{}", s.report());
+    // The seed alone could not have done it faster than its capacity allows.
+    assert!(took > Duration::from_millis(100), "{took:?}");
+}
+
+#[test]
+fn late_joiner_completes_from_leechers_when_the_seed_leaves() {
+    let mut s = Sim::new(lengths());
+    let seed = s.add(Kind::Seed, true, 6, Config::default());
+    let a = s.add(Kind::Leech, true, 4, Config::default());
+    let b = s.add(Kind::Leech, false, 4, Config::default());
+    s.connect(seed, a);
+    s.connect(seed, b);
+    s.connect(a, b);
+    // Run until both leechers complete, then drop the seed and add a newcomer.
+    s.run(Duration::from_secs(120));
+    s.unlink(seed, a);
+    s.unlink(seed, b);
+    let c = s.add(Kind::Leech, true, 4, Config::default());
+    s.connect(a, c);
+    s.connect(b, c);
+    s.run(Duration::from_secs(240));
+    assert!(s.nodes[c].t.is_complete());
+    assert_eq!(s.nodes[c].accepted, s.total_blocks());
+}
+
+#[test]
+fn corrupt_peer_is_banned_and_the_others_complete() {
+    let mut s = Sim::new(lengths());
+    let cfg = Config {
+        hashfail_ban_threshold: 3,
+        ..Config::default()
+    };
+    s.add(Kind::Seed, true, 3, cfg.clone());
+    let bad = s.add(Kind::Corrupt, true, 6, cfg.clone());
+    for _ in 0..3 {
+        s.add(Kind::Leech, true, 3, cfg.clone());
+    }
+    s.connect_all();
+    s.run(Duration::from_secs(300));
+    let mut banners = 0;
+    for (i, n) in s.nodes.iter().enumerate() {
+        if n.kind != Kind::Leech {
+            continue;
+        }
+        assert!(n.t.is_complete());
+        if n.hashfails > 0 {
+            assert!(n.banned.contains(&bad), "node {i}{}", s.report());
+            banners += 1;
+        }
+        // Nobody honest was banned.
+        assert!(
+            n.banned.iter().all(|b| *b == bad),
+            "node {i} banned {:?}",
+            n.banned
+        );
+    }
+    assert!(
+        banners > 0,
+        "the corrupt peer was never caught{}",
+        s.report()
+    );
+    println!("{}", s.report());
+}
+
+#[test]
+fn endgame_finishes_despite_a_stalled_peer() {
+    let mut s = Sim::new(lengths());
+    // Timeouts so long that only end-game can get the stalled blocks.
+    let cfg = Config {
+        request_timeout: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    s.add(Kind::Seed, true, 4, cfg.clone());
+    let stall = s.add(Kind::Staller, true, 4, cfg.clone());
+    let l = s.add(Kind::Leech, true, 4, cfg.clone());
+    s.connect_all();
+    s.run(Duration::from_secs(120));
+    assert!(s.nodes[l].t.is_complete());
+    assert_eq!(s.nodes[l].accepted, s.total_blocks());
+    assert!(s.nodes[l].t.peer_stats(stall as u64).is_some());
+    assert_eq!(
+        s.nodes[l]
+            .t
+            .peer_stats(stall as u64)
+            .unwrap()
+            .requests_outstanding,
+        0,
+        "the stalled requests were cancelled"
+    );
+}
+
+#[test]
+fn stalled_peer_times_out_and_is_snubbed() {
+    // 1600 blocks: 16 s from a seed that sends one block per step.
+    let mut s = Sim::new(Lengths::new(400 * 4 * BLOCK_SIZE as u64, 4 * BLOCK_SIZE as u64).unwrap());
+    let cfg = Config {
+        request_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    // A slow seed so that the download outlives the timeout.
+    s.add(Kind::Seed, true, 1, cfg.clone());
+    let stall = s.add(Kind::Staller, false, 4, cfg.clone());
+    let l = s.add(Kind::Leech, false, 4, cfg.clone());
+    s.connect_all();
+    for _ in 0..700 {
+        s.step();
+    }
+    let st = s.nodes[l].t.peer_stats(stall as u64).unwrap();
+    assert!(st.snubbed);
+    assert!(st.requests_outstanding <= 1);
+    s.run(Duration::from_secs(300));
+}
+
+#[test]
+fn choking_mid_transfer_loses_nothing() {
+    for fast in [false, true] {
+        let mut s = Sim::new(lengths());
+        // The seed has a single slot, rotated every 2 s: each leecher is choked and unchoked
+        // again and again in the middle of its transfers.
+        let seed_cfg = Config {
+            unchoke_slots: 1,
+            choke_interval: Duration::from_secs(1),
+            optimistic_interval: Duration::from_secs(2),
+            ..Config::default()
+        };
+        s.add(Kind::Seed, fast, 2, seed_cfg);
+        for _ in 0..3 {
+            s.add(Kind::Leech, fast, 1, Config::default());
+        }
+        s.connect_all();
+        s.run(Duration::from_secs(600));
+        let total = s.total_blocks();
+        for n in s.nodes.iter().filter(|n| n.kind == Kind::Leech) {
+            assert_eq!(n.accepted, total, "fast {fast}{}", s.report());
+            assert_eq!(n.hashfails, 0);
+        }
+    }
+}
