@@ -77,6 +77,8 @@ impl Torrent {
         let mut freed = Vec::new();
         for (k, q) in self.peers.iter_mut() {
             if *k != peer && q.take_outstanding(block) {
+                // If it still arrives, it is a duplicate, not an unrequested block.
+                q.remember_dropped(block);
                 self.actions.push_back(Action::Send {
                     peer: *k,
                     msg: Message::Cancel(block),

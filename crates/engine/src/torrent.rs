@@ -17,8 +17,8 @@ use crate::{Action, Config, PeerError, PeerKey, PeerStats};
 /// Largest block a peer may request of us. Peers ask for 16 KiB; like libtorrent we serve up
 /// to 128 KiB.
 pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
-/// Requests of one peer we have handed out as `Serve` and not yet seen retired (by
-/// `record_uploaded` or `serve_wanted`) before the peer is disconnected.
+/// Requests of one peer handed out as `Serve` and not yet sent (as `serve_wanted` reports)
+/// before the peer is disconnected. Enforced only for clients that call `serve_wanted`.
 pub const MAX_SERVING: usize = 2000;
 /// A served request is assumed sent after this long even if never retired.
 const SERVE_EXPIRY: Duration = Duration::from_secs(60);
@@ -32,6 +32,8 @@ pub struct Torrent {
     pub(crate) choker: Option<Choker>,
     /// The latest `now` seen in any input.
     pub(crate) now: Option<Instant>,
+    /// The client calls `serve_wanted`, so `Peer::serving` is exact.
+    serve_feedback: bool,
 }
 
 impl Torrent {
@@ -55,6 +57,7 @@ impl Torrent {
             actions: VecDeque::new(),
             choker: None,
             now: None,
+            serve_feedback: false,
         }
     }
 
@@ -328,7 +331,13 @@ impl Torrent {
         }
         p.expire_served(now, SERVE_EXPIRY);
         if p.serving.len() >= MAX_SERVING {
-            return Err(PeerError::TooManyRequests(MAX_SERVING));
+            // Only a client that reports each send with `serve_wanted` tells us how many
+            // requests are really waiting; `record_uploaded` may lag by a second, in which a
+            // fast peer legitimately makes thousands of requests.
+            if self.serve_feedback {
+                return Err(PeerError::TooManyRequests(MAX_SERVING));
+            }
+            p.serving.pop_front();
         }
         p.serving.push_back(Serving {
             block,
@@ -413,6 +422,7 @@ impl Torrent {
             });
             if p.outstanding.len() != before {
                 for b in cancelled {
+                    p.remember_dropped(b);
                     self.picker.cancel(b);
                     self.actions.push_back(Action::Send {
                         peer: *k,
@@ -446,6 +456,7 @@ impl Torrent {
     /// request meanwhile (a fast peer then gets a `Reject`, as BEP 6 asks) or we choked a
     /// peer without the fast extension since. Retires the request either way.
     pub fn serve_wanted(&mut self, peer: PeerKey, block: BlockRef) -> bool {
+        self.serve_feedback = true;
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };

@@ -259,9 +259,9 @@ fn endgame_duplicates_and_cancels() {
         }
     );
     assert_eq!(sent(&a, 1), vec![Message::Cancel(r1[0])]);
-    // The cancel raced the block: it arrives anyway and is a duplicate... no: unrequested.
+    // The cancel raced the block: it arrives anyway, a duplicate (not held against it).
     let (o, _) = h.block(1, r1[0]);
-    assert_eq!(o, BlockOutcome::Unrequested);
+    assert_eq!(o, BlockOutcome::Duplicate);
     let (o, a) = h.block(1, r1[1]);
     assert_eq!(
         o,

@@ -114,6 +114,19 @@ fn too_many_requests() {
     let mut h = H::new("x", 8, Config::default());
     h.add(1, " ", false);
     h.msg(1, Message::Interested);
+    // Without `serve_wanted` feedback the queue is only bookkeeping: no limit.
+    for i in 0..crate::torrent::MAX_SERVING as u32 + 10 {
+        let b = blk(0, i % 8);
+        h.t.handle_message(1, &Message::Request(b), h.now).unwrap();
+    }
+    h.drain();
+    assert_eq!(
+        h.t.peer_stats(1).unwrap().serving as usize,
+        crate::torrent::MAX_SERVING
+    );
+    h.t.serve_wanted(1, blk(0, 0));
+    h.t.record_uploaded(1, u64::MAX, h.now);
+    assert_eq!(h.t.peer_stats(1).unwrap().serving, 0);
     for i in 0..crate::torrent::MAX_SERVING as u32 {
         let b = blk(0, i % 8);
         h.t.handle_message(1, &Message::Request(b), h.now).unwrap();
