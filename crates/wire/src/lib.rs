@@ -10,6 +10,9 @@
 //! - [`codec`]: framing and decoding from a receive buffer ([`decode`], [`frame_len`],
 //!   [`decode_skip_unknown`]) with a length limit checked before buffering.
 //! - [`extension`]: the BEP 10 extension handshake ([`ExtHandshake`]), decoded leniently.
+//! - [`metadata`]: BEP 9 `ut_metadata` messages ([`MetadataMsg`]) and the
+//!   [`MetadataAssembler`] that checks a fetched info dict against its info-hash.
+//! - [`pex`]: BEP 11 `ut_pex` messages ([`PexMsg`]), decoded leniently within caps.
 //! - [`error`]: [`WireError`], the one error type; "need more bytes" is `Ok(None)`, never an
 //!   error.
 //!
@@ -32,10 +35,16 @@ pub mod error;
 pub mod extension;
 pub mod handshake;
 pub mod message;
+pub mod metadata;
+pub mod pex;
 
 pub use codec::{decode, decode_skip_unknown, frame_len, DEFAULT_MAX_MESSAGE_LEN};
 pub use error::WireError;
 pub use extension::ExtHandshake;
 pub use handshake::{Handshake, HandshakePrefix, PROTOCOL};
 pub use message::{encode_piece_header, Message, PIECE_HEADER_LEN};
+pub use metadata::{
+    MetadataAssembler, MetadataError, MetadataMsg, MAX_METADATA_SIZE, METADATA_PIECE_LEN,
+};
 pub use metainfo::{BlockRef, InfoHash, PeerId};
+pub use pex::{PexFlags, PexMsg};
