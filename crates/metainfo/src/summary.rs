@@ -34,6 +34,18 @@ pub struct FileSummary {
     pub length: u64,
 }
 
+impl TorrentSummary {
+    pub fn new(t: &Torrent) -> Self {
+        Self::from(t)
+    }
+}
+
+impl MagnetSummary {
+    pub fn new(m: &Magnet) -> Self {
+        Self::from(m)
+    }
+}
+
 impl From<&Torrent> for TorrentSummary {
     fn from(t: &Torrent) -> Self {
         TorrentSummary {
@@ -150,7 +162,7 @@ mod tests {
             "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=x&so=2,1&x.pe=h:1",
         )
         .unwrap();
-        let json = serde_json::to_value(MagnetSummary::from(&m)).unwrap();
+        let json = serde_json::to_value(MagnetSummary::new(&m)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
