@@ -41,7 +41,7 @@ pub enum DecodeError {
     /// A dict key equal to the previous one (strict mode only).
     #[error("duplicate dict key at byte {pos}")]
     DuplicateKey { pos: usize },
-    /// Bytes after the value, in [`decode`](crate::decode).
+    /// Bytes after the value, in [`decode`](crate::decode()).
     #[error("trailing data at byte {pos}")]
     TrailingData { pos: usize },
 }

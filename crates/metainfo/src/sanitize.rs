@@ -14,7 +14,7 @@
 //! What comes out can never climb out of the download folder: no separators, no `..`, no
 //! empty component, no NUL, no absolute path or drive prefix. Files whose paths collide
 //! (ASCII case-insensitively, as on Windows and macOS) are renamed `name.1.ext`, `name.2.ext`
-//! ... by [`dedupe_paths`]; like libtorrent we give up after 500 collisions in one torrent.
+//! ... (`dedupe_paths`); like libtorrent we give up after 500 collisions in one torrent.
 
 use std::collections::HashMap;
 
