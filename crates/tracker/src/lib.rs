@@ -332,8 +332,9 @@ pub struct ServeOptions {
 /// The CLI's entry point: loads the config, binds, logs one line per bound address
 /// (`tracing::info!`), and serves until ctrl-c (SIGINT) or SIGTERM.
 ///
-/// With `--http` only, only HTTP is served (likewise `--udp`); with both or neither flag, the
-/// config file's (or the default) lists apply to whatever no flag names.
+/// A flag replaces that protocol's address list. Without a config file, giving only one flag
+/// serves only that protocol; with neither flag nor file, HTTP and UDP both listen on
+/// 127.0.0.1:6969.
 pub async fn serve(opts: ServeOptions) -> Result<(), TrackerServerError> {
     let mut config = match &opts.config {
         Some(p) => Config::load(p)?,

@@ -116,6 +116,9 @@ impl State {
                 return Ok(Counts::default());
             };
             if let Some(slot) = sw.find(&a.peer_id) {
+                if !slot.seed && a.seed {
+                    sw.downloaded = sw.downloaded.saturating_add(1);
+                }
                 sw.remove(slot);
                 self.peers.fetch_sub(1, Relaxed);
                 if slot.seed {
@@ -142,8 +145,13 @@ impl State {
                 v.insert(Swarm::default())
             }
         };
+        // A download finished when a known leecher now reports nothing left (clients that
+        // exit at once may send `stopped` or nothing instead of `completed`), or when an
+        // unknown peer says `completed` (it was forgotten, e.g. across a restart).
+        let finished;
         match sw.find(&a.peer_id) {
             Some(slot) => {
+                finished = !slot.seed && a.seed;
                 if slot.seed == a.seed {
                     if let Some(p) = sw.get_mut(slot) {
                         p.addr = a.addr;
@@ -161,6 +169,7 @@ impl State {
                 }
             }
             None => {
+                finished = a.event == Event::Completed;
                 if sw.len() < self.limits.max_peers_per_swarm
                     && self.peers.load(Relaxed) < self.limits.max_peers
                 {
@@ -177,7 +186,7 @@ impl State {
                 }
             }
         }
-        if a.event == Event::Completed {
+        if finished {
             sw.downloaded = sw.downloaded.saturating_add(1);
         }
         sw.select(

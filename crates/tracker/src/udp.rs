@@ -65,7 +65,7 @@ pub fn spawn_workers(
         let sh = shared.clone();
         let h = std::thread::Builder::new()
             .name(format!("spate-udp-{i}"))
-            .spawn(move || Worker::new(sh, i).run(&s))
+            .spawn(move || Worker::new(sh).run(&s))
             .map_err(io)?;
         handles.push(h);
     }
@@ -119,7 +119,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, i: usize) -> Worker {
+    fn new(shared: Arc<Shared>) -> Worker {
         let rng = rand::random::<u64>() | 1;
         let limiter = RateLimiter {
             rate: shared.config.udp_rate_limit as f32,
@@ -127,7 +127,6 @@ impl Worker {
         };
         let access = shared.access();
         let access_gen = shared.access_gen.load(Relaxed);
-        let _ = i;
         Worker {
             shared,
             out: Vec::with_capacity(RECV_BUF),

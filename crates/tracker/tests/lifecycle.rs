@@ -127,7 +127,7 @@ fn snapshot_survives_restart() {
     for p in 0..30u8 {
         u.announce(cid, req(p % 3, p, 1000 + p as u16, (p % 2) as u64), b"");
     }
-    let mut done = req(0, 0, 1000, 0);
+    let mut done = req(0, 3, 1003, 0);
     done.event = tracker_proto::Event::Completed;
     u.announce(cid, done, b"");
     let before: Vec<_> = (0..3)
