@@ -199,6 +199,18 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Bytes from hex (either case).
+pub fn unhex(s: &str) -> Result<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        bail!("odd-length hex {s:?}");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).with_context(|| format!("bad hex {s:?}")))
+        .collect()
+}
+
 /// SHA-1 of the raw bytes of the info dict, as found in the file.
 pub fn info_hash(torrent: &[u8]) -> Result<[u8; 20]> {
     Ok(sha1(&torrent[info_span(torrent)?]))

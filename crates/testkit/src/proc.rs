@@ -153,6 +153,16 @@ impl Proc {
         }
     }
 
+    /// Ctrl-C: SIGINT to the process.
+    pub fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// SIGTERM to the process.
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
     /// SIGKILL to the whole process group, then reaps the child. Idempotent.
     pub fn kill(&self) {
         // SAFETY: plain syscall; the group id is the pid of our child (process_group(0)).
@@ -193,6 +203,55 @@ impl Proc {
                 self.kill();
                 Err(anyhow!(msg))
             }
+        }
+    }
+
+    /// Like [`Proc::expect_success`], but fails at once (killing this process) if one of the
+    /// `alive` processes (e.g. the seeder it downloads from) exits first. Errors carry the
+    /// reports of this process, of `alive` and of `also_report`.
+    pub fn expect_success_while(
+        &self,
+        timeout: Duration,
+        alive: &[&Proc],
+        also_report: &[&Proc],
+    ) -> Result<Finished> {
+        let end = Instant::now() + timeout;
+        let others = || {
+            let mut v: Vec<&Proc> = alive.to_vec();
+            v.extend_from_slice(also_report);
+            report_all(&v)
+        };
+        loop {
+            if let Some(s) = self.try_wait() {
+                if s.success() {
+                    return Ok(self.finished(s));
+                }
+                bail!("{} failed\n{}{}", self.name, self.report(), others());
+            }
+            if let Some(dead) = alive.iter().find(|p| !p.is_running()) {
+                let msg = format!(
+                    "{} exited while {} still needed it (killed {} now)\n{}{}",
+                    dead.name,
+                    self.name,
+                    self.name,
+                    self.report(),
+                    others()
+                );
+                self.kill();
+                bail!(msg);
+            }
+            if Instant::now() >= end {
+                let msg = format!(
+                    "{} did not finish within {:.0} s (killed now)\n{}{}",
+                    self.name,
+                    timeout.as_secs_f64(),
+                    self.report(),
+                    others()
+                );
+                self.kill();
+                bail!(msg);
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

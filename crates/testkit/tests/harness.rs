@@ -130,9 +130,11 @@ fn opentracker_introduces_libtorrent_peers() -> Result<()> {
     // empty whitelist, then allow the info-hash (SIGHUP re-reads the list).
     let tracker = OpenTracker::start(&td, &[])?;
     let (src, file, torrent) = single_file_torrent(&td, "f.bin", &[&tracker.announce_url()])?;
-    tracker.allow(&info_hash_of_file(&torrent)?)?;
+    let hash = info_hash_of_file(&torrent)?;
+    tracker.allow(&hash)?;
     let seeder = Libtorrent::seed(&torrent, &src, free_port()).spawn(&td)?;
     Libtorrent::wait_seeding(&seeder, dl.remaining())?;
+    tracker.wait_seeders(&hash, 1, dl.remaining())?;
     let out = td.sub("out")?;
     // No peers given: the tracker is the only way they meet.
     let leecher = Libtorrent::leech(&torrent, &out, free_port(), &[])

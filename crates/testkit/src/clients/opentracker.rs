@@ -65,6 +65,59 @@ impl OpenTracker {
         format!("udp://127.0.0.1:{}/announce", self.port)
     }
 
+    /// `(complete, incomplete)` for an info-hash, from the tracker's HTTP scrape.
+    pub fn scrape(&self, info_hash_hex: &str) -> Result<(u64, u64)> {
+        use std::io::{Read, Write};
+        let raw = crate::bencode::unhex(info_hash_hex)?;
+        let q: String = raw.iter().map(|b| format!("%{b:02X}")).collect();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET /scrape?info_hash={q} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.port
+        )?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)?;
+        let body_at = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4)
+            .context("scrape: no HTTP header end")?;
+        let v = crate::bencode::decode(&resp[body_at..]).context("scrape: bad bencode")?;
+        let entry = match v.get("files") {
+            Some(crate::bencode::Value::Dict(d)) => d.get(&raw).cloned(),
+            _ => None,
+        };
+        Ok(match entry {
+            Some(e) => (
+                e.get("complete").and_then(|x| x.as_int()).unwrap_or(0) as u64,
+                e.get("incomplete").and_then(|x| x.as_int()).unwrap_or(0) as u64,
+            ),
+            None => (0, 0),
+        })
+    }
+
+    /// Waits until the tracker counts at least `n` seeders for the info-hash (so a leecher
+    /// started now gets them in its first announce: the next one is many minutes away).
+    pub fn wait_seeders(&self, info_hash_hex: &str, n: u64, timeout: Duration) -> Result<()> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let got = self.scrape(info_hash_hex);
+            if matches!(got, Ok((c, _)) if c >= n) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= end {
+                bail!(
+                    "opentracker counted no {n} seeder(s) for {info_hash_hex} within {:.0} s (last scrape: {got:?})\n{}",
+                    timeout.as_secs_f64(),
+                    self.proc.report()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Adds an info-hash to the whitelist and makes opentracker re-read it (SIGHUP).
     pub fn allow(&self, info_hash_hex: &str) -> Result<()> {
         use std::io::Write;

@@ -1,0 +1,150 @@
+//! Shared helpers for spate's CLI-level tests (each tests/*.rs file includes this module).
+//!
+//! What these tests assume of the `spate` binary (the CLI contract of issue #2):
+//! - `spate download T -o DIR --listen 127.0.0.1:0 --no-seed [--peer 127.0.0.1:P]...` exits 0
+//!   once every piece is verified on disk; the data is then at DIR/<torrent name>.
+//! - its last stdout line on success starts `done: downloaded N bytes` (N = payload bytes
+//!   fetched from peers in this run; used by the resume tests).
+//! - `spate seed T PATH --listen 127.0.0.1:P [--peer 127.0.0.1:P]...` serves until killed;
+//!   PATH is the torrent's file (single-file torrent) or folder (multi-file).
+//! - `spate create PATH -o OUT [-a URL] [--piece-length BYTES] [--private]` writes OUT and
+//!   prints the info-hash as 40 hex digits somewhere on stdout.
+//! - exit code 2 with exactly one line on stderr for bad input.
+//!
+//! Set `SPATE_KEEP_TMP=1` to keep every test's temp dir (logs of every process in `logs/`),
+//! and `SPATE_LOG=debug` to make spate log more there.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use testkit::data::write_random_file;
+use testkit::{Deadline, Finished, Libtorrent, Proc, Spate, TestDir};
+
+pub fn spate() -> Spate {
+    Spate::new(env!("CARGO_BIN_EXE_spate"))
+}
+
+/// A single pseudo-random file and a private v1 torrent of it made by libtorrent.
+pub struct Fixture {
+    /// The folder holding the file (what a seeder is given as its save dir).
+    pub src: PathBuf,
+    /// The file itself.
+    pub file: PathBuf,
+    pub name: String,
+    pub torrent: PathBuf,
+    pub size: u64,
+}
+
+/// `td/src/<name>` of `size` bytes, torrent made by libtorrent (v1 only, private, piece
+/// length `piece`), announcing to `trackers` if any.
+pub fn lt_fixture(
+    td: &TestDir,
+    name: &str,
+    size: u64,
+    piece: u32,
+    trackers: &[&str],
+) -> Result<Fixture> {
+    let src = td.sub("src")?;
+    let file = src.join(name);
+    write_random_file(&file, size, 0x5eed)?;
+    let torrent = td.join(format!("{name}.torrent"));
+    Libtorrent::create(td, &file, &torrent, piece, true, trackers)?;
+    Ok(Fixture {
+        src,
+        file,
+        name: name.to_string(),
+        torrent,
+        size,
+    })
+}
+
+/// The process must exit 0 before the deadline, while every process in `alive` (the peers
+/// it needs, e.g. its seeder and tracker) keeps running; otherwise the error shows the last
+/// log lines of all of them.
+pub fn expect_ok(p: &Proc, alive: &[&Proc], dl: &Deadline) -> Result<Finished> {
+    p.expect_success_while(dl.remaining(), alive, &[])
+}
+
+/// [`expect_ok`], also showing the logs of `report` (peers that may come and go) on failure.
+pub fn expect_ok_reporting(
+    p: &Proc,
+    alive: &[&Proc],
+    report: &[&Proc],
+    dl: &Deadline,
+) -> Result<Finished> {
+    p.expect_success_while(dl.remaining(), alive, report)
+}
+
+/// The port a libtorrent peer printed in its `listening PORT` line.
+pub fn lt_port(p: &Proc) -> Result<u16> {
+    let l = p.wait_for_line(Duration::from_secs(30), "`listening PORT`", |l| {
+        l.starts_with("listening ")
+    })?;
+    Ok(l["listening ".len()..].trim().parse()?)
+}
+
+/// A libtorrent seeder that has checked its data.
+pub fn lt_seeder(td: &TestDir, f: &Fixture, port: u16, dl: &Deadline) -> Result<Proc> {
+    let p = Libtorrent::seed(&f.torrent, &f.src, port).spawn(td)?;
+    Libtorrent::wait_seeding(&p, dl.remaining())?;
+    Ok(p)
+}
+
+/// Waits for a seeder to accept connections on 127.0.0.1:`port` (each probe connects and
+/// closes at once); fails at once if it exits.
+pub fn wait_listening(p: &Proc, port: u16, dl: &Deadline) -> Result<()> {
+    let t = dl.remaining().min(Duration::from_secs(60));
+    let end = std::time::Instant::now() + t;
+    loop {
+        if testkit::wait_port(port, Duration::from_millis(200)) {
+            return Ok(());
+        }
+        if !p.is_running() {
+            anyhow::bail!(
+                "{} exited instead of accepting connections on 127.0.0.1:{port}\n{}",
+                p.name(),
+                p.report()
+            );
+        }
+        if std::time::Instant::now() >= end {
+            anyhow::bail!(
+                "{} did not accept connections on 127.0.0.1:{port} within {:.0} s\n{}",
+                p.name(),
+                t.as_secs_f64(),
+                p.report()
+            );
+        }
+    }
+}
+
+/// Every file under `root` except those below the `allowed` folders and the `allowed_files`.
+pub fn files_outside(
+    root: &Path,
+    allowed: &[&Path],
+    allowed_files: &[&Path],
+) -> Result<Vec<PathBuf>> {
+    Ok(testkit::data::list_files(root)?
+        .into_iter()
+        .map(|rel| root.join(rel))
+        .filter(|p| {
+            !allowed.iter().any(|a| p.starts_with(a)) && !allowed_files.contains(&p.as_path())
+        })
+        .collect())
+}
+
+/// The downloaded file equals the source; on failure the error also shows `who`'s logs
+/// (the process that produced the copy).
+pub fn same_file(expected: &Path, actual: &Path, who: &Proc) -> Result<()> {
+    testkit::data::compare_files(expected, actual)
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", who.report()))
+}
+
+/// The downloaded tree equals the source tree (pad files ignored); on failure the error also
+/// shows `who`'s logs.
+pub fn same_dir(expected: &Path, actual: &Path, who: &Proc) -> Result<()> {
+    testkit::data::compare_dirs(expected, actual)
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", who.report()))
+}

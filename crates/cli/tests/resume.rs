@@ -1,0 +1,139 @@
+//! Resume: `spate download` interrupted mid-way (kill -9, or Ctrl-C) and run again finishes,
+//! and fetches less than the whole torrent the second time.
+//!
+//! The seeder is libtorrent with a per-torrent upload limit of 1 MiB/s, so an 8 MiB download
+//! takes about 8 s and can be interrupted once the seeder has sent 40 % of it.
+//!
+//! "Fetched the second time" is measured twice:
+//! - by the seeder: the growth of its `uploaded=` counter (lt_peer.py status lines) during
+//!   the second run, independent of spate's output;
+//! - by spate: ASSUMED final stdout line `done: downloaded N bytes ...` where N is the payload
+//!   fetched from peers in this run (not counting what was already verified on disk).
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use common::{expect_ok_reporting, lt_fixture, lt_port, same_file, spate};
+use testkit::{
+    describe_status, free_port, parse_done_downloaded, require_tools, Deadline, Libtorrent, Proc,
+    TestDir, TEST_TIMEOUT,
+};
+
+const PIECE: u32 = 64 * 1024;
+const SIZE: u64 = 8 * 1024 * 1024 + 123;
+const LIMIT: u64 = 1024 * 1024;
+
+enum Interrupt {
+    Kill9,
+    CtrlC,
+}
+
+/// The seeder's upload counter, once it has settled (status lines come every 0.5 s).
+fn seeder_uploaded(seeder: &Proc) -> u64 {
+    std::thread::sleep(Duration::from_millis(1200));
+    seeder.last_counter("uploaded").unwrap_or(0)
+}
+
+fn interrupted_download_resumes(how: Interrupt, label: &str) -> Result<()> {
+    if !require_tools(&["libtorrent"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new(label)?;
+    let f = lt_fixture(&td, "slow.bin", SIZE, PIECE, &[])?;
+    let seeder = Libtorrent::seed(&f.torrent, &f.src, free_port())
+        .upload_limit(LIMIT)
+        .spawn(&td)?;
+    Libtorrent::wait_seeding(&seeder, dl.remaining())?;
+    let port = lt_port(&seeder)?;
+    let out = td.sub("out")?;
+
+    let first = spate()
+        .download(&f.torrent, &out)
+        .peers(&[port])
+        .name("spate-download-1")
+        .spawn(&td)?;
+    let target = SIZE * 2 / 5;
+    let reached = testkit::poll_until(dl.remaining(), || {
+        if !first.is_running() {
+            return Some(false);
+        }
+        (seeder.last_counter("uploaded").unwrap_or(0) >= target).then_some(true)
+    });
+    match reached {
+        Some(true) => {}
+        Some(false) => bail!(
+            "first spate download exited before the seeder sent {target} bytes (it cannot have \
+             finished at 1 MiB/s)\n{}{}",
+            first.report(),
+            seeder.report()
+        ),
+        None => bail!(
+            "the seeder did not send {target} bytes to spate within the time limit\n{}{}",
+            first.report(),
+            seeder.report()
+        ),
+    }
+    match how {
+        Interrupt::Kill9 => first.kill(),
+        Interrupt::CtrlC => {
+            first.interrupt();
+            let st = first
+                .wait_timeout(Duration::from_secs(20))
+                .with_context(|| {
+                    format!(
+                        "spate download ignored Ctrl-C (SIGINT) for 20 s\n{}",
+                        first.report()
+                    )
+                })?;
+            ensure!(
+                st.code().is_some(),
+                "spate download died of a signal on Ctrl-C instead of shutting down: {}\n{}",
+                describe_status(st),
+                first.report()
+            );
+        }
+    }
+    let sent_before = seeder_uploaded(&seeder);
+
+    let second = spate()
+        .download(&f.torrent, &out)
+        .peers(&[port])
+        .name("spate-download-2")
+        .spawn(&td)?;
+    let fin = expect_ok_reporting(&second, &[&seeder], &[&first], &dl)?;
+    same_file(&f.file, &out.join(&f.name), &second)?;
+    let sent_after = seeder_uploaded(&seeder);
+    let second_run = sent_after.saturating_sub(sent_before);
+    ensure!(
+        second_run < SIZE,
+        "the seeder sent {second_run} bytes during the second run, not less than the whole \
+         {SIZE}-byte torrent: nothing was resumed (seeder had sent {sent_before} before the \
+         interruption)\n{}",
+        second.report()
+    );
+    let n = parse_done_downloaded(&fin.stdout).with_context(|| {
+        format!(
+            "spate download printed no `done: downloaded N bytes` line (assumed by this test)\n{}",
+            second.report()
+        )
+    })?;
+    ensure!(
+        n < SIZE,
+        "second spate download says it downloaded {n} bytes, not less than the whole {SIZE}\n{}",
+        second.report()
+    );
+    Ok(())
+}
+
+#[test]
+fn resume_after_kill_9() -> Result<()> {
+    interrupted_download_resumes(Interrupt::Kill9, "resume-kill9")
+}
+
+#[test]
+fn resume_after_ctrl_c() -> Result<()> {
+    interrupted_download_resumes(Interrupt::CtrlC, "resume-ctrlc")
+}
