@@ -122,6 +122,8 @@ pub struct Stats {
     pub lookups: usize,
     pub info_hashes: usize,
     pub stored_peers: usize,
+    /// Source IPs the rate limiter is tracking (bounded by `rate_limit_max_ips`).
+    pub rate_limited_ips: usize,
     pub queries_answered: u64,
     pub queries_dropped: u64,
     pub bad_packets: u64,
@@ -129,6 +131,8 @@ pub struct Stats {
 
 /// How often maintenance runs (token rotation, expiry, refresh, pings).
 const MAINTENANCE: Duration = Duration::from_secs(5);
+/// How often a node with a thin table (fewer than `k` nodes) looks itself up again.
+pub const SELF_LOOKUP_INTERVAL: Duration = Duration::from_secs(30);
 /// Questionable nodes pinged per maintenance round, at most.
 const PINGS_PER_ROUND: usize = 8;
 /// Peers in one `get_peers` answer, at most (keeps the datagram small).
@@ -161,6 +165,9 @@ pub struct Node {
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<DhtEvent>,
     next_maintenance: Instant,
+    /// Bootstrap addresses, asked again while the table is thin.
+    bootstrap_addrs: Vec<SocketAddr>,
+    next_self_lookup: Option<Instant>,
     stats: Stats,
 }
 
@@ -188,6 +195,8 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_maintenance: now + MAINTENANCE,
+            bootstrap_addrs: Vec::new(),
+            next_self_lookup: None,
             stats: Stats::default(),
             config,
         }
@@ -213,6 +222,7 @@ impl Node {
             lookups: self.lookups.len(),
             info_hashes: self.peers.info_hash_count(),
             stored_peers: self.peers.peer_count(),
+            rate_limited_ips: self.limiter.tracked(),
             ..self.stats
         }
     }
@@ -221,7 +231,16 @@ impl Node {
 
     /// Joins the DHT through `addrs` (bootstrap or known nodes): a `find_node` lookup of our
     /// own id, seeded with them and with what the table already holds.
+    ///
+    /// While the table holds fewer than `k` nodes, the node repeats this every
+    /// [`SELF_LOOKUP_INTERVAL`] on its own (with the same addresses).
     pub fn bootstrap(&mut self, addrs: &[SocketAddr], now: Instant) -> LookupId {
+        for a in addrs {
+            if !self.bootstrap_addrs.contains(a) && self.bootstrap_addrs.len() < 64 {
+                self.bootstrap_addrs.push(*a);
+            }
+        }
+        self.next_self_lookup = Some(now + SELF_LOOKUP_INTERVAL);
         let lookup = self.start_lookup(self.id, LookupKind::FindNode, now);
         let ipv6 = self.config.ipv6;
         if let Some(l) = self.lookups.get_mut(&lookup) {
@@ -391,6 +410,13 @@ impl Node {
                 self.find_node(target, now);
             }
         }
+        if self.next_self_lookup.is_some_and(|t| now >= t) {
+            self.next_self_lookup = None;
+            if self.table.len() < self.config.k {
+                let addrs = std::mem::take(&mut self.bootstrap_addrs);
+                self.bootstrap(&addrs, now);
+            }
+        }
         let stale = self.table.questionable(now);
         for n in stale.into_iter().take(PINGS_PER_ROUND) {
             if !self.pending.values().any(|p| p.addr == n.addr) {
@@ -469,8 +495,11 @@ impl Node {
         self.push_transmit(to, &msg);
     }
 
-    fn closest_nodes(&self, target: &NodeId, now: Instant) -> Response {
-        let nodes = self.table.closest(target, self.config.k, now);
+    /// The `k` closest nodes to `target`, leaving out the requester itself.
+    fn closest_nodes(&self, target: &NodeId, requester: SocketAddr, now: Instant) -> Response {
+        let mut nodes = self.table.closest(target, self.config.k + 1, now);
+        nodes.retain(|n| n.addr != requester);
+        nodes.truncate(self.config.k);
         let mut r = Response {
             id: self.id,
             ..Response::default()
@@ -495,9 +524,11 @@ impl Node {
                 id: self.id,
                 ..Response::default()
             }),
-            Query::FindNode { target, .. } => Body::Response(self.closest_nodes(&target, now)),
+            Query::FindNode { target, .. } => {
+                Body::Response(self.closest_nodes(&target, from, now))
+            }
             Query::GetPeers { info_hash, .. } => {
-                let mut r = self.closest_nodes(&info_hash, now);
+                let mut r = self.closest_nodes(&info_hash, from, now);
                 r.token = Some(self.tokens.token_for(from.ip()));
                 r.values = self.peers.peers(&info_hash, MAX_VALUES, now, &mut self.rng);
                 Body::Response(r)
@@ -530,7 +561,7 @@ impl Node {
                 }
             }
             Query::SampleInfohashes { target, .. } => {
-                let mut r = self.closest_nodes(&target, now);
+                let mut r = self.closest_nodes(&target, from, now);
                 r.samples = Some(self.peers.sample(MAX_SAMPLES, &mut self.rng));
                 r.num = Some(self.peers.info_hash_count() as i64);
                 r.interval = Some(SAMPLE_INTERVAL);

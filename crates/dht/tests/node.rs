@@ -1,0 +1,325 @@
+//! One node against hand-made datagrams: tokens, rate limits, bad input, BEP 42, BEP 51.
+//! Addresses are in 127.0.0.0/8 except where a public address is the point (BEP 42); no
+//! datagram leaves the process.
+
+use dht::krpc::{error_code, Body, Message, NodeInfo, Query, Response, Want};
+use dht::{Config, Node, NodeId};
+use rand::SeedableRng;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fn a(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn node(config: Config) -> (Node, Instant) {
+    let now = Instant::now();
+    (Node::new(NodeId([0x42; 20]), config, now), now)
+}
+
+fn query(t: &[u8], q: Query) -> Vec<u8> {
+    Message::query(t.to_vec(), q).encode()
+}
+
+/// Everything the node wants to send, decoded.
+fn sent(n: &mut Node) -> Vec<(SocketAddr, Message)> {
+    let mut out = Vec::new();
+    while let Some((to, bytes)) = n.poll_transmit() {
+        out.push((to, Message::decode(&bytes).expect("node sends valid KRPC")));
+    }
+    out
+}
+
+fn reply_body(n: &mut Node) -> Body {
+    let mut s = sent(n);
+    assert_eq!(s.len(), 1, "{s:?}");
+    s.pop().unwrap().1.body
+}
+
+const IH: NodeId = NodeId([0xab; 20]);
+
+fn get_token(n: &mut Node, from: SocketAddr, now: Instant) -> Vec<u8> {
+    let q = Query::GetPeers {
+        id: NodeId([1; 20]),
+        info_hash: IH,
+        want: Want::default(),
+    };
+    n.handle_packet(from, &query(b"gp", q), now);
+    match reply_body(n) {
+        Body::Response(r) => r.token.expect("get_peers answer has a token"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn announce(n: &mut Node, from: SocketAddr, token: &[u8], now: Instant) -> Body {
+    let q = Query::AnnouncePeer {
+        id: NodeId([1; 20]),
+        info_hash: IH,
+        port: 7000,
+        implied_port: false,
+        token: token.to_vec(),
+    };
+    n.handle_packet(from, &query(b"ap", q), now);
+    reply_body(n)
+}
+
+fn is_bad_token(b: &Body) -> bool {
+    matches!(b, Body::Error { code, .. } if *code == error_code::PROTOCOL)
+}
+
+#[test]
+fn forged_foreign_and_expired_tokens_are_refused() {
+    let (mut n, t0) = node(Config::default());
+    let me = a("127.0.0.20:6881");
+    let token = get_token(&mut n, me, t0);
+    assert!(is_bad_token(&announce(&mut n, me, b"forged!!", t0)));
+    assert!(is_bad_token(&announce(&mut n, me, b"", t0)));
+    // A token is bound to the IP it was given to.
+    assert!(is_bad_token(&announce(
+        &mut n,
+        a("127.0.0.21:6881"),
+        &token,
+        t0
+    )));
+    assert_eq!(n.stats().stored_peers, 0);
+    assert!(matches!(
+        announce(&mut n, me, &token, t0),
+        Body::Response(_)
+    ));
+    assert_eq!(n.stats().stored_peers, 1);
+    // The peer is now handed out.
+    let Body::Response(r) = ({
+        let q = Query::GetPeers {
+            id: NodeId([2; 20]),
+            info_hash: IH,
+            want: Want::default(),
+        };
+        n.handle_packet(a("127.0.0.22:6881"), &query(b"g2", q), t0);
+        reply_body(&mut n)
+    }) else {
+        panic!()
+    };
+    assert_eq!(r.values, [a("127.0.0.20:7000")]);
+    // Still valid after one rotation (5 min), refused after two.
+    let mut now = t0;
+    for _ in 0..(6 * 60 / 5) {
+        now += Duration::from_secs(5);
+        n.handle_timeout(now);
+        sent(&mut n); // pings of questionable nodes, never answered
+    }
+    assert!(matches!(
+        announce(&mut n, me, &token, now),
+        Body::Response(_)
+    ));
+    for _ in 0..(5 * 60 / 5) {
+        now += Duration::from_secs(5);
+        n.handle_timeout(now);
+        sent(&mut n); // pings of questionable nodes, never answered
+    }
+    assert!(is_bad_token(&announce(&mut n, me, &token, now)));
+    // Announces expire after 30 minutes.
+    for _ in 0..(31 * 60 / 5) {
+        now += Duration::from_secs(5);
+        n.handle_timeout(now);
+        sent(&mut n); // pings of questionable nodes, never answered
+    }
+    assert_eq!(n.stats().stored_peers, 0);
+}
+
+#[test]
+fn flood_from_one_ip_is_rate_limited_with_bounded_memory() {
+    let config = Config {
+        rate_limit_burst: 20,
+        rate_limit_per_sec: 10,
+        rate_limit_max_ips: 256,
+        ..Config::default()
+    };
+    let (mut n, t0) = node(config);
+    let ping = query(
+        b"pi",
+        Query::Ping {
+            id: NodeId([3; 20]),
+        },
+    );
+    let flooder = a("127.0.0.66:1234");
+    let mut answered = 0;
+    for i in 0..100_000u32 {
+        // 100,000 pings in one virtual second.
+        let now = t0 + Duration::from_micros(u64::from(i) * 10);
+        n.handle_packet(flooder, &ping, now);
+        answered += sent(&mut n).len();
+    }
+    assert!(answered <= 20 + 10 + 1, "answered {answered}");
+    // Someone else is still answered.
+    n.handle_packet(a("127.0.0.67:1234"), &ping, t0 + Duration::from_secs(1));
+    assert_eq!(sent(&mut n).len(), 1);
+    // Spoofed sources: the limiter's table stays bounded.
+    for i in 0..50_000u32 {
+        let ip = [127, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        n.handle_packet(
+            SocketAddr::from((ip, 999)),
+            &ping,
+            t0 + Duration::from_secs(2),
+        );
+        sent(&mut n);
+    }
+    let s = n.stats();
+    assert!(s.rate_limited_ips <= 256, "{s:?}");
+    assert!(s.nodes <= 160 * 8);
+    assert!(s.queries_dropped > 100_000);
+}
+
+#[test]
+fn garbage_is_dropped_silently() {
+    let (mut n, t0) = node(Config::default());
+    let from = a("127.0.0.30:6881");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut inputs: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"d".to_vec(),
+        vec![b'l'; 70_000],
+        vec![0xff; 65_536],
+        b"d1:ad2:id3:abce1:q4:ping1:t2:aa1:y1:qe".to_vec(),
+        b"d1:ad2:id20:abcdefghij0123456789e1:q9:find_node1:t2:aa1:y1:qe".to_vec(),
+        b"d1:rd2:id20:abcdefghij01234567895:nodesi1ee1:t2:aa1:y1:re".to_vec(),
+        b"d1:t2:aa1:y1:ee".to_vec(),
+    ];
+    for len in [1, 10, 100, 1000] {
+        inputs.push((0..len).map(|_| rand::Rng::random(&mut rng)).collect());
+    }
+    for bytes in &inputs {
+        n.handle_packet(from, bytes, t0);
+        assert!(sent(&mut n).is_empty());
+    }
+    assert_eq!(n.stats().bad_packets, inputs.len() as u64);
+    // Unsolicited responses and errors change nothing.
+    let r = Response {
+        id: NodeId([5; 20]),
+        nodes: vec![NodeInfo {
+            id: NodeId([6; 20]),
+            addr: a("127.0.0.31:6881"),
+        }],
+        ..Response::default()
+    };
+    n.handle_packet(
+        from,
+        &Message::new(b"zz".to_vec(), Body::Response(r)).encode(),
+        t0,
+    );
+    assert!(n.routing_table_nodes().is_empty());
+    assert!(sent(&mut n).is_empty());
+    // An unknown method gets error 204; packets of the other family are ignored.
+    let q = Query::Other {
+        id: NodeId([7; 20]),
+        method: b"vote".to_vec(),
+    };
+    n.handle_packet(from, &query(b"uk", q.clone()), t0);
+    assert!(matches!(reply_body(&mut n), Body::Error { code: 204, .. }));
+    n.handle_packet(a("[::1]:6881"), &query(b"uk", q), t0);
+    assert!(sent(&mut n).is_empty());
+}
+
+#[test]
+fn bep42_applies_to_public_addresses_only() {
+    // The node pings three addresses; each answers with an id.
+    let (mut n, t0) = node(Config::default());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let public_bad = a("203.0.113.7:6881");
+    let public_good = a("198.51.100.9:6881");
+    let local = a("127.0.0.40:6881");
+    let good_id = NodeId::secure_for_ip(public_good.ip(), &mut rng);
+    for addr in [public_bad, public_good, local] {
+        n.add_node(addr, t0);
+    }
+    for (to, msg) in sent(&mut n) {
+        assert!(matches!(msg.body, Body::Query(Query::Ping { .. })));
+        let id = if to == public_good {
+            good_id
+        } else {
+            NodeId::random(&mut rng)
+        };
+        let r = Response {
+            id,
+            ..Response::default()
+        };
+        let reply = Message::new(msg.transaction, Body::Response(r)).encode();
+        n.handle_packet(to, &reply, t0);
+    }
+    let addrs: Vec<SocketAddr> = n.routing_table_nodes().iter().map(|n| n.addr).collect();
+    assert!(addrs.contains(&public_good));
+    assert!(addrs.contains(&local));
+    assert!(!addrs.contains(&public_bad));
+    // With the check off, the bad id is accepted.
+    let (mut n, t0) = node(Config {
+        enforce_node_id: false,
+        ..Config::default()
+    });
+    n.add_node(public_bad, t0);
+    let (_, msg) = sent(&mut n).pop().unwrap();
+    let r = Response {
+        id: NodeId([9; 20]),
+        ..Response::default()
+    };
+    n.handle_packet(
+        public_bad,
+        &Message::new(msg.transaction, Body::Response(r)).encode(),
+        t0,
+    );
+    assert_eq!(n.routing_table_nodes().len(), 1);
+}
+
+#[test]
+fn answers_sample_infohashes_and_find_node() {
+    let (mut n, t0) = node(Config::default());
+    let me = a("127.0.0.50:6881");
+    let token = get_token(&mut n, me, t0);
+    announce(&mut n, me, &token, t0);
+    let q = Query::SampleInfohashes {
+        id: NodeId([8; 20]),
+        target: IH,
+        want: Want::default(),
+    };
+    n.handle_packet(me, &query(b"si", q), t0);
+    let Body::Response(r) = reply_body(&mut n) else {
+        panic!()
+    };
+    assert_eq!(r.samples, Some(vec![IH]));
+    assert_eq!(r.num, Some(1));
+    assert!(r.interval.is_some());
+    // The querier (node [1;20] / [8;20] at `me`) is now in the table and is returned.
+    let q = Query::FindNode {
+        id: NodeId([9; 20]),
+        target: NodeId([1; 20]),
+        want: Want::default(),
+    };
+    n.handle_packet(a("127.0.0.51:6881"), &query(b"fn", q), t0);
+    let Body::Response(r) = reply_body(&mut n) else {
+        panic!()
+    };
+    assert_eq!(r.nodes.len(), 1);
+    assert_eq!(r.nodes[0].addr, me);
+}
+
+#[test]
+fn lookups_with_no_nodes_finish_and_timeouts_are_bounded() {
+    let (mut n, t0) = node(Config::default());
+    let l = n.get_peers(IH, t0);
+    assert!(
+        matches!(n.poll_event(), Some(dht::DhtEvent::LookupDone { lookup, .. }) if lookup == l)
+    );
+    // Bootstrapping from addresses that never answer ends within the query timeout.
+    let l = n.bootstrap(&[a("127.0.0.60:6881"), a("127.0.0.61:6881")], t0);
+    assert_eq!(sent(&mut n).len(), 2);
+    let mut now = t0;
+    for _ in 0..100 {
+        let Some(t) = n.poll_timeout() else { break };
+        now = t;
+        n.handle_timeout(now);
+        if let Some(dht::DhtEvent::LookupDone { lookup, .. }) = n.poll_event() {
+            assert_eq!(lookup, l);
+            break;
+        }
+    }
+    assert!(now - t0 <= Duration::from_secs(3), "{:?}", now - t0);
+    assert_eq!(n.stats().pending_queries, 0);
+}
