@@ -17,9 +17,12 @@
 //! - [`Torrent::handle_block`] for every `Piece`, after checking its range against
 //!   [`metainfo::Lengths::validate`]. Keep the bytes only on [`BlockOutcome::Accepted`]; when
 //!   it says `piece_complete`, hash the piece.
-//! - [`Torrent::piece_verified`] with the verdict of that hash (and, if good, the write).
+//! - [`Torrent::piece_verified`] with the verdict of that hash (and, if good, the write);
+//!   [`Torrent::piece_write_failed`] when the hash matched but the write failed (the piece
+//!   is fetched again without blaming the peers).
 //! - [`Torrent::record_uploaded`] with the bytes of `Piece` payloads sent to a peer (any
 //!   granularity): it feeds the seeding choker and retires served requests.
+//! - [`Torrent::allow_fast`] (optional) to give a fast peer an allowed-fast piece.
 //! - [`Torrent::tick`] about once a second: choke rounds, optimistic unchoke, request
 //!   timeouts.
 //! - [`Torrent::remove_peer`] when a connection ends (also after a `Disconnect` action or an
@@ -29,7 +32,10 @@
 //! each [`Action`] in order. Requests are queued by the engine itself whenever pipeline room
 //! opens; there is no "fill requests" call. Before sending the `Piece` for a
 //! [`Action::Serve`], the client may ask [`Torrent::serve_wanted`], which says whether the
-//! request was cancelled meanwhile (optional: serving a cancelled request is allowed).
+//! request was cancelled meanwhile (optional: serving a cancelled request is allowed). A
+//! client that does so also lets the engine disconnect a peer with more than
+//! [`MAX_SERVING`] requests waiting; without it the engine cannot tell waiting
+//! requests from sent ones and does not enforce that limit.
 //! After a [`Action::Disconnect`] the engine has already forgotten the peer.
 //!
 //! **Getters**: [`Torrent::have`], [`Torrent::is_complete`], [`Torrent::lengths`],
@@ -60,7 +66,8 @@ use std::time::Duration;
 
 use metainfo::BlockRef;
 
-pub use torrent::Torrent;
+pub use requests::MAX_REQUESTERS;
+pub use torrent::{Torrent, MAX_REQUEST_LEN, MAX_SERVING};
 
 /// Identifies one connection; chosen by the client, unique while the connection lives.
 pub type PeerKey = u64;

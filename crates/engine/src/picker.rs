@@ -86,9 +86,11 @@ pub(crate) struct Picker {
     /// Blocks of missing pieces not yet received.
     missing_blocks: u64,
     bytes_in_flight: u64,
-    /// Bumped whenever a piece enters `Wanted` or budget is freed: a failed search for a new
-    /// piece may succeed now.
+    /// Bumped whenever a piece enters `Wanted`, or budget is freed while it was binding: a
+    /// failed search for a new piece may succeed now.
     pub generation: u64,
+    /// `max_partial_bytes`: new pieces are started only within it.
+    pub budget: u64,
     pub rng: StdRng,
 }
 
@@ -113,6 +115,7 @@ impl Picker {
             missing_blocks: 0,
             bytes_in_flight: 0,
             generation: 0,
+            budget: u64::MAX,
             rng,
             have,
         };
@@ -242,9 +245,14 @@ impl Picker {
             .find(|&p| ok(p))
     }
 
-    /// Whether starting `piece` stays within `budget` bytes in flight.
-    pub fn fits_budget(&self, piece: u32, budget: u64) -> bool {
-        self.bytes_in_flight + self.lengths.piece_len(piece) as u64 <= budget
+    /// Whether starting `piece` stays within the budget of bytes in flight.
+    pub fn fits_budget(&self, piece: u32) -> bool {
+        self.bytes_in_flight + self.lengths.piece_len(piece) as u64 <= self.budget
+    }
+
+    /// Whether a piece of full length would not fit: freeing bytes may unblock a search.
+    fn budget_binding(&self) -> bool {
+        self.bytes_in_flight + self.lengths.piece_length() as u64 > self.budget
     }
 
     /// Moves a wanted piece to `Partial`. False if it was not wanted.
@@ -429,8 +437,10 @@ impl Picker {
                         self.unrequested -= part.free as u64;
                         self.missing_blocks -= (part.blocks.len() as u32 - part.received) as u64;
                     }
+                    if self.budget_binding() {
+                        self.generation += 1;
+                    }
                     self.bytes_in_flight -= self.lengths.piece_len(piece) as u64;
-                    self.generation += 1;
                 }
             }
             self.state[piece as usize] = PieceState::Have;

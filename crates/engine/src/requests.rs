@@ -5,7 +5,7 @@
 //! 1. more of the piece it was last given (peers tend to get whole pieces);
 //! 2. a partial piece nobody is requesting any more (abandoned after a choke, timeout or
 //!    disconnect);
-//! 3. a new piece, rarest first, if the memory budget allows;
+//! 3. a new piece, rarest first, if the memory budget allows (a snubbed peer first tries 4);
 //! 4. any partial piece with free blocks, shared with the peer working on it;
 //! 5. if the peer has nothing outstanding at all, a new piece beyond the budget (no deadlock:
 //!    every peer that can help can always make progress);
@@ -19,7 +19,7 @@ use wire::Message;
 
 use crate::peer::Peer;
 use crate::picker::{Picker, PieceState, Received};
-use crate::{Action, BlockOutcome, Config, PeerKey, Torrent};
+use crate::{Action, BlockOutcome, PeerKey, Torrent};
 
 /// Peers a block may be requested from at once in end-game.
 pub const MAX_REQUESTERS: u8 = 2;
@@ -128,7 +128,7 @@ impl Torrent {
         }
         let depth = p.depth(&self.cfg) as usize;
         while p.outstanding.len() < depth {
-            let Some(b) = pick_block(&mut self.picker, p, &self.cfg) else {
+            let Some(b) = pick_block(&mut self.picker, p) else {
                 break;
             };
             if p.outstanding.is_empty() {
@@ -147,7 +147,7 @@ impl Torrent {
 
 /// The next block to request from `peer`, marked requested in the picker; see the module
 /// doc for the order.
-pub(crate) fn pick_block(picker: &mut Picker, peer: &mut Peer, cfg: &Config) -> Option<BlockRef> {
+pub(crate) fn pick_block(picker: &mut Picker, peer: &mut Peer) -> Option<BlockRef> {
     // 1. The piece it works on.
     if let Some(c) = peer.current {
         if peer.can_request(c) {
@@ -165,10 +165,16 @@ pub(crate) fn pick_block(picker: &mut Picker, peer: &mut Peer, cfg: &Config) -> 
         peer.current = Some(piece);
         return picker.request_free(piece);
     }
+    // A snubbed peer helps with pieces in flight before it may hold up a new one.
+    if peer.snubbed {
+        if let Some(piece) = shared_piece(picker, peer) {
+            peer.current = Some(piece);
+            return picker.request_free(piece);
+        }
+    }
     // 3. A new piece within the budget.
     if peer.new_piece_failed != Some(picker.generation) {
-        let budget = cfg.max_partial_bytes;
-        if let Some(piece) = find_new(picker, peer, |pk, x| pk.fits_budget(x, budget)) {
+        if let Some(piece) = find_new(picker, peer, |pk, x| pk.fits_budget(x)) {
             picker.start(piece);
             peer.current = Some(piece);
             return picker.request_free(piece);
@@ -176,12 +182,7 @@ pub(crate) fn pick_block(picker: &mut Picker, peer: &mut Peer, cfg: &Config) -> 
         peer.new_piece_failed = Some(picker.generation);
     }
     // 4. Share a partial piece.
-    let shared = picker
-        .open_pieces()
-        .iter()
-        .copied()
-        .find(|&x| peer.can_request(x));
-    if let Some(piece) = shared {
+    if let Some(piece) = shared_piece(picker, peer) {
         peer.current = Some(piece);
         return picker.request_free(piece);
     }
@@ -213,6 +214,15 @@ pub(crate) fn pick_block(picker: &mut Picker, peer: &mut Peer, cfg: &Config) -> 
         }
     }
     None
+}
+
+/// An open partial piece the peer can help with.
+fn shared_piece(picker: &Picker, peer: &Peer) -> Option<u32> {
+    picker
+        .open_pieces()
+        .iter()
+        .copied()
+        .find(|&x| peer.can_request(x))
 }
 
 /// A wanted piece the peer can give us, rarest first, passing `ok`.

@@ -50,9 +50,11 @@ impl Torrent {
     }
 
     fn with_rng(lengths: Lengths, have: Bitfield, cfg: Config, rng: StdRng) -> Self {
+        let mut picker = Picker::new(lengths, have, rng);
+        picker.budget = cfg.max_partial_bytes;
         Torrent {
             cfg,
-            picker: Picker::new(lengths, have, rng),
+            picker,
             peers: BTreeMap::new(),
             actions: VecDeque::new(),
             choker: None,
@@ -367,6 +369,16 @@ impl Torrent {
     /// again and every peer that sent blocks of it is charged (a sole contributor fully, `n`
     /// contributors a share of `1/n` each); reaching `hashfail_ban_threshold` bans the peer.
     pub fn piece_verified(&mut self, piece: u32, ok: bool) {
+        self.piece_done(piece, ok, true);
+    }
+
+    /// The piece hashed fine but could not be written (a fault of ours, not of the peers):
+    /// it is fetched again and nobody is charged.
+    pub fn piece_write_failed(&mut self, piece: u32) {
+        self.piece_done(piece, false, false);
+    }
+
+    fn piece_done(&mut self, piece: u32, ok: bool, blame: bool) {
         let Some(state) = self.picker.state(piece) else {
             return;
         };
@@ -382,7 +394,7 @@ impl Torrent {
             for k in keys {
                 if let Some(p) = self.peers.get_mut(&k) {
                     if !p.seed && p.have.get(piece) {
-                        p.interesting -= 1;
+                        p.interesting = p.interesting.saturating_sub(1);
                     }
                 }
                 self.send(k, Message::Have(piece));
@@ -390,6 +402,10 @@ impl Torrent {
             }
         } else {
             let contributors = self.picker.verified(piece, false);
+            if !blame {
+                self.fill_all();
+                return;
+            }
             let share = 1.0 / contributors.len().max(1) as f64;
             for (k, _) in contributors {
                 let Some(p) = self.peers.get_mut(&k) else {

@@ -474,3 +474,31 @@ fn completion_drops_interest() {
     assert!(h.t.is_complete());
     assert_eq!(h.t.bytes_in_flight(), 0);
 }
+
+#[test]
+fn write_failure_refetches_without_blame() {
+    let c = Config {
+        hashfail_ban_threshold: 1,
+        ..cfg()
+    };
+    let mut h = H::new("  ", 1, c);
+    h.add(1, "*", false);
+    h.t.set_peer_reqq(1, 1);
+    let r = requests(&h.msg(1, Message::Unchoke), 1);
+    let (o, a) = h.block(1, r[0]);
+    assert_eq!(
+        o,
+        BlockOutcome::Accepted {
+            piece_complete: true
+        }
+    );
+    let next = requests(&a, 1);
+    h.t.piece_write_failed(r[0].piece);
+    h.drain();
+    let s = h.t.peer_stats(1).unwrap();
+    assert_eq!(s.hashfails, 0.0);
+    assert!(!h.t.have().get(r[0].piece));
+    // Both pieces are fetched (again).
+    let (_, a) = h.block(1, next[0]);
+    assert_eq!(requests(&a, 1), vec![r[0]]);
+}

@@ -250,9 +250,11 @@ fn endgame_candidates_skip_doubly_requested_blocks() {
 
 #[test]
 fn budget() {
-    let p = setup("11", "  ", 2, 0);
-    assert!(p.fits_budget(0, 2 * BLOCK_SIZE as u64));
-    assert!(!p.fits_budget(0, 2 * BLOCK_SIZE as u64 - 1));
+    let mut p = setup("11", "  ", 2, 0);
+    p.budget = 2 * BLOCK_SIZE as u64;
+    assert!(p.fits_budget(0));
+    p.budget -= 1;
+    assert!(!p.fits_budget(0));
 }
 
 // ---- picking through the torrent: whole pieces, budget, deadlock ----
