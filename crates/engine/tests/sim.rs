@@ -56,6 +56,8 @@ struct Sim {
     links: BTreeSet<(usize, usize)>,
     net: VecDeque<(Instant, usize, usize, Payload)>,
     next_tick: Instant,
+    /// Added to every node's RNG seed.
+    seed: u64,
 }
 
 fn lengths() -> Lengths {
@@ -74,6 +76,7 @@ impl Sim {
             links: BTreeSet::new(),
             net: VecDeque::new(),
             next_tick: now,
+            seed: 0,
         }
     }
 
@@ -85,7 +88,7 @@ impl Sim {
             Bitfield::full(n)
         };
         let id = self.nodes.len();
-        let t = Torrent::with_rng_seed(self.lengths, have, cfg, 1000 + id as u64);
+        let t = Torrent::with_rng_seed(self.lengths, have, cfg, self.seed * 1000 + id as u64);
         self.nodes.push(Node {
             kind,
             fast,
@@ -461,6 +464,90 @@ fn choking_mid_transfer_loses_nothing() {
         for n in s.nodes.iter().filter(|n| n.kind == Kind::Leech) {
             assert_eq!(n.accepted, total, "fast {fast}{}", s.report());
             assert_eq!(n.hashfails, 0);
+        }
+    }
+}
+
+#[test]
+fn a_seed_leaving_mid_transfer_loses_nothing() {
+    let mut s = Sim::new(lengths());
+    let a = s.add(Kind::Seed, true, 3, Config::default());
+    s.add(Kind::Seed, false, 3, Config::default());
+    for i in 0..3 {
+        s.add(Kind::Leech, i == 0, 2, Config::default());
+    }
+    s.connect_all();
+    for _ in 0..30 {
+        s.step();
+    }
+    assert!(s.nodes[2..].iter().any(|n| n.t.bytes_in_flight() > 0));
+    for i in 1..s.nodes.len() {
+        s.unlink(a, i);
+    }
+    s.run(Duration::from_secs(120));
+    let total = s.total_blocks();
+    for n in s.nodes.iter().filter(|n| n.kind == Kind::Leech) {
+        assert_eq!(n.accepted, total, "{}", s.report());
+    }
+}
+
+/// A tiny deterministic generator for scenario shapes.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn random_swarms_complete() {
+    for seed in 0..12u64 {
+        let mut g = Lcg(seed);
+        let mut s = Sim::new(lengths());
+        s.seed = seed;
+        let cfg = Config {
+            // Sometimes a budget of two pieces, so that peers share pieces.
+            max_partial_bytes: if g.next(2) == 0 {
+                2 * 4 * BLOCK_SIZE as u64
+            } else {
+                32 << 20
+            },
+            unchoke_slots: 1 + g.next(4) as usize,
+            request_timeout: Duration::from_secs(2 + g.next(10)),
+            ..Config::default()
+        };
+        let seeds = 1 + g.next(2) as usize;
+        for _ in 0..seeds {
+            let up = 1 + g.next(6) as usize;
+            let fast = g.next(2) == 0;
+            s.add(Kind::Seed, fast, up, cfg.clone());
+        }
+        if g.next(3) == 0 {
+            s.add(Kind::Staller, g.next(2) == 0, 1, cfg.clone());
+        }
+        for _ in 0..2 + g.next(5) {
+            let up = 1 + g.next(4) as usize;
+            let fast = g.next(2) == 0;
+            s.add(Kind::Leech, fast, up, cfg.clone());
+        }
+        s.connect_all();
+        // One seed may drop every connection early on, if another stays.
+        if seeds == 2 {
+            for _ in 0..g.next(100) {
+                s.step();
+            }
+            for i in 1..s.nodes.len() {
+                s.unlink(0, i);
+            }
+        }
+        s.run(Duration::from_secs(600));
+        let total = s.total_blocks();
+        for n in s.nodes.iter().filter(|n| n.kind == Kind::Leech) {
+            assert_eq!(n.accepted, total, "seed {seed}{}", s.report());
         }
     }
 }
