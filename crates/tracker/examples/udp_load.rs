@@ -111,7 +111,7 @@ fn worker(o: &Opts, idx: usize, deadline: Instant) -> Result {
             port: 1024 + (p % 60000) as u16,
             uploaded: 0,
             downloaded: 0,
-            left: if p % 4 == 0 { 1000 } else { 0 },
+            left: if p.is_multiple_of(4) { 1000 } else { 0 },
             event: Event::None,
             numwant: Some(30),
             key: p as u32,

@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tracker_proto::{Event, InfoHash, PeerId, ScrapeStats};
 
-use crate::swarm::{Families, Peer, Swarm};
+use crate::swarm::{Families, Peer, Requester, Swarm};
 
 /// Caps that bound memory.
 #[derive(Clone, Copy, Debug)]
@@ -189,9 +189,14 @@ impl State {
         if finished {
             sw.downloaded = sw.downloaded.saturating_add(1);
         }
-        sw.select(
-            &a.peer_id, &a.addr, a.seed, a.numwant, a.families, rng, emit,
-        );
+        let who = Requester {
+            id: a.peer_id,
+            addr: a.addr,
+            seed: a.seed,
+            numwant: a.numwant,
+            families: a.families,
+        };
+        sw.select(&who, rng, emit);
         Ok(Counts {
             seeders: count(sw.seeders()),
             leechers: count(sw.leechers()),

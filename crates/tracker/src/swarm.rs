@@ -31,7 +31,7 @@ pub struct Slot {
 pub struct Swarm {
     seeders: Vec<Peer>,
     leechers: Vec<Peer>,
-    index: Option<HashMap<PeerId, Slot>>,
+    index: Option<Box<HashMap<PeerId, Slot>>>,
     /// Completed downloads (`event=completed`) seen.
     pub downloaded: u32,
 }
@@ -53,6 +53,16 @@ impl Families {
             self.v6
         }
     }
+}
+
+/// Who asks for peers, and how many of which family.
+#[derive(Clone, Copy, Debug)]
+pub struct Requester {
+    pub id: PeerId,
+    pub addr: SocketAddr,
+    pub seed: bool,
+    pub numwant: usize,
+    pub families: Families,
 }
 
 /// xorshift64*: a fast, good-enough generator for picking a random window of peers.
@@ -134,6 +144,11 @@ impl Swarm {
         let list = self.list_mut(seed);
         let idx = list.len() as u32;
         let id = peer.id;
+        // Most swarms hold one or two peers: grow small lists one slot at a time instead of
+        // the default minimum of four.
+        if list.len() == list.capacity() && list.len() < 4 {
+            list.reserve_exact(1);
+        }
         list.push(peer);
         if let Some(ix) = &mut self.index {
             ix.insert(id, Slot { seed, idx });
@@ -159,7 +174,7 @@ impl Swarm {
                 );
             }
         }
-        self.index = Some(ix);
+        self.index = Some(Box::new(ix));
     }
 
     /// Drops peers last seen before `cutoff`; returns (seeders, leechers) removed.
@@ -191,16 +206,14 @@ impl Swarm {
     /// Calls `emit` for up to `numwant` peers in a random window: leechers and seeders for a
     /// leecher, only leechers for a seeder; never the requester itself (same id or address),
     /// only admitted families. Scans a bounded number of entries.
-    pub fn select(
-        &self,
-        me: &PeerId,
-        my_addr: &SocketAddr,
-        i_seed: bool,
-        numwant: usize,
-        families: Families,
-        rng: &mut u64,
-        mut emit: impl FnMut(&Peer),
-    ) {
+    pub fn select(&self, who: &Requester, rng: &mut u64, mut emit: impl FnMut(&Peer)) {
+        let Requester {
+            id: me,
+            addr: my_addr,
+            seed: i_seed,
+            numwant,
+            families,
+        } = *who;
         let a: &[Peer] = &self.leechers;
         let b: &[Peer] = if i_seed { &[] } else { &self.seeders };
         let total = a.len() + b.len();
@@ -220,7 +233,7 @@ impl Swarm {
                 j -= total;
             }
             let p = if j < a.len() { &a[j] } else { &b[j - a.len()] };
-            if p.id == *me || p.addr == *my_addr || !families.admits(&p.addr) {
+            if p.id == me || p.addr == my_addr || !families.admits(&p.addr) {
                 continue;
             }
             emit(p);
@@ -277,34 +290,29 @@ mod tests {
         for i in 0..10 {
             s.insert(peer(i), i < 4);
         }
+        let who = |p: &Peer, seed, numwant, families| Requester {
+            id: p.id,
+            addr: p.addr,
+            seed,
+            numwant,
+            families,
+        };
         let me = peer(5);
         let mut rng = 1;
         let mut got = Vec::new();
-        s.select(
-            &me.id,
-            &me.addr,
-            false,
-            100,
-            Families::BOTH,
-            &mut rng,
-            |p| got.push(p.id),
-        );
+        s.select(&who(&me, false, 100, Families::BOTH), &mut rng, |p| {
+            got.push(p.id)
+        });
         assert_eq!(got.len(), 9);
         assert!(!got.contains(&me.id));
         got.clear();
         // A seeder gets only leechers.
-        s.select(
-            &PeerId([0; 20]),
-            &peer(0).addr,
-            true,
-            100,
-            Families::BOTH,
-            &mut rng,
-            |p| got.push(p.id),
-        );
+        s.select(&who(&peer(0), true, 100, Families::BOTH), &mut rng, |p| {
+            got.push(p.id)
+        });
         assert_eq!(got.len(), 6);
         got.clear();
-        s.select(&me.id, &me.addr, false, 3, Families::BOTH, &mut rng, |p| {
+        s.select(&who(&me, false, 3, Families::BOTH), &mut rng, |p| {
             got.push(p.id)
         });
         assert_eq!(got.len(), 3);
@@ -313,9 +321,7 @@ mod tests {
             v4: false,
             v6: true,
         };
-        s.select(&me.id, &me.addr, false, 3, v6only, &mut rng, |p| {
-            got.push(p.id)
-        });
+        s.select(&who(&me, false, 3, v6only), &mut rng, |p| got.push(p.id));
         assert!(got.is_empty());
     }
 }

@@ -247,3 +247,51 @@ fn private_mode_over_udp_uses_url_data() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn ipv6_sockets_give_18_byte_peers() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let mut cfg = local_config();
+    cfg.http = vec!["[::1]:0".parse().unwrap()];
+    cfg.udp = vec!["[::1]:0".parse().unwrap()];
+    let t = Running::start(cfg);
+    // UDP: peers are 18 bytes on an IPv6 socket.
+    let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let rt = |r: Request| {
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        sock.send_to(&b, t.udp).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        Response::parse(&buf[..n], true).unwrap()
+    };
+    let Response::Connect { connection_id, .. } = rt(Request::Connect { transaction_id: 1 }) else {
+        panic!("no connect")
+    };
+    for (peer, port) in [(1u8, 7001u16), (2, 7002)] {
+        let r = rt(Request::Announce {
+            connection_id,
+            transaction_id: 2,
+            request: req(4, peer, port, 1),
+            url_data: vec![],
+        });
+        if peer == 2 {
+            match r {
+                Response::Announce { peers, .. } => {
+                    assert_eq!(peers, vec!["[::1]:7001".parse::<SocketAddr>().unwrap()])
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // HTTP: IPv6 peers come in `peers6`.
+    let (_, body) = get(t.http, &announce_target("/announce", &req(4, 3, 7003, 1)));
+    assert!(body.windows(6).any(|w| w == b"peers6"));
+    let resp = tracker_proto::http::parse_announce_response(&body).unwrap();
+    assert_eq!(resp.peers.len(), 2);
+    assert!(resp.peers.iter().all(|p| p.is_ipv6()));
+}
