@@ -299,6 +299,8 @@ impl Torrent {
                 if p.take_outstanding(*b) {
                     self.picker.cancel(*b);
                     self.fill_all();
+                } else if p.take_dropped(*b) {
+                    // BEP 6: the answer to our Cancel (or to a request we gave up on).
                 } else {
                     p.bad_rejects += 1;
                     if p.bad_rejects > self.cfg.max_unrequested_blocks {

@@ -46,6 +46,8 @@ struct Node {
     hashfails: u64,
     uploaded: u64,
     banned: BTreeSet<usize>,
+    /// Connections it closed for a protocol error or a `Disconnect` without ban.
+    kicked: Vec<(usize, String)>,
 }
 
 struct Sim {
@@ -102,6 +104,7 @@ impl Sim {
             hashfails: 0,
             uploaded: 0,
             banned: BTreeSet::new(),
+            kicked: Vec::new(),
         });
         id
     }
@@ -165,9 +168,11 @@ impl Sim {
                         self.nodes[i].upload.push_back((peer as usize, block));
                     }
                 }
-                Action::Disconnect { peer, ban, .. } => {
+                Action::Disconnect { peer, ban, reason } => {
                     if ban {
                         self.nodes[i].banned.insert(peer as usize);
+                    } else {
+                        self.nodes[i].kicked.push((peer as usize, reason));
                     }
                     self.unlink(i, peer as usize);
                 }
@@ -180,7 +185,8 @@ impl Sim {
         let node = &mut self.nodes[to];
         match p {
             Payload::Msg(m) => {
-                if node.t.handle_message(from as u64, &m, now).is_err() {
+                if let Err(e) = node.t.handle_message(from as u64, &m, now) {
+                    node.kicked.push((from, e.to_string()));
                     self.unlink(to, from);
                     return;
                 }
@@ -273,6 +279,13 @@ impl Sim {
         self.now - self.start
     }
 
+    /// Nobody was disconnected except by a ban.
+    fn assert_no_kicks(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            assert!(n.kicked.is_empty(), "node {i} kicked {:?}", n.kicked);
+        }
+    }
+
     fn report(&self) -> String {
         let mut s = String::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -310,6 +323,7 @@ fn swarm_completes() {
     }
     s.connect_all();
     let took = s.run(Duration::from_secs(120));
+    s.assert_no_kicks();
     let total = s.total_blocks();
     for n in s.nodes.iter().filter(|n| n.kind == Kind::Leech) {
         assert_eq!(
@@ -368,6 +382,7 @@ fn corrupt_peer_is_banned_and_the_others_complete() {
     }
     s.connect_all();
     s.run(Duration::from_secs(300));
+    s.assert_no_kicks();
     let mut banners = 0;
     for (i, n) in s.nodes.iter().enumerate() {
         if n.kind != Kind::Leech {
@@ -460,6 +475,7 @@ fn choking_mid_transfer_loses_nothing() {
         }
         s.connect_all();
         s.run(Duration::from_secs(600));
+        s.assert_no_kicks();
         let total = s.total_blocks();
         for n in s.nodes.iter().filter(|n| n.kind == Kind::Leech) {
             assert_eq!(n.accepted, total, "fast {fast}{}", s.report());
@@ -545,6 +561,7 @@ fn random_swarms_complete() {
             }
         }
         s.run(Duration::from_secs(600));
+        s.assert_no_kicks();
         let total = s.total_blocks();
         for n in s.nodes.iter().filter(|n| n.kind == Kind::Leech) {
             assert_eq!(n.accepted, total, "seed {seed}{}", s.report());

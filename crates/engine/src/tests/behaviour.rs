@@ -502,3 +502,29 @@ fn write_failure_refetches_without_blame() {
     let (_, a) = h.block(1, next[0]);
     assert_eq!(requests(&a, 1), vec![r[0]]);
 }
+
+#[test]
+fn reject_answering_our_cancel_is_fine() {
+    let c = Config {
+        max_unrequested_blocks: 0,
+        ..cfg()
+    };
+    let mut h = H::new(" ", 2, c);
+    h.add(1, "*", true);
+    h.add(2, "*", true);
+    let r1 = requests(&h.msg(1, Message::Unchoke), 1);
+    let r2 = requests(&h.msg(2, Message::Unchoke), 2);
+    assert_eq!(r1, r2);
+    let (_, a) = h.block(1, r1[0]);
+    assert_eq!(sent(&a, 2), vec![Message::Cancel(r1[0])]);
+    // Peer 2 answers the cancel with a reject, as BEP 6 requires: no violation.
+    assert_eq!(
+        h.t.handle_message(2, &Message::Reject(r1[0]), h.now),
+        Ok(())
+    );
+    // A second reject of it is one too many (threshold 0).
+    assert_eq!(
+        h.t.handle_message(2, &Message::Reject(r1[0]), h.now),
+        Err(PeerError::TooManyBadRejects(1))
+    );
+}

@@ -36,6 +36,7 @@ enum Op {
     },
     Tick(u64),
     Reqq(u64, u32),
+    Interested(u64, bool),
 }
 
 const PIECES: u32 = 6;
@@ -57,13 +58,15 @@ fn op() -> impl Strategy<Value = Op> {
         (k.clone(), 0usize..64).prop_map(|(k, i)| Op::Reject(k, i)),
         (0usize..8, prop::bool::weighted(0.8)).prop_map(|(idx, ok)| Op::Verify { idx, ok }),
         (0u64..30).prop_map(Op::Tick),
-        (k, 1u32..6).prop_map(|(k, r)| Op::Reqq(k, r)),
+        (k.clone(), 1u32..6).prop_map(|(k, r)| Op::Reqq(k, r)),
+        (k, any::<bool>()).prop_map(|(k, i)| Op::Interested(k, i)),
     ]
 }
 
 fn run(ops: Vec<Op>, budget_pieces: u64) -> Result<(), TestCaseError> {
     let cfg = Config {
         max_partial_bytes: budget_pieces * 3 * 16384,
+        unchoke_slots: 2,
         request_timeout: Duration::from_secs(20),
         ..Config::default()
     };
@@ -138,6 +141,14 @@ fn run(ops: Vec<Op>, budget_pieces: u64) -> Result<(), TestCaseError> {
                 h.t.tick(h.now);
             }
             Op::Reqq(k, r) => h.t.set_peer_reqq(k, r),
+            Op::Interested(k, i) => {
+                let m = if i {
+                    Message::Interested
+                } else {
+                    Message::NotInterested
+                };
+                let _ = h.t.handle_message(k, &m, h.now);
+            }
         }
         while let Some(a) = h.t.poll_action() {
             if let Action::Send {
@@ -164,6 +175,8 @@ fn run(ops: Vec<Op>, budget_pieces: u64) -> Result<(), TestCaseError> {
                 fast.remove(peer);
             }
         }
+        let unchoked = h.t.peers.values().filter(|p| !p.am_choking).count();
+        prop_assert!(unchoked <= 2, "{} peers unchoked", unchoked);
         if let Err(e) = h.t.check_invariants() {
             return Err(TestCaseError::fail(e));
         }
@@ -182,15 +195,15 @@ fn run(ops: Vec<Op>, budget_pieces: u64) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
-    fn invariants_hold(ops in prop::collection::vec(op(), 1..120)) {
+    fn invariants_hold(ops in prop::collection::vec(op(), 1..200)) {
         run(ops, 100)?;
     }
 
     #[test]
-    fn invariants_hold_under_a_tight_budget(ops in prop::collection::vec(op(), 1..120)) {
+    fn invariants_hold_under_a_tight_budget(ops in prop::collection::vec(op(), 1..200)) {
         run(ops, 1)?;
     }
 }
