@@ -44,6 +44,27 @@
 //!
 //! Peer input never panics the engine; a message of an unknown peer is ignored.
 //!
+//! # Behaviour in brief
+//! - Picking: a peer continues its piece, then takes an abandoned partial piece, then a new
+//!   piece rarest-first (random among equals) within `max_partial_bytes`, then shares a piece
+//!   in flight; a peer with nothing to do may exceed the budget by one piece. Only pieces the
+//!   peer has; only while it unchokes us, or from its allowed-fast set.
+//! - Pipeline: `clamp(rate * queue_time / 16 KiB, min_queue, min(max_queue, reqq))`, starting
+//!   at 16 and growing by one per block (slow-start) until the rate stops growing.
+//! - End-game once every missing block is requested: up to [`MAX_REQUESTERS`] peers per block;
+//!   the first copy wins, the others get a `Cancel`.
+//! - Choke from a plain peer drops our requests (back to the pool); a fast peer's stay until
+//!   rejected. `request_timeout` without a block: requests go back with `Cancel`s and the
+//!   peer is snubbed (pipeline of 1) until it delivers.
+//! - Hash failure: contributors charged (`1/n` each); `hashfail_ban_threshold` bans.
+//! - Choker: every `choke_interval`, the best `unchoke_slots - 1` interested peers by rate
+//!   (download from them while leeching, upload to them while seeding) plus one optimistic
+//!   unchoke rotated every `optimistic_interval`, never-tried newest peers first; an
+//!   interested peer is unchoked at once while a slot is free.
+//! - Serving: a request within 128 KiB for a piece we have is served if the peer is unchoked
+//!   or the piece is allowed-fast for it; otherwise a fast peer gets a `Reject` and a plain
+//!   peer is ignored.
+//!
 //! # Layout
 //! - this file: the public types ([`Config`], [`Action`], [`BlockOutcome`], [`PeerError`],
 //!   [`PeerStats`]) and the contract above.
