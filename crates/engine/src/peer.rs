@@ -162,9 +162,10 @@ impl Peer {
         self.seed || self.have.get(piece)
     }
 
-    pub fn num_pieces(&self) -> u32 {
+    /// Pieces it has, of `total`.
+    pub fn num_pieces(&self, total: u32) -> u32 {
         if self.seed {
-            self.have.len()
+            total
         } else {
             self.have.count_ones()
         }

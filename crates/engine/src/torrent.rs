@@ -640,7 +640,7 @@ impl Torrent {
             queue_depth: p.depth(&self.cfg),
             download_rate: p.down.get(),
             upload_rate: p.up.get(),
-            pieces: p.num_pieces(),
+            pieces: p.num_pieces(self.picker.lengths().num_pieces()),
             snubbed: p.snubbed,
             optimistic: p.optimistic,
             hashfails: p.hashfails,

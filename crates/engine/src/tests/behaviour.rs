@@ -60,6 +60,8 @@ fn no_requests_until_unchoked() {
         sent(&a, 1),
         vec![Message::Bitfield(vec![0].into()), Message::Interested]
     );
+    assert_eq!(h.t.peer_stats(1).unwrap().pieces, 4);
+    assert_eq!(h.t.availability(0), 1);
     let a = h.msg(1, Message::Unchoke);
     let r = requests(&a, 1);
     assert_eq!(
