@@ -107,6 +107,12 @@ impl From<metainfo::InfoHash> for NodeId {
     }
 }
 
+impl From<NodeId> for metainfo::InfoHash {
+    fn from(id: NodeId) -> metainfo::InfoHash {
+        metainfo::InfoHash(id.0)
+    }
+}
+
 /// BEP 42 exempts local addresses from the node-id check: loopback, RFC 1918 private,
 /// link-local, and the IPv6 equivalents (unique-local `fc00::/7`, link-local `fe80::/10`).
 pub fn is_exempt(ip: IpAddr) -> bool {

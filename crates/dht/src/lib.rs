@@ -2,6 +2,10 @@
 //! security (BEP 42), read-only nodes (BEP 43) and `sample_infohashes` (BEP 51). No sockets, no
 //! clock: datagrams and `now` go in, datagrams, events and the next deadline come out.
 //!
+//! spate has its own node rather than the `mainline` crate because it needs BEP 32 (IPv6) and
+//! BEP 51, which `mainline` lacks, and a sans-IO core that the simulation tests can drive with
+//! a virtual clock.
+//!
 //! # Layout
 //! - [`node`]: [`Node`], the state machine the driver talks to, its [`Config`] and its
 //!   [`DhtEvent`]s. It answers every query, runs lookups, announces and maintains the table.

@@ -267,8 +267,8 @@ impl Node {
 
     /// Looks for peers of `info_hash`: [`DhtEvent::PeersFound`] as they come, then
     /// [`DhtEvent::LookupDone`].
-    pub fn get_peers(&mut self, info_hash: NodeId, now: Instant) -> LookupId {
-        let lookup = self.start_lookup(info_hash, LookupKind::GetPeers, now);
+    pub fn get_peers(&mut self, info_hash: impl Into<NodeId>, now: Instant) -> LookupId {
+        let lookup = self.start_lookup(info_hash.into(), LookupKind::GetPeers, now);
         self.step_lookup(lookup, now);
         lookup
     }
@@ -277,13 +277,13 @@ impl Node {
     /// if `implied_port`) to the closest nodes that gave a token.
     pub fn announce(
         &mut self,
-        info_hash: NodeId,
+        info_hash: impl Into<NodeId>,
         port: u16,
         implied_port: bool,
         now: Instant,
     ) -> LookupId {
         let kind = LookupKind::Announce { port, implied_port };
-        let lookup = self.start_lookup(info_hash, kind, now);
+        let lookup = self.start_lookup(info_hash.into(), kind, now);
         self.step_lookup(lookup, now);
         lookup
     }
