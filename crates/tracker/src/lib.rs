@@ -26,6 +26,7 @@
 //!   requester, and no seeders to a seeder.
 //! - `udp`: BEP 15 on blocking worker threads (one socket, N threads, no allocation per
 //!   announce), stateless connection ids, per-IP token buckets.
+//! - `udp_io`: the receive/answer loop, batched with `recvmmsg`/`sendmmsg` on Linux.
 //! - `http`: a minimal HTTP/1.1 server on tokio for `/announce`, `/scrape` and `/metrics`.
 //! - `tasks`: background work: peer expiry, periodic snapshots, reload on SIGHUP and on file
 //!   change, the announces-per-second gauge.
@@ -52,6 +53,7 @@ mod state;
 mod swarm;
 mod tasks;
 mod udp;
+mod udp_io;
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};

@@ -7,7 +7,6 @@
 //! socket has a short read timeout).
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -21,9 +20,9 @@ use crate::config::Access;
 use crate::metrics::LocalStats;
 use crate::state::Announce;
 use crate::swarm::Families;
+use crate::udp_io;
 use crate::{http, Shared, TrackerServerError};
 
-const RECV_BUF: usize = 2048;
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
 /// Most rate-limiter entries per worker before idle ones are dropped.
 const RATE_TABLE_CAP: usize = 65_536;
@@ -108,7 +107,8 @@ impl RateLimiter {
 
 struct Worker {
     shared: Arc<Shared>,
-    out: Vec<u8>,
+    ipv6_socket: bool,
+    since_flush: u32,
     url_data: Vec<u8>,
     rng: u64,
     stats: LocalStats,
@@ -116,6 +116,22 @@ struct Worker {
     access: Arc<Access>,
     access_gen: u64,
     epoch: Instant,
+}
+
+impl udp_io::Handler for Worker {
+    fn packet(&mut self, pkt: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
+        self.handle(pkt, src, out);
+        self.since_flush += 1;
+        if self.since_flush >= 512 {
+            self.stats.flush(&self.shared.stats);
+            self.since_flush = 0;
+        }
+    }
+
+    fn idle(&mut self) {
+        self.stats.flush(&self.shared.stats);
+        self.since_flush = 0;
+    }
 }
 
 impl Worker {
@@ -129,7 +145,8 @@ impl Worker {
         let access_gen = shared.access_gen.load(Relaxed);
         Worker {
             shared,
-            out: Vec::with_capacity(RECV_BUF),
+            ipv6_socket: false,
+            since_flush: 0,
             url_data: Vec::new(),
             rng,
             stats: LocalStats::default(),
@@ -141,32 +158,13 @@ impl Worker {
     }
 
     fn run(mut self, socket: &UdpSocket) {
-        let ipv6_socket = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
-        let mut buf = [0u8; RECV_BUF];
-        let mut since_flush = 0u32;
-        while !self.shared.shutdown.load(Relaxed) {
-            match socket.recv_from(&mut buf) {
-                Ok((n, src)) => {
-                    self.out.clear();
-                    self.handle(&buf[..n], src, ipv6_socket);
-                    if !self.out.is_empty() {
-                        let _ = socket.send_to(&self.out, src);
-                    }
-                    since_flush += 1;
-                    if since_flush >= 512 {
-                        self.stats.flush(&self.shared.stats);
-                        since_flush = 0;
-                    }
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    self.stats.flush(&self.shared.stats);
-                    since_flush = 0;
-                }
-                // ICMP errors from earlier sends (ECONNREFUSED) and the like: keep serving.
-                Err(_) => {}
-            }
-        }
-        self.stats.flush(&self.shared.stats);
+        self.ipv6_socket = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+        let shared = self.shared.clone();
+        #[cfg(target_os = "linux")]
+        udp_io::serve_batched(socket, &shared.shutdown, &mut self);
+        #[cfg(not(target_os = "linux"))]
+        udp_io::serve_simple(socket, &shared.shutdown, &mut self);
+        self.stats.flush(&shared.stats);
     }
 
     fn refresh_access(&mut self) {
@@ -177,13 +175,14 @@ impl Worker {
         }
     }
 
-    fn error(&mut self, tid: u32, msg: &str) {
-        self.out.clear();
-        proto::write_error(&mut self.out, tid, msg);
+    fn error(&mut self, out: &mut Vec<u8>, tid: u32, msg: &str) {
+        out.clear();
+        proto::write_error(out, tid, msg);
         self.stats.udp_errors_total += 1;
     }
 
-    fn handle(&mut self, pkt: &[u8], src: SocketAddr, ipv6_socket: bool) {
+    fn handle(&mut self, pkt: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
+        let ipv6_socket = self.ipv6_socket;
         let now_ms = self.epoch.elapsed().as_millis() as u32;
         if !self.limiter.allow(src.ip(), now_ms) {
             self.stats.udp_rate_limited_total += 1;
@@ -198,7 +197,7 @@ impl Worker {
                 let cid = u64::from_be_bytes(pkt[..8].try_into().unwrap_or([0; 8]));
                 if self.shared.valid_connection_id(cid, &src, now) {
                     let tid = u32::from_be_bytes(pkt[12..16].try_into().unwrap_or([0; 4]));
-                    self.error(tid, &e.to_string());
+                    self.error(out, tid, &e.to_string());
                 } else {
                     self.stats.udp_dropped_total += 1;
                 }
@@ -212,7 +211,7 @@ impl Worker {
         match req {
             Request::Connect { transaction_id } => {
                 let cid = self.shared.connection_id(&src, now);
-                proto::write_connect_response(&mut self.out, transaction_id, cid);
+                proto::write_connect_response(out, transaction_id, cid);
                 self.stats.udp_connects_total += 1;
             }
             Request::Announce {
@@ -222,16 +221,16 @@ impl Worker {
                 url_data,
             } => {
                 if !self.shared.valid_connection_id(connection_id, &src, now) {
-                    return self.error(transaction_id, "invalid connection id");
+                    return self.error(out, transaction_id, "invalid connection id");
                 }
                 if request.port == 0 {
-                    return self.error(transaction_id, "invalid port");
+                    return self.error(out, transaction_id, "invalid port");
                 }
                 self.refresh_access();
                 self.url_data = url_data;
                 let key = http::key_from_target(&self.url_data);
                 if let Err(reason) = self.access.check(key, Some(&request.info_hash)) {
-                    return self.error(transaction_id, reason);
+                    return self.error(out, transaction_id, reason);
                 }
                 let cfg = &self.shared.config;
                 let client_ip = src.ip().to_canonical();
@@ -265,8 +264,7 @@ impl Worker {
                     numwant,
                     families,
                 };
-                proto::write_announce_header(&mut self.out, transaction_id, cfg.interval, 0, 0);
-                let out = &mut self.out;
+                proto::write_announce_header(out, transaction_id, cfg.interval, 0, 0);
                 let res = self.shared.state.announce(&a, now, &mut self.rng, |p| {
                     match (p.addr, ipv6_socket) {
                         (SocketAddr::V4(v4), false) => proto::write_peer_v4(out, &v4),
@@ -285,11 +283,11 @@ impl Worker {
                 });
                 match res {
                     Ok(c) => {
-                        self.out[12..16].copy_from_slice(&c.leechers.to_be_bytes());
-                        self.out[16..20].copy_from_slice(&c.seeders.to_be_bytes());
+                        out[12..16].copy_from_slice(&c.leechers.to_be_bytes());
+                        out[16..20].copy_from_slice(&c.seeders.to_be_bytes());
                         self.stats.udp_announces_total += 1;
                     }
-                    Err(r) => self.error(transaction_id, r.reason()),
+                    Err(r) => self.error(out, transaction_id, r.reason()),
                 }
             }
             Request::Scrape {
@@ -298,20 +296,24 @@ impl Worker {
                 info_hashes,
             } => {
                 if !self.shared.valid_connection_id(connection_id, &src, now) {
-                    return self.error(transaction_id, "invalid connection id");
+                    return self.error(out, transaction_id, "invalid connection id");
                 }
                 self.refresh_access();
                 if self.access.private {
-                    return self.error(transaction_id, "scrape needs a key: use HTTP /scrape/KEY");
+                    return self.error(
+                        out,
+                        transaction_id,
+                        "scrape needs a key: use HTTP /scrape/KEY",
+                    );
                 }
-                proto::write_scrape_header(&mut self.out, transaction_id);
+                proto::write_scrape_header(out, transaction_id);
                 for h in info_hashes.iter().take(proto::MAX_SCRAPE_HASHES) {
                     let s = if self.access.check(None, Some(h)).is_ok() {
                         self.shared.state.scrape(h)
                     } else {
                         Default::default()
                     };
-                    proto::write_scrape_entry(&mut self.out, &s);
+                    proto::write_scrape_entry(out, &s);
                 }
                 self.stats.udp_scrapes_total += 1;
             }
