@@ -262,3 +262,27 @@ impl Access {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in the module doc parses (with the key and whitelist files left out).
+    #[test]
+    fn documented_example_parses() {
+        let doc: String = include_str!("config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .filter(|l| !l.starts_with("keys_file") && !l.starts_with("whitelist"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::from_toml(&doc).unwrap();
+        assert_eq!(c.udp_threads, 0);
+        assert_eq!(c.keys, vec!["k1", "k2"]);
+        assert_eq!(c.peer_timeout(), 3900);
+        assert!(c.access().is_ok());
+    }
+}

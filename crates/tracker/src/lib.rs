@@ -370,3 +370,36 @@ pub async fn serve(opts: ServeOptions) -> Result<(), TrackerServerError> {
     }
     tracker.run(tasks::shutdown_signal()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_expire_after_two_windows() {
+        let config = Config {
+            http: vec![],
+            udp: vec![],
+            ..Config::default()
+        };
+        let t = Tracker::bind(config, None).unwrap();
+        let s = &t.shared;
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let cid = s.connection_id(&a, 10);
+        assert!(s.valid_connection_id(cid, &a, 10));
+        assert!(
+            s.valid_connection_id(cid, &a, 239),
+            "previous window still valid"
+        );
+        assert!(
+            !s.valid_connection_id(cid, &a, 240),
+            "two windows later: expired"
+        );
+        assert!(
+            !s.valid_connection_id(cid, &b, 10),
+            "bound to the source address"
+        );
+        assert_ne!(cid, s.connection_id(&a, 120));
+    }
+}

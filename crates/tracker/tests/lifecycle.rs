@@ -178,3 +178,24 @@ fn config_parsing() {
         .access()
         .is_err());
 }
+
+#[test]
+fn silent_peers_expire() {
+    let mut c = local_config();
+    c.peer_timeout = Some(1);
+    let t = Running::start(c);
+    let mut u = UdpClient::new(t.udp);
+    let cid = u.connect();
+    u.announce(cid, req(9, 1, 1000, 0), b"");
+    u.announce(cid, req(9, 2, 1001, 5), b"");
+    assert_eq!(t.handle.scrape(&InfoHash([9; 20])).complete, 1);
+    assert!(
+        wait_until(|| t.handle.scrape(&InfoHash([9; 20])) == Default::default()),
+        "peers never expired"
+    );
+    let m = t.handle.metrics();
+    assert!(
+        m.contains("spate_tracker_peers 0\n") && m.contains("spate_tracker_swarms 0\n"),
+        "{m}"
+    );
+}
