@@ -24,8 +24,8 @@
 //!   caps on swarms and peers.
 //! - `swarm`: one swarm's seeders and leechers; random peer selection that never returns the
 //!   requester, and no seeders to a seeder.
-//! - `udp`: BEP 15 on blocking worker threads (one socket, N threads, no allocation per
-//!   announce), stateless connection ids, per-IP token buckets.
+//! - `udp`: BEP 15 on blocking worker threads (one SO_REUSEPORT socket per thread, no
+//!   allocation per announce), stateless connection ids, per-IP token buckets.
 //! - `udp_io`: the receive/answer loop, batched with `recvmmsg`/`sendmmsg` on Linux.
 //! - `http`: a minimal HTTP/1.1 server on tokio for `/announce`, `/scrape` and `/metrics`.
 //! - `tasks`: background work: peer expiry, periodic snapshots, reload on SIGHUP and on file
@@ -41,9 +41,10 @@
 //! by a reverse proxy in front.
 //!
 //! # Threads
-//! HTTP runs on the caller's tokio runtime. UDP runs on its own OS threads doing blocking
-//! `recv_from`/`send_to` on clones of one socket: nothing async on the hot path, one shard lock
-//! per announce, counters published in batches.
+//! HTTP runs on the caller's tokio runtime. UDP runs on its own OS threads, each with its own
+//! socket bound to the same address (SO_REUSEPORT: the kernel spreads clients over them by
+//! address hash), doing blocking batched receives and sends: nothing async on the hot path,
+//! one shard lock per announce, counters published in batches.
 
 pub mod config;
 mod http;
@@ -164,7 +165,8 @@ impl Shared {
 pub struct Tracker {
     shared: Arc<Shared>,
     http: Vec<TcpListener>,
-    udp: Vec<UdpSocket>,
+    /// Per UDP address, one socket per worker thread (SO_REUSEPORT).
+    udp: Vec<Vec<UdpSocket>>,
 }
 
 /// Controls a tracker while it runs.
@@ -230,10 +232,7 @@ impl Tracker {
         }
         let mut udp = Vec::new();
         for &addr in &shared.config.udp {
-            let s = UdpSocket::bind(addr)
-                .map_err(|source| TrackerServerError::Bind { addr, source })?;
-            udp::tune_socket(&s);
-            udp.push(s);
+            udp.push(udp::bind_group(addr, shared.config.udp_threads())?);
         }
         if let Some(p) = &shared.config.snapshot_path {
             match snapshot::load(p, &shared.state, 0) {
@@ -262,7 +261,7 @@ impl Tracker {
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
         self.udp
             .iter()
-            .filter_map(|s| s.local_addr().ok())
+            .filter_map(|g| g.first()?.local_addr().ok())
             .collect()
     }
 
@@ -287,12 +286,8 @@ impl Tracker {
             http_tasks.push(tokio::spawn(http::serve(shared.clone(), l)));
         }
         let mut threads = Vec::new();
-        for s in self.udp {
-            threads.extend(udp::spawn_workers(
-                shared.clone(),
-                s,
-                shared.config.udp_threads(),
-            )?);
+        for group in self.udp {
+            threads.extend(udp::spawn_workers(shared.clone(), group)?);
         }
         let background = tokio::spawn(tasks::run(shared.clone()));
 

@@ -84,6 +84,21 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn read_peer(r: &mut Reader<'_>) -> Option<(PeerId, SocketAddr, bool)> {
+    let id = r.arr20()?;
+    let flags = r.take(1)?[0];
+    let ip: IpAddr = if flags & 2 != 0 {
+        let a: [u8; 16] = r.take(16)?.try_into().ok()?;
+        Ipv6Addr::from(a).into()
+    } else {
+        let s = r.take(4)?;
+        Ipv4Addr::new(s[0], s[1], s[2], s[3]).into()
+    };
+    let p = r.take(2)?;
+    let port = u16::from_be_bytes([p[0], p[1]]);
+    Some((PeerId(id), SocketAddr::new(ip, port), flags & 1 != 0))
+}
+
 /// Loads swarms from `bytes` into `state`; returns (swarms, peers) read. Errors only on a
 /// wrong magic or version.
 pub fn decode_into(
@@ -99,34 +114,28 @@ pub fn decode_into(
     }
     let (mut swarms, mut peers_total) = (0, 0);
     let mut peers = Vec::new();
-    'swarms: while !r.b.is_empty() {
+    while !r.b.is_empty() {
         let (Some(h), Some(downloaded), Some(n)) = (r.arr20(), r.u32(), r.u32()) else {
             break;
         };
         peers.clear();
+        let mut truncated = false;
         for _ in 0..n {
-            let (Some(id), Some(flags)) = (r.arr20(), r.take(1).map(|f| f[0])) else {
-                break 'swarms;
-            };
-            let ip: IpAddr = if flags & 2 != 0 {
-                match r.take(16).and_then(|s| <[u8; 16]>::try_from(s).ok()) {
-                    Some(a) => Ipv6Addr::from(a).into(),
-                    None => break 'swarms,
+            match read_peer(&mut r) {
+                Some(p) => peers.push(p),
+                None => {
+                    truncated = true;
+                    break;
                 }
-            } else {
-                match r.take(4) {
-                    Some(s) => Ipv4Addr::new(s[0], s[1], s[2], s[3]).into(),
-                    None => break 'swarms,
-                }
-            };
-            let Some(port) = r.take(2).map(|s| u16::from_be_bytes([s[0], s[1]])) else {
-                break 'swarms;
-            };
-            peers.push((PeerId(id), SocketAddr::new(ip, port), flags & 1 != 0));
+            }
         }
+        // A damaged swarm keeps the peers read before the damage.
         state.restore(InfoHash(h), downloaded, &peers, now);
         swarms += 1;
         peers_total += peers.len();
+        if truncated {
+            break;
+        }
     }
     Ok((swarms, peers_total))
 }

@@ -27,40 +27,54 @@ const READ_TIMEOUT: Duration = Duration::from_millis(100);
 /// Most rate-limiter entries per worker before idle ones are dropped.
 const RATE_TABLE_CAP: usize = 65_536;
 
-/// Best-effort larger kernel buffers, so bursts are not dropped.
-pub fn tune_socket(s: &UdpSocket) {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        let size: libc::c_int = 8 << 20;
-        for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-            // SAFETY: a valid fd, a valid pointer to a c_int and its size.
-            unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
+/// Kernel buffer size asked for (best effort: the kernel caps it at `net.core.rmem_max`).
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Binds `threads` sockets to `addr` with SO_REUSEPORT (the first one decides the port when
+/// `addr` has port 0), so each worker thread has its own socket and receive queue.
+pub fn bind_group(addr: SocketAddr, threads: usize) -> Result<Vec<UdpSocket>, TrackerServerError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out: Vec<UdpSocket> = Vec::new();
+    let mut at = addr;
+    let n = if cfg!(unix) { threads.max(1) } else { 1 };
+    for _ in 0..n {
+        let err = |source| TrackerServerError::Bind { addr: at, source };
+        let s =
+            Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+        #[cfg(unix)]
+        if n > 1 {
+            s.set_reuse_port(true).map_err(err)?;
         }
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+        s.bind(&at.into()).map_err(err)?;
+        let s = UdpSocket::from(s);
+        if let Ok(real) = s.local_addr() {
+            at = real;
+        }
+        out.push(s);
     }
+    Ok(out)
 }
 
+/// One worker thread per configured thread; without SO_REUSEPORT (one socket) the threads
+/// share clones of it.
 pub fn spawn_workers(
     shared: Arc<Shared>,
-    socket: UdpSocket,
-    threads: usize,
+    sockets: Vec<UdpSocket>,
 ) -> Result<Vec<JoinHandle<()>>, TrackerServerError> {
     let io = |source| TrackerServerError::Io {
         what: "setting up UDP socket".into(),
         source,
     };
-    socket.set_read_timeout(Some(READ_TIMEOUT)).map_err(io)?;
+    let threads = shared.config.udp_threads().max(1);
     let mut handles = Vec::with_capacity(threads);
-    for i in 0..threads.max(1) {
-        let s = socket.try_clone().map_err(io)?;
+    for i in 0..threads {
+        let Some(s) = sockets.get(i % sockets.len().max(1)) else {
+            break;
+        };
+        let s = s.try_clone().map_err(io)?;
+        s.set_read_timeout(Some(READ_TIMEOUT)).map_err(io)?;
         let sh = shared.clone();
         let h = std::thread::Builder::new()
             .name(format!("spate-udp-{i}"))
