@@ -161,7 +161,10 @@ fn snapshot_survives_restart() {
             s.complete + s.incomplete
         })
         .sum();
-    assert_eq!(restored, 30, "31 peers were saved (30 + one announced to t2)");
+    assert_eq!(
+        restored, 30,
+        "31 peers were saved (30 + one announced to t2)"
+    );
     t3.stop().unwrap();
     std::fs::write(&snap, b"garbage").unwrap();
     let t4 = Running::start(c);
