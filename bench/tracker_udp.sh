@@ -10,6 +10,9 @@
 #      announces/s and p50/p99 latency measured per request;
 #   3. the server's CPU seconds (utime+stime over both runs) and peak RSS (VmHWM).
 # Then the ratios spate/aquatic. Needs: cargo install aquatic_udp aquatic_udp_load_test.
+# If Debian's opentracker is installed, it runs as a third reference with the closed-loop load
+# only (it is built in whitelist mode: the load's 100k info-hashes are whitelisted; the aquatic
+# load test's random hashes would all be refused). It is single-threaded here.
 # Environment: SPATE_SERVE (server binary; default the `serve` example, the same entry point
 # as `spate tracker`), CARGO_TARGET_DIR, LOAD_WORKERS (default 1).
 set -euo pipefail
@@ -71,7 +74,11 @@ run_one() { # name port cmd...
     kill -0 $pid || { echo "$name did not start:"; cat "$WORK/$name.server.log"; exit 1; }
     load_config "$port"
     # The load tester panics on exit after printing its report; the report is still valid.
-    timeout $((SECS + 30)) aquatic_udp_load_test -c "$WORK/load-$port.toml" > "$WORK/$name.aq.log" 2>&1 || true
+    if [ "$name" != opentracker ]; then
+        timeout $((SECS + 30)) aquatic_udp_load_test -c "$WORK/load-$port.toml" > "$WORK/$name.aq.log" 2>&1 || true
+    else
+        : > "$WORK/$name.aq.log"
+    fi
     timeout $((SECS + 30)) "$LOAD" --server "127.0.0.1:$port" --duration "$SECS" --threads "$LOAD_WORKERS" \
         > "$WORK/$name.lat.log" 2>&1 || true
     local cpu rss
@@ -93,6 +100,15 @@ A=$(run_one aquatic "$PORT_AQ" aquatic_udp -c "$WORK/aquatic.toml")
 echo "$A"
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+if command -v opentracker > /dev/null; then
+    PORT_OT=$((PORT_SPATE + 2))
+    mkdir -p "$WORK/ot" && chmod 755 "$WORK" "$WORK/ot"
+    "$LOAD" --print-hashes 1 > "$WORK/ot/whitelist.txt" && chmod 644 "$WORK/ot/whitelist.txt"
+    printf 'listen.udp 127.0.0.1:%s\ntracker.rootdir %s\ntracker.user nobody\naccess.whitelist ./whitelist.txt\n' \
+        "$PORT_OT" "$WORK/ot" > "$WORK/ot.conf"
+    O=$(run_one opentracker "$PORT_OT" opentracker -f "$WORK/ot.conf")
+    echo "$O"
+fi
 echo "ratio spate/aquatic:" \
     "aquatic-load announces/s $(ratio "$(field "$S" announce_responses_per_s)" "$(field "$A" announce_responses_per_s)")," \
     "closed-loop announces/s $(ratio "$(field "$S" announces_per_s)" "$(field "$A" announces_per_s)")," \

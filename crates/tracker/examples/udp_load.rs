@@ -8,6 +8,9 @@
 //! announces in flight: every answer is timed and immediately replaced by a new announce for
 //! a random (torrent, peer). Lost packets are re-sent after 200 ms and counted. Prints one
 //! line: `announces_per_s=.. p50_us=.. p99_us=.. p999_us=.. lost=..`.
+//!
+//! `udp_load --print-hashes 1 [--torrents N]` prints the info-hashes it uses (hex, one a line)
+//! and exits: a whitelist for trackers that need one (Debian's opentracker).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -22,6 +25,7 @@ struct Opts {
     window: usize,
     torrents: u64,
     peers: u64,
+    print_hashes: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -32,6 +36,7 @@ fn parse_opts() -> Opts {
         window: 32,
         torrents: 100_000,
         peers: 200_000,
+        print_hashes: false,
     };
     let mut args = std::env::args().skip(1);
     while let (Some(k), Some(v)) = (args.next(), args.next()) {
@@ -42,6 +47,7 @@ fn parse_opts() -> Opts {
             "--window" => o.window = v.parse().expect("--window N"),
             "--torrents" => o.torrents = v.parse().expect("--torrents N"),
             "--peers" => o.peers = v.parse().expect("--peers N"),
+            "--print-hashes" => o.print_hashes = v == "1",
             _ => panic!("unknown option {k}"),
         }
     }
@@ -185,6 +191,14 @@ fn worker(o: &Opts, idx: usize, deadline: Instant) -> Result {
 
 fn main() {
     let o = parse_opts();
+    if o.print_hashes {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for t in 0..o.torrents {
+            let _ = writeln!(out, "{}", InfoHash(hash_of(t, 0xA5)).to_hex());
+        }
+        return;
+    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs(o.duration);
     let results: Vec<Result> = std::thread::scope(|s| {
