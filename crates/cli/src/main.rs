@@ -1,1 +1,203 @@
-fn main() {}
+//! `spate`: the command-line BitTorrent client and tracker.
+//!
+//! # Layout
+//! - this file: arguments (clap), logging, exit codes.
+//! - `create`, `info`: making and showing `.torrent` files and magnet links.
+//! - `transfer`: `download` and `seed`, both a run of `client::run_torrent`.
+//! - `progress`: the progress bar on a terminal, plain periodic lines elsewhere.
+//! - `demo`: a self-contained seed-and-download on 127.0.0.1.
+//! - `fmt`: human-readable sizes and rates.
+//!
+//! Exit codes: 0 done, 1 runtime failure, 2 bad usage or bad input.
+
+mod create;
+mod demo;
+mod fmt;
+mod info;
+mod progress;
+mod tracker_cmd;
+mod transfer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// An error with the exit code it deserves.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad usage or bad input: exit code 2.
+    Input(String),
+    /// Something failed while running: exit code 1.
+    Runtime(String),
+}
+
+impl CliError {
+    pub fn input(msg: impl std::fmt::Display) -> Self {
+        CliError::Input(msg.to_string())
+    }
+    pub fn runtime(msg: impl std::fmt::Display) -> Self {
+        CliError::Runtime(msg.to_string())
+    }
+}
+
+impl From<client::ClientError> for CliError {
+    fn from(e: client::ClientError) -> Self {
+        if e.is_bad_input() {
+            CliError::Input(e.to_string())
+        } else {
+            CliError::Runtime(e.to_string())
+        }
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+#[derive(Parser, Debug)]
+#[command(name = "spate", version, about = "A BitTorrent client and tracker")]
+struct Cli {
+    /// Log filter (e.g. info, debug, spate=debug); also RUST_LOG.
+    #[arg(long, global = true, env = "SPATE_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a v1 .torrent from a file or a folder.
+    Create(create::CreateArgs),
+    /// Show what a .torrent file or magnet link holds.
+    Info(info::InfoArgs),
+    /// Download a torrent (and optionally seed it afterwards).
+    Download(transfer::DownloadArgs),
+    /// Check existing data against a torrent and serve it.
+    Seed(transfer::SeedArgs),
+    /// Run a BitTorrent tracker (HTTP and UDP).
+    Tracker(tracker_cmd::TrackerArgs),
+    /// Make sample files, seed and download them on 127.0.0.1, and verify the copy.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    // The tracker logs its addresses and reloads at info; the client stays quiet by default
+    // so that bad input gives exactly one line on stderr.
+    let default_level = match cli.command {
+        Command::Tracker(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref(), default_level);
+    let result = match cli.command {
+        Command::Create(a) => create::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Download(a) => runtime().and_then(|rt| rt.block_on(transfer::download(a))),
+        Command::Seed(a) => runtime().and_then(|rt| rt.block_on(transfer::seed(a))),
+        Command::Tracker(a) => runtime().and_then(|rt| rt.block_on(tracker_cmd::run(a))),
+        Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Input(m)) => {
+            eprintln!("spate: {m}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Runtime(m)) => {
+            eprintln!("spate: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+fn init_logging(filter: Option<&str>, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = filter
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Parses `HOST:PORT` (names resolved once, at start).
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s}: no address"))
+}
+
+/// Parses a rate such as `500k`, `2M`, `1.5MiB` or `1000000` (bytes per second).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let lower = lower
+        .trim_end_matches("/s")
+        .trim_end_matches("ib")
+        .trim_end_matches('b');
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1024.0),
+        Some('m') => (&lower[..lower.len() - 1], 1024.0 * 1024.0),
+        Some('g') => (&lower[..lower.len() - 1], 1024.0 * 1024.0 * 1024.0),
+        _ => (lower, 1.0),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s}: not a rate (examples: 500k, 2M, 1000000)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s}: the rate must be positive"));
+    }
+    Ok((v * mult) as u64)
+}
+
+pub fn default_listen() -> SocketAddr {
+    "0.0.0.0:6881".parse().expect("literal address")
+}
+
+pub fn path_arg(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("500k"), Ok(512_000));
+        assert_eq!(parse_rate("2M"), Ok(2 * 1024 * 1024));
+        assert_eq!(parse_rate("1MiB/s"), Ok(1024 * 1024));
+        assert_eq!(parse_rate("1000"), Ok(1000));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,1 +1,26 @@
-//! client (skeleton; being written)
+//! client: the tokio driver that turns spate's sans-IO crates into a running BitTorrent client.
+//!
+//! # Layout
+//! - [`options`]: what a caller asks for ([`TorrentOptions`], [`SeedPolicy`]) and what it gets
+//!   back while a torrent runs ([`Status`], [`Phase`]) and when it ends ([`Summary`]).
+//! - `torrent`: one task per torrent that owns the `engine` state, the buffers of pieces in
+//!   flight and the map of connected peers; it is the only place that changes them.
+//! - `peer`: one reader task and one writer task per connection, framing bytes with `wire`.
+//! - `disk`: hashing and writing pieces, and reading blocks to upload, on the blocking pool.
+//! - `announce`: HTTP and UDP tracker announces (BEP 3, 12, 15, 23, 7).
+//! - [`rate`]: token buckets for `--max-down` / `--max-up`, and rate meters.
+//!
+//! The only entry point is [`run_torrent`]: it checks what is on disk, connects, downloads,
+//! optionally seeds, and returns when the torrent is done or the shutdown future fires.
+
+mod announce;
+mod disk;
+mod error;
+pub mod options;
+mod peer;
+pub mod rate;
+mod torrent;
+
+pub use error::ClientError;
+pub use options::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
+pub use torrent::run_torrent;

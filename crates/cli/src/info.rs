@@ -1,0 +1,104 @@
+//! `spate info`: what a .torrent file or magnet link holds.
+
+use clap::Args;
+use metainfo::magnet::Magnet;
+use metainfo::Torrent;
+
+use crate::{fmt, CliError, CliResult};
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// A .torrent file or a magnet link.
+    pub torrent: String,
+    /// Print a stable machine-readable JSON document instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: InfoArgs) -> CliResult {
+    if a.torrent.starts_with("magnet:") {
+        let m =
+            Magnet::parse(&a.torrent).map_err(|e| CliError::input(format!("magnet link: {e}")))?;
+        if a.json {
+            let j = serde_json::to_string_pretty(&metainfo::summary::MagnetSummary::new(&m))
+                .map_err(CliError::runtime)?;
+            println!("{j}");
+        } else {
+            print_magnet(&m);
+        }
+        return Ok(());
+    }
+    let bytes =
+        std::fs::read(&a.torrent).map_err(|e| CliError::input(format!("{}: {e}", a.torrent)))?;
+    let t =
+        Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{}: {e}", a.torrent)))?;
+    if a.json {
+        let j = serde_json::to_string_pretty(&metainfo::summary::TorrentSummary::new(&t))
+            .map_err(CliError::runtime)?;
+        println!("{j}");
+    } else {
+        print_torrent(&t);
+    }
+    Ok(())
+}
+
+fn print_torrent(t: &Torrent) {
+    let i = &t.info;
+    println!("name:         {}", i.name);
+    println!("info-hash:    {}", t.info_hash);
+    println!(
+        "size:         {} ({} bytes)",
+        fmt::bytes(i.lengths.total_length()),
+        i.lengths.total_length()
+    );
+    println!(
+        "piece length: {} ({} bytes)",
+        fmt::bytes(i.piece_length),
+        i.piece_length
+    );
+    println!("pieces:       {}", i.lengths.num_pieces());
+    println!("private:      {}", if i.private { "yes" } else { "no" });
+    if let Some(c) = &t.comment {
+        println!("comment:      {c}");
+    }
+    if let Some(c) = &t.created_by {
+        println!("created by:   {c}");
+    }
+    let tiers = t.tracker_tiers();
+    if tiers.iter().all(|t| t.is_empty()) {
+        println!("trackers:     none");
+    } else {
+        println!("trackers:");
+        for (n, tier) in tiers.iter().enumerate() {
+            for url in tier {
+                println!("  tier {n}: {url}");
+            }
+        }
+    }
+    for w in &t.url_list {
+        println!("web seed:     {w}");
+    }
+    let files: Vec<_> = i.files.iter().filter(|f| !f.pad).collect();
+    println!("files ({}):", files.len());
+    for f in files {
+        println!("  {:>10}  {}", fmt::bytes(f.length), f.path.join("/"));
+    }
+    println!("magnet:       {}", t.magnet_link());
+}
+
+fn print_magnet(m: &Magnet) {
+    println!("info-hash:    {}", m.info_hash);
+    if let Some(n) = &m.display_name {
+        println!("name:         {n}");
+    }
+    for tr in &m.trackers {
+        println!("tracker:      {tr}");
+    }
+    for p in &m.peers {
+        println!("peer:         {p}");
+    }
+    if !m.select_only.is_empty() {
+        let s: Vec<String> = m.select_only.iter().map(|i| i.to_string()).collect();
+        println!("select only:  {}", s.join(","));
+    }
+}

@@ -1,0 +1,233 @@
+//! `spate download` and `spate seed`: one torrent run with a progress display.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use client::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
+use metainfo::Torrent;
+use tokio::sync::watch;
+
+use crate::{fmt, parse_addr, parse_rate, progress, CliError, CliResult};
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    /// The .torrent file.
+    pub torrent: String,
+    /// Folder to download into (the torrent's file or folder is created inside it).
+    #[arg(short = 'o', long = "output", default_value = ".")]
+    pub output: PathBuf,
+    /// Dial this peer directly (repeatable); no tracker needed.
+    #[arg(long = "peer", value_parser = parse_addr)]
+    pub peers: Vec<SocketAddr>,
+    /// Address to accept peers on [default: 0.0.0.0:6881, or any free port if taken].
+    #[arg(long, value_parser = parse_addr)]
+    pub listen: Option<SocketAddr>,
+    /// After the download, keep seeding until uploaded/size reaches this ratio.
+    #[arg(long, conflicts_with = "no_seed")]
+    pub seed_ratio: Option<f64>,
+    /// Stop as soon as every piece is verified (the default).
+    #[arg(long)]
+    pub no_seed: bool,
+    /// Download rate limit, e.g. 500k or 2M (bytes per second).
+    #[arg(long, value_parser = parse_rate)]
+    pub max_down: Option<u64>,
+    /// Upload rate limit, e.g. 500k or 2M (bytes per second).
+    #[arg(long, value_parser = parse_rate)]
+    pub max_up: Option<u64>,
+    /// Do not announce to the torrent's trackers.
+    #[arg(long)]
+    pub no_trackers: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SeedArgs {
+    /// The .torrent file.
+    pub torrent: String,
+    /// The data: the file (single-file torrent) or the folder (multi-file torrent).
+    pub path: PathBuf,
+    /// Address to accept peers on [default: 0.0.0.0:6881, or any free port if taken].
+    #[arg(long, value_parser = parse_addr)]
+    pub listen: Option<SocketAddr>,
+    /// Dial this peer too (repeatable), and keep dialling it while it still wants data.
+    #[arg(long = "peer", value_parser = parse_addr)]
+    pub peers: Vec<SocketAddr>,
+    /// Upload rate limit, e.g. 500k or 2M (bytes per second).
+    #[arg(long, value_parser = parse_rate)]
+    pub max_up: Option<u64>,
+    /// Do not announce to the torrent's trackers.
+    #[arg(long)]
+    pub no_trackers: bool,
+}
+
+/// Reads and parses a .torrent file; every failure is bad input (exit code 2).
+pub fn load_torrent(path: &str) -> CliResult<Torrent> {
+    if path.starts_with("magnet:") {
+        return Err(CliError::input(
+            "magnet links need metadata exchange (BEP 9), which is not implemented yet; use a .torrent file",
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| CliError::input(format!("{path}: {e}")))?;
+    Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{path}: {e}")))
+}
+
+fn listen_or_default(listen: Option<SocketAddr>) -> SocketAddr {
+    if let Some(l) = listen {
+        return l;
+    }
+    let d = crate::default_listen();
+    match std::net::TcpListener::bind(d) {
+        Ok(_) => d,
+        Err(_) => SocketAddr::new(d.ip(), 0),
+    }
+}
+
+pub async fn download(a: DownloadArgs) -> CliResult {
+    let torrent = load_torrent(&a.torrent)?;
+    std::fs::create_dir_all(&a.output)
+        .map_err(|e| CliError::input(format!("{}: {e}", a.output.display())))?;
+    if let Some(r) = a.seed_ratio {
+        if !(r.is_finite() && r >= 0.0) {
+            return Err(CliError::input(format!(
+                "--seed-ratio {r}: must be a number >= 0"
+            )));
+        }
+    }
+    let name = torrent.info.name.clone();
+    let mut opts = TorrentOptions::new(torrent, a.output.clone(), listen_or_default(a.listen));
+    opts.peers = a.peers;
+    opts.seed = match a.seed_ratio {
+        Some(r) if r > 0.0 => SeedPolicy::Ratio(r),
+        _ => SeedPolicy::NoSeed,
+    };
+    opts.max_down = a.max_down;
+    opts.max_up = a.max_up;
+    opts.use_trackers = !a.no_trackers;
+    let (summary, interrupted) = run_with_progress(opts, name.clone()).await?;
+    if interrupted && !summary.complete {
+        return Err(CliError::runtime(format!(
+            "interrupted: {name} is incomplete (downloaded {} bytes this run); run the same command again to resume",
+            summary.downloaded
+        )));
+    }
+    let secs = summary.elapsed.as_secs_f64();
+    println!(
+        "done: downloaded {} bytes, {} bytes already verified on disk, uploaded {} bytes, {:.1} s ({}) -> {}",
+        summary.downloaded,
+        summary.verified_at_start,
+        summary.uploaded,
+        secs,
+        fmt::rate(summary.downloaded as f64 / secs.max(0.001)),
+        a.output.join(&name).display()
+    );
+    Ok(())
+}
+
+pub async fn seed(a: SeedArgs) -> CliResult {
+    let torrent = load_torrent(&a.torrent)?;
+    let (root, rename) = seed_root(&a.path, &torrent.info.name)?;
+    let name = torrent.info.name.clone();
+    let mut opts = TorrentOptions::new(torrent, root, listen_or_default(a.listen));
+    opts.rename_root = rename;
+    opts.peers = a.peers;
+    opts.seed = SeedPolicy::Forever;
+    opts.max_up = a.max_up;
+    opts.use_trackers = !a.no_trackers;
+    let (summary, _) = run_with_progress(opts, name).await?;
+    println!(
+        "stopped: uploaded {} bytes, downloaded {} bytes in {}",
+        summary.uploaded,
+        summary.downloaded,
+        fmt::duration(summary.elapsed)
+    );
+    Ok(())
+}
+
+/// Works out the storage root for `spate seed T PATH`: PATH is the torrent's file or folder
+/// itself (possibly renamed), or the folder that holds it.
+fn seed_root(path: &Path, name: &str) -> CliResult<(PathBuf, Option<String>)> {
+    if !path.exists() {
+        return Err(CliError::input(format!(
+            "{}: no such file or folder",
+            path.display()
+        )));
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if path.is_dir() && file_name != name && path.join(name).exists() {
+        return Ok((path.to_path_buf(), None));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let rename = (file_name != name && !file_name.is_empty()).then_some(file_name);
+    Ok((parent, rename))
+}
+
+/// Runs a torrent with a progress display until it finishes or Ctrl-C / SIGTERM arrives.
+/// Returns the summary and whether the run was interrupted.
+async fn run_with_progress(opts: TorrentOptions, label: String) -> CliResult<(Summary, bool)> {
+    let (tx, rx) = watch::channel(Status::default());
+    let shown = tokio::spawn(progress::show(rx.clone(), label.clone()));
+    let reported = tokio::spawn(report_check(rx, label));
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let shutdown = async move {
+        wait_for_signal().await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let result = client::run_torrent(opts, tx, shutdown).await;
+    let _ = shown.await;
+    reported.abort();
+    let summary = result?;
+    Ok((
+        summary,
+        interrupted.load(std::sync::atomic::Ordering::SeqCst),
+    ))
+}
+
+/// Says once how much valid data was found on disk.
+async fn report_check(mut rx: watch::Receiver<Status>, label: String) {
+    loop {
+        if rx.changed().await.is_err() {
+            return;
+        }
+        let s = rx.borrow_and_update().clone();
+        if s.phase != Phase::Checking {
+            eprintln!(
+                "{label}: {} of {} pieces valid on disk ({} of {}); listening on {}",
+                s.have_pieces,
+                s.total_pieces,
+                fmt::bytes(s.verified_bytes),
+                fmt::bytes(s.total_bytes),
+                s.listen.map(|a| a.to_string()).unwrap_or_default()
+            );
+            return;
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

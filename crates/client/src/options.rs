@@ -1,0 +1,113 @@
+//! What a caller asks of [`crate::run_torrent`] and what it reports back.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use metainfo::Torrent;
+
+/// When to stop after every piece is verified.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SeedPolicy {
+    /// Stop as soon as the download is complete.
+    NoSeed,
+    /// Seed until uploaded / total size reaches this ratio.
+    Ratio(f64),
+    /// Seed until shut down.
+    Forever,
+}
+
+/// Everything one torrent needs to run.
+#[derive(Debug, Clone)]
+pub struct TorrentOptions {
+    pub torrent: Torrent,
+    /// The folder that holds the torrent's data: files land at `root/<file path>`; for a
+    /// multi-file torrent the first component is the torrent's name (or `rename_root`).
+    pub root: PathBuf,
+    /// Use this name instead of the torrent's own for the top file or folder (`spate seed`
+    /// of a renamed copy).
+    pub rename_root: Option<String>,
+    /// Where to keep the resume record; `None` keeps it in `root/.spate/`.
+    pub state_dir: Option<PathBuf>,
+    pub listen: SocketAddr,
+    /// Peer addresses to dial directly (and keep re-dialling while they are useful).
+    pub peers: Vec<SocketAddr>,
+    pub seed: SeedPolicy,
+    /// Bytes per second; `None` is unlimited.
+    pub max_down: Option<u64>,
+    pub max_up: Option<u64>,
+    /// Announce to the torrent's trackers.
+    pub use_trackers: bool,
+    /// Upper bound on connected peers.
+    pub max_peers: usize,
+    /// How often a [`Status`] is published.
+    pub status_interval: Duration,
+}
+
+impl TorrentOptions {
+    pub fn new(torrent: Torrent, root: PathBuf, listen: SocketAddr) -> Self {
+        TorrentOptions {
+            torrent,
+            root,
+            rename_root: None,
+            state_dir: None,
+            listen,
+            peers: Vec::new(),
+            seed: SeedPolicy::NoSeed,
+            max_down: None,
+            max_up: None,
+            use_trackers: true,
+            max_peers: 80,
+            status_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Hashing what is already on disk.
+    #[default]
+    Checking,
+    Downloading,
+    Seeding,
+    /// Finished; the task is about to return.
+    Done,
+}
+
+/// A snapshot of a running torrent.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub phase: Phase,
+    /// While checking: pieces checked so far.
+    pub checked_pieces: u32,
+    pub total_pieces: u32,
+    pub have_pieces: u32,
+    /// Verified bytes on disk (pad files excluded in neither: torrent bytes).
+    pub verified_bytes: u64,
+    pub total_bytes: u64,
+    /// Payload bytes received and sent during this run.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Bytes per second, smoothed.
+    pub down_rate: f64,
+    pub up_rate: f64,
+    pub peers: usize,
+    /// Known peer addresses not connected.
+    pub candidates: usize,
+    pub listen: Option<SocketAddr>,
+    /// A human-readable line about the last tracker exchange.
+    pub tracker: Option<String>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub complete: bool,
+    /// Bytes that were already verified on disk at start (resume).
+    pub verified_at_start: u64,
+    /// Payload bytes received and sent during this run.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub hash_failures: u32,
+    pub elapsed: Duration,
+}

@@ -1,0 +1,293 @@
+//! One connection: the handshake, then a reader task that frames messages with `wire` and
+//! forwards them to the torrent task, and a writer task that sends what the torrent task
+//! queues (serving uploads from storage in batches).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use metainfo::{BlockRef, InfoHash, PeerId};
+use storage::Storage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use wire::{Handshake, Message};
+
+use crate::rate::RateLimiter;
+use crate::torrent::Event;
+
+pub(crate) type PeerKey = u64;
+
+/// The longest message accepted from a peer: a 16 KiB block plus header, or a bitfield or
+/// extension message of up to 1 MiB.
+const MAX_MESSAGE_LEN: u32 = wire::DEFAULT_MAX_MESSAGE_LEN;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// BEP 3: peers drop connections silent for two minutes; send a keep-alive well before.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the torrent task asks a writer to send.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Msg(Message),
+    /// Read this block from storage and send it as a `Piece`.
+    Serve(BlockRef),
+}
+
+/// Per-connection byte counters shared between the tasks and the torrent.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub uploaded: AtomicU64,
+}
+
+/// What a connection needs from its torrent.
+pub(crate) struct ConnCtx {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    pub storage: Arc<Storage>,
+    pub events: mpsc::Sender<Event>,
+    pub up_limit: Arc<RateLimiter>,
+    pub down_limit: Arc<RateLimiter>,
+    pub next_key: AtomicU64,
+    /// Torrent-wide upload counter.
+    pub uploaded: AtomicU64,
+}
+
+/// Everything the torrent task keeps for a live connection. Dropping it closes the
+/// connection: the writer sees its channel close and the reader its kill signal.
+pub(crate) struct PeerLink {
+    pub tx: mpsc::UnboundedSender<Out>,
+    pub counters: Arc<Counters>,
+    pub _kill: oneshot::Sender<()>,
+}
+
+/// Dials `addr` and runs the connection until it ends.
+pub(crate) async fn dial(addr: SocketAddr, ctx: Arc<ConnCtx>) {
+    let result = async {
+        let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        let ours = Handshake::new(ctx.info_hash, ctx.peer_id);
+        stream
+            .write_all(&ours.encode())
+            .await
+            .map_err(|e| format!("send handshake: {e}"))?;
+        let theirs = read_handshake(&mut stream).await?;
+        if theirs.info_hash != ctx.info_hash {
+            return Err("peer answered with another info-hash".to_string());
+        }
+        Ok((stream, theirs))
+    }
+    .await;
+    match result {
+        Ok((stream, hs)) => run(stream, addr, hs, false, ctx).await,
+        Err(reason) => {
+            let _ = ctx.events.send(Event::DialFailed { addr, reason }).await;
+        }
+    }
+}
+
+/// Answers an incoming connection: reads the peer's handshake, checks the info-hash, sends ours.
+pub(crate) async fn accept(mut stream: TcpStream, addr: SocketAddr, ctx: Arc<ConnCtx>) {
+    let _ = stream.set_nodelay(true);
+    let hs = match read_handshake(&mut stream).await {
+        Ok(hs) => hs,
+        Err(reason) => {
+            tracing::debug!(%addr, "incoming handshake failed: {reason}");
+            return;
+        }
+    };
+    if hs.info_hash != ctx.info_hash {
+        tracing::debug!(%addr, "incoming handshake for an unknown torrent {}", hs.info_hash);
+        return;
+    }
+    let ours = Handshake::new(ctx.info_hash, ctx.peer_id);
+    if stream.write_all(&ours.encode()).await.is_err() {
+        return;
+    }
+    run(stream, addr, hs, true, ctx).await;
+}
+
+async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, String> {
+    let mut buf = [0u8; 68];
+    timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| format!("read handshake: {e}"))?;
+    match Handshake::decode(&buf) {
+        Ok(Some(hs)) => Ok(hs),
+        Ok(None) => Err("short handshake".to_string()),
+        Err(e) => Err(format!("bad handshake: {e}")),
+    }
+}
+
+/// After the handshake: registers with the torrent, spawns the writer, runs the reader here.
+async fn run(
+    stream: TcpStream,
+    addr: SocketAddr,
+    hs: Handshake,
+    incoming: bool,
+    ctx: Arc<ConnCtx>,
+) {
+    if hs.peer_id == ctx.peer_id {
+        let _ = ctx
+            .events
+            .send(Event::DialFailed {
+                addr,
+                reason: "connected to ourselves".into(),
+            })
+            .await;
+        return;
+    }
+    let key = ctx.next_key.fetch_add(1, Ordering::Relaxed);
+    let (read_half, write_half) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (kill_tx, kill_rx) = oneshot::channel();
+    let counters = Arc::new(Counters::default());
+    let link = PeerLink {
+        tx,
+        counters: counters.clone(),
+        _kill: kill_tx,
+    };
+    if ctx
+        .events
+        .send(Event::Connected {
+            key,
+            addr,
+            handshake: hs,
+            incoming,
+            link,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tokio::spawn(writer(write_half, rx, ctx.clone(), counters));
+    let reason = tokio::select! {
+        r = reader(read_half, key, &ctx) => r,
+        _ = kill_rx => return, // the torrent closed this connection; it knows why
+    };
+    let _ = ctx.events.send(Event::Closed { key, reason }).await;
+}
+
+async fn reader(mut half: OwnedReadHalf, key: PeerKey, ctx: &ConnCtx) -> String {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        match wire::decode_skip_unknown(&mut buf, MAX_MESSAGE_LEN) {
+            Ok(Some(msg)) => {
+                if ctx.events.send(Event::Message { key, msg }).await.is_err() {
+                    return "torrent stopped".into();
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => return format!("protocol error: {e}"),
+        }
+        if buf.capacity() - buf.len() < 32 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let n = match timeout(READ_IDLE_TIMEOUT, half.read_buf(&mut buf)).await {
+            Err(_) => return "idle for three minutes".into(),
+            Ok(Err(e)) => return format!("read: {e}"),
+            Ok(Ok(0)) => return "closed by peer".into(),
+            Ok(Ok(n)) => n,
+        };
+        ctx.down_limit.acquire(n as u64).await;
+    }
+}
+
+async fn writer(
+    mut half: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    ctx: Arc<ConnCtx>,
+    counters: Arc<Counters>,
+) {
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut batch: Vec<Out> = Vec::with_capacity(64);
+    loop {
+        match timeout(KEEPALIVE_INTERVAL, rx.recv()).await {
+            Ok(Some(first)) => batch.push(first),
+            Ok(None) => break,
+            Err(_) => batch.push(Out::Msg(Message::KeepAlive)),
+        }
+        while batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let blocks: Vec<BlockRef> = batch
+            .iter()
+            .filter_map(|o| match o {
+                Out::Serve(b) => Some(*b),
+                Out::Msg(_) => None,
+            })
+            .collect();
+        let mut data = if blocks.is_empty() {
+            Vec::new()
+        } else {
+            let storage = ctx.storage.clone();
+            match tokio::task::spawn_blocking(move || read_blocks(&storage, &blocks)).await {
+                Ok(d) => d,
+                Err(_) => break,
+            }
+        }
+        .into_iter();
+        let mut payload = 0u64;
+        for out in batch.drain(..) {
+            match out {
+                Out::Msg(m) => m.encode(&mut buf),
+                Out::Serve(b) => match data.next() {
+                    Some(Ok(bytes)) => {
+                        wire::encode_piece_header(b.piece, b.begin, bytes.len() as u32, &mut buf);
+                        buf.extend_from_slice(&bytes);
+                        payload += bytes.len() as u64;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!("cannot read block {b:?} to upload: {e}");
+                    }
+                    None => {}
+                },
+            }
+        }
+        if payload > 0 {
+            ctx.up_limit.acquire(payload).await;
+        }
+        match timeout(WRITE_TIMEOUT, half.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+        buf.clear();
+        if buf.capacity() > 1 << 20 {
+            buf = BytesMut::with_capacity(256 * 1024);
+        }
+        if payload > 0 {
+            counters.uploaded.fetch_add(payload, Ordering::Relaxed);
+            ctx.uploaded.fetch_add(payload, Ordering::Relaxed);
+        }
+    }
+    let _ = half.shutdown().await;
+}
+
+fn read_blocks(
+    storage: &Storage,
+    blocks: &[BlockRef],
+) -> Vec<Result<Vec<u8>, storage::StorageError>> {
+    blocks
+        .iter()
+        .map(|b| {
+            let mut v = vec![0u8; b.length as usize];
+            storage.read(b.piece, b.begin, &mut v).map(|_| v)
+        })
+        .collect()
+}
