@@ -91,11 +91,12 @@ fn single_file_public_info_hash_equals_mktorrent() -> Result<()> {
     }
     let td = TestDir::new("create-hash-pub")?;
     let file = td.join("pub.bin");
-    write_random_file(&file, 3 * 16384 + 1, 78)?;
+    // mktorrent's smallest piece length is 2^15.
+    write_random_file(&file, 3 * 32768 + 1, 78)?;
     let s = td.join("spate.torrent");
-    spate_create(&td, &file, &s, &["-a", ANNOUNCE, "--piece-length", "16384"])?;
+    spate_create(&td, &file, &s, &["-a", ANNOUNCE, "--piece-length", "32768"])?;
     let m = td.join("mktorrent.torrent");
-    Mktorrent::create(&td, &file, &m, 14, false, ANNOUNCE)?;
+    Mktorrent::create(&td, &file, &m, 15, false, ANNOUNCE)?;
     assert_eq!(
         info_hash_of_file(&s)?,
         info_hash_of_file(&m)?,

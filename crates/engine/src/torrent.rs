@@ -180,9 +180,10 @@ impl Torrent {
                         "have-none"
                     })?;
                 }
-                if p.past_bitfield {
-                    return Err(PeerError::BitfieldNotFirst);
-                }
+                // BEP 3 wants these first, but aria2 sends its bitfield after `interested`
+                // and a `have` on connections it opens; libtorrent tolerates that, and so do
+                // we: a late bitfield or have-all adds to what the peer has, and a late
+                // have-none changes nothing.
             }
             _ => {}
         }
@@ -197,17 +198,16 @@ impl Torrent {
                     })?;
                 if bf.is_full() {
                     self.become_seed(peer);
-                } else {
-                    let mut interesting = 0;
-                    for i in bf.iter_ones() {
-                        self.picker.peer_has(i);
-                        if !self.picker.have().get(i) {
-                            interesting += 1;
+                } else if let Some(p) = self.peers.get_mut(&peer) {
+                    if !p.seed {
+                        for i in bf.iter_ones() {
+                            if p.have.set(i, true) {
+                                self.picker.peer_has(i);
+                                if !self.picker.have().get(i) {
+                                    p.interesting += 1;
+                                }
+                            }
                         }
-                    }
-                    if let Some(p) = self.peers.get_mut(&peer) {
-                        p.have = bf;
-                        p.interesting = interesting;
                         p.new_piece_failed = None;
                     }
                 }

@@ -408,16 +408,20 @@ fn protocol_violations() {
         h.t.handle_message(1, &Message::Have(4), h.now),
         Err(PeerError::PieceOutOfRange(4))
     );
-    // Bitfield after a Have.
+    // A bitfield after a Have (aria2 does this) adds to what the peer has; so does a late
+    // HaveAll, and a late HaveNone takes nothing away.
     h.t.add_peer(2, true, h.now);
     h.msg(2, Message::Have(1));
-    let e =
-        h.t.handle_message(2, &Message::Bitfield(vec![0].into()), h.now);
-    assert_eq!(e, Err(PeerError::BitfieldNotFirst));
-    assert_eq!(
-        h.t.handle_message(2, &Message::HaveAll, h.now),
-        Err(PeerError::BitfieldNotFirst)
-    );
+    assert_eq!(h.t.availability(1), 1);
+    h.msg(2, Message::Bitfield(vec![0b1010_0000].into()));
+    assert_eq!(h.t.availability(0), 1);
+    assert_eq!(h.t.availability(1), 1, "the have is not counted twice");
+    assert_eq!(h.t.availability(2), 1);
+    h.msg(2, Message::HaveNone);
+    assert_eq!(h.t.availability(2), 1);
+    h.msg(2, Message::HaveAll);
+    assert_eq!(h.t.availability(3), 1);
+    h.t.check_invariants().unwrap();
     assert_eq!(
         h.t.handle_message(2, &Message::Suggest(9), h.now),
         Err(PeerError::PieceOutOfRange(9))
