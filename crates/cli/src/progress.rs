@@ -39,7 +39,12 @@ fn summary(s: &Status) -> String {
             s.peers,
             eta(s)
         ),
-        Phase::Seeding | Phase::Done => format!(
+        Phase::Done => format!(
+            "complete: uploaded {} peers {}",
+            fmt::bytes(s.uploaded),
+            s.peers
+        ),
+        Phase::Seeding => format!(
             "seeding: up {} peers {} uploaded {}",
             fmt::rate(s.up_rate),
             s.peers,
@@ -104,7 +109,9 @@ async fn lines(rx: &mut watch::Receiver<Status>, label: &str) {
     loop {
         {
             let s = rx.borrow_and_update().clone();
-            if last.elapsed() >= Duration::from_secs(5) || last_phase != Some(s.phase) {
+            let started = s.total_pieces > 0;
+            if started && (last.elapsed() >= Duration::from_secs(5) || last_phase != Some(s.phase))
+            {
                 eprintln!(
                     "{label}: {:5.1}% {}/{} {}",
                     percent(&s),

@@ -51,6 +51,8 @@ pub(crate) enum Event {
     PieceChecked {
         piece: u32,
         verdict: PieceVerdict,
+        /// The piece's buffer, handed back for reuse.
+        buffer: Vec<u8>,
     },
     /// Peer addresses from a tracker.
     Peers(Vec<SocketAddr>),
@@ -105,6 +107,8 @@ struct PeerEntry {
 const TICK: Duration = Duration::from_millis(250);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 const MAX_CONNECTING: usize = 16;
+/// Piece buffers kept for reuse (at most this many pieces' worth of memory sits idle).
+const MAX_SPARE_BUFFERS: usize = 8;
 
 /// Runs one torrent until it is done (by its [`SeedPolicy`]) or `shutdown` fires, publishing
 /// [`Status`] snapshots on `status`.
@@ -225,6 +229,7 @@ pub async fn run_torrent(
         candidates: HashMap::new(),
         banned: Bans::default(),
         buffers: HashMap::new(),
+        spare_buffers: Vec::new(),
         pieces_checking: 0,
         status: st,
         status_tx: status,
@@ -269,6 +274,8 @@ struct TorrentTask {
     banned: Bans,
     /// Pieces being downloaded: their bytes so far.
     buffers: HashMap<u32, Vec<u8>>,
+    /// Buffers of checked pieces, kept for the next pieces (no fresh zeroed pages per piece).
+    spare_buffers: Vec<Vec<u8>>,
     pieces_checking: usize,
     status: Status,
     status_tx: watch::Sender<Status>,
@@ -355,6 +362,9 @@ impl TorrentTask {
                 }
             }
             finished = self.check_finished();
+            if finished {
+                self.status.phase = Phase::Done;
+            }
             if last_status.elapsed() >= status_interval || finished {
                 self.publish_status();
                 last_status = Instant::now();
@@ -395,7 +405,16 @@ impl TorrentTask {
                 tracing::debug!(key, "peer closed: {reason}");
                 self.drop_peer(key, now);
             }
-            Event::PieceChecked { piece, verdict } => self.on_piece_checked(piece, verdict),
+            Event::PieceChecked {
+                piece,
+                verdict,
+                buffer,
+            } => {
+                if self.spare_buffers.len() < MAX_SPARE_BUFFERS && buffer.capacity() > 0 {
+                    self.spare_buffers.push(buffer);
+                }
+                self.on_piece_checked(piece, verdict)
+            }
             Event::Peers(addrs) => {
                 for a in addrs {
                     self.add_candidate(a, false);
@@ -485,7 +504,14 @@ impl TorrentTask {
                 match self.engine.handle_block(key, block, now) {
                     BlockOutcome::Accepted { piece_complete } => {
                         let plen = lengths.piece_len(piece) as usize;
-                        let buf = self.buffers.entry(piece).or_insert_with(|| vec![0u8; plen]);
+                        let spare = &mut self.spare_buffers;
+                        let buf = self.buffers.entry(piece).or_insert_with(|| {
+                            // Every byte is overwritten before the piece is complete, so a
+                            // reused buffer needs no clearing.
+                            let mut b = spare.pop().unwrap_or_default();
+                            b.resize(plen, 0);
+                            b
+                        });
                         let start = begin as usize;
                         buf[start..start + data.len()].copy_from_slice(&data);
                         self.downloaded += data.len() as u64;
@@ -572,12 +598,19 @@ impl TorrentTask {
         let storage = self.storage.clone();
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
-            let verdict = tokio::task::spawn_blocking(move || {
-                verify_and_write(&storage, piece, expected, &data)
+            let (verdict, buffer) = tokio::task::spawn_blocking(move || {
+                let v = verify_and_write(&storage, piece, expected, &data);
+                (v, data)
             })
             .await
-            .unwrap_or_else(|e| PieceVerdict::TaskFailed(e.to_string()));
-            let _ = tx.send(Event::PieceChecked { piece, verdict }).await;
+            .unwrap_or_else(|e| (PieceVerdict::TaskFailed(e.to_string()), Vec::new()));
+            let _ = tx
+                .send(Event::PieceChecked {
+                    piece,
+                    verdict,
+                    buffer,
+                })
+                .await;
         });
     }
 
@@ -818,7 +851,7 @@ impl TorrentTask {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while self.pieces_checking > 0 {
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(Event::PieceChecked { piece, verdict })) => {
+                Ok(Some(Event::PieceChecked { piece, verdict, .. })) => {
                     self.on_piece_checked(piece, verdict)
                 }
                 Ok(Some(_)) => {}
