@@ -102,7 +102,19 @@ struct PeerEntry {
     downloaded: u64,
     last_uploaded: u64,
     have_count: u32,
+    /// The id the peer wants `ut_metadata` messages sent under (its extension handshake).
+    ut_metadata: Option<u8>,
+    /// Metadata pieces sent to this peer (capped by [`MAX_METADATA_PIECES_SERVED`]).
+    metadata_served: u32,
 }
+
+/// The extended message id under which spate receives `ut_metadata` (BEP 9) messages; it is
+/// what our extension handshake advertises in `m`. Any id in 1..=255 would do; 2 is what
+/// libtorrent uses, which makes packet captures easy to read.
+pub(crate) const UT_METADATA_ID: u8 = 2;
+/// Metadata pieces served per connection before further requests are rejected: enough to
+/// send a 16 MiB info dict twice over, not enough to let one peer keep us busy forever.
+const MAX_METADATA_PIECES_SERVED: u32 = 2048;
 
 const TICK: Duration = Duration::from_millis(250);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -222,6 +234,7 @@ pub async fn run_torrent(
     let engine = engine::Torrent::new(lengths, have, engine::Config::default());
     let mut t = TorrentTask {
         info: info.clone(),
+        info_bytes: bytes::Bytes::from(opts.torrent.info_bytes.clone()),
         info_hash,
         engine,
         ctx,
@@ -266,6 +279,8 @@ pub async fn run_torrent(
 
 struct TorrentTask {
     info: Arc<Info>,
+    /// The bencoded info dict as the info-hash covers it, served to `ut_metadata` requests.
+    info_bytes: bytes::Bytes,
     info_hash: InfoHash,
     engine: engine::Torrent,
     ctx: Arc<ConnCtx>,
@@ -465,6 +480,8 @@ impl TorrentTask {
                 downloaded: 0,
                 last_uploaded: 0,
                 have_count: 0,
+                ut_metadata: None,
+                metadata_served: 0,
             },
         );
         // The bitfield (or HaveAll/HaveNone) must be the first message, so the engine's
@@ -477,6 +494,8 @@ impl TorrentTask {
                 p: Some(self.status.listen.map(|a| a.port()).unwrap_or(0)),
                 reqq: Some(1000),
                 upload_only: self.engine.is_complete(),
+                m: [("ut_metadata".to_owned(), UT_METADATA_ID)].into(),
+                metadata_size: Some(self.info_bytes.len() as u64),
                 ..Default::default()
             };
             self.send(
@@ -530,6 +549,9 @@ impl TorrentTask {
                     if let Some(reqq) = hs.reqq {
                         self.engine.set_peer_reqq(key, reqq);
                     }
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.ut_metadata = hs.extension_id("ut_metadata");
+                    }
                     if let (Some(port), Some(p)) = (hs.p, self.peers.get_mut(&key)) {
                         if port != 0 && p.candidate.is_none() {
                             let listen = SocketAddr::new(p.addr.ip(), port);
@@ -548,6 +570,10 @@ impl TorrentTask {
                 }
                 Err(e) => tracing::debug!(key, "bad extension handshake: {e}"),
             },
+            Message::Extended {
+                id: UT_METADATA_ID,
+                payload,
+            } => self.on_metadata_msg(key, &payload),
             Message::Extended { .. } => {}
             other => {
                 match &other {
@@ -795,6 +821,49 @@ impl TorrentTask {
     }
 
     /// True when this run should stop by the seed policy.
+    /// Answers a BEP 9 `ut_metadata` message: requests get the piece of the info dict, or a
+    /// reject when the piece does not exist or the peer asked too often. Private torrents are
+    /// served too: BEP 27 turns off DHT and PEX, not metadata exchange.
+    fn on_metadata_msg(&mut self, key: PeerKey, payload: &[u8]) {
+        let msg = match wire::MetadataMsg::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(key, "ignoring ut_metadata message: {e}");
+                return;
+            }
+        };
+        let wire::MetadataMsg::Request { piece } = msg else {
+            // We never ask a peer for metadata while running a torrent.
+            return;
+        };
+        let total = self.info_bytes.len() as u64;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(their_id) = p.ut_metadata else {
+            return;
+        };
+        let reply = match wire::metadata::metadata_piece_len(total, piece) {
+            Some(len) if p.metadata_served < MAX_METADATA_PIECES_SERVED => {
+                p.metadata_served += 1;
+                let start = piece as usize * wire::METADATA_PIECE_LEN as usize;
+                wire::MetadataMsg::Data {
+                    piece,
+                    total_size: total,
+                    data: self.info_bytes.slice(start..start + len as usize),
+                }
+            }
+            _ => wire::MetadataMsg::Reject { piece },
+        };
+        self.send(
+            key,
+            Message::Extended {
+                id: their_id,
+                payload: reply.encode().into(),
+            },
+        );
+    }
+
     fn check_finished(&mut self) -> bool {
         if !self.engine.is_complete() || self.pieces_checking > 0 {
             return false;
