@@ -45,6 +45,12 @@ impl AnnounceHandle {
         self.completed.notify_one();
     }
 
+    /// Ends the task at once, without a `stopped` announce (the metadata phase of a magnet
+    /// link hands over to the torrent's own announcer, which announces `started` again).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
     /// We started complete: no `completed` event will follow.
     pub fn set_seeding(&self) {}
 

@@ -7,20 +7,27 @@
 //!   flight and the map of connected peers; it is the only place that changes them.
 //! - `peer`: one reader task and one writer task per connection, framing bytes with `wire`.
 //! - `disk`: hashing and writing pieces, and reading blocks to upload, on the blocking pool.
+//! - `metadata`: fetching a magnet link's info dict from peers (BEP 9), and caching it.
 //! - `announce`: HTTP and UDP tracker announces (BEP 3, 12, 15, 23, 7).
 //! - [`rate`]: token buckets for `--max-down` / `--max-up`, and rate meters.
 //!
-//! The only entry point is [`run_torrent`]: it checks what is on disk, connects, downloads,
+//! For a magnet link, [`load_or_fetch_metadata`] (or [`fetch_metadata`]) first gets the
+//! [`metainfo::Torrent`]. The entry point for running a torrent is [`run_torrent`]: it checks what is on disk, connects, downloads,
 //! optionally seeds, and returns when the torrent is done or the shutdown future fires.
 
 mod announce;
 mod disk;
 mod error;
+mod metadata;
 pub mod options;
 mod peer;
 pub mod rate;
 mod torrent;
 
 pub use error::ClientError;
+pub use metadata::{
+    fetch_metadata, load_or_fetch_metadata, metadata_cache_path, torrent_file_bytes,
+    MetadataOptions, MetadataStatus,
+};
 pub use options::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
 pub use torrent::run_torrent;

@@ -69,31 +69,36 @@ pub(crate) struct PeerLink {
 
 /// Dials `addr` and runs the connection until it ends.
 pub(crate) async fn dial(addr: SocketAddr, ctx: Arc<ConnCtx>) {
-    let result = async {
-        let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let mut stream = stream;
-        let ours = Handshake::new(ctx.info_hash, ctx.peer_id);
-        stream
-            .write_all(&ours.encode())
-            .await
-            .map_err(|e| format!("send handshake: {e}"))?;
-        let theirs = read_handshake(&mut stream).await?;
-        if theirs.info_hash != ctx.info_hash {
-            return Err("peer answered with another info-hash".to_string());
-        }
-        Ok((stream, theirs))
-    }
-    .await;
-    match result {
+    match connect_and_handshake(addr, ctx.info_hash, ctx.peer_id).await {
         Ok((stream, hs)) => run(stream, addr, hs, false, ctx).await,
         Err(reason) => {
             let _ = ctx.events.send(Event::DialFailed { addr, reason }).await;
         }
     }
+}
+
+/// Connects to `addr`, sends our handshake and reads the peer's, which must name the same
+/// info-hash. Bounded by the connect and handshake timeouts.
+pub(crate) async fn connect_and_handshake(
+    addr: SocketAddr,
+    info_hash: InfoHash,
+    peer_id: PeerId,
+) -> Result<(TcpStream, Handshake), String> {
+    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let ours = Handshake::new(info_hash, peer_id);
+    stream
+        .write_all(&ours.encode())
+        .await
+        .map_err(|e| format!("send handshake: {e}"))?;
+    let theirs = read_handshake(&mut stream).await?;
+    if theirs.info_hash != info_hash {
+        return Err("peer answered with another info-hash".to_string());
+    }
+    Ok((stream, theirs))
 }
 
 /// Answers an incoming connection: reads the peer's handshake, checks the info-hash, sends ours.
