@@ -20,8 +20,16 @@ pub struct TrackerArgs {
     pub config: Option<PathBuf>,
 }
 
-pub async fn run(_a: TrackerArgs) -> CliResult {
-    Err(CliError::runtime(
-        "the tracker server is not wired into this build yet",
-    ))
+/// Serves until SIGINT or SIGTERM (`tracker::serve`). A config file that does not parse is
+/// bad input (exit code 2); anything else that stops the tracker is a runtime failure.
+pub async fn run(a: TrackerArgs) -> CliResult {
+    let opts = tracker::ServeOptions {
+        http: a.http,
+        udp: a.udp,
+        config: a.config,
+    };
+    tracker::serve(opts).await.map_err(|e| match e {
+        tracker::TrackerServerError::Config(_) => CliError::input(e),
+        _ => CliError::runtime(e),
+    })
 }
