@@ -12,7 +12,7 @@ use crate::{fmt, parse_addr, parse_rate, progress, CliError, CliResult};
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
-    /// The .torrent file.
+    /// The .torrent file, or a magnet link (its metadata is fetched from peers, BEP 9).
     pub torrent: String,
     /// Folder to download into (the torrent's file or folder is created inside it).
     #[arg(short = 'o', long = "output", default_value = ".")]
@@ -38,6 +38,10 @@ pub struct DownloadArgs {
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// For a magnet link: give up (exit code 1) when no peer has sent the metadata within
+    /// this many seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub metadata_timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -82,10 +86,45 @@ fn listen_or_default(listen: Option<SocketAddr>) -> SocketAddr {
     }
 }
 
-pub async fn download(a: DownloadArgs) -> CliResult {
-    let torrent = load_torrent(&a.torrent)?;
+pub async fn download(mut a: DownloadArgs) -> CliResult {
+    let magnet = if a.torrent.trim_start().starts_with("magnet:") {
+        Some(
+            metainfo::Magnet::parse(&a.torrent)
+                .map_err(|e| CliError::input(format!("{}: {e}", a.torrent)))?,
+        )
+    } else {
+        None
+    };
+    let torrent = match &magnet {
+        None => Some(load_torrent(&a.torrent)?),
+        Some(_) => None,
+    };
     std::fs::create_dir_all(&a.output)
         .map_err(|e| CliError::input(format!("{}: {e}", a.output.display())))?;
+    let mut listen = listen_or_default(a.listen);
+    let torrent = match (torrent, magnet) {
+        (Some(t), _) => t,
+        (None, Some(m)) => {
+            // Announce during the metadata phase with the port the download will use.
+            if listen.port() == 0 {
+                if let Ok(l) = std::net::TcpListener::bind(listen) {
+                    if let Ok(addr) = l.local_addr() {
+                        listen = addr;
+                    }
+                }
+            }
+            let t = magnet_metadata(&m, &a, listen).await?;
+            for p in &m.peers {
+                if let Ok(addr) = p.parse::<SocketAddr>() {
+                    if !a.peers.contains(&addr) {
+                        a.peers.push(addr);
+                    }
+                }
+            }
+            t
+        }
+        (None, None) => unreachable!("one of the two is set"),
+    };
     if let Some(r) = a.seed_ratio {
         if !(r.is_finite() && r >= 0.0) {
             return Err(CliError::input(format!(
@@ -94,7 +133,7 @@ pub async fn download(a: DownloadArgs) -> CliResult {
         }
     }
     let name = torrent.info.name.clone();
-    let mut opts = TorrentOptions::new(torrent, a.output.clone(), listen_or_default(a.listen));
+    let mut opts = TorrentOptions::new(torrent, a.output.clone(), listen);
     opts.peers = a.peers;
     opts.seed = match a.seed_ratio {
         Some(r) if r > 0.0 => SeedPolicy::Ratio(r),
@@ -121,6 +160,75 @@ pub async fn download(a: DownloadArgs) -> CliResult {
         a.output.join(&name).display()
     );
     Ok(())
+}
+
+/// The torrent of a magnet link: saved metadata from `<output>/.spate/` or fetched from the
+/// magnet's peers, `--peer`s and trackers, with a progress line on stderr.
+async fn magnet_metadata(
+    m: &metainfo::Magnet,
+    a: &DownloadArgs,
+    listen: SocketAddr,
+) -> CliResult<Torrent> {
+    let label = m
+        .display_name
+        .clone()
+        .unwrap_or_else(|| m.info_hash.to_hex());
+    let mut opts = client::MetadataOptions::new(listen);
+    opts.peers = a.peers.clone();
+    opts.use_trackers = !a.no_trackers;
+    opts.timeout = std::time::Duration::from_secs(a.metadata_timeout.max(1));
+    let (tx, mut rx) = watch::channel(client::MetadataStatus::default());
+    eprintln!(
+        "{label}: fetching metadata ({} x.pe peers, {} --peer, {} trackers)",
+        m.peers.len(),
+        a.peers.len(),
+        if a.no_trackers { 0 } else { m.trackers.len() }
+    );
+    let shown = tokio::spawn({
+        let label = label.clone();
+        async move {
+            let mut last = String::new();
+            while rx.changed().await.is_ok() {
+                let s = rx.borrow_and_update().clone();
+                let line = format!(
+                    "{label}: fetching metadata: {} of {} pieces, {} peers, {} known{}",
+                    s.have_pieces,
+                    s.total_pieces,
+                    s.peers,
+                    s.candidates,
+                    s.tracker.map(|t| format!(", {t}")).unwrap_or_default()
+                );
+                if line != last {
+                    eprintln!("{line}");
+                    last = line;
+                }
+            }
+        }
+    });
+    let cache = a.output.join(".spate");
+    let fetched = tokio::select! {
+        r = client::load_or_fetch_metadata(m, &cache, opts, tx) => r,
+        _ = wait_for_signal() => {
+            shown.abort();
+            return Err(CliError::runtime("interrupted while fetching metadata"));
+        }
+    };
+    let _ = shown.await;
+    let (torrent, from_cache) = fetched?;
+    eprintln!(
+        "{label}: metadata {} ({} bytes): {}",
+        if from_cache {
+            "loaded from ".to_string()
+                + &client::metadata_cache_path(&cache, m.info_hash)
+                    .display()
+                    .to_string()
+        } else {
+            "fetched and verified".to_string()
+        },
+        torrent.info_bytes.len(),
+        torrent.info.name
+    );
+    Ok(torrent)
 }
 
 pub async fn seed(a: SeedArgs) -> CliResult {
