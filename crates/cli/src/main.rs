@@ -5,6 +5,7 @@
 //! - `create`, `info`: making and showing `.torrent` files and magnet links.
 //! - `transfer`: `download` and `seed`, both a run of `client::run_torrent`.
 //! - `progress`: the progress bar on a terminal, plain periodic lines elsewhere.
+//! - `dht_cmd`: the DHT flags of `download`/`seed`, and `spate dht node|peers`.
 //! - `demo`: a self-contained seed-and-download on 127.0.0.1.
 //! - `fmt`: human-readable sizes and rates.
 //!
@@ -12,6 +13,7 @@
 
 mod create;
 mod demo;
+mod dht_cmd;
 mod fmt;
 mod info;
 mod progress;
@@ -76,6 +78,8 @@ enum Command {
     Seed(transfer::SeedArgs),
     /// Run a BitTorrent tracker (HTTP and UDP).
     Tracker(tracker_cmd::TrackerArgs),
+    /// Mainline DHT tools: a standalone node, or a peer lookup.
+    Dht(dht_cmd::DhtCmdArgs),
     /// Make sample files, seed and download them on 127.0.0.1, and verify the copy.
     Demo(demo::DemoArgs),
 }
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
     // so that bad input gives exactly one line on stderr.
     let default_level = match cli.command {
         Command::Tracker(_) => "info",
+        Command::Dht(_) => "warn",
         _ => "warn",
     };
     init_logging(cli.log.as_deref(), default_level);
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         Command::Download(a) => runtime().and_then(|rt| rt.block_on(transfer::download(a))),
         Command::Seed(a) => runtime().and_then(|rt| rt.block_on(transfer::seed(a))),
         Command::Tracker(a) => runtime().and_then(|rt| rt.block_on(tracker_cmd::run(a))),
+        Command::Dht(a) => runtime().and_then(|rt| rt.block_on(dht_cmd::run(a))),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a))),
     };
     match result {

@@ -8,6 +8,7 @@ use client::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
 use metainfo::Torrent;
 use tokio::sync::watch;
 
+use crate::dht_cmd::DhtArgs;
 use crate::{fmt, parse_addr, parse_rate, progress, CliError, CliResult};
 
 #[derive(Args, Debug)]
@@ -42,6 +43,8 @@ pub struct DownloadArgs {
     /// this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub metadata_timeout: u64,
+    #[command(flatten)]
+    pub dht: DhtArgs,
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +65,8 @@ pub struct SeedArgs {
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    #[command(flatten)]
+    pub dht: DhtArgs,
 }
 
 /// Reads and parses a .torrent file; every failure is bad input (exit code 2).
@@ -75,18 +80,25 @@ pub fn load_torrent(path: &str) -> CliResult<Torrent> {
     Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{path}: {e}")))
 }
 
+/// The address to listen on, with a concrete port (the DHT's UDP socket and the trackers
+/// are told it before the torrent starts): `--listen`, else 0.0.0.0:6881, else a free port.
 fn listen_or_default(listen: Option<SocketAddr>) -> SocketAddr {
-    if let Some(l) = listen {
-        return l;
+    let mut l = listen.unwrap_or_else(|| {
+        let d = crate::default_listen();
+        match std::net::TcpListener::bind(d) {
+            Ok(_) => d,
+            Err(_) => SocketAddr::new(d.ip(), 0),
+        }
+    });
+    if l.port() == 0 {
+        if let Ok(bound) = std::net::TcpListener::bind(l).and_then(|s| s.local_addr()) {
+            l = bound;
+        }
     }
-    let d = crate::default_listen();
-    match std::net::TcpListener::bind(d) {
-        Ok(_) => d,
-        Err(_) => SocketAddr::new(d.ip(), 0),
-    }
+    l
 }
 
-pub async fn download(mut a: DownloadArgs) -> CliResult {
+pub async fn download(a: DownloadArgs) -> CliResult {
     let magnet = if a.torrent.trim_start().starts_with("magnet:") {
         Some(
             metainfo::Magnet::parse(&a.torrent)
@@ -101,19 +113,31 @@ pub async fn download(mut a: DownloadArgs) -> CliResult {
     };
     std::fs::create_dir_all(&a.output)
         .map_err(|e| CliError::input(format!("{}: {e}", a.output.display())))?;
-    let mut listen = listen_or_default(a.listen);
+    let listen = listen_or_default(a.listen);
+    // BEP 27: no DHT for a private torrent (a magnet link's privacy is unknown until its
+    // metadata arrives; the torrent task checks again).
+    let dht = match &torrent {
+        Some(t) if t.info.private => None,
+        _ => a.dht.start(listen).await?,
+    };
+    let result = download_with(a, torrent, magnet, listen, dht.clone()).await;
+    if let Some(d) = dht {
+        d.shutdown().await;
+    }
+    result
+}
+
+async fn download_with(
+    mut a: DownloadArgs,
+    torrent: Option<Torrent>,
+    magnet: Option<metainfo::Magnet>,
+    listen: SocketAddr,
+    dht: Option<client::DhtHandle>,
+) -> CliResult {
     let torrent = match (torrent, magnet) {
         (Some(t), _) => t,
         (None, Some(m)) => {
-            // Announce during the metadata phase with the port the download will use.
-            if listen.port() == 0 {
-                if let Ok(l) = std::net::TcpListener::bind(listen) {
-                    if let Ok(addr) = l.local_addr() {
-                        listen = addr;
-                    }
-                }
-            }
-            let t = magnet_metadata(&m, &a, listen).await?;
+            let t = magnet_metadata(&m, &a, listen, dht.clone()).await?;
             for p in &m.peers {
                 if let Ok(addr) = p.parse::<SocketAddr>() {
                     if !a.peers.contains(&addr) {
@@ -142,6 +166,7 @@ pub async fn download(mut a: DownloadArgs) -> CliResult {
     opts.max_down = a.max_down;
     opts.max_up = a.max_up;
     opts.use_trackers = !a.no_trackers;
+    opts.dht = dht;
     let (summary, interrupted) = run_with_progress(opts, name.clone()).await?;
     if interrupted && !summary.complete {
         return Err(CliError::runtime(format!(
@@ -168,6 +193,7 @@ async fn magnet_metadata(
     m: &metainfo::Magnet,
     a: &DownloadArgs,
     listen: SocketAddr,
+    dht: Option<client::DhtHandle>,
 ) -> CliResult<Torrent> {
     let label = m
         .display_name
@@ -177,12 +203,16 @@ async fn magnet_metadata(
     opts.peers = a.peers.clone();
     opts.use_trackers = !a.no_trackers;
     opts.timeout = std::time::Duration::from_secs(a.metadata_timeout.max(1));
+    let dht_on = dht.is_some();
+    opts.dht = dht;
+    let started = std::time::Instant::now();
     let (tx, mut rx) = watch::channel(client::MetadataStatus::default());
     eprintln!(
-        "{label}: fetching metadata ({} x.pe peers, {} --peer, {} trackers)",
+        "{label}: fetching metadata ({} x.pe peers, {} --peer, {} trackers, DHT {})",
         m.peers.len(),
         a.peers.len(),
-        if a.no_trackers { 0 } else { m.trackers.len() }
+        if a.no_trackers { 0 } else { m.trackers.len() },
+        if dht_on { "on" } else { "off" }
     );
     let shown = tokio::spawn({
         let label = label.clone();
@@ -191,12 +221,13 @@ async fn magnet_metadata(
             while rx.changed().await.is_ok() {
                 let s = rx.borrow_and_update().clone();
                 let line = format!(
-                    "{label}: fetching metadata: {} of {} pieces, {} peers, {} known{}",
+                    "{label}: fetching metadata: {} of {} pieces, {} peers, {} known{}{}",
                     s.have_pieces,
                     s.total_pieces,
                     s.peers,
                     s.candidates,
-                    s.tracker.map(|t| format!(", {t}")).unwrap_or_default()
+                    s.tracker.map(|t| format!(", {t}")).unwrap_or_default(),
+                    s.dht.map(|t| format!(", {t}")).unwrap_or_default()
                 );
                 if line != last {
                     eprintln!("{line}");
@@ -223,7 +254,10 @@ async fn magnet_metadata(
                     .display()
                     .to_string()
         } else {
-            "fetched and verified".to_string()
+            format!(
+                "fetched and verified in {:.2} s",
+                started.elapsed().as_secs_f64()
+            )
         },
         torrent.info_bytes.len(),
         torrent.info.name
@@ -235,13 +269,24 @@ pub async fn seed(a: SeedArgs) -> CliResult {
     let torrent = load_torrent(&a.torrent)?;
     let (root, rename) = seed_root(&a.path, &torrent.info.name)?;
     let name = torrent.info.name.clone();
-    let mut opts = TorrentOptions::new(torrent, root, listen_or_default(a.listen));
+    let listen = listen_or_default(a.listen);
+    let dht = if torrent.info.private {
+        None
+    } else {
+        a.dht.start(listen).await?
+    };
+    let mut opts = TorrentOptions::new(torrent, root, listen);
     opts.rename_root = rename;
     opts.peers = a.peers;
     opts.seed = SeedPolicy::Forever;
     opts.max_up = a.max_up;
     opts.use_trackers = !a.no_trackers;
-    let (summary, _) = run_with_progress(opts, name).await?;
+    opts.dht = dht.clone();
+    let result = run_with_progress(opts, name).await;
+    if let Some(d) = dht {
+        d.shutdown().await;
+    }
+    let (summary, _) = result?;
     println!(
         "stopped: uploaded {} bytes, downloaded {} bytes in {}",
         summary.uploaded,
@@ -280,7 +325,8 @@ fn seed_root(path: &Path, name: &str) -> CliResult<(PathBuf, Option<String>)> {
 async fn run_with_progress(opts: TorrentOptions, label: String) -> CliResult<(Summary, bool)> {
     let (tx, rx) = watch::channel(Status::default());
     let shown = tokio::spawn(progress::show(rx.clone(), label.clone()));
-    let reported = tokio::spawn(report_check(rx, label));
+    let reported = tokio::spawn(report_check(rx.clone(), label.clone()));
+    let first = tokio::spawn(report_first_piece(rx, label));
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = interrupted.clone();
     let shutdown = async move {
@@ -290,6 +336,7 @@ async fn run_with_progress(opts: TorrentOptions, label: String) -> CliResult<(Su
     let result = client::run_torrent(opts, tx, shutdown).await;
     let _ = shown.await;
     reported.abort();
+    first.abort();
     let summary = result?;
     Ok((
         summary,
@@ -318,7 +365,31 @@ async fn report_check(mut rx: watch::Receiver<Status>, label: String) {
     }
 }
 
-async fn wait_for_signal() {
+/// Says when the first piece of this run is verified (time to first piece is what a user of
+/// a streaming player, and the DHT benchmark, waits for).
+async fn report_first_piece(mut rx: watch::Receiver<Status>, label: String) {
+    let started = std::time::Instant::now();
+    let mut at_start = None;
+    while rx.changed().await.is_ok() {
+        let s = rx.borrow_and_update().clone();
+        if s.phase == Phase::Checking {
+            continue;
+        }
+        let base = *at_start.get_or_insert(s.have_pieces);
+        if s.have_pieces > base && s.downloaded > 0 {
+            eprintln!(
+                "{label}: first piece verified after {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        if s.have_pieces == s.total_pieces {
+            return;
+        }
+    }
+}
+
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -9,6 +9,8 @@
 //! - `disk`: hashing and writing pieces, and reading blocks to upload, on the blocking pool.
 //! - `metadata`: fetching a magnet link's info dict from peers (BEP 9), and caching it.
 //! - `announce`: HTTP and UDP tracker announces (BEP 3, 12, 15, 23, 7).
+//! - [`dht`]: the Mainline DHT service (one UDP socket and [`::dht::Node`] per process) and
+//!   the per-torrent peer search that feeds it lookups.
 //! - [`rate`]: token buckets for `--max-down` / `--max-up`, and rate meters.
 //!
 //! For a magnet link, [`load_or_fetch_metadata`] (or [`fetch_metadata`]) first gets the
@@ -16,6 +18,7 @@
 //! optionally seeds, and returns when the torrent is done or the shutdown future fires.
 
 mod announce;
+pub mod dht;
 mod disk;
 mod error;
 mod metadata;
@@ -24,6 +27,7 @@ mod peer;
 pub mod rate;
 mod torrent;
 
+pub use dht::{DhtHandle, DhtOptions, LookupEvent};
 pub use error::ClientError;
 pub use metadata::{
     fetch_metadata, load_or_fetch_metadata, metadata_cache_path, torrent_file_bytes,

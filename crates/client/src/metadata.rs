@@ -42,6 +42,8 @@ pub struct MetadataOptions {
     pub peers: Vec<SocketAddr>,
     /// Announce to the magnet's `tr` trackers for peers.
     pub use_trackers: bool,
+    /// Look for peers in the DHT too (and announce `listen`'s port there).
+    pub dht: Option<crate::DhtHandle>,
     /// Give up (with an error) when the metadata has not arrived by then.
     pub timeout: Duration,
     /// Largest info dict accepted (at most [`MAX_METADATA_SIZE`], 16 MiB).
@@ -55,6 +57,7 @@ impl MetadataOptions {
             listen,
             peers: Vec::new(),
             use_trackers: true,
+            dht: None,
             timeout: Duration::from_secs(120),
             max_size: MAX_METADATA_SIZE,
             status_interval: Duration::from_millis(500),
@@ -75,6 +78,7 @@ pub struct MetadataStatus {
     /// Peers dropped for bad metadata.
     pub banned: usize,
     pub tracker: Option<String>,
+    pub dht: Option<String>,
 }
 
 /// Most connections open at once while fetching metadata.
@@ -173,6 +177,10 @@ pub async fn fetch_metadata(
     } else {
         None
     };
+    let dht_search = opts.dht.as_ref().map(|d| {
+        let port = (opts.listen.port() != 0).then_some(opts.listen.port());
+        crate::dht::spawn_peer_search(d.clone(), magnet.info_hash, port, events_tx.clone())
+    });
     let mut f = Fetch {
         info_hash: magnet.info_hash,
         peer_id,
@@ -206,6 +214,9 @@ pub async fn fetch_metadata(
     let r = f.run(events_rx, conn_rx, &opts, &status).await;
     if let Some(a) = announcer {
         a.abort();
+    }
+    if let Some(d) = dht_search {
+        d.abort();
     }
     let info = r?;
     let mut torrent = Torrent::from_info_bytes(&info)
@@ -298,6 +309,7 @@ impl Fetch {
                 ev = tracker_events.recv() => match ev {
                     Some(Event::Peers(addrs)) => addrs.into_iter().for_each(|a| self.add_candidate(a)),
                     Some(Event::TrackerStatus(s)) => self.status.tracker = Some(s),
+                    Some(Event::DhtStatus(s)) => self.status.dht = Some(s),
                     _ => {}
                 },
                 ev = conn_events.recv() => {

@@ -38,6 +38,8 @@ pub struct TorrentOptions {
     pub max_up: Option<u64>,
     /// Announce to the torrent's trackers.
     pub use_trackers: bool,
+    /// Find peers through the DHT and announce there (ignored for private torrents, BEP 27).
+    pub dht: Option<crate::DhtHandle>,
     /// Upper bound on connected peers.
     pub max_peers: usize,
     /// How often a [`Status`] is published.
@@ -57,6 +59,7 @@ impl TorrentOptions {
             max_down: None,
             max_up: None,
             use_trackers: true,
+            dht: None,
             max_peers: 80,
             status_interval: Duration::from_millis(500),
         }
@@ -97,6 +100,8 @@ pub struct Status {
     pub listen: Option<SocketAddr>,
     /// A human-readable line about the last tracker exchange.
     pub tracker: Option<String>,
+    /// A human-readable line about the last DHT lookup.
+    pub dht: Option<String>,
 }
 
 /// What a finished run did.

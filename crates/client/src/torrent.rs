@@ -57,6 +57,8 @@ pub(crate) enum Event {
     /// Peer addresses from a tracker.
     Peers(Vec<SocketAddr>),
     TrackerStatus(String),
+    /// A line about the last DHT lookup.
+    DhtStatus(String),
 }
 
 /// Banned peers: by IP address, except on loopback, where every peer shares one address
@@ -231,6 +233,16 @@ pub async fn run_torrent(
         None
     };
 
+    // BEP 27: a private torrent gets its peers from its trackers only.
+    let dht_search = match &opts.dht {
+        Some(d) if !info.private => Some(crate::dht::spawn_peer_search(
+            d.clone(),
+            info_hash,
+            Some(listen.port()),
+            events_tx.clone(),
+        )),
+        _ => None,
+    };
     let engine = engine::Torrent::new(lengths, have, engine::Config::default());
     let mut t = TorrentTask {
         info: info.clone(),
@@ -266,6 +278,9 @@ pub async fn run_torrent(
     let result = t
         .run(events_rx, listener, opts.status_interval, shutdown)
         .await;
+    if let Some(search) = dht_search {
+        search.abort();
+    }
     let summary = Summary {
         complete: t.engine.is_complete(),
         verified_at_start,
@@ -437,6 +452,7 @@ impl TorrentTask {
                 self.connect_more(now);
             }
             Event::TrackerStatus(s) => self.status.tracker = Some(s),
+            Event::DhtStatus(s) => self.status.dht = Some(s),
         }
         self.drain_actions();
     }

@@ -437,6 +437,12 @@ pub fn compact_nodes(nodes: &[NodeInfo], v6: bool) -> Vec<u8> {
     out
 }
 
+/// Parses compact node info (26 bytes an entry for IPv4, 38 for IPv6); a trailing partial
+/// entry is ignored.
+pub fn parse_compact_nodes(b: &[u8], v6: bool) -> Vec<NodeInfo> {
+    parse_nodes(b, if v6 { 38 } else { 26 })
+}
+
 fn parse_nodes(b: &[u8], len: usize) -> Vec<NodeInfo> {
     b.chunks_exact(len)
         .filter_map(|c| {

@@ -206,6 +206,11 @@ impl Node {
         self.id
     }
 
+    /// True for an IPv6 node (BEP 32), false for IPv4.
+    pub fn config_ipv6(&self) -> bool {
+        self.config.ipv6
+    }
+
     pub fn routing_table(&self) -> &RoutingTable {
         &self.table
     }
@@ -637,6 +642,14 @@ impl Node {
         let id = LookupId(self.next_lookup);
         let mut l = Lookup::new(id, target, kind, now);
         l.add_candidates(self.table.closest(&target, self.config.k * 2, now));
+        // A lookup started while the table is still thin (right after joining) would end at
+        // once with nothing to ask: give it the bootstrap addresses too.
+        if self.table.len() < self.config.k {
+            let ipv6 = self.config.ipv6;
+            for a in self.bootstrap_addrs.iter().filter(|a| a.is_ipv6() == ipv6) {
+                l.add_seed(*a);
+            }
+        }
         if self.lookups.len() >= self.config.max_lookups {
             // Too many at once: report it finished, empty.
             self.push_event(DhtEvent::LookupDone {

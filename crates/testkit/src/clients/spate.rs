@@ -33,14 +33,29 @@ impl Spate {
         &self.bin
     }
 
-    /// A `Command` for `spate ARGS...` (with `RUST_BACKTRACE=1`, so a panic shows where).
+    /// A `Command` for `spate ARGS...` (with `RUST_BACKTRACE=1`, so a panic shows where, and
+    /// `SPATE_NO_DHT=1`, so it joins no DHT: see [`Spate::command_with_dht`]).
     pub fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
         let mut c = Command::new(&self.bin);
-        c.args(args).env("RUST_BACKTRACE", "1");
+        c.args(args)
+            .env("RUST_BACKTRACE", "1")
+            .env("SPATE_NO_DHT", "1");
+        c
+    }
+
+    /// Like [`Spate::command`] but with the DHT allowed: the caller must pass
+    /// `--dht-bootstrap` with loopback nodes (never the public routers) and `--dht-state`.
+    pub fn command_with_dht<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = self.command(args);
+        c.env_remove("SPATE_NO_DHT");
         c
     }
 

@@ -1,0 +1,281 @@
+//! The DHT options of `download` and `seed`, and `spate dht node` / `spate dht peers`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use client::{DhtHandle, DhtOptions, LookupEvent};
+use metainfo::InfoHash;
+
+use crate::{parse_addr, CliError, CliResult};
+
+/// DHT settings shared by `download` and `seed`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DhtArgs {
+    /// Do not use the DHT (BEP 5) to find peers. Also set by SPATE_NO_DHT=1.
+    #[arg(long, env = "SPATE_NO_DHT")]
+    pub no_dht: bool,
+    /// Join the DHT through this node (repeatable); replaces the default public routers.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+    /// Keep the DHT routing table in this file between runs
+    /// [default: $XDG_STATE_HOME/spate/dht.dat or ~/.local/state/spate/dht.dat].
+    #[arg(long, value_name = "FILE")]
+    pub dht_state: Option<PathBuf>,
+}
+
+impl DhtArgs {
+    /// Starts the DHT service on the UDP twin of `listen` (the same address and port, or a
+    /// free port when that one is taken), unless `--no-dht`.
+    pub async fn start(&self, listen: SocketAddr) -> CliResult<Option<DhtHandle>> {
+        if self.no_dht {
+            return Ok(None);
+        }
+        let mut o = DhtOptions::new(listen);
+        o.bootstrap = bootstrap_or_default(&self.dht_bootstrap);
+        o.state_file = self.dht_state.clone().or_else(default_state_file);
+        let h = DhtHandle::start(o).await.map_err(CliError::from)?;
+        Ok(Some(h))
+    }
+}
+
+fn bootstrap_or_default(given: &[String]) -> Vec<String> {
+    if given.is_empty() {
+        client::dht::DEFAULT_BOOTSTRAP
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        given.to_vec()
+    }
+}
+
+/// `$XDG_STATE_HOME/spate/dht.dat`, else `$HOME/.local/state/spate/dht.dat`.
+fn default_state_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(base.join("spate").join("dht.dat"))
+}
+
+#[derive(Args, Debug)]
+pub struct DhtCmdArgs {
+    #[command(subcommand)]
+    pub command: DhtCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DhtCommand {
+    /// Run a standalone DHT node (e.g. a bootstrap node for others) until interrupted.
+    Node(NodeArgs),
+    /// Ask the DHT for the peers of an info-hash and print them, one `HOST:PORT` a line
+    /// (exit 1 when none is found, or with --announce when no node took the announce).
+    Peers(PeersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// UDP address to serve on.
+    #[arg(long, default_value = "0.0.0.0:6881", value_parser = parse_addr)]
+    pub listen: SocketAddr,
+    /// Join through this node (repeatable). Without any, the node waits to be contacted
+    /// (the first node of a private DHT).
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// Keep the routing table in this file between runs.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Seconds between status lines.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub status_interval: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct PeersArgs {
+    /// A 40-character hex or 32-character base32 info-hash, or a magnet link.
+    pub info_hash: String,
+    /// Join through this node (repeatable) [default: the public routers].
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// UDP address to send from.
+    #[arg(long, default_value = "0.0.0.0:0", value_parser = parse_addr)]
+    pub listen: SocketAddr,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+    /// Also announce this TCP port for the info-hash (`announce_peer`).
+    #[arg(long, value_name = "PORT")]
+    pub announce: Option<u16>,
+    /// Keep the routing table in this file between runs.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+}
+
+pub async fn run(a: DhtCmdArgs) -> CliResult {
+    match a.command {
+        DhtCommand::Node(n) => node(n).await,
+        DhtCommand::Peers(p) => peers(p).await,
+    }
+}
+
+async fn node(a: NodeArgs) -> CliResult {
+    let mut o = DhtOptions::new(a.listen);
+    o.bootstrap = a.bootstrap.clone();
+    o.state_file = a.state.clone();
+    let h = DhtHandle::start(o).await.map_err(CliError::from)?;
+    println!(
+        "dht node {} listening on udp {}{}",
+        hex::encode(h.id().0),
+        h.local_addr(),
+        if a.bootstrap.is_empty() {
+            String::new()
+        } else {
+            format!(", joining through {}", a.bootstrap.join(", "))
+        }
+    );
+    let every = Duration::from_secs(a.status_interval.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let signal = crate::transfer::wait_for_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = tick.tick() => {
+                let Some(s) = h.stats().await else { break };
+                println!(
+                    "dht: {} nodes, {} queries answered, {} dropped, {} peers stored for {} info-hashes",
+                    s.nodes, s.queries_answered, s.queries_dropped, s.stored_peers, s.info_hashes
+                );
+            }
+        }
+    }
+    h.shutdown().await;
+    println!("dht node stopped");
+    Ok(())
+}
+
+async fn peers(a: PeersArgs) -> CliResult {
+    let info_hash = parse_info_hash(&a.info_hash)?;
+    let mut o = DhtOptions::new(a.listen);
+    o.bootstrap = bootstrap_or_default(&a.bootstrap);
+    o.state_file = a.state.clone();
+    let started = Instant::now();
+    let h = DhtHandle::start(o).await.map_err(CliError::from)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout.max(1));
+    eprintln!("dht: joining from udp {}", h.local_addr());
+    // Join first (our own id's lookup), so the get_peers lookup starts from a full table.
+    if let Some(mut rx) = h.find_self().await {
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if let LookupEvent::Done { closest, .. } = ev {
+                let nodes = h.stats().await.map(|s| s.nodes).unwrap_or(0);
+                eprintln!(
+                    "dht: joined: {nodes} nodes in the table, {closest} close ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                break;
+            }
+        }
+    }
+    eprintln!("dht: looking up {info_hash}");
+    let mut found = std::collections::HashSet::new();
+    let mut outcome = None;
+    if let Some(mut rx) = h.lookup(info_hash, a.announce).await {
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(LookupEvent::Peers(ps))) => {
+                    for p in ps {
+                        if found.insert(p) {
+                            println!("{p}");
+                        }
+                    }
+                }
+                Ok(Some(LookupEvent::Done {
+                    closest,
+                    announced_to,
+                    ..
+                })) => {
+                    outcome = Some((closest, announced_to));
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    eprintln!("dht: timed out after {} s", a.timeout);
+                    break;
+                }
+            }
+        }
+    }
+    h.shutdown().await;
+    let secs = started.elapsed().as_secs_f64();
+    match outcome {
+        Some((closest, announced)) => eprintln!(
+            "dht: {} peers from {closest} nodes in {secs:.1} s{}",
+            found.len(),
+            if a.announce.is_some() {
+                format!(", announced to {announced} nodes")
+            } else {
+                String::new()
+            }
+        ),
+        None => eprintln!(
+            "dht: {} peers in {secs:.1} s (lookup unfinished)",
+            found.len()
+        ),
+    }
+    match (a.announce, outcome) {
+        // Asked to announce: success is a node that took the announce.
+        (Some(_), Some((_, announced))) if announced > 0 => Ok(()),
+        (Some(_), _) => Err(CliError::runtime(format!(
+            "no DHT node took the announce of {info_hash}"
+        ))),
+        (None, _) if found.is_empty() => {
+            Err(CliError::runtime(format!("no peers found for {info_hash}")))
+        }
+        (None, _) => Ok(()),
+    }
+}
+
+/// A hex or base32 info-hash, or the one of a magnet link.
+fn parse_info_hash(s: &str) -> CliResult<InfoHash> {
+    let s = s.trim();
+    let link = if s.starts_with("magnet:") {
+        s.to_string()
+    } else {
+        format!("magnet:?xt=urn:btih:{s}")
+    };
+    metainfo::Magnet::parse(&link)
+        .map(|m| m.info_hash)
+        .map_err(|e| CliError::input(format!("{s}: not an info-hash or magnet link: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_hashes_in_every_spelling() {
+        let hex = "0123456789abcdef0123456789abcdef01234567";
+        let a = parse_info_hash(hex).unwrap();
+        let b = parse_info_hash(&format!("magnet:?xt=urn:btih:{hex}&dn=x")).unwrap();
+        assert_eq!(a, b);
+        let b32 = data_encoding::BASE32.encode(&a.0);
+        assert_eq!(parse_info_hash(&b32).unwrap(), a);
+        assert!(parse_info_hash("xyz").is_err());
+    }
+
+    #[test]
+    fn default_bootstrap_only_without_explicit_nodes() {
+        assert_eq!(
+            bootstrap_or_default(&["127.0.0.2:6881".into()]),
+            vec!["127.0.0.2:6881".to_string()]
+        );
+        assert!(!bootstrap_or_default(&[]).is_empty());
+    }
+}
