@@ -271,10 +271,7 @@ fn libtorrent_finds_spate_seeder_through_dht() -> Result<()> {
                 Duration::from_secs(40),
             )
             .ok()?;
-        f.stdout
-            .lines()
-            .any(|l| l.trim() == seed_addr)
-            .then_some(f)
+        f.stdout.lines().any(|l| l.trim() == seed_addr).then_some(f)
     });
     let found = found.with_context(|| {
         format!(
@@ -356,7 +353,11 @@ fn private_torrent_is_not_announced() -> Result<()> {
     )?;
     assert_eq!(lookup.status.code(), Some(1), "{}", lookup.stderr);
     assert!(lookup.stdout.trim().is_empty(), "{}", lookup.stdout);
-    assert!(lookup.stderr.contains("no peers found"), "{}", lookup.stderr);
+    assert!(
+        lookup.stderr.contains("no peers found"),
+        "{}",
+        lookup.stderr
+    );
     // No node stores any peer at all.
     for n in swarm.procs() {
         let last = n
@@ -420,7 +421,9 @@ fn node_saves_table_and_survives_garbage() -> Result<()> {
     sock.send_to(ping, target)?;
     let mut buf = [0u8; 1500];
     let answer = loop {
-        let (n, _) = sock.recv_from(&mut buf).context("no answer to a ping after junk")?;
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .context("no answer to a ping after junk")?;
         if buf[..n].windows(5).any(|w| w == b"2:zz1") {
             break buf[..n].to_vec();
         }
@@ -433,9 +436,11 @@ fn node_saves_table_and_survives_garbage() -> Result<()> {
     assert!(saved.len() > 26 * 4, "{} bytes", saved.len());
 
     let second = Proc::spawn("dht-node-second", node_cmd(false), &td.logs())?;
-    second.wait_for_line(Duration::from_secs(30), "a table rebuilt from the file", |l| {
-        node_count(l).is_some_and(|n| n >= 4)
-    })?;
+    second.wait_for_line(
+        Duration::from_secs(30),
+        "a table rebuilt from the file",
+        |l| node_count(l).is_some_and(|n| n >= 4),
+    )?;
     // Same id as before.
     let id = |p: &Proc| {
         p.stdout()

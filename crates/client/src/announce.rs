@@ -118,13 +118,16 @@ async fn run(mut ctx: AnnounceCtx, completed: Arc<Notify>, mut stop: oneshot::Re
                 Duration::from_secs((15u64 << failures.min(6)).min(900))
             }
         };
+        // `biased`: a download that completes and stops at once (`--no-seed`) still sends
+        // `completed` before `stopped`, so the tracker counts the download.
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            biased;
             _ = completed.notified() => { event = TrackerEvent::Completed; }
             _ = &mut stop => {
                 let _ = announce_tiers(&mut ctx, http.as_ref(), key, TrackerEvent::Stopped, Duration::from_secs(3)).await;
                 return;
             }
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
