@@ -33,11 +33,25 @@ impl DhtArgs {
             return Ok(None);
         }
         let mut o = DhtOptions::new(listen);
+        o.listen = dual_stack(listen);
         o.bootstrap = bootstrap_or_default(&self.dht_bootstrap);
         o.state_file = self.dht_state.clone().or_else(default_state_file);
         let h = DhtHandle::start(o).await.map_err(CliError::from)?;
         Ok(Some(h))
     }
+}
+
+/// `listen`, and when it is every IPv4 address, `[::]` on the same port too: a dual-stack
+/// node pair (BEP 32 keeps one routing table per family).
+fn dual_stack(listen: SocketAddr) -> Vec<SocketAddr> {
+    let mut v = vec![listen];
+    if listen.ip().is_unspecified() && listen.is_ipv4() {
+        v.push(SocketAddr::new(
+            std::net::Ipv6Addr::UNSPECIFIED.into(),
+            listen.port(),
+        ));
+    }
+    v
 }
 
 fn bootstrap_or_default(given: &[String]) -> Vec<String> {
@@ -81,9 +95,10 @@ pub enum DhtCommand {
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
-    /// UDP address to serve on.
-    #[arg(long, default_value = "0.0.0.0:6881", value_parser = parse_addr)]
-    pub listen: SocketAddr,
+    /// UDP address to serve on (repeatable: one IPv4 and one IPv6 address make a
+    /// dual-stack node) [default: 0.0.0.0:6881 and [::]:6881].
+    #[arg(long, value_parser = parse_addr)]
+    pub listen: Vec<SocketAddr>,
     /// Join through this node (repeatable). Without any, the node waits to be contacted
     /// (the first node of a private DHT).
     #[arg(long = "bootstrap", value_name = "HOST:PORT")]
@@ -125,14 +140,20 @@ pub async fn run(a: DhtCmdArgs) -> CliResult {
 }
 
 async fn node(a: NodeArgs) -> CliResult {
-    let mut o = DhtOptions::new(a.listen);
+    let mut o = DhtOptions::new("0.0.0.0:6881".parse().expect("literal"));
+    if a.listen.is_empty() {
+        o.listen.push("[::]:6881".parse().expect("literal"));
+    } else {
+        o.listen = a.listen.clone();
+    }
     o.bootstrap = a.bootstrap.clone();
     o.state_file = a.state.clone();
     let h = DhtHandle::start(o).await.map_err(CliError::from)?;
+    let addrs: Vec<String> = h.local_addrs().iter().map(|a| a.to_string()).collect();
     println!(
         "dht node {} listening on udp {}{}",
         hex::encode(h.id().0),
-        h.local_addr(),
+        addrs.join(" and "),
         if a.bootstrap.is_empty() {
             String::new()
         } else {
@@ -164,6 +185,7 @@ async fn node(a: NodeArgs) -> CliResult {
 async fn peers(a: PeersArgs) -> CliResult {
     let info_hash = parse_info_hash(&a.info_hash)?;
     let mut o = DhtOptions::new(a.listen);
+    o.listen = dual_stack(a.listen);
     o.bootstrap = bootstrap_or_default(&a.bootstrap);
     o.state_file = a.state.clone();
     let started = Instant::now();

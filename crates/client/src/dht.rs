@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dht::{Config, DhtEvent, LookupId, Node, NodeId, NodeInfo};
@@ -36,9 +37,12 @@ pub const DEFAULT_BOOTSTRAP: &[&str] = &[
 /// How to start the DHT service.
 #[derive(Debug, Clone)]
 pub struct DhtOptions {
-    /// The UDP address to bind (its family decides IPv4 or IPv6 DHT, BEP 32).
-    pub listen: SocketAddr,
-    /// `HOST:PORT` of nodes to join through; resolved at start.
+    /// The UDP addresses to bind: one node per address, its family deciding IPv4 or IPv6
+    /// (BEP 32 keeps a routing table per family). Typically one IPv4 address, plus `[::]`
+    /// on the same port for a dual-stack client.
+    pub listen: Vec<SocketAddr>,
+    /// `HOST:PORT` of nodes to join through; resolved at start, each address going to the
+    /// node of its family.
     pub bootstrap: Vec<String>,
     /// Where the routing table is kept between runs; `None` keeps nothing.
     pub state_file: Option<PathBuf>,
@@ -49,7 +53,7 @@ pub struct DhtOptions {
 impl DhtOptions {
     pub fn new(listen: SocketAddr) -> Self {
         DhtOptions {
-            listen,
+            listen: vec![listen],
             bootstrap: Vec::new(),
             state_file: None,
             enforce_node_id: true,
@@ -62,8 +66,8 @@ impl DhtOptions {
 pub enum LookupEvent {
     /// Peers not reported before by this lookup.
     Peers(Vec<SocketAddr>),
-    /// The lookup ended: how many nodes answered among the closest, peers found in all, and
-    /// how many nodes took our `announce_peer`.
+    /// The lookup ended (in every family): how many nodes answered among the closest,
+    /// peers found in all, and how many nodes took our `announce_peer`.
     Done {
         closest: usize,
         peers_found: usize,
@@ -73,24 +77,29 @@ pub enum LookupEvent {
 
 enum Cmd {
     Lookup {
-        info_hash: InfoHash,
+        target: NodeId,
         announce_port: Option<u16>,
-        reply: mpsc::Sender<LookupEvent>,
-    },
-    FindNode {
+        find_node: bool,
         reply: mpsc::Sender<LookupEvent>,
     },
     Stats(oneshot::Sender<dht::Stats>),
-    Save(oneshot::Sender<()>),
-    Shutdown(oneshot::Sender<()>),
+    Nodes(oneshot::Sender<Vec<NodeInfo>>),
+    Shutdown(oneshot::Sender<Vec<NodeInfo>>),
 }
 
-/// A handle on the running DHT service; clones share it.
+/// One node: its command channel and address.
 #[derive(Debug, Clone)]
-pub struct DhtHandle {
+struct Service {
     tx: mpsc::Sender<Cmd>,
     local_addr: SocketAddr,
+}
+
+/// A handle on the running DHT service (one node per address family); clones share it.
+#[derive(Debug, Clone)]
+pub struct DhtHandle {
+    services: Arc<Vec<Service>>,
     id: NodeId,
+    state_file: Option<Arc<PathBuf>>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -101,163 +110,332 @@ impl std::fmt::Debug for Cmd {
 
 /// How often the routing table is saved while running.
 const SAVE_INTERVAL: Duration = Duration::from_secs(300);
-/// Nodes kept in the state file, at most.
+/// Nodes kept in the state file per family, at most.
 const MAX_SAVED_NODES: usize = 200;
 /// Largest state file read back (a full table is a few KiB).
 const MAX_STATE_FILE: u64 = 1 << 20;
 
+/// Binds `addr` (falling back to a free port on the same address when that one is taken).
+async fn bind(addr: SocketAddr) -> Result<UdpSocket, ClientError> {
+    match UdpSocket::bind(addr).await {
+        Ok(s) => Ok(s),
+        Err(e) if addr.port() != 0 => {
+            let any = SocketAddr::new(addr.ip(), 0);
+            tracing::warn!("dht: cannot bind udp {addr}: {e}; using a free port");
+            UdpSocket::bind(any)
+                .await
+                .map_err(|source| ClientError::Listen { addr: any, source })
+        }
+        Err(source) => Err(ClientError::Listen { addr, source }),
+    }
+}
+
 impl DhtHandle {
-    /// Binds the UDP socket (falling back to any free port on the same address when the one
-    /// asked for is taken), loads the saved table, starts joining through the bootstrap
-    /// nodes and spawns the service task.
+    /// Binds a UDP socket per address, loads the saved table, starts joining through the
+    /// bootstrap nodes and spawns one task per node. An IPv6 address that cannot be bound
+    /// (no IPv6 on this host) is skipped with a warning when an IPv4 node runs.
     pub async fn start(opts: DhtOptions) -> Result<DhtHandle, ClientError> {
-        let socket = match UdpSocket::bind(opts.listen).await {
-            Ok(s) => s,
-            Err(e) if opts.listen.port() != 0 => {
-                let any = SocketAddr::new(opts.listen.ip(), 0);
-                tracing::warn!(
-                    "dht: cannot bind udp {}: {e}; using a free port",
-                    opts.listen
-                );
-                UdpSocket::bind(any)
-                    .await
-                    .map_err(|source| ClientError::Listen { addr: any, source })?
+        let mut sockets = Vec::new();
+        for addr in &opts.listen {
+            if sockets
+                .iter()
+                .any(|(_, a): &(UdpSocket, SocketAddr)| a.is_ipv6() == addr.is_ipv6())
+            {
+                continue; // one node per family
             }
-            Err(source) => {
-                return Err(ClientError::Listen {
-                    addr: opts.listen,
-                    source,
-                })
+            match bind(*addr).await {
+                Ok(s) => {
+                    let local = s.local_addr().map_err(|source| ClientError::Listen {
+                        addr: *addr,
+                        source,
+                    })?;
+                    sockets.push((s, local));
+                }
+                Err(e) if addr.is_ipv6() && opts.listen.iter().any(|a| a.is_ipv4()) => {
+                    tracing::warn!("dht: no IPv6 node: {e}");
+                }
+                Err(e) => return Err(e),
             }
-        };
-        let local_addr = socket.local_addr().map_err(|source| ClientError::Listen {
-            addr: opts.listen,
-            source,
-        })?;
-        let ipv6 = local_addr.is_ipv6();
-        let saved = opts.state_file.as_deref().and_then(|p| load_state(p, ipv6));
+        }
+        if sockets.is_empty() {
+            return Err(ClientError::BadInput("dht: no address to listen on".into()));
+        }
+        let saved = opts.state_file.as_deref().and_then(load_state);
         let id = saved
             .as_ref()
             .map(|s| s.id)
             .unwrap_or_else(|| NodeId::random(&mut rand::rng()));
-        let config = Config {
-            ipv6,
-            enforce_node_id: opts.enforce_node_id,
-            rng_seed: rand::random(),
-            ..Config::default()
-        };
-        let now = Instant::now();
-        let mut node = Node::new(id, config, now);
-        let mut seeds = Vec::new();
+        let mut resolved = Vec::new();
         for b in &opts.bootstrap {
             match tokio::net::lookup_host(b.as_str()).await {
-                Ok(addrs) => {
-                    let addrs: Vec<SocketAddr> = addrs.filter(|a| a.is_ipv6() == ipv6).collect();
-                    if addrs.is_empty() {
-                        tracing::warn!("dht bootstrap {b}: no address of this family");
-                    }
-                    seeds.extend(addrs.into_iter().take(4));
-                }
+                Ok(addrs) => resolved.extend(addrs.take(8)),
                 Err(e) => tracing::warn!("dht bootstrap {b}: {e}"),
             }
         }
-        let saved_nodes = saved.map(|s| s.nodes).unwrap_or_default();
-        for n in &saved_nodes {
-            node.add_node(n.addr, now);
+        let mut services = Vec::new();
+        for (socket, local_addr) in sockets {
+            let ipv6 = local_addr.is_ipv6();
+            let config = Config {
+                ipv6,
+                enforce_node_id: opts.enforce_node_id,
+                rng_seed: rand::random(),
+                ..Config::default()
+            };
+            let now = Instant::now();
+            let mut node = Node::new(id, config, now);
+            let saved_nodes: Vec<SocketAddr> = saved
+                .as_ref()
+                .map(|s| {
+                    s.nodes
+                        .iter()
+                        .map(|n| n.addr)
+                        .filter(|a| a.is_ipv6() == ipv6)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for a in &saved_nodes {
+                node.add_node(*a, now);
+            }
+            // The saved nodes seed the joining lookup too: without routers, they are the way
+            // in.
+            let mut seeds: Vec<SocketAddr> = resolved
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv6() == ipv6)
+                .collect();
+            seeds.extend(saved_nodes.iter().take(32));
+            seeds.retain(|a| *a != local_addr);
+            if !seeds.is_empty() {
+                node.bootstrap(&seeds, now);
+            }
+            tracing::info!(
+                %local_addr,
+                bootstrap = seeds.len(),
+                saved = saved_nodes.len(),
+                "dht node {} started",
+                hex(&id.0)
+            );
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(run(socket, node, rx));
+            services.push(Service { tx, local_addr });
         }
-        // The saved nodes seed the joining lookup too: without routers, they are the way in.
-        seeds.extend(saved_nodes.iter().take(32).map(|n| n.addr));
-        seeds.retain(|a| *a != local_addr);
-        if !seeds.is_empty() {
-            node.bootstrap(&seeds, now);
+        let handle = DhtHandle {
+            services: Arc::new(services),
+            id,
+            state_file: opts.state_file.map(Arc::new),
+        };
+        if handle.state_file.is_some() {
+            tokio::spawn(save_periodically(handle.downgrade()));
         }
-        tracing::info!(
-            %local_addr,
-            bootstrap = seeds.len(),
-            saved = saved_nodes.len(),
-            "dht node {} started",
-            hex(&id.0)
-        );
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(run(socket, node, rx, opts.state_file));
-        Ok(DhtHandle { tx, local_addr, id })
+        Ok(handle)
     }
 
+    /// The address of the first node (IPv4 when there is one).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.services[0].local_addr
+    }
+
+    /// The addresses of every node (one per family).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.services.iter().map(|s| s.local_addr).collect()
     }
 
     pub fn id(&self) -> NodeId {
         self.id
     }
 
-    /// Starts a `get_peers` lookup of `info_hash`, ending with `announce_peer` of
-    /// `announce_port` when one is given. `None` when the service has stopped.
+    /// Starts a `get_peers` lookup of `info_hash` in every family, ending with
+    /// `announce_peer` of `announce_port` when one is given. `None` when the service has
+    /// stopped.
     pub async fn lookup(
         &self,
         info_hash: InfoHash,
         announce_port: Option<u16>,
     ) -> Option<mpsc::Receiver<LookupEvent>> {
-        let (reply, rx) = mpsc::channel(32);
-        self.tx
-            .send(Cmd::Lookup {
-                info_hash,
-                announce_port,
-                reply,
-            })
+        self.start_lookup(NodeId(info_hash.0), announce_port, false)
             .await
-            .ok()?;
-        Some(rx)
     }
 
     /// Looks up our own id (what joining does); ends with [`LookupEvent::Done`].
     pub async fn find_self(&self) -> Option<mpsc::Receiver<LookupEvent>> {
-        let (reply, rx) = mpsc::channel(4);
-        self.tx.send(Cmd::FindNode { reply }).await.ok()?;
+        self.start_lookup(self.id, None, true).await
+    }
+
+    /// One lookup per node, merged: peers as they come, one `Done` with the sums once every
+    /// node's lookup has ended.
+    async fn start_lookup(
+        &self,
+        target: NodeId,
+        announce_port: Option<u16>,
+        find_node: bool,
+    ) -> Option<mpsc::Receiver<LookupEvent>> {
+        let (each_tx, mut each_rx) = mpsc::channel(32);
+        let mut started = 0usize;
+        for s in self.services.iter() {
+            let cmd = Cmd::Lookup {
+                target,
+                announce_port,
+                find_node,
+                reply: each_tx.clone(),
+            };
+            if s.tx.send(cmd).await.is_ok() {
+                started += 1;
+            }
+        }
+        drop(each_tx);
+        if started == 0 {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(32);
+        tokio::spawn(async move {
+            let (mut closest, mut peers_found, mut announced_to, mut done) = (0, 0, 0, 0);
+            while let Some(ev) = each_rx.recv().await {
+                match ev {
+                    LookupEvent::Peers(p) => {
+                        if tx.send(LookupEvent::Peers(p)).await.is_err() {
+                            return;
+                        }
+                    }
+                    LookupEvent::Done {
+                        closest: c,
+                        peers_found: f,
+                        announced_to: a,
+                    } => {
+                        closest += c;
+                        peers_found += f;
+                        announced_to += a;
+                        done += 1;
+                        if done == started {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = tx
+                .send(LookupEvent::Done {
+                    closest,
+                    peers_found,
+                    announced_to,
+                })
+                .await;
+        });
         Some(rx)
     }
 
-    /// The node's counters; `None` when the service has stopped.
+    /// The counters of every node, summed; `None` when the service has stopped.
     pub async fn stats(&self) -> Option<dht::Stats> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::Stats(tx)).await.ok()?;
-        rx.await.ok()
+        let mut total: Option<dht::Stats> = None;
+        for s in self.services.iter() {
+            let (tx, rx) = oneshot::channel();
+            if s.tx.send(Cmd::Stats(tx)).await.is_err() {
+                continue;
+            }
+            if let Ok(st) = rx.await {
+                let t = total.get_or_insert_with(dht::Stats::default);
+                t.nodes += st.nodes;
+                t.pending_queries += st.pending_queries;
+                t.lookups += st.lookups;
+                t.info_hashes += st.info_hashes;
+                t.stored_peers += st.stored_peers;
+                t.rate_limited_ips += st.rate_limited_ips;
+                t.queries_answered += st.queries_answered;
+                t.queries_dropped += st.queries_dropped;
+                t.bad_packets += st.bad_packets;
+            }
+        }
+        total
     }
 
-    /// Writes the routing table to the state file now.
+    /// Writes the routing tables to the state file now.
     pub async fn save(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Save(tx)).await.is_ok() {
-            let _ = rx.await;
+        let mut nodes = Vec::new();
+        for s in self.services.iter() {
+            let (tx, rx) = oneshot::channel();
+            if s.tx.send(Cmd::Nodes(tx)).await.is_ok() {
+                nodes.extend(rx.await.unwrap_or_default());
+            }
+        }
+        save(
+            self.id,
+            &nodes,
+            self.state_file.as_deref().map(|p| p.as_path()),
+        );
+    }
+
+    /// Saves the routing tables and stops every node (for every clone).
+    pub async fn shutdown(&self) {
+        let mut nodes = Vec::new();
+        let mut any = false;
+        for s in self.services.iter() {
+            let (tx, rx) = oneshot::channel();
+            if s.tx.send(Cmd::Shutdown(tx)).await.is_ok() {
+                any = true;
+                nodes.extend(rx.await.unwrap_or_default());
+            }
+        }
+        if any {
+            save(
+                self.id,
+                &nodes,
+                self.state_file.as_deref().map(|p| p.as_path()),
+            );
         }
     }
 
-    /// Saves the routing table and stops the service (for every clone).
-    pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
+    fn downgrade(&self) -> WeakHandle {
+        WeakHandle {
+            services: self
+                .services
+                .iter()
+                .map(|s| (s.tx.downgrade(), s.local_addr))
+                .collect(),
+            id: self.id,
+            state_file: self.state_file.clone(),
         }
     }
 }
 
-async fn run(
-    socket: UdpSocket,
-    mut node: Node,
-    mut cmds: mpsc::Receiver<Cmd>,
-    state_file: Option<PathBuf>,
-) {
+/// What the periodic saver holds: it must not keep the nodes alive on its own.
+struct WeakHandle {
+    services: Vec<(mpsc::WeakSender<Cmd>, SocketAddr)>,
+    id: NodeId,
+    state_file: Option<Arc<PathBuf>>,
+}
+
+async fn save_periodically(weak: WeakHandle) {
+    loop {
+        tokio::time::sleep(SAVE_INTERVAL).await;
+        let mut services = Vec::new();
+        for (w, local_addr) in &weak.services {
+            if let Some(tx) = w.upgrade() {
+                services.push(Service {
+                    tx,
+                    local_addr: *local_addr,
+                });
+            }
+        }
+        if services.is_empty() {
+            return;
+        }
+        DhtHandle {
+            services: Arc::new(services),
+            id: weak.id,
+            state_file: weak.state_file.clone(),
+        }
+        .save()
+        .await;
+    }
+}
+
+async fn run(socket: UdpSocket, mut node: Node, mut cmds: mpsc::Receiver<Cmd>) {
     let mut buf = vec![0u8; 65536];
     let mut replies: HashMap<LookupId, mpsc::Sender<LookupEvent>> = HashMap::new();
-    let mut next_save = tokio::time::Instant::now() + SAVE_INTERVAL;
-    let mut done: Option<oneshot::Sender<()>> = None;
     loop {
         flush(&socket, &mut node, &mut replies).await;
         let wake = node
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(5))
-            .min(next_save);
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(5));
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => node.handle_packet(from, &buf[..n], Instant::now()),
@@ -268,43 +446,28 @@ async fn run(
                 let now = Instant::now();
                 match cmd {
                     None => break,
-                    Some(Cmd::Lookup { info_hash, announce_port, reply }) => {
-                        let target = NodeId(info_hash.0);
-                        let id = match announce_port {
-                            Some(port) => node.announce(target, port, false, now),
-                            None => node.get_peers(target, now),
+                    Some(Cmd::Lookup { target, announce_port, find_node, reply }) => {
+                        let id = match (find_node, announce_port) {
+                            (true, _) => node.find_node(target, now),
+                            (false, Some(port)) => node.announce(target, port, false, now),
+                            (false, None) => node.get_peers(target, now),
                         };
-                        replies.insert(id, reply);
-                    }
-                    Some(Cmd::FindNode { reply }) => {
-                        let id = node.find_node(node.id(), now);
                         replies.insert(id, reply);
                     }
                     Some(Cmd::Stats(tx)) => {
                         let _ = tx.send(node.stats());
                     }
-                    Some(Cmd::Save(tx)) => {
-                        save(&node, state_file.as_deref());
-                        let _ = tx.send(());
+                    Some(Cmd::Nodes(tx)) => {
+                        let _ = tx.send(node.routing_table_nodes());
                     }
                     Some(Cmd::Shutdown(tx)) => {
-                        done = Some(tx);
+                        let _ = tx.send(node.routing_table_nodes());
                         break;
                     }
                 }
             }
-            _ = tokio::time::sleep_until(wake) => {
-                node.handle_timeout(Instant::now());
-                if tokio::time::Instant::now() >= next_save {
-                    save(&node, state_file.as_deref());
-                    next_save = tokio::time::Instant::now() + SAVE_INTERVAL;
-                }
-            }
+            _ = tokio::time::sleep_until(wake) => node.handle_timeout(Instant::now()),
         }
-    }
-    save(&node, state_file.as_deref());
-    if let Some(tx) = done {
-        let _ = tx.send(());
     }
 }
 
@@ -350,28 +513,40 @@ async fn flush(
 /// What the state file holds.
 struct State {
     id: NodeId,
+    /// IPv4 and IPv6 nodes.
     nodes: Vec<NodeInfo>,
 }
 
-fn save(node: &Node, path: Option<&Path>) {
+/// Writes our id and up to [`MAX_SAVED_NODES`] nodes per family, atomically (temporary file,
+/// then rename).
+fn save(id: NodeId, nodes: &[NodeInfo], path: Option<&Path>) {
     let Some(path) = path else { return };
-    let mut nodes = node.routing_table_nodes();
-    nodes.truncate(MAX_SAVED_NODES);
-    if nodes.is_empty() {
+    if nodes.is_empty() && path.exists() {
         // Keep what an earlier run saved rather than overwrite it with nothing (a run that
         // never reached the network should not forget the table).
-        if path.exists() {
-            return;
-        }
+        return;
     }
-    let v6 = node.config_ipv6();
-    let bytes = bencode::OwnedValue::dict()
-        .with("id", bencode::OwnedValue::bytes(node.id().0.to_vec()))
-        .with(
-            if v6 { "nodes6" } else { "nodes" },
-            bencode::OwnedValue::bytes(dht::krpc::compact_nodes(&nodes, v6)),
-        )
-        .to_bytes();
+    let family = |v6: bool| -> Vec<NodeInfo> {
+        nodes
+            .iter()
+            .filter(|n| n.addr.is_ipv6() == v6)
+            .take(MAX_SAVED_NODES)
+            .cloned()
+            .collect()
+    };
+    let (v4, v6) = (family(false), family(true));
+    let mut d = bencode::OwnedValue::dict().with("id", bencode::OwnedValue::bytes(id.0.to_vec()));
+    d = d.with(
+        "nodes",
+        bencode::OwnedValue::bytes(dht::krpc::compact_nodes(&v4, false)),
+    );
+    if !v6.is_empty() {
+        d = d.with(
+            "nodes6",
+            bencode::OwnedValue::bytes(dht::krpc::compact_nodes(&v6, true)),
+        );
+    }
+    let bytes = d.to_bytes();
     let write = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -381,7 +556,12 @@ fn save(node: &Node, path: Option<&Path>) {
             std::fs::rename(&tmp, path)
         });
     match write {
-        Ok(()) => tracing::debug!("dht: saved {} nodes to {}", nodes.len(), path.display()),
+        Ok(()) => tracing::debug!(
+            "dht: saved {} + {} nodes to {}",
+            v4.len(),
+            v6.len(),
+            path.display()
+        ),
         Err(e) => tracing::warn!(
             "dht: cannot save the routing table to {}: {e}",
             path.display()
@@ -391,7 +571,7 @@ fn save(node: &Node, path: Option<&Path>) {
 
 /// The saved table, or `None` (logged) when the file is missing, too big or malformed: a bad
 /// state file costs a fresh join, nothing more.
-fn load_state(path: &Path, v6: bool) -> Option<State> {
+fn load_state(path: &Path) -> Option<State> {
     let meta = std::fs::metadata(path).ok()?;
     if meta.len() > MAX_STATE_FILE {
         tracing::warn!("dht: {} is too big; ignoring it", path.display());
@@ -401,12 +581,12 @@ fn load_state(path: &Path, v6: bool) -> Option<State> {
     let parsed = bencode::decode(&bytes).ok().and_then(|v| {
         let d = v.as_dict()?;
         let id = NodeId::from_slice(d.get("id")?.as_bytes()?)?;
-        let key = if v6 { "nodes6" } else { "nodes" };
-        let nodes = d
-            .get(key)
-            .and_then(|n| n.as_bytes())
-            .map(|b| dht::krpc::parse_compact_nodes(b, v6))
-            .unwrap_or_default();
+        let mut nodes = Vec::new();
+        for (key, v6) in [("nodes", false), ("nodes6", true)] {
+            if let Some(b) = d.get(key).and_then(|n| n.as_bytes()) {
+                nodes.extend(dht::krpc::parse_compact_nodes(b, v6));
+            }
+        }
         Some(State { id, nodes })
     });
     if parsed.is_none() {
@@ -500,19 +680,31 @@ mod tests {
     fn state_file_round_trips_and_bad_files_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dht.dat");
-        let now = Instant::now();
-        let node = Node::new(NodeId([9; 20]), Config::default(), now);
         // An empty table still records the id when there was no file.
-        save(&node, Some(&path));
-        let s = load_state(&path, false).expect("saved state");
+        save(NodeId([9; 20]), &[], Some(&path));
+        let s = load_state(&path).expect("saved state");
         assert_eq!(s.id, NodeId([9; 20]));
         assert!(s.nodes.is_empty());
+        // Both families round-trip; an empty table does not overwrite a saved one.
+        let nodes = vec![
+            NodeInfo {
+                id: NodeId([1; 20]),
+                addr: "127.0.0.5:6881".parse().unwrap(),
+            },
+            NodeInfo {
+                id: NodeId([2; 20]),
+                addr: "[::1]:6882".parse().unwrap(),
+            },
+        ];
+        save(NodeId([9; 20]), &nodes, Some(&path));
+        save(NodeId([9; 20]), &[], Some(&path));
+        assert_eq!(load_state(&path).expect("saved state").nodes, nodes);
 
         std::fs::write(&path, b"d2:id3:abce").unwrap();
-        assert!(load_state(&path, false).is_none());
+        assert!(load_state(&path).is_none());
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(load_state(&path, false).is_none());
-        assert!(load_state(&dir.path().join("missing"), false).is_none());
+        assert!(load_state(&path).is_none());
+        assert!(load_state(&dir.path().join("missing")).is_none());
     }
 
     /// Two services on loopback: one announces, the other finds the announced peer.
@@ -561,5 +753,62 @@ mod tests {
         b.shutdown().await;
         c.shutdown().await;
         assert!(a.stats().await.is_none(), "service still running");
+    }
+
+    /// Dual-stack services (127.0.0.1 and ::1): an announce reaches both families' tables
+    /// and a lookup from either family finds it; the state file keeps both.
+    #[tokio::test]
+    async fn dual_stack_services_announce_and_find_in_both_families() {
+        let v6_ok = std::net::UdpSocket::bind("[::1]:0").is_ok();
+        let dual = |boot: Option<&DhtHandle>| {
+            let mut o = DhtOptions::new("127.0.0.1:0".parse().unwrap());
+            o.listen.push("[::1]:0".parse().unwrap());
+            if let Some(b) = boot {
+                o.bootstrap = b.local_addrs().iter().map(|a| a.to_string()).collect();
+            }
+            o
+        };
+        let a = DhtHandle::start(dual(None)).await.unwrap();
+        if !v6_ok {
+            // No IPv6 here: the IPv4 node alone runs.
+            assert_eq!(a.local_addrs().len(), 1);
+            return;
+        }
+        assert_eq!(a.local_addrs().len(), 2);
+        let b = DhtHandle::start(dual(Some(&a))).await.unwrap();
+        let ih = InfoHash([0x6b; 20]);
+        let mut rx = b.lookup(ih, Some(5151)).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let announced = loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(LookupEvent::Done { announced_to, .. })) => break announced_to,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => panic!("announce never finished"),
+            }
+        };
+        assert!(announced >= 2, "one announce per family, got {announced}");
+        let mut oc = DhtOptions::new("[::1]:0".parse().unwrap());
+        oc.bootstrap = a.local_addrs().iter().map(|a| a.to_string()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        oc.state_file = Some(dir.path().join("c.dat"));
+        let c = DhtHandle::start(oc).await.unwrap();
+        let mut rx = c.lookup(ih, None).await.unwrap();
+        let mut peers = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(LookupEvent::Peers(p))) => peers.extend(p),
+                Ok(Some(LookupEvent::Done { .. })) => break,
+                Ok(None) | Err(_) => panic!("lookup never finished"),
+            }
+        }
+        assert!(
+            peers.contains(&"[::1]:5151".parse().unwrap()),
+            "the IPv6 announce was not found: {peers:?}"
+        );
+        c.shutdown().await;
+        let saved = load_state(&dir.path().join("c.dat")).expect("state saved");
+        assert!(saved.nodes.iter().all(|n| n.addr.is_ipv6()) && !saved.nodes.is_empty());
+        a.shutdown().await;
+        b.shutdown().await;
     }
 }
