@@ -82,6 +82,7 @@ enum Cmd {
         find_node: bool,
         reply: mpsc::Sender<LookupEvent>,
     },
+    AddNode(SocketAddr),
     Stats(oneshot::Sender<dht::Stats>),
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
     Shutdown(oneshot::Sender<Vec<NodeInfo>>),
@@ -322,6 +323,18 @@ impl DhtHandle {
         Some(rx)
     }
 
+    /// Pings `addr` (a node a peer named in a `Port` message) into the table of its
+    /// family's node. Never waits: dropped when the node is busy.
+    pub fn add_node(&self, addr: SocketAddr) {
+        if let Some(s) = self
+            .services
+            .iter()
+            .find(|s| s.local_addr.is_ipv6() == addr.is_ipv6())
+        {
+            let _ = s.tx.try_send(Cmd::AddNode(addr));
+        }
+    }
+
     /// The counters of every node, summed; `None` when the service has stopped.
     pub async fn stats(&self) -> Option<dht::Stats> {
         let mut total: Option<dht::Stats> = None;
@@ -454,6 +467,7 @@ async fn run(socket: UdpSocket, mut node: Node, mut cmds: mpsc::Receiver<Cmd>) {
                         };
                         replies.insert(id, reply);
                     }
+                    Some(Cmd::AddNode(addr)) => node.add_node(addr, now),
                     Some(Cmd::Stats(tx)) => {
                         let _ = tx.send(node.stats());
                     }

@@ -616,7 +616,8 @@ async fn connection_inner(
     rx: &mut mpsc::UnboundedReceiver<Message>,
     events: &mpsc::Sender<ConnEvent>,
 ) -> Result<(), String> {
-    let (stream, hs) = connect_and_handshake(addr, info_hash, peer_id).await?;
+    let (stream, hs) =
+        connect_and_handshake(addr, wire::Handshake::new(info_hash, peer_id)).await?;
     if !hs.supports_extended() {
         return Err("no extension protocol (BEP 10)".into());
     }

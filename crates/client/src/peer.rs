@@ -57,6 +57,21 @@ pub(crate) struct ConnCtx {
     pub next_key: AtomicU64,
     /// Torrent-wide upload counter.
     pub uploaded: AtomicU64,
+    /// Our DHT node's UDP port, when the torrent uses the DHT: the handshake says so and
+    /// peers that run a node get a `Port` message (BEP 5).
+    pub dht_port: Option<u16>,
+}
+
+impl ConnCtx {
+    /// The handshake we send on this torrent's connections.
+    pub fn handshake(&self) -> Handshake {
+        let hs = Handshake::new(self.info_hash, self.peer_id);
+        if self.dht_port.is_some() {
+            hs.with_dht()
+        } else {
+            hs
+        }
+    }
 }
 
 /// Everything the torrent task keeps for a live connection. Dropping it closes the
@@ -69,7 +84,7 @@ pub(crate) struct PeerLink {
 
 /// Dials `addr` and runs the connection until it ends.
 pub(crate) async fn dial(addr: SocketAddr, ctx: Arc<ConnCtx>) {
-    match connect_and_handshake(addr, ctx.info_hash, ctx.peer_id).await {
+    match connect_and_handshake(addr, ctx.handshake()).await {
         Ok((stream, hs)) => run(stream, addr, hs, false, ctx).await,
         Err(reason) => {
             let _ = ctx.events.send(Event::DialFailed { addr, reason }).await;
@@ -81,15 +96,14 @@ pub(crate) async fn dial(addr: SocketAddr, ctx: Arc<ConnCtx>) {
 /// info-hash. Bounded by the connect and handshake timeouts.
 pub(crate) async fn connect_and_handshake(
     addr: SocketAddr,
-    info_hash: InfoHash,
-    peer_id: PeerId,
+    ours: Handshake,
 ) -> Result<(TcpStream, Handshake), String> {
+    let info_hash = ours.info_hash;
     let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let ours = Handshake::new(info_hash, peer_id);
     stream
         .write_all(&ours.encode())
         .await
@@ -115,7 +129,7 @@ pub(crate) async fn accept(mut stream: TcpStream, addr: SocketAddr, ctx: Arc<Con
         tracing::debug!(%addr, "incoming handshake for an unknown torrent {}", hs.info_hash);
         return;
     }
-    let ours = Handshake::new(ctx.info_hash, ctx.peer_id);
+    let ours = ctx.handshake();
     if stream.write_all(&ours.encode()).await.is_err() {
         return;
     }

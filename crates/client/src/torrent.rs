@@ -209,6 +209,10 @@ pub async fn run_torrent(
         down_limit: Arc::new(RateLimiter::new(opts.max_down)),
         next_key: AtomicU64::new(1),
         uploaded: AtomicU64::new(0),
+        dht_port: match &opts.dht {
+            Some(d) if !info.private => Some(d.local_addr().port()),
+            _ => None,
+        },
     });
 
     let shared = Arc::new(SharedStats::default());
@@ -272,6 +276,7 @@ pub async fn run_torrent(
         down_meter: RateMeter::default(),
         up_meter: RateMeter::default(),
         first_piece_published: false,
+        dht: opts.dht.clone().filter(|_| !info.private),
     };
     for addr in &opts.peers {
         t.add_candidate(*addr, true);
@@ -324,6 +329,8 @@ struct TorrentTask {
     events_tx: mpsc::Sender<Event>,
     down_meter: RateMeter,
     up_meter: RateMeter,
+    /// The DHT, for nodes that peers name in `Port` messages (not for private torrents).
+    dht: Option<crate::DhtHandle>,
     /// The first piece verified in this run has been published at once (not at the next
     /// status interval): time to first piece is what streaming and the DHT benchmark see.
     first_piece_published: bool,
@@ -508,6 +515,10 @@ impl TorrentTask {
         // opening goes out before our extension handshake.
         self.engine.add_peer(key, fast, now);
         self.drain_actions();
+        // BEP 5: a peer that runs a DHT node learns where ours listens.
+        if let (true, Some(port)) = (hs.supports_dht(), self.ctx.dht_port) {
+            self.send(key, Message::Port(port));
+        }
         if extended {
             let ours = wire::ExtHandshake {
                 v: Some(format!("spate {}", env!("CARGO_PKG_VERSION"))),
@@ -533,6 +544,14 @@ impl TorrentTask {
             return;
         }
         match msg {
+            Message::Port(port) => {
+                // BEP 5: the peer's DHT node; ping it into our routing table.
+                if let (Some(d), Some(p)) = (&self.dht, self.peers.get(&key)) {
+                    if port != 0 {
+                        d.add_node(SocketAddr::new(p.addr.ip(), port));
+                    }
+                }
+            }
             Message::Piece { piece, begin, data } => {
                 let lengths = self.info.lengths;
                 let Some(block) = lengths.validate(piece, begin, data.len() as u32, BLOCK_SIZE)

@@ -55,6 +55,12 @@ impl Handshake {
         }
     }
 
+    /// The same, also announcing a DHT node (BEP 5): the peer may send us a `Port` message.
+    pub fn with_dht(mut self) -> Self {
+        self.reserved[DHT_BIT.0] |= DHT_BIT.1;
+        self
+    }
+
     /// The 68 bytes on the wire.
     pub fn encode(&self) -> [u8; 68] {
         let mut out = [0u8; 68];
