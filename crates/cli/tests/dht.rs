@@ -18,7 +18,9 @@ use anyhow::{bail, Context, Result};
 use common::{expect_ok, same_file, spate};
 use testkit::bencode::info_hash_of_file;
 use testkit::data::write_random_file;
-use testkit::{poll_until, require_tools, Deadline, Proc, TestDir, SYSTEM_PYTHON, TEST_TIMEOUT};
+use testkit::{
+    poll_until, require_tools, Deadline, Finished, Proc, TestDir, SYSTEM_PYTHON, TEST_TIMEOUT,
+};
 
 const PIECE: &str = "65536";
 const SIZE: u64 = 4 * 1024 * 1024 + 4321;
@@ -84,6 +86,53 @@ impl Swarm {
 
     fn procs(&self) -> Vec<&Proc> {
         self.nodes.iter().collect()
+    }
+
+    /// `spate seed TORRENT FILE` on 127.0.N.80, joining through node 4; returns once it has
+    /// checked its data.
+    fn spate_seeder(&self, td: &TestDir, name: &str, torrent: &Path, file: &Path) -> Result<Proc> {
+        let seeder = Proc::spawn(
+            name,
+            spate().command_with_dht([
+                "seed",
+                torrent.to_str().unwrap(),
+                file.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.{}.80:{DHT_PORT}", self.net),
+                "--dht-bootstrap",
+                &self.entry(4).to_string(),
+                "--dht-state",
+                td.join(format!("{name}.dat")).to_str().unwrap(),
+            ]),
+            &td.logs(),
+        )?;
+        seeder.wait_for_line(Duration::from_secs(60), "the check report", |l| {
+            l.contains("pieces valid on disk")
+        })?;
+        Ok(seeder)
+    }
+
+    /// `spate dht peers HASH` from 127.0.N.95, joining through node `via`.
+    fn dht_peers(&self, td: &TestDir, hash: &str, via: u8, timeout_s: u32) -> Result<Finished> {
+        let entry = self.entry(via).to_string();
+        let from = format!("127.0.{}.95:0", self.net);
+        let timeout = timeout_s.to_string();
+        spate().run(
+            td,
+            "spate-dht-peers",
+            [
+                "dht",
+                "peers",
+                hash,
+                "--bootstrap",
+                entry.as_str(),
+                "--listen",
+                from.as_str(),
+                "--timeout",
+                timeout.as_str(),
+            ],
+            Duration::from_secs(u64::from(timeout_s) + 20),
+        )
     }
 }
 
@@ -230,47 +279,11 @@ fn libtorrent_finds_spate_seeder_through_dht() -> Result<()> {
     let swarm = Swarm::start(&td, net)?;
     let (file, torrent, hash) = fixture(&td, 0xd48)?;
     let seed_addr = format!("127.0.{net}.80:{DHT_PORT}");
-    let seeder = Proc::spawn(
-        "spate-seed-dht",
-        spate().command_with_dht([
-            "seed",
-            torrent.to_str().unwrap(),
-            file.to_str().unwrap(),
-            "--listen",
-            &seed_addr,
-            "--dht-bootstrap",
-            &swarm.entry(4).to_string(),
-            "--dht-state",
-            td.join("seed-dht.dat").to_str().unwrap(),
-        ]),
-        &td.logs(),
-    )?;
-    seeder.wait_for_line(Duration::from_secs(60), "the check report", |l| {
-        l.contains("pieces valid on disk")
-    })?;
+    let seeder = swarm.spate_seeder(&td, "spate-seed-dht", &torrent, &file)?;
 
     // `spate dht peers` sees the announce (the seeder announces as soon as it starts).
     let found = poll_until(Duration::from_secs(30), || {
-        let entry = swarm.entry(17).to_string();
-        let from = format!("127.0.{net}.95:0");
-        let f = spate()
-            .run(
-                &td,
-                "spate-dht-peers",
-                [
-                    "dht",
-                    "peers",
-                    hash.as_str(),
-                    "--bootstrap",
-                    entry.as_str(),
-                    "--listen",
-                    from.as_str(),
-                    "--timeout",
-                    "20",
-                ],
-                Duration::from_secs(40),
-            )
-            .ok()?;
+        let f = swarm.dht_peers(&td, &hash, 17, 20).ok()?;
         f.stdout.lines().any(|l| l.trim() == seed_addr).then_some(f)
     });
     let found = found.with_context(|| {
@@ -316,41 +329,9 @@ fn private_torrent_is_not_announced() -> Result<()> {
     let f = spate().create(&td, &file, &torrent, &["--private"])?;
     assert!(f.status.success(), "{}", f.stderr);
     let hash = info_hash_of_file(&torrent)?;
-    let seeder = Proc::spawn(
-        "spate-seed-private",
-        spate().command_with_dht([
-            "seed",
-            torrent.to_str().unwrap(),
-            file.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.{net}.80:{DHT_PORT}"),
-            "--dht-bootstrap",
-            &swarm.entry(4).to_string(),
-            "--dht-state",
-            td.join("seed-dht.dat").to_str().unwrap(),
-        ]),
-        &td.logs(),
-    )?;
-    seeder.wait_for_line(Duration::from_secs(60), "the check report", |l| {
-        l.contains("pieces valid on disk")
-    })?;
+    let seeder = swarm.spate_seeder(&td, "spate-seed-private", &torrent, &file)?;
     std::thread::sleep(Duration::from_secs(3));
-    let lookup = spate().run(
-        &td,
-        "spate-dht-peers",
-        [
-            "dht",
-            "peers",
-            hash.as_str(),
-            "--bootstrap",
-            &swarm.entry(11).to_string(),
-            "--listen",
-            &format!("127.0.{net}.95:0"),
-            "--timeout",
-            "15",
-        ],
-        Duration::from_secs(30),
-    )?;
+    let lookup = swarm.dht_peers(&td, &hash, 11, 15)?;
     assert_eq!(lookup.status.code(), Some(1), "{}", lookup.stderr);
     assert!(lookup.stdout.trim().is_empty(), "{}", lookup.stdout);
     assert!(
