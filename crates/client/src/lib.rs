@@ -24,6 +24,7 @@ mod error;
 mod metadata;
 pub mod options;
 mod peer;
+mod pex;
 pub mod rate;
 mod torrent;
 

@@ -97,6 +97,8 @@ pub struct Status {
     pub peers: usize,
     /// Known peer addresses not connected.
     pub candidates: usize,
+    /// Peer addresses learned from peer exchange (BEP 11) and still kept.
+    pub pex_learned: usize,
     pub listen: Option<SocketAddr>,
     /// A human-readable line about the last tracker exchange.
     pub tracker: Option<String>,

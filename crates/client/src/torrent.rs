@@ -25,6 +25,7 @@ use crate::disk::{verify_and_write, PieceVerdict};
 use crate::error::ClientError;
 use crate::options::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
 use crate::peer::{self, ConnCtx, Out, PeerKey, PeerLink};
+use crate::pex::{self, Advert, Pex, Received, RecvCtx};
 use crate::rate::{RateLimiter, RateMeter};
 
 /// Everything that reaches the torrent task.
@@ -91,8 +92,11 @@ struct Candidate {
     connecting: bool,
     failures: u32,
     next_try: Instant,
-    /// It had every piece last time we saw it.
+    /// It had every piece last time we saw it (or a PEX message said it was a seed).
     seed: bool,
+    /// Learned from peer exchange: counted against [`pex::MAX_LEARNED`] and let go of after
+    /// [`PEX_CANDIDATE_MAX_FAILURES`] failed dials.
+    from_pex: bool,
 }
 
 struct PeerEntry {
@@ -117,6 +121,9 @@ pub(crate) const UT_METADATA_ID: u8 = 2;
 /// Metadata pieces served per connection before further requests are rejected: enough to
 /// send a 16 MiB info dict twice over, not enough to let one peer keep us busy forever.
 const MAX_METADATA_PIECES_SERVED: u32 = 2048;
+
+/// Failed dials after which a PEX-learned address is forgotten (making room for others).
+const PEX_CANDIDATE_MAX_FAILURES: u32 = 3;
 
 const TICK: Duration = Duration::from_millis(250);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -254,6 +261,7 @@ pub async fn run_torrent(
         info_hash,
         engine,
         ctx,
+        pex: Pex::new(info.private),
         peers: HashMap::new(),
         candidates: HashMap::new(),
         banned: Bans::default(),
@@ -305,6 +313,8 @@ struct TorrentTask {
     info_hash: InfoHash,
     engine: engine::Torrent,
     ctx: Arc<ConnCtx>,
+    /// Peer exchange bookkeeping (off for private torrents).
+    pex: Pex,
     peers: HashMap<PeerKey, PeerEntry>,
     candidates: HashMap<SocketAddr, Candidate>,
     banned: Bans,
@@ -389,6 +399,7 @@ impl TorrentTask {
                     self.feed_upload_stats(now);
                     self.engine.tick(now);
                     self.drain_actions();
+                    self.send_pex(now);
                     self.connect_more(now);
                     let dt = now.duration_since(last_rate_sample).as_secs_f64();
                     if dt >= 1.0 {
@@ -438,6 +449,11 @@ impl TorrentTask {
                     if reason.contains("ourselves") {
                         c.failures = u32::MAX / 2;
                         c.next_try = now + Duration::from_secs(3600 * 24);
+                    }
+                    if c.from_pex && !c.from_user && c.failures >= PEX_CANDIDATE_MAX_FAILURES {
+                        self.candidates.remove(&addr);
+                        self.pex.forget(addr);
+                        self.status.pex_learned = self.pex.learned();
                     }
                 }
             }
@@ -511,6 +527,7 @@ impl TorrentTask {
                 metadata_served: 0,
             },
         );
+        self.pex.on_connected(key, now);
         // The bitfield (or HaveAll/HaveNone) must be the first message, so the engine's
         // opening goes out before our extension handshake.
         self.engine.add_peer(key, fast, now);
@@ -525,7 +542,10 @@ impl TorrentTask {
                 p: Some(self.status.listen.map(|a| a.port()).unwrap_or(0)),
                 reqq: Some(1000),
                 upload_only: self.engine.is_complete(),
-                m: [("ut_metadata".to_owned(), UT_METADATA_ID)].into(),
+                m: [("ut_metadata".to_owned(), UT_METADATA_ID)]
+                    .into_iter()
+                    .chain(self.pex.handshake_entry())
+                    .collect(),
                 metadata_size: Some(self.info_bytes.len() as u64),
                 ..Default::default()
             };
@@ -602,10 +622,14 @@ impl TorrentTask {
                                 failures: 0,
                                 next_try: now,
                                 seed: false,
+                                from_pex: false,
                             });
                             c.connected = true;
                         }
                     }
+                    let own = self.peers.get(&key).and_then(|p| p.candidate);
+                    self.pex
+                        .on_ext_handshake(key, hs.extension_id("ut_pex"), own);
                 }
                 Err(e) => tracing::debug!(key, "bad extension handshake: {e}"),
             },
@@ -613,6 +637,10 @@ impl TorrentTask {
                 id: UT_METADATA_ID,
                 payload,
             } => self.on_metadata_msg(key, &payload),
+            Message::Extended {
+                id: pex::UT_PEX_ID,
+                payload,
+            } => self.on_pex_msg(key, &payload, now),
             Message::Extended { .. } => {}
             other => {
                 match &other {
@@ -783,6 +811,7 @@ impl TorrentTask {
         };
         let was_seed = p.have_count >= self.info.lengths.num_pieces();
         self.engine.remove_peer(key);
+        self.pex.on_disconnected(key);
         self.drain_actions();
         if let Some(c) = p.candidate.and_then(|a| self.candidates.get_mut(&a)) {
             c.connected = false;
@@ -793,9 +822,10 @@ impl TorrentTask {
         // blocks it accepted as received, so the bytes must stay until the piece completes.
     }
 
-    fn add_candidate(&mut self, addr: SocketAddr, from_user: bool) {
+    /// Adds (or refreshes) a known address; false if it is refused (port 0, banned, ours).
+    fn add_candidate(&mut self, addr: SocketAddr, from_user: bool) -> bool {
         if addr.port() == 0 || self.banned.contains(addr) || Some(addr) == self.status.listen {
-            return;
+            return false;
         }
         let now = Instant::now();
         let c = self.candidates.entry(addr).or_insert(Candidate {
@@ -805,10 +835,100 @@ impl TorrentTask {
             failures: 0,
             next_try: now,
             seed: false,
+            from_pex: false,
         });
         c.from_user |= from_user;
         if !c.connected && !c.connecting && c.failures < 20 {
             c.next_try = c.next_try.min(now);
+        }
+        true
+    }
+
+    /// A `ut_pex` message: new addresses become candidates (within the PEX cap) and are
+    /// dialled as room allows.
+    fn on_pex_msg(&mut self, key: PeerKey, payload: &[u8], now: Instant) {
+        let ctx = RecvCtx {
+            listen: self.status.listen,
+            complete: self.engine.is_complete(),
+        };
+        let from = self.peers.get(&key).map(|p| p.addr);
+        let (added, total) = match self.pex.on_message(key, payload, now, ctx) {
+            Received::Ignored(why) => {
+                tracing::debug!(key, ?from, "ignoring ut_pex message: {why}");
+                return;
+            }
+            Received::Peers { added, total } => (added, total),
+        };
+        let mut new = 0usize;
+        for (addr, flags) in added {
+            if self.candidates.contains_key(&addr) || self.banned.contains(addr) {
+                continue;
+            }
+            if !self.pex.learn(addr) {
+                break; // the cap is reached: the rest of this message is dropped
+            }
+            if !self.add_candidate(addr, false) {
+                self.pex.forget(addr);
+                continue;
+            }
+            if let Some(c) = self.candidates.get_mut(&addr) {
+                c.from_pex = true;
+                c.seed = flags.contains(wire::PexFlags::SEED);
+            }
+            new += 1;
+            tracing::debug!(%addr, flags = flags.0, ?from, "pex: learned peer");
+        }
+        tracing::debug!(
+            key,
+            ?from,
+            entries = total,
+            new,
+            learned = self.pex.learned(),
+            "pex: message taken"
+        );
+        self.status.pex_learned = self.pex.learned();
+        if new > 0 {
+            self.connect_more(now);
+        }
+    }
+
+    /// Sends the `ut_pex` messages that are due: every connected peer we can name by a
+    /// dialable address (the one we dialled, or its IP and the port it gave in `p`).
+    fn send_pex(&mut self, now: Instant) {
+        if !self.pex.enabled() {
+            return;
+        }
+        let pieces = self.info.lengths.num_pieces();
+        let current: Vec<Advert> = self
+            .peers
+            .iter()
+            .filter_map(|(&key, p)| {
+                let addr = p.candidate?;
+                let mut f = wire::PexFlags::REACHABLE;
+                if p.have_count >= pieces {
+                    f |= wire::PexFlags::SEED;
+                }
+                Some(Advert {
+                    key,
+                    addr,
+                    flags: wire::PexFlags(f),
+                })
+            })
+            .collect();
+        for (key, id, msg) in self.pex.poll_send(now, &current) {
+            tracing::debug!(
+                key,
+                added = msg.added.len(),
+                dropped = msg.dropped.len(),
+                "pex: sending"
+            );
+            self.send(
+                key,
+                Message::Extended {
+                    id,
+                    payload: msg.encode().into(),
+                },
+            );
         }
     }
 
@@ -924,6 +1044,7 @@ impl TorrentTask {
     fn publish_status(&mut self) {
         self.status.peers = self.peers.len();
         self.status.candidates = self.candidates.values().filter(|c| !c.connected).count();
+        self.status.pex_learned = self.pex.learned();
         self.status.downloaded = self.downloaded;
         self.status.uploaded = self.ctx.uploaded.load(Ordering::Relaxed);
         let _ = self.status_tx.send(self.status.clone());
