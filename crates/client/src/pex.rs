@@ -181,6 +181,7 @@ impl Pex {
             Err(_) => return Received::Ignored("not a bencoded dict"),
         };
         p.last_taken = Some(now);
+        tracing::trace!(key, ?msg, "ut_pex message");
         let total = msg.added.len() + msg.dropped.len();
         let mut seen = HashSet::new();
         let added = msg

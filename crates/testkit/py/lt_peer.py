@@ -3,13 +3,18 @@
 
 Run with Debian's interpreter (/usr/bin/python3): python3-libtorrent is built for it.
 
-  lt_peer.py seed   TORRENT SAVE_DIR PORT PEERS TIMEOUT [--upload-limit BYTES_PER_S]
-  lt_peer.py leech  TORRENT OUT_DIR  PORT PEERS TIMEOUT [--upload-limit BYTES_PER_S]
+  lt_peer.py seed   TORRENT SAVE_DIR PORT PEERS TIMEOUT [OPTIONS]
+  lt_peer.py leech  TORRENT OUT_DIR  PORT PEERS TIMEOUT [OPTIONS]
   lt_peer.py create PATH OUT.torrent PIECE_LENGTH [--private] [--tracker URL]...
   lt_peer.py infohash TORRENT
 
 PEERS is a comma-separated list of ports (meaning 127.0.0.1:PORT) or HOST:PORT, or "-" for
-none. Every peer is dialled with connect_peer at start and again every 2 s while it is not
+none. OPTIONS (seed and leech):
+  --upload-limit BYTES_PER_S     per-torrent upload limit
+  --download-limit BYTES_PER_S   per-torrent download limit
+  --no-pex                       the torrent flag disable_pex: neither send nor take PEX
+  --print-peers                  print a `peer ...` line for each new connection
+Every peer is dialled with connect_peer at start and again every 2 s while it is not
 connected (a Transmission leecher never dials out on loopback, so the seeder must dial it).
 
 Output (stdout, line by line, flushed):
@@ -17,6 +22,8 @@ Output (stdout, line by line, flushed):
   checked have=N/M pieces
   seeding                           (seeder: the data checked complete)
   status state=S progress=P downloaded=N uploaded=N peers=N   (every 0.5 s)
+  peer IP:PORT pid=PREFIX outgoing=0|1 source=N  (with --print-peers; PREFIX: the first 8
+                                    bytes of the peer id, e.g. -SP0100- for spate)
   finished downloaded=N uploaded=N seconds=T                   (leecher, then exit 0)
 Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
 timed out (seeder: it only serves until TIMEOUT), 1 leecher timed out, 2 bad usage,
@@ -79,17 +86,23 @@ def drain_alerts(ses):
             err('alert: %s: %s' % (type(a).__name__, a.message()))
 
 
-def run_peer(role, torrent, directory, port, peers, timeout, upload_limit):
+def run_peer(role, torrent, directory, port, peers, timeout, upload_limit,
+             download_limit=0, no_pex=False, print_peers=False):
     ses = lt.session(settings(port))
     info = lt.torrent_info(torrent)
     params = lt.add_torrent_params()
     params.ti = info
     params.save_path = directory
+    if no_pex:
+        params.flags |= lt.torrent_flags.disable_pex
     h = ses.add_torrent(params)
     if upload_limit:
         # The torrent's own peer class applies to local peers too (the session's global
         # limit does not: libtorrent exempts local networks from it).
         h.set_upload_limit(upload_limit)
+    if download_limit:
+        h.set_download_limit(download_limit)
+    printed = set()
     start = time.monotonic()
     deadline = start + timeout
 
@@ -133,6 +146,20 @@ def run_peer(role, torrent, directory, port, peers, timeout, upload_limit):
                 if p not in connected:
                     h.connect_peer(p)
             next_dial = now + 2.0
+        if print_peers:
+            try:
+                infos = h.get_peer_info()
+            except Exception:
+                infos = []
+            for pi in infos:
+                ep = '%s:%d' % (pi.ip[0], pi.ip[1])
+                if ep in printed or pi.pid.is_all_zeros():
+                    continue  # printed, or still in the handshake
+                printed.add(ep)
+                pid = bytes(pi.pid.to_bytes())[:8].decode('latin-1') if hasattr(pi.pid, 'to_bytes') \
+                    else str(pi.pid)[:16]
+                out = 1 if pi.flags & lt.peer_info.outgoing_connection else 0
+                log('peer %s pid=%s outgoing=%d source=%d' % (ep, pid, out, int(pi.source)))
         if now >= next_status:
             log('status state=%s progress=%.4f downloaded=%d uploaded=%d peers=%d'
                 % (s.state, s.progress, s.total_payload_download, s.total_payload_upload,
@@ -183,14 +210,27 @@ def main(argv):
         torrent, directory, port, peers, timeout = argv[2], argv[3], int(argv[4]), \
             parse_peers(argv[5]), float(argv[6])
         upload_limit = 0
+        download_limit = 0
+        no_pex = False
+        print_peers = False
         rest = argv[7:]
         while rest:
             if rest[0] == '--upload-limit' and len(rest) > 1:
                 upload_limit = int(rest[1])
                 rest = rest[2:]
+            elif rest[0] == '--download-limit' and len(rest) > 1:
+                download_limit = int(rest[1])
+                rest = rest[2:]
+            elif rest[0] == '--no-pex':
+                no_pex = True
+                rest = rest[1:]
+            elif rest[0] == '--print-peers':
+                print_peers = True
+                rest = rest[1:]
             else:
                 return usage()
-        return run_peer(role, torrent, directory, port, peers, timeout, upload_limit)
+        return run_peer(role, torrent, directory, port, peers, timeout, upload_limit,
+                        download_limit, no_pex, print_peers)
     if role == 'create':
         if len(argv) < 5:
             return usage()

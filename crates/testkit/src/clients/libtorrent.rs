@@ -115,6 +115,9 @@ pub struct LtPeer {
     peers: Vec<String>,
     timeout: Duration,
     upload_limit: Option<u64>,
+    download_limit: Option<u64>,
+    no_pex: bool,
+    print_peers: bool,
     name: Option<String>,
 }
 
@@ -128,6 +131,9 @@ impl LtPeer {
             peers: Vec::new(),
             timeout,
             upload_limit: None,
+            download_limit: None,
+            no_pex: false,
+            print_peers: false,
             name: None,
         }
     }
@@ -141,6 +147,26 @@ impl LtPeer {
     /// Per-torrent upload limit in bytes/s (it applies to local peers too).
     pub fn upload_limit(mut self, bytes_per_s: u64) -> LtPeer {
         self.upload_limit = Some(bytes_per_s);
+        self
+    }
+
+    /// Per-torrent download limit in bytes/s (it applies to local peers too).
+    pub fn download_limit(mut self, bytes_per_s: u64) -> LtPeer {
+        self.download_limit = Some(bytes_per_s);
+        self
+    }
+
+    /// Turn peer exchange off for this torrent (libtorrent's `disable_pex` flag): it neither
+    /// sends nor takes `ut_pex` messages.
+    pub fn no_pex(mut self) -> LtPeer {
+        self.no_pex = true;
+        self
+    }
+
+    /// Print `peer IP:PORT pid=PREFIX outgoing=0|1 source=N` for each new connection
+    /// (PREFIX: the first 8 bytes of the peer id; spate's is `-SP0100-`).
+    pub fn print_peers(mut self) -> LtPeer {
+        self.print_peers = true;
         self
     }
 
@@ -173,6 +199,15 @@ impl LtPeer {
             .arg(format!("{}", self.timeout.as_secs_f64()));
         if let Some(l) = self.upload_limit {
             cmd.args(["--upload-limit", &l.to_string()]);
+        }
+        if let Some(l) = self.download_limit {
+            cmd.args(["--download-limit", &l.to_string()]);
+        }
+        if self.no_pex {
+            cmd.arg("--no-pex");
+        }
+        if self.print_peers {
+            cmd.arg("--print-peers");
         }
         let name = self
             .name
