@@ -13,8 +13,9 @@ use crate::{parse_addr, CliError, CliResult};
 /// DHT settings shared by `download` and `seed`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DhtArgs {
-    /// Do not use the DHT (BEP 5) to find peers. Also set by SPATE_NO_DHT=1.
-    #[arg(long, env = "SPATE_NO_DHT")]
+    /// Do not use the DHT (BEP 5) to find peers. Also set by SPATE_NO_DHT=1 (or true, yes,
+    /// on; 0, false, no, off leave it on).
+    #[arg(long, env = "SPATE_NO_DHT", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_dht: bool,
     /// Join the DHT through this node (repeatable); replaces the default public routers.
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
