@@ -23,6 +23,9 @@
 //! - [`Torrent::record_uploaded`] with the bytes of `Piece` payloads sent to a peer (any
 //!   granularity): it feeds the seeding choker and retires served requests.
 //! - [`Torrent::allow_fast`] (optional) to give a fast peer an allowed-fast piece.
+//! - [`Torrent::set_wanted`] (optional) with the pieces to download (file selection): the
+//!   others are never started. Call it right after construction, or at any time to change
+//!   the selection.
 //! - [`Torrent::tick`] about once a second: choke rounds, optimistic unchoke, request
 //!   timeouts.
 //! - [`Torrent::remove_peer`] when a connection ends (also after a `Disconnect` action or an
@@ -38,13 +41,17 @@
 //! requests from sent ones and does not enforce that limit.
 //! After a [`Action::Disconnect`] the engine has already forgotten the peer.
 //!
-//! **Getters**: [`Torrent::have`], [`Torrent::is_complete`], [`Torrent::lengths`],
+//! **Getters**: [`Torrent::have`], [`Torrent::is_complete`] (every piece),
+//! [`Torrent::is_wanted_complete`] (every wanted piece: the download is done),
+//! [`Torrent::wanted`], [`Torrent::is_in_flight`], [`Torrent::lengths`],
 //! [`Torrent::num_peers`], [`Torrent::bytes_in_flight`], [`Torrent::peer_stats`],
 //! [`Torrent::missing_blocks`], [`Torrent::in_endgame`].
 //!
 //! Peer input never panics the engine; a message of an unknown peer is ignored.
 //!
 //! # Behaviour in brief
+//! - Selection: only wanted pieces are started; interest, end-game and the choker's
+//!   "seeding" mode follow the wanted pieces, so a finished selection seeds what it has.
 //! - Picking: a peer continues its piece, then takes an abandoned partial piece, then a new
 //!   piece rarest-first (random among equals) within `max_partial_bytes`, then shares a piece
 //!   in flight; a peer with nothing to do may exceed the budget by one piece. Only pieces the

@@ -31,6 +31,8 @@ pub(crate) enum PieceState {
     Partial,
     /// Every block received; the client is hashing it. Has a [`Partial`].
     Verifying,
+    /// Missing and not wanted (file selection): in no bucket, never started.
+    Skipped,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +73,11 @@ pub(crate) enum Received {
 pub(crate) struct Picker {
     lengths: Lengths,
     have: Bitfield,
+    /// Pieces we want (all of them unless a selection says otherwise). Had pieces may be
+    /// unwanted too; it only matters for missing ones.
+    wanted: Bitfield,
+    /// Pieces wanted and not had: zero means the selection is complete.
+    wanted_missing: u32,
     state: Vec<PieceState>,
     /// Non-seed peers having each piece (seeds are counted in `seeds`).
     avail: Vec<u32>,
@@ -104,6 +111,8 @@ impl Picker {
         };
         let mut p = Picker {
             lengths,
+            wanted: Bitfield::full(n),
+            wanted_missing: 0,
             state: vec![PieceState::Have; n as usize],
             avail: vec![0; n as usize],
             seeds: 0,
@@ -121,6 +130,7 @@ impl Picker {
         };
         for i in 0..n {
             if !p.have.get(i) {
+                p.wanted_missing += 1;
                 p.state[i as usize] = PieceState::Wanted;
                 let b = lengths.blocks_in_piece(i) as u64;
                 p.unrequested += b;
@@ -139,6 +149,74 @@ impl Picker {
     }
     pub fn is_complete(&self) -> bool {
         self.have.is_full()
+    }
+    pub fn wanted(&self) -> &Bitfield {
+        &self.wanted
+    }
+    pub fn is_wanted(&self, piece: u32) -> bool {
+        self.wanted.get(piece)
+    }
+    /// `piece` is wanted and not had (what makes a peer having it interesting).
+    pub fn lacks_wanted(&self, piece: u32) -> bool {
+        self.wanted.get(piece) && !self.have.get(piece)
+    }
+    /// Every wanted piece is had.
+    pub fn is_wanted_complete(&self) -> bool {
+        self.wanted_missing == 0
+    }
+
+    /// Marks `piece` wanted or not. A `Wanted` piece leaves its bucket (`Skipped`), a
+    /// `Skipped` one enters it. A `Partial` piece that becomes unwanted must have no request
+    /// outstanding (the torrent cancels them first): its received blocks are dropped and it
+    /// becomes `Skipped`. A `Verifying` piece waits for its verdict; a failure then leaves it
+    /// `Skipped`. Out-of-range pieces are ignored.
+    pub fn set_wanted(&mut self, piece: u32, want: bool) {
+        if piece >= self.lengths.num_pieces() || self.wanted.get(piece) == want {
+            return;
+        }
+        if self.state[piece as usize] == PieceState::Partial
+            && !want
+            && self.partials.get(&piece).is_some_and(|p| p.outstanding > 0)
+        {
+            return;
+        }
+        self.wanted.set(piece, want);
+        if !self.have.get(piece) {
+            if want {
+                self.wanted_missing += 1;
+            } else {
+                self.wanted_missing -= 1;
+            }
+        }
+        let b = self.lengths.blocks_in_piece(piece) as u64;
+        match (self.state[piece as usize], want) {
+            (PieceState::Skipped, true) => {
+                self.state[piece as usize] = PieceState::Wanted;
+                self.unrequested += b;
+                self.missing_blocks += b;
+                self.bucket_insert(piece);
+                self.generation += 1;
+            }
+            (PieceState::Wanted, false) => {
+                self.bucket_remove(piece);
+                self.unrequested -= b;
+                self.missing_blocks -= b;
+                self.state[piece as usize] = PieceState::Skipped;
+            }
+            (PieceState::Partial, false) => {
+                self.open_remove(piece);
+                if let Some(part) = self.partials.remove(&piece) {
+                    self.unrequested -= part.free as u64;
+                    self.missing_blocks -= (part.blocks.len() as u32 - part.received) as u64;
+                }
+                if self.budget_binding() {
+                    self.generation += 1;
+                }
+                self.bytes_in_flight -= self.lengths.piece_len(piece) as u64;
+                self.state[piece as usize] = PieceState::Skipped;
+            }
+            _ => {}
+        }
     }
     pub fn state(&self, piece: u32) -> Option<PieceState> {
         self.state.get(piece as usize).copied()
@@ -364,8 +442,17 @@ impl Picker {
         self.open_remove(piece);
         self.partials.remove(&piece);
         self.bytes_in_flight -= self.lengths.piece_len(piece) as u64;
-        self.state[piece as usize] = PieceState::Wanted;
-        self.bucket_insert(piece);
+        if self.wanted.get(piece) {
+            self.state[piece as usize] = PieceState::Wanted;
+            self.bucket_insert(piece);
+        } else {
+            // Not reached through the torrent (a piece is never `Partial` while unwanted),
+            // kept consistent anyway: its free blocks leave the counts.
+            let b = self.lengths.blocks_in_piece(piece) as u64;
+            self.unrequested -= b;
+            self.missing_blocks -= b;
+            self.state[piece as usize] = PieceState::Skipped;
+        }
         self.generation += 1;
     }
 
@@ -423,8 +510,11 @@ impl Picker {
             return Vec::new();
         };
         if ok {
+            if state != PieceState::Have && self.wanted.get(piece) {
+                self.wanted_missing -= 1;
+            }
             match state {
-                PieceState::Have => {}
+                PieceState::Have | PieceState::Skipped => {}
                 PieceState::Wanted => {
                     self.bucket_remove(piece);
                     let b = self.lengths.blocks_in_piece(piece) as u64;
@@ -459,13 +549,17 @@ impl Picker {
             open_pos: NONE,
             contributors: Vec::new(),
         });
-        let b = self.lengths.blocks_in_piece(piece) as u64;
-        self.unrequested += b;
-        self.missing_blocks += b;
         self.bytes_in_flight -= self.lengths.piece_len(piece) as u64;
-        self.state[piece as usize] = PieceState::Wanted;
-        self.bucket_insert(piece);
-        self.generation += 1;
+        if self.wanted.get(piece) {
+            let b = self.lengths.blocks_in_piece(piece) as u64;
+            self.unrequested += b;
+            self.missing_blocks += b;
+            self.state[piece as usize] = PieceState::Wanted;
+            self.bucket_insert(piece);
+            self.generation += 1;
+        } else {
+            self.state[piece as usize] = PieceState::Skipped;
+        }
         part.contributors
     }
 
@@ -501,9 +595,26 @@ impl Picker {
         let mut unrequested = 0u64;
         let mut missing = 0u64;
         let mut in_flight = 0u64;
+        let mut wanted_missing = 0u32;
+        if self.wanted.len() != self.lengths.num_pieces() {
+            return Err("wanted bitfield of the wrong length".into());
+        }
         for i in 0..self.lengths.num_pieces() {
             let st = self.state[i as usize];
             let blocks = self.lengths.blocks_in_piece(i) as u64;
+            let want = self.wanted.get(i);
+            if want && st != PieceState::Have {
+                wanted_missing += 1;
+            }
+            match st {
+                PieceState::Skipped if want => {
+                    return Err(format!("piece {i}: skipped but wanted"));
+                }
+                PieceState::Wanted | PieceState::Partial if !want => {
+                    return Err(format!("piece {i}: state {st:?} but not wanted"));
+                }
+                _ => {}
+            }
             if (st == PieceState::Have) != self.have.get(i) {
                 return Err(format!("piece {i}: state {st:?} vs have bit"));
             }
@@ -521,7 +632,7 @@ impl Picker {
                 return Err(format!("piece {i}: state {st:?} vs partial entry"));
             }
             match st {
-                PieceState::Have => {}
+                PieceState::Have | PieceState::Skipped => {}
                 PieceState::Wanted => {
                     unrequested += blocks;
                     missing += blocks;
@@ -580,6 +691,12 @@ impl Picker {
             return Err(format!(
                 "unrequested {} != {}",
                 self.unrequested, unrequested
+            ));
+        }
+        if wanted_missing != self.wanted_missing {
+            return Err(format!(
+                "wanted missing {} != {}",
+                self.wanted_missing, wanted_missing
             ));
         }
         if missing != self.missing_blocks {

@@ -141,6 +141,50 @@ impl Torrent {
         self.send(peer, Message::AllowedFast(piece));
     }
 
+    /// Which pieces to download (file selection): a set bit is a piece we want, a clear one is
+    /// never started. May be called at any time; the first call right after construction is
+    /// the usual way to give a selection. A piece in flight that becomes unwanted has its
+    /// requests cancelled and its received blocks dropped (a piece being verified keeps its
+    /// verdict: good pieces are kept). Interest is re-evaluated for every peer. Had pieces
+    /// stay had (and served) whatever their bit. A bitfield of the wrong length changes
+    /// nothing and returns false.
+    pub fn set_wanted(&mut self, wanted: &Bitfield) -> bool {
+        let n = self.picker.lengths().num_pieces();
+        if wanted.len() != n {
+            return false;
+        }
+        for piece in 0..n {
+            let want = wanted.get(piece);
+            if want == self.picker.is_wanted(piece) {
+                continue;
+            }
+            if !want && self.picker.state(piece) == Some(PieceState::Partial) {
+                self.cancel_piece_requests(piece);
+            }
+            self.picker.set_wanted(piece, want);
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            if let Some(p) = self.peers.get_mut(&k) {
+                if !p.seed {
+                    let picker = &self.picker;
+                    p.interesting = p
+                        .have
+                        .iter_ones()
+                        .filter(|&i| picker.lacks_wanted(i))
+                        .count() as u32;
+                }
+                p.new_piece_failed = None;
+                if p.current.is_some_and(|c| !self.picker.is_wanted(c)) {
+                    p.current = None;
+                }
+            }
+            self.update_interest(k);
+        }
+        self.fill_all();
+        true
+    }
+
     /// A message from a peer (every kind but `Piece`, which goes to
     /// [`Torrent::handle_block`] and is ignored here). `Err` is a protocol violation.
     pub fn handle_message(
@@ -203,7 +247,7 @@ impl Torrent {
                         for i in bf.iter_ones() {
                             if p.have.set(i, true) {
                                 self.picker.peer_has(i);
-                                if !self.picker.have().get(i) {
+                                if self.picker.lacks_wanted(i) {
                                     p.interesting += 1;
                                 }
                             }
@@ -226,7 +270,7 @@ impl Torrent {
                     return Ok(());
                 }
                 p.new_piece_failed = None;
-                if !self.picker.have().get(i) {
+                if self.picker.lacks_wanted(i) {
                     p.interesting += 1;
                 }
                 self.picker.peer_has(i);
@@ -391,11 +435,13 @@ impl Torrent {
             if state == PieceState::Partial {
                 self.cancel_piece_requests(piece);
             }
+            // Counted in `interesting` only while wanted and missing.
+            let counted = self.picker.lacks_wanted(piece);
             self.picker.verified(piece, true);
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for k in keys {
                 if let Some(p) = self.peers.get_mut(&k) {
-                    if !p.seed && p.have.get(piece) {
+                    if counted && !p.seed && p.have.get(piece) {
                         p.interesting = p.interesting.saturating_sub(1);
                     }
                 }
@@ -517,7 +563,8 @@ impl Torrent {
         let Some(choker) = self.choker.as_mut() else {
             return;
         };
-        let seeding = self.picker.is_complete();
+        // With every wanted piece had we only upload: rank peers as a seed does.
+        let seeding = self.picker.is_wanted_complete();
         let changes = choker.round(
             &mut self.peers,
             &self.cfg,
@@ -573,7 +620,7 @@ impl Torrent {
     }
 
     pub(crate) fn update_interest(&mut self, peer: PeerKey) {
-        let complete = self.picker.is_complete();
+        let complete = self.picker.is_wanted_complete();
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -604,8 +651,26 @@ impl Torrent {
     pub fn have(&self) -> &Bitfield {
         self.picker.have()
     }
+    /// Every piece of the torrent is verified (see also [`Torrent::is_wanted_complete`]).
     pub fn is_complete(&self) -> bool {
         self.picker.is_complete()
+    }
+    /// Every wanted piece is verified: with a selection, the download is done.
+    pub fn is_wanted_complete(&self) -> bool {
+        self.picker.is_wanted_complete()
+    }
+    /// The pieces we want (all unless [`Torrent::set_wanted`] said otherwise).
+    pub fn wanted(&self) -> &Bitfield {
+        self.picker.wanted()
+    }
+    /// The piece has blocks in flight (requested, received or being verified): the client
+    /// holds a buffer for it. After [`Torrent::set_wanted`] the client may drop the buffers
+    /// of pieces no longer in flight.
+    pub fn is_in_flight(&self, piece: u32) -> bool {
+        matches!(
+            self.picker.state(piece),
+            Some(PieceState::Partial | PieceState::Verifying)
+        )
     }
     pub fn lengths(&self) -> &Lengths {
         self.picker.lengths()
@@ -617,13 +682,13 @@ impl Torrent {
     pub fn bytes_in_flight(&self) -> u64 {
         self.picker.bytes_in_flight()
     }
-    /// Blocks of missing pieces not yet received.
+    /// Blocks of missing wanted pieces (and of pieces being verified) not yet received.
     pub fn missing_blocks(&self) -> u64 {
         self.picker.missing_blocks()
     }
     /// Every missing block is requested: requests are duplicated across peers.
     pub fn in_endgame(&self) -> bool {
-        !self.is_complete() && self.picker.unrequested() == 0
+        !self.is_wanted_complete() && self.picker.unrequested() == 0
     }
     /// Peers (seeds included) having `piece`.
     pub fn availability(&self, piece: u32) -> u32 {
@@ -654,7 +719,24 @@ impl Torrent {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.picker.check()?;
         let mut counts: BTreeMap<BlockRef, u32> = BTreeMap::new();
+        let done = self.picker.is_wanted_complete();
         for (k, p) in &self.peers {
+            if !p.seed {
+                let n = p
+                    .have
+                    .iter_ones()
+                    .filter(|&i| self.picker.lacks_wanted(i))
+                    .count() as u32;
+                if n != p.interesting {
+                    return Err(format!("peer {k}: interesting {} != {n}", p.interesting));
+                }
+            }
+            if p.am_interested != (!done && (p.seed || p.interesting > 0)) {
+                return Err(format!(
+                    "peer {k}: am_interested {} is stale",
+                    p.am_interested
+                ));
+            }
             for b in &p.outstanding {
                 *counts.entry(*b).or_default() += 1;
                 if !p.has(b.piece) {

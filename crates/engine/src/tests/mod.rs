@@ -5,6 +5,7 @@ mod behaviour;
 mod picker;
 mod props;
 mod upload;
+mod wanted;
 
 use std::time::{Duration, Instant};
 

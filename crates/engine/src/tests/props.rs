@@ -37,6 +37,8 @@ enum Op {
     Tick(u64),
     Reqq(u64, u32),
     Interested(u64, bool),
+    /// A new selection: bit `i` of the mask is piece `i`.
+    SetWanted(u8),
 }
 
 const PIECES: u32 = 6;
@@ -60,6 +62,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u64..30).prop_map(Op::Tick),
         (k.clone(), 1u32..6).prop_map(|(k, r)| Op::Reqq(k, r)),
         (k, any::<bool>()).prop_map(|(k, i)| Op::Interested(k, i)),
+        any::<u8>().prop_map(Op::SetWanted),
     ]
 }
 
@@ -149,6 +152,13 @@ fn run(ops: Vec<Op>, budget_pieces: u64) -> Result<(), TestCaseError> {
                 };
                 let _ = h.t.handle_message(k, &m, h.now);
             }
+            Op::SetWanted(mask) => {
+                let mut w = metainfo::Bitfield::new(PIECES);
+                for i in 0..PIECES {
+                    w.set(i, mask & (1 << i) != 0);
+                }
+                prop_assert!(h.t.set_wanted(&w));
+            }
         }
         while let Some(a) = h.t.poll_action() {
             if let Action::Send {
@@ -160,6 +170,11 @@ fn run(ops: Vec<Op>, budget_pieces: u64) -> Result<(), TestCaseError> {
                     continue;
                 };
                 prop_assert!(p.has(b.piece));
+                prop_assert!(
+                    h.t.wanted().get(b.piece),
+                    "request for unwanted piece {}",
+                    b.piece
+                );
                 prop_assert!(!p.peer_choking || p.allowed_fast_in.contains(&b.piece));
                 // A new request never takes a peer past its cap (a cap lowered later by
                 // `set_peer_reqq` only stops new requests).
