@@ -14,6 +14,7 @@ use crate::cache::HandleCache;
 use crate::error::{Op, StorageError};
 use crate::hash::sha1;
 use crate::layout::{FileSpan, Layout};
+use crate::parts::Parts;
 use crate::paths::{self, Access};
 
 /// How a re-check reads: whole pieces at once, several together up to this many bytes.
@@ -27,6 +28,15 @@ pub struct OpenOptions {
     pub allocate: bool,
     /// Most files kept open at once (least recently used are closed first).
     pub max_open_files: usize,
+    /// File selection: `skip[i]` marks file `i` as not selected (missing entries: selected).
+    /// With [`OpenOptions::parts_file`], a skipped file that does not exist on disk is never
+    /// created: the bytes of it that pieces shared with selected files bring go to the parts
+    /// file instead. A skipped file that already exists is used as usual. Without a parts
+    /// file, skipping changes nothing.
+    pub skip: Vec<bool>,
+    /// Where the bytes of skipped files go (the "parts file", see ARCHITECTURE.md); usually
+    /// [`crate::resume::parts_path`] of the resume record.
+    pub parts_file: Option<PathBuf>,
 }
 
 impl Default for OpenOptions {
@@ -34,6 +44,8 @@ impl Default for OpenOptions {
         OpenOptions {
             allocate: false,
             max_open_files: 256,
+            skip: Vec::new(),
+            parts_file: None,
         }
     }
 }
@@ -57,6 +69,9 @@ pub struct Storage {
     /// sync of a file it wrote. Changes made by someone else are deliberately not picked up
     /// (see [`crate::resume`]).
     mtimes: Vec<AtomicI64>,
+    /// Files kept out of the download folder: their bytes live in `parts`.
+    parted: Vec<bool>,
+    parts: Option<Parts>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -86,23 +101,61 @@ impl Storage {
         let root =
             fs::canonicalize(root).map_err(|e| StorageError::io(Op::Canonicalize, root, e))?;
         let n = layout.files().len();
+        let parts = opts.parts_file.clone().map(Parts::new);
         let mut cache = HandleCache::new(opts.max_open_files);
         let mut paths = Vec::with_capacity(n);
         let mut mtimes = Vec::with_capacity(n);
+        let mut parted = vec![false; n];
         for (index, f) in layout.files().iter().enumerate() {
             if f.pad {
                 paths.push(PathBuf::new());
                 mtimes.push(AtomicI64::new(0));
                 continue;
             }
+            let skip = opts.skip.get(index).copied().unwrap_or(false);
+            if skip && parts.is_some() {
+                let path: PathBuf = f.path.iter().fold(root.clone(), |p, c| p.join(c));
+                if fs::symlink_metadata(&path).is_err() {
+                    parted[index] = true;
+                    paths.push(path);
+                    mtimes.push(AtomicI64::new(0));
+                    continue;
+                }
+            }
             let path = paths::prepare_parent(&root, &f.path, true)?;
-            let (file, writable, mtime) = create_file(&path, f.length, opts.allocate)?;
+            let existed = fs::symlink_metadata(&path).is_ok();
+            let (file, writable, mut mtime) = create_file(&path, f.length, opts.allocate)?;
+            if let Some(p) = parts
+                .as_ref()
+                .filter(|p| !existed && writable && p.exists())
+            {
+                // Selected now, skipped before: its shared pieces' bytes are in the parts file.
+                let copied = p
+                    .copy_into(f.offset, f.length, &file, &path)
+                    .map_err(|e| StorageError::io(Op::Write, p.path(), e))?;
+                if copied {
+                    file.sync_all()
+                        .map_err(|e| StorageError::io(Op::Sync, &path, e))?;
+                    let m = file
+                        .metadata()
+                        .map_err(|e| StorageError::io(Op::Stat, &path, e))?;
+                    mtime = paths::mtime_ns(&m);
+                }
+            }
             if cache.len() < opts.max_open_files {
                 cache.insert(index, file, writable);
             }
             paths.push(path);
             mtimes.push(AtomicI64::new(mtime));
         }
+        let parts = match parts {
+            // Nothing goes there any more, and what it held was copied (and synced) above.
+            Some(p) if !parted.contains(&true) => {
+                p.remove();
+                None
+            }
+            p => p,
+        };
         Ok(Storage {
             root,
             layout,
@@ -110,6 +163,8 @@ impl Storage {
             cache: Mutex::new(cache),
             dirty: (0..n).map(|_| AtomicBool::new(false)).collect(),
             mtimes,
+            parted,
+            parts,
         })
     }
 
@@ -126,12 +181,25 @@ impl Storage {
         &self.root
     }
 
-    /// Full path of file `file` on disk; `None` for a pad file or an index out of range.
+    /// Full path of file `file` on disk; `None` for a pad file, a file kept out of the
+    /// download folder (skipped, see [`OpenOptions::skip`]) or an index out of range.
     pub fn file_path(&self, file: usize) -> Option<&Path> {
         match self.layout.files().get(file) {
-            Some(f) if !f.pad => Some(&self.paths[file]),
+            Some(f) if !f.pad && !self.parted[file] => Some(&self.paths[file]),
             _ => None,
         }
+    }
+
+    /// File `file` is skipped and not on disk: its bytes (those of pieces shared with
+    /// selected files) live in the parts file.
+    pub fn is_parted(&self, file: usize) -> bool {
+        self.parted.get(file).copied().unwrap_or(false)
+    }
+
+    /// Length and modification time (ns) of the parts file as this storage last saw it;
+    /// `None` when there is none.
+    pub(crate) fn parts_stamp(&self) -> Option<(u64, i64)> {
+        self.parts.as_ref().and_then(|p| p.stamp())
     }
 
     /// Writes a whole piece; `data.len()` must be the piece's length. Pad ranges are skipped.
@@ -192,9 +260,16 @@ impl Storage {
         let n = lengths.num_pieces();
         let plen = lengths.piece_length() as u64;
         let per_chunk = (RECHECK_CHUNK as u64 / plen).clamp(1, n as u64) as u32;
+        if let Some(p) = &self.parts {
+            *p.handle_for_recheck() = None;
+        }
+        let parts_missing = !self.parts.as_ref().is_some_and(|p| p.exists());
         let missing: Vec<bool> = (0..self.paths.len())
             .map(|i| {
                 let f = &self.layout.files()[i];
+                if self.parted[i] {
+                    return f.length > 0 && parts_missing;
+                }
                 !f.pad
                     && f.length > 0
                     && !fs::symlink_metadata(&self.paths[i]).is_ok_and(|m| m.is_file())
@@ -244,6 +319,9 @@ impl Storage {
     /// cache are reopened and synced too; a written file that someone deleted since is
     /// skipped. On error the failed file stays marked for the next sync.
     pub fn sync(&self) -> Result<(), StorageError> {
+        if let Some(p) = &self.parts {
+            p.sync()?;
+        }
         for (index, dirty) in self.dirty.iter().enumerate() {
             if !dirty.swap(false, Ordering::AcqRel) {
                 continue;
@@ -312,7 +390,12 @@ impl Storage {
     /// Writes `data` at torrent offset `offset` (inside the torrent; checked by callers).
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         for seg in self.layout.segments(offset, data.len()) {
-            if self.layout.files()[seg.file].pad {
+            let f = &self.layout.files()[seg.file];
+            if f.pad {
+                continue;
+            }
+            if let Some(p) = self.parts.as_ref().filter(|_| self.parted[seg.file]) {
+                p.write_at(&data[seg.buf.clone()], f.offset + seg.file_offset)?;
                 continue;
             }
             let file = self.handle(seg.file, true)?;
@@ -331,8 +414,13 @@ impl Storage {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
         for seg in self.layout.segments(offset, buf.len()) {
             let part = &mut buf[seg.buf];
-            if self.layout.files()[seg.file].pad {
+            let f = &self.layout.files()[seg.file];
+            if f.pad {
                 part.fill(0);
+                continue;
+            }
+            if let Some(p) = self.parts.as_ref().filter(|_| self.parted[seg.file]) {
+                p.read_at(part, f.offset + seg.file_offset)?;
                 continue;
             }
             let file = self.handle(seg.file, false)?;

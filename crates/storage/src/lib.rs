@@ -44,6 +44,8 @@
 //!   pieces and blocks across file boundaries, pad files as zeros, checking hashes.
 //! - `paths`: walking and creating folders without ever leaving the download folder through a
 //!   symlink; opening files with `O_NOFOLLOW`.
+//! - `parts`: the parts file, where bytes of skipped (unselected) files go when a piece
+//!   they share with a selected file is downloaded.
 //! - `cache`: the bounded least-recently-used cache of open file handles.
 //! - [`hash`]: [`sha1()`] and [`Sha1Hasher`] (SHA-NI picked at run time).
 //! - [`resume`]: resume records, saved atomically and trusted only when everything about the
@@ -55,6 +57,7 @@ pub mod disk;
 pub mod error;
 pub mod hash;
 pub mod layout;
+mod parts;
 mod paths;
 pub mod resume;
 

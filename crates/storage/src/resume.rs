@@ -50,8 +50,8 @@ use crate::layout::Layout;
 use crate::paths;
 use crate::Storage;
 
-/// The format version this crate writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this crate writes (it reads 1 too: records without file selection).
+pub const VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"SPATERES";
 /// Larger files are not resume records (a million pieces and files fit in 17 MiB).
 const MAX_RECORD_LEN: u64 = 256 << 20;
@@ -60,8 +60,11 @@ const MAX_RECORD_LEN: u64 = 256 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStamp {
     pub length: u64,
-    /// Nanoseconds since the Unix epoch; 0 for pad files.
+    /// Nanoseconds since the Unix epoch; 0 for pad files and parted files.
     pub mtime_ns: i64,
+    /// The file was skipped and kept out of the download folder: it did not exist, and its
+    /// bytes of the verified pieces are in the parts file.
+    pub parted: bool,
 }
 
 /// The decoded content of a record.
@@ -70,6 +73,8 @@ pub struct ResumeRecord {
     pub info_hash: InfoHash,
     pub have: Bitfield,
     pub files: Vec<FileStamp>,
+    /// The parts file's length and modification time, when there was one.
+    pub parts: Option<FileStamp>,
 }
 
 /// What [`load`] found.
@@ -118,6 +123,8 @@ pub enum RecheckReason {
     },
     #[error("file {} was modified after the record was saved", .0.display())]
     FileModified(PathBuf),
+    #[error("file {} exists, but the record says it was kept out of the folder", .0.display())]
+    FileAppeared(PathBuf),
 }
 
 impl ResumeRecord {
@@ -135,6 +142,15 @@ impl ResumeRecord {
         for f in &self.files {
             out.extend_from_slice(&f.length.to_le_bytes());
             out.extend_from_slice(&f.mtime_ns.to_le_bytes());
+            out.push(f.parted as u8);
+        }
+        match &self.parts {
+            None => out.push(0),
+            Some(p) => {
+                out.push(1);
+                out.extend_from_slice(&p.length.to_le_bytes());
+                out.extend_from_slice(&p.mtime_ns.to_le_bytes());
+            }
         }
         let sum = sha1(&out);
         out.extend_from_slice(&sum);
@@ -148,7 +164,7 @@ impl ResumeRecord {
             return Err(RecheckReason::NotARecord);
         }
         let version = r.u32()?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(RecheckReason::UnsupportedVersion(version));
         }
         let Some(body_len) = bytes.len().checked_sub(20) else {
@@ -172,15 +188,30 @@ impl ResumeRecord {
         let have =
             Bitfield::from_bytes(r.take(have_len)?, piece_count).ok_or(RecheckReason::Malformed)?;
         let file_count = usize::try_from(r.u64()?).map_err(|_| RecheckReason::Malformed)?;
-        if file_count > r.0.len() / 16 {
+        let stamp_len = if version == 1 { 16 } else { 17 };
+        if file_count > r.0.len() / stamp_len {
             return Err(RecheckReason::Malformed);
         }
         let mut files = Vec::with_capacity(file_count);
         for _ in 0..file_count {
             let length = r.u64()?;
             let mtime_ns = r.u64()? as i64;
-            files.push(FileStamp { length, mtime_ns });
+            let parted = version > 1 && r.flag()?;
+            files.push(FileStamp {
+                length,
+                mtime_ns,
+                parted,
+            });
         }
+        let parts = if version > 1 && r.flag()? {
+            Some(FileStamp {
+                length: r.u64()?,
+                mtime_ns: r.u64()? as i64,
+                parted: false,
+            })
+        } else {
+            None
+        };
         if !r.0.is_empty() {
             return Err(RecheckReason::Malformed);
         }
@@ -188,6 +219,7 @@ impl ResumeRecord {
             info_hash,
             have,
             files,
+            parts,
         })
     }
 }
@@ -203,6 +235,14 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
+    }
+
+    fn flag(&mut self) -> Result<bool, RecheckReason> {
+        match self.take(1)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(RecheckReason::Malformed),
+        }
     }
 
     fn u32(&mut self) -> Result<u32, RecheckReason> {
@@ -245,15 +285,25 @@ pub fn save(
         .files()
         .iter()
         .zip(mtimes)
-        .map(|(f, mtime_ns)| FileStamp {
-            length: f.length,
-            mtime_ns: if f.pad { 0 } else { mtime_ns },
+        .enumerate()
+        .map(|(i, (f, mtime_ns))| {
+            let parted = storage.is_parted(i);
+            FileStamp {
+                length: f.length,
+                mtime_ns: if f.pad || parted { 0 } else { mtime_ns },
+                parted,
+            }
         })
         .collect();
     let record = ResumeRecord {
         info_hash,
         have: have.clone(),
         files,
+        parts: storage.parts_stamp().map(|(length, mtime_ns)| FileStamp {
+            length,
+            mtime_ns,
+            parted: false,
+        }),
     };
     write_atomic(path, &record.to_bytes()).map_err(|source| StorageError::Resume {
         path: path.to_path_buf(),
@@ -292,6 +342,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// files of the right size untouched, but creates missing ones and, with
 /// [`crate::OpenOptions::allocate`], may reserve blocks of sparse ones (which can change their
 /// modification time and so turn a good record into a re-check; never the other way round).
+/// Where the parts file of the record at `record` lives: beside it, `<name>.parts` instead
+/// of `<name>.resume`. [`load`] checks it there; pass the same path to
+/// [`crate::OpenOptions::parts_file`].
+pub fn parts_path(record: &Path) -> PathBuf {
+    record.with_extension("parts")
+}
+
 pub fn load(path: &Path, info_hash: InfoHash, layout: &Layout, root: &Path) -> ResumeOutcome {
     match check(path, info_hash, layout, root) {
         Ok(have) => ResumeOutcome::Trusted(have),
@@ -334,6 +391,30 @@ fn check(
             continue;
         }
         let path = root.join(f.relative_path());
+        if stamp.parted {
+            // Kept out of the folder: if it exists now, the record cannot vouch for it.
+            if fs::symlink_metadata(&path).is_ok() {
+                return Err(RecheckReason::FileAppeared(path));
+            }
+            continue;
+        }
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            _ => return Err(RecheckReason::FileMissing(path)),
+        };
+        if meta.len() != stamp.length {
+            return Err(RecheckReason::FileResized {
+                path,
+                record: stamp.length,
+                actual: meta.len(),
+            });
+        }
+        if paths::mtime_ns(&meta) != stamp.mtime_ns {
+            return Err(RecheckReason::FileModified(path));
+        }
+    }
+    if let Some(stamp) = record.parts {
+        let path = parts_path(path);
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => m,
             _ => return Err(RecheckReason::FileMissing(path)),
@@ -384,12 +465,19 @@ mod tests {
                 FileStamp {
                     length: 5,
                     mtime_ns: 1_700_000_000_123_456_789,
+                    parted: false,
                 },
                 FileStamp {
                     length: 0,
                     mtime_ns: -1,
+                    parted: true,
                 },
             ],
+            parts: Some(FileStamp {
+                length: 77,
+                mtime_ns: 12,
+                parted: false,
+            }),
         }
     }
 
@@ -416,12 +504,34 @@ mod tests {
     }
 
     #[test]
+    fn version_1_records_still_load() {
+        let r = record();
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(r.info_hash.as_bytes());
+        out.extend_from_slice(&r.have.len().to_le_bytes());
+        out.extend_from_slice(&(r.have.as_bytes().len() as u64).to_le_bytes());
+        out.extend_from_slice(r.have.as_bytes());
+        out.extend_from_slice(&(r.files.len() as u64).to_le_bytes());
+        for f in &r.files {
+            out.extend_from_slice(&f.length.to_le_bytes());
+            out.extend_from_slice(&f.mtime_ns.to_le_bytes());
+        }
+        let sum = sha1(&out);
+        out.extend_from_slice(&sum);
+        let got = ResumeRecord::from_bytes(&out).unwrap();
+        assert_eq!(got.have, r.have);
+        assert!(got.parts.is_none() && got.files.iter().all(|f| !f.parted));
+    }
+
+    #[test]
     fn version_and_magic() {
         let mut b = record().to_bytes();
-        b[8] = 2;
+        b[8] = 3;
         assert_eq!(
             ResumeRecord::from_bytes(&b),
-            Err(RecheckReason::UnsupportedVersion(2))
+            Err(RecheckReason::UnsupportedVersion(3))
         );
         b[0] = b'X';
         assert_eq!(ResumeRecord::from_bytes(&b), Err(RecheckReason::NotARecord));
