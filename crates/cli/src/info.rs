@@ -78,10 +78,17 @@ fn print_torrent(t: &Torrent) {
     for w in &t.url_list {
         println!("web seed:     {w}");
     }
-    let files: Vec<_> = i.files.iter().filter(|f| !f.pad).collect();
+    // Indices count every entry of the torrent's file list, pad files included (as BEP 53's
+    // `so=` and `spate download --only` do), so a torrent with pad files shows gaps.
+    let files: Vec<_> = i.files.iter().enumerate().filter(|(_, f)| !f.pad).collect();
     println!("files ({}):", files.len());
-    for f in files {
-        println!("  {:>10}  {}", fmt::bytes(f.length), f.path.join("/"));
+    let width = i.files.len().saturating_sub(1).to_string().len();
+    for (n, f) in files {
+        println!(
+            "  {n:>width$}  {:>10}  {}",
+            fmt::bytes(f.length),
+            f.path.join("/")
+        );
     }
     println!("magnet:       {}", t.magnet_link());
 }

@@ -19,7 +19,8 @@ pub async fn show(mut rx: watch::Receiver<Status>, label: String) {
 }
 
 fn eta(s: &Status) -> String {
-    let left = s.total_bytes.saturating_sub(s.verified_bytes);
+    // Over the pieces we want: with a file selection, the rest never comes.
+    let left = s.wanted_bytes.saturating_sub(s.wanted_verified_bytes);
     if left == 0 {
         return "0s".into();
     }
@@ -60,10 +61,10 @@ fn percent(s: &Status) -> f64 {
         }
         return 100.0 * s.checked_pieces as f64 / s.total_pieces as f64;
     }
-    if s.total_bytes == 0 {
+    if s.wanted_bytes == 0 {
         return 100.0;
     }
-    100.0 * s.verified_bytes as f64 / s.total_bytes as f64
+    100.0 * s.wanted_verified_bytes as f64 / s.wanted_bytes as f64
 }
 
 async fn bar(rx: &mut watch::Receiver<Status>, label: &str) {
@@ -80,19 +81,19 @@ async fn bar(rx: &mut watch::Receiver<Status>, label: &str) {
             let total = if s.phase == Phase::Checking {
                 s.total_pieces as u64
             } else {
-                s.total_bytes
+                s.wanted_bytes
             };
             let pos = if s.phase == Phase::Checking {
                 s.checked_pieces as u64
             } else {
-                s.verified_bytes
+                s.wanted_verified_bytes
             };
             pb.set_length(total.max(1));
             pb.set_position(pos);
             pb.set_message(format!(
                 "{}/{} {}",
-                fmt::bytes(s.verified_bytes),
-                fmt::bytes(s.total_bytes),
+                fmt::bytes(s.wanted_verified_bytes),
+                fmt::bytes(s.wanted_bytes),
                 summary(&s)
             ));
         }
@@ -115,8 +116,8 @@ async fn lines(rx: &mut watch::Receiver<Status>, label: &str) {
                 eprintln!(
                     "{label}: {:5.1}% {}/{} {}",
                     percent(&s),
-                    fmt::bytes(s.verified_bytes),
-                    fmt::bytes(s.total_bytes),
+                    fmt::bytes(s.wanted_verified_bytes),
+                    fmt::bytes(s.wanted_bytes),
                     summary(&s)
                 );
                 last = Instant::now();

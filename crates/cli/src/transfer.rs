@@ -45,6 +45,10 @@ pub struct DownloadArgs {
     pub metadata_timeout: u64,
     #[command(flatten)]
     pub dht: DhtArgs,
+    /// Download only these files: indices as `spate info` lists them, ranges and commas,
+    /// e.g. `0,2-3`. Overrides a magnet link's `so=`.
+    #[arg(long, value_name = "LIST")]
+    pub only: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +115,11 @@ pub async fn download(a: DownloadArgs) -> CliResult {
         None => Some(load_torrent(&a.torrent)?),
         Some(_) => None,
     };
+    // A bad --only fails before anything is created (a magnet's file count comes later).
+    if let (Some(t), Some(list)) = (&torrent, &a.only) {
+        parse_only(list, t.info.files.len())
+            .map_err(|e| CliError::input(format!("--only {list}: {e} ({})", a.torrent)))?;
+    }
     std::fs::create_dir_all(&a.output)
         .map_err(|e| CliError::input(format!("{}: {e}", a.output.display())))?;
     let listen = listen_or_default(a.listen);
@@ -134,6 +143,7 @@ async fn download_with(
     listen: SocketAddr,
     dht: Option<client::DhtHandle>,
 ) -> CliResult {
+    let so = magnet.as_ref().map(|m| m.select_only.clone());
     let torrent = match (torrent, magnet) {
         (Some(t), _) => t,
         (None, Some(m)) => {
@@ -157,7 +167,30 @@ async fn download_with(
         }
     }
     let name = torrent.info.name.clone();
+    let only =
+        match (&a.only, &so) {
+            (Some(list), _) => Some(parse_only(list, torrent.info.files.len()).map_err(|e| {
+                CliError::input(format!("--only {list}: {e} ({})", a.torrent_label()))
+            })?),
+            (None, Some(so)) if !so.is_empty() => Some(magnet_selection(so, &torrent)?),
+            _ => None,
+        };
+    if let Some(only) = &only {
+        let files: Vec<&metainfo::FileEntry> = only
+            .iter()
+            .filter_map(|&i| torrent.info.files.get(i))
+            .filter(|f| !f.pad)
+            .collect();
+        let all = torrent.info.files.iter().filter(|f| !f.pad).count();
+        eprintln!(
+            "{name}: downloading {} of {all} files ({} of {})",
+            files.len(),
+            fmt::bytes(files.iter().map(|f| f.length).sum()),
+            fmt::bytes(torrent.info.lengths.total_length())
+        );
+    }
     let mut opts = TorrentOptions::new(torrent, a.output.clone(), listen);
+    opts.only = only;
     opts.peers = a.peers;
     opts.seed = match a.seed_ratio {
         Some(r) if r > 0.0 => SeedPolicy::Ratio(r),
@@ -185,6 +218,75 @@ async fn download_with(
         a.output.join(&name).display()
     );
     Ok(())
+}
+
+impl DownloadArgs {
+    /// The torrent argument, shortened for error messages.
+    fn torrent_label(&self) -> String {
+        if self.torrent.starts_with("magnet:") {
+            "the magnet link's torrent".into()
+        } else {
+            self.torrent.clone()
+        }
+    }
+}
+
+/// Parses `--only`: indices and ranges `a-b`, comma-separated, each below `files`. Returns
+/// sorted unique indices. Ranges are checked before they are expanded, so the result never
+/// holds more than `files` entries.
+pub fn parse_only(list: &str, files: usize) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let num = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{part:?} is not a file index or a range a-b"))
+        };
+        let (lo, hi) = (num(lo)?, num(hi)?);
+        if lo > hi {
+            return Err(format!("range {part} is backwards"));
+        }
+        if hi >= files {
+            return Err(format!(
+                "file index {hi} is out of range: the torrent has {files} files (0-{})",
+                files.saturating_sub(1)
+            ));
+        }
+        out.extend(lo..=hi);
+        out.sort_unstable();
+        out.dedup();
+    }
+    if out.is_empty() {
+        return Err("selects no file".into());
+    }
+    Ok(out)
+}
+
+/// A magnet link's `so=` for the torrent its metadata describes. Indices past the file
+/// list are left out with a warning (the link is someone else's input); if none is left,
+/// it is bad input.
+fn magnet_selection(so: &[u32], torrent: &Torrent) -> CliResult<Vec<usize>> {
+    let n = torrent.info.files.len();
+    let (ok, bad): (Vec<usize>, Vec<usize>) = so.iter().map(|&i| i as usize).partition(|&i| i < n);
+    if !bad.is_empty() {
+        eprintln!(
+            "{}: ignoring so= file indices past the last file ({} files): {}",
+            torrent.info.name,
+            n,
+            bad.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    if ok.is_empty() {
+        return Err(CliError::input(format!(
+            "magnet link: so= selects no file of {} ({n} files)",
+            torrent.info.name
+        )));
+    }
+    Ok(ok)
 }
 
 /// The torrent of a magnet link: saved metadata from `<output>/.spate/` or fetched from the

@@ -44,6 +44,12 @@ pub struct TorrentOptions {
     pub max_peers: usize,
     /// How often a [`Status`] is published.
     pub status_interval: Duration,
+    /// File selection: indices into `torrent.info.files` (pad files included, as `spate
+    /// info` and BEP 53 number them) of the files to download; `None` downloads everything.
+    /// Pieces shared with other files are downloaded whole; their bytes that belong to files
+    /// not selected go to the parts file beside the resume record, never into those files.
+    /// An index out of range is an error ([`crate::ClientError::BadInput`]).
+    pub only: Option<Vec<usize>>,
 }
 
 impl TorrentOptions {
@@ -62,6 +68,7 @@ impl TorrentOptions {
             dht: None,
             max_peers: 80,
             status_interval: Duration::from_millis(500),
+            only: None,
         }
     }
 }
@@ -88,6 +95,11 @@ pub struct Status {
     /// Verified bytes on disk (pad files excluded in neither: torrent bytes).
     pub verified_bytes: u64,
     pub total_bytes: u64,
+    /// Bytes of the pieces to download (the selected files and the pieces they share with
+    /// others; `total_bytes` without a selection) and how many of them are verified: what
+    /// progress and ETA are measured against.
+    pub wanted_bytes: u64,
+    pub wanted_verified_bytes: u64,
     /// Payload bytes received and sent during this run.
     pub downloaded: u64,
     pub uploaded: u64,
@@ -109,6 +121,7 @@ pub struct Status {
 /// What a finished run did.
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// Every wanted piece (every piece, without a selection) is verified.
     pub complete: bool,
     /// Bytes that were already verified on disk at start (resume).
     pub verified_at_start: u64,

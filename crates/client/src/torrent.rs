@@ -150,21 +150,28 @@ pub async fn run_torrent(
 
     // Storage: find out what is already verified before anything touches the files.
     let layout = layout_of(&info)?;
-    let any_file_existed = info
-        .files
-        .iter()
-        .filter(|f| !f.pad && f.length > 0)
-        .any(|f| file_path(&opts.root, &f.path).exists());
+    let skip = skipped_files(&info, opts.only.as_deref())?;
+    let wanted = wanted_pieces(&layout, &skip);
     let resume_path = resume_path(&opts, info_hash);
+    let parts_path = storage::resume::parts_path(&resume_path);
+    let any_file_existed = parts_path.exists()
+        || info
+            .files
+            .iter()
+            .filter(|f| !f.pad && f.length > 0)
+            .any(|f| file_path(&opts.root, &f.path).exists());
     let root = opts.root.clone();
     let storage = {
         let root = root.clone();
         let layout = layout.clone();
-        tokio::task::spawn_blocking(move || {
-            Storage::open(&root, layout, storage::OpenOptions::default())
-        })
-        .await
-        .map_err(|e| ClientError::Other(format!("storage task failed: {e}")))??
+        let open_opts = storage::OpenOptions {
+            skip,
+            parts_file: Some(parts_path),
+            ..storage::OpenOptions::default()
+        };
+        tokio::task::spawn_blocking(move || Storage::open(&root, layout, open_opts))
+            .await
+            .map_err(|e| ClientError::Other(format!("storage task failed: {e}")))??
     };
     let storage = Arc::new(storage);
 
@@ -189,6 +196,13 @@ pub async fn run_torrent(
     let verified_at_start = verified_bytes(&have, &lengths);
     st.have_pieces = have.count_ones();
     st.verified_bytes = verified_at_start;
+    st.wanted_bytes = verified_bytes(&wanted, &lengths);
+    st.wanted_verified_bytes = have
+        .iter_ones()
+        .filter(|&p| wanted.get(p))
+        .map(|p| lengths.piece_len(p) as u64)
+        .sum();
+    let wanted_left = st.wanted_bytes - st.wanted_verified_bytes;
 
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -223,9 +237,8 @@ pub async fn run_torrent(
     });
 
     let shared = Arc::new(SharedStats::default());
-    shared
-        .left
-        .store(total - verified_at_start, Ordering::Relaxed);
+    // Like libtorrent, `left` counts what we still want, not the whole torrent.
+    shared.left.store(wanted_left, Ordering::Relaxed);
     let announcer = if opts.use_trackers {
         let tiers = opts.torrent.tracker_tiers();
         if tiers.iter().any(|t| !t.is_empty()) {
@@ -254,7 +267,8 @@ pub async fn run_torrent(
         )),
         _ => None,
     };
-    let engine = engine::Torrent::new(lengths, have, engine::Config::default());
+    let mut engine = engine::Torrent::new(lengths, have, engine::Config::default());
+    engine.set_wanted(&wanted);
     let mut t = TorrentTask {
         info: info.clone(),
         info_bytes: bytes::Bytes::from(opts.torrent.info_bytes.clone()),
@@ -296,7 +310,7 @@ pub async fn run_torrent(
         search.abort();
     }
     let summary = Summary {
-        complete: t.engine.is_complete(),
+        complete: t.engine.is_wanted_complete(),
         verified_at_start,
         downloaded: t.downloaded,
         uploaded: t.ctx.uploaded.load(Ordering::Relaxed),
@@ -360,13 +374,13 @@ impl TorrentTask {
         let mut last_status = Instant::now() - status_interval;
         let mut last_rate_sample = Instant::now();
         let mut last_resume_save = Instant::now();
-        self.status.phase = if self.engine.is_complete() {
+        self.status.phase = if self.engine.is_wanted_complete() {
             Phase::Seeding
         } else {
             Phase::Downloading
         };
         let mut finished = self.check_finished();
-        if self.engine.is_complete() {
+        if self.engine.is_wanted_complete() {
             if let Some(a) = &self.announcer {
                 a.set_seeding();
             }
@@ -541,7 +555,7 @@ impl TorrentTask {
                 v: Some(format!("spate {}", env!("CARGO_PKG_VERSION"))),
                 p: Some(self.status.listen.map(|a| a.port()).unwrap_or(0)),
                 reqq: Some(1000),
-                upload_only: self.engine.is_complete(),
+                upload_only: self.engine.is_wanted_complete(),
                 m: [("ut_metadata".to_owned(), UT_METADATA_ID)]
                     .into_iter()
                     .chain(self.pex.handshake_entry())
@@ -665,8 +679,9 @@ impl TorrentTask {
                     self.disconnect(key, &format!("{e}"), false, now);
                     return;
                 }
-                // Two seeds have nothing to say to each other.
-                if self.engine.is_complete() && self.peer_is_seed(key) {
+                // Two seeds have nothing to say to each other (nor has a seed to us once
+                // the selection is complete).
+                if self.engine.is_wanted_complete() && self.peer_is_seed(key) {
                     self.disconnect(key, "both seeding", false, now);
                 }
             }
@@ -715,10 +730,13 @@ impl TorrentTask {
                 let len = self.info.lengths.piece_len(piece) as u64;
                 self.status.verified_bytes += len;
                 self.status.have_pieces = self.engine.have().count_ones();
-                self.shared.left.fetch_sub(
-                    len.min(self.shared.left.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
+                if self.engine.wanted().get(piece) {
+                    self.status.wanted_verified_bytes += len;
+                    self.shared.left.fetch_sub(
+                        len.min(self.shared.left.load(Ordering::Relaxed)),
+                        Ordering::Relaxed,
+                    );
+                }
                 self.resume_dirty = true;
                 if !self.first_piece_published {
                     self.first_piece_published = true;
@@ -747,9 +765,9 @@ impl TorrentTask {
         self.shared
             .downloaded
             .store(self.downloaded, Ordering::Relaxed);
-        if self.engine.is_complete() && self.status.phase == Phase::Downloading {
+        if self.engine.is_wanted_complete() && self.status.phase == Phase::Downloading {
             self.status.phase = Phase::Seeding;
-            tracing::info!("download complete: every piece verified");
+            tracing::info!("download complete: every wanted piece verified");
             if let Some(a) = &self.announcer {
                 a.completed();
             }
@@ -849,7 +867,7 @@ impl TorrentTask {
     fn on_pex_msg(&mut self, key: PeerKey, payload: &[u8], now: Instant) {
         let ctx = RecvCtx {
             listen: self.status.listen,
-            complete: self.engine.is_complete(),
+            complete: self.engine.is_wanted_complete(),
         };
         let from = self.peers.get(&key).map(|p| p.addr);
         let (added, total) = match self.pex.on_message(key, payload, now, ctx) {
@@ -942,7 +960,7 @@ impl TorrentTask {
         if room == 0 {
             return;
         }
-        let complete = self.engine.is_complete();
+        let complete = self.engine.is_wanted_complete();
         let mut ready: Vec<SocketAddr> = self
             .candidates
             .iter()
@@ -1028,14 +1046,14 @@ impl TorrentTask {
     }
 
     fn check_finished(&mut self) -> bool {
-        if !self.engine.is_complete() || self.pieces_checking > 0 {
+        if !self.engine.is_wanted_complete() || self.pieces_checking > 0 {
             return false;
         }
         match self.seed {
             SeedPolicy::NoSeed => true,
             SeedPolicy::Ratio(r) => {
                 let up = self.ctx.uploaded.load(Ordering::Relaxed) as f64;
-                up >= r * self.info.lengths.total_length() as f64
+                up >= r * self.status.wanted_bytes as f64
             }
             SeedPolicy::Forever => false,
         }
@@ -1092,7 +1110,7 @@ impl TorrentTask {
             }
         }
         self.save_resume().await;
-        if self.engine.is_complete() {
+        if self.engine.is_wanted_complete() {
             self.status.phase = Phase::Done;
         }
         self.publish_status();
@@ -1145,6 +1163,43 @@ fn resume_path(opts: &TorrentOptions, info_hash: InfoHash) -> PathBuf {
         .clone()
         .unwrap_or_else(|| opts.root.join(".spate"));
     dir.join(format!("{}.resume", info_hash.to_hex()))
+}
+
+/// Which files to keep out (`true`) for a selection of file indices; empty without one.
+fn skipped_files(info: &Info, only: Option<&[usize]>) -> Result<Vec<bool>, ClientError> {
+    let Some(only) = only else {
+        return Ok(Vec::new());
+    };
+    let n = info.files.len();
+    let mut skip = vec![true; n];
+    for &i in only {
+        if i >= n {
+            return Err(ClientError::BadInput(format!(
+                "file index {i} is out of range: the torrent has {n} files (0-{})",
+                n.saturating_sub(1)
+            )));
+        }
+        skip[i] = false;
+    }
+    Ok(skip)
+}
+
+/// The pieces holding bytes of files not skipped (all pieces without a selection).
+fn wanted_pieces(layout: &storage::Layout, skip: &[bool]) -> Bitfield {
+    let n = layout.num_pieces();
+    if skip.is_empty() {
+        return Bitfield::full(n);
+    }
+    let mut wanted = Bitfield::new(n);
+    for (i, f) in layout.files().iter().enumerate() {
+        if f.pad || skip.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        for p in layout.file_pieces(i) {
+            wanted.set(p, true);
+        }
+    }
+    wanted
 }
 
 /// Replaces the first path component of every file (the torrent's name) with `name`.
