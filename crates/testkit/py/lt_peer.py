@@ -5,6 +5,7 @@ Run with Debian's interpreter (/usr/bin/python3): python3-libtorrent is built fo
 
   lt_peer.py seed   TORRENT SAVE_DIR PORT PEERS TIMEOUT [OPTIONS]
   lt_peer.py leech  TORRENT OUT_DIR  PORT PEERS TIMEOUT [OPTIONS]
+  lt_peer.py magnet MAGNET_URI OUT_DIR PORT PEERS TIMEOUT [--save-torrent PATH]
   lt_peer.py create PATH OUT.torrent PIECE_LENGTH [--private] [--tracker URL]...
   lt_peer.py infohash TORRENT
 
@@ -25,6 +26,11 @@ Output (stdout, line by line, flushed):
   peer IP:PORT pid=PREFIX outgoing=0|1 source=N  (with --print-peers; PREFIX: the first 8
                                     bytes of the peer id, e.g. -SP0100- for spate)
   finished downloaded=N uploaded=N seconds=T                   (leecher, then exit 0)
+  metadata info_hash=H pieces=N size=N seconds=T   (magnet: the info dict arrived from a peer)
+The magnet role is a leecher given only a magnet link (no .torrent): it must fetch the
+metadata from PEERS (BEP 9) and then the data; with --save-torrent it writes the torrent
+libtorrent built from the fetched metadata to PATH. It always runs with the torrent flags
+disable_pex, disable_dht and disable_lsd (PEX is on by default for public torrents).
 Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
 timed out (seeder: it only serves until TIMEOUT), 1 leecher timed out, 2 bad usage,
 3 seeder's data is incomplete.
@@ -174,6 +180,66 @@ def run_peer(role, torrent, directory, port, peers, timeout, upload_limit,
         time.sleep(0.05)
 
 
+def run_magnet(uri, directory, port, peers, timeout, save_torrent):
+    ses = lt.session(settings(port))
+    params = lt.parse_magnet_uri(uri)
+    params.save_path = directory
+    # Only the peers we dial: no trackers from the link, no DHT, LSD or PEX.
+    params.trackers = []
+    params.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht \
+        | lt.torrent_flags.disable_lsd
+    h = ses.add_torrent(params)
+    start = time.monotonic()
+    deadline = start + timeout
+    listening = False
+    have_metadata = False
+    next_dial = 0.0
+    next_status = 0.0
+    while True:
+        now = time.monotonic()
+        s = h.status()
+        if now > deadline:
+            err('timeout: magnet leecher not finished after %.0f s: has_metadata=%s '
+                'progress=%.4f state=%s peers=%d'
+                % (timeout, s.has_metadata, s.progress, s.state, s.num_peers))
+            return 1
+        if not listening and ses.is_listening():
+            listening = True
+            log('listening %d' % ses.listen_port())
+        if not have_metadata and s.has_metadata:
+            have_metadata = True
+            ti = h.torrent_file()
+            log('metadata info_hash=%s pieces=%d size=%d seconds=%.3f'
+                % (str(ti.info_hash()), ti.num_pieces(), ti.total_size(), now - start))
+            if save_torrent:
+                # The info dict exactly as the peer sent it, wrapped as a .torrent.
+                info = bytes(ti.metadata())
+                with open(save_torrent, 'wb') as f:
+                    f.write(b'd4:info' + info + b'e')
+        if peers and now >= next_dial:
+            connected = set()
+            try:
+                for pi in h.get_peer_info():
+                    connected.add(pi.ip)
+            except Exception:
+                pass
+            for p in peers:
+                if p not in connected:
+                    h.connect_peer(p)
+            next_dial = now + 2.0
+        if now >= next_status:
+            log('status state=%s progress=%.4f downloaded=%d uploaded=%d peers=%d'
+                % (s.state, s.progress, s.total_payload_download, s.total_payload_upload,
+                   s.num_peers))
+            next_status = now + 0.5
+        if have_metadata and s.is_seeding and s.total_wanted_done == s.total_wanted:
+            log('finished downloaded=%d uploaded=%d seconds=%.3f'
+                % (s.total_payload_download, s.total_payload_upload, now - start))
+            return 0
+        drain_alerts(ses)
+        time.sleep(0.05)
+
+
 def create(path, out, piece_length, private, trackers):
     fs = lt.file_storage()
     path = os.path.abspath(path)
@@ -231,6 +297,22 @@ def main(argv):
                 return usage()
         return run_peer(role, torrent, directory, port, peers, timeout, upload_limit,
                         download_limit, no_pex, print_peers)
+    if role == 'magnet':
+        if len(argv) < 7:
+            return usage()
+        uri, directory, port, peers, timeout = argv[2], argv[3], int(argv[4]), \
+            parse_peers(argv[5]), float(argv[6])
+        save_torrent = None
+        rest = argv[7:]
+        while rest:
+            if rest[0] == '--save-torrent' and len(rest) > 1:
+                save_torrent = rest[1]
+                rest = rest[2:]
+            elif rest[0] == '--no-pex':
+                rest = rest[1:]  # always so for a magnet leecher
+            else:
+                return usage()
+        return run_magnet(uri, directory, port, peers, timeout, save_torrent)
     if role == 'create':
         if len(argv) < 5:
             return usage()

@@ -38,6 +38,16 @@ impl Libtorrent {
         LtPeer::new("leech", torrent, out_dir, port, TEST_TIMEOUT).peers(peers)
     }
 
+    /// A leecher given only `magnet` (no .torrent): it fetches the metadata (BEP 9) from the
+    /// peers 127.0.0.1:`p` it dials, prints `metadata info_hash=H ...` when it has it, then
+    /// downloads into `out_dir` and exits 0 (`finished ...`), 1 after its timeout. The link's
+    /// `tr` trackers are dropped; DHT, LSD, UPnP and NAT-PMP are off as for every peer here.
+    pub fn magnet(magnet: &str, out_dir: &Path, port: u16, peers: &[u16]) -> LtPeer {
+        let mut p = LtPeer::new("magnet", Path::new(""), out_dir, port, TEST_TIMEOUT).peers(peers);
+        p.magnet = Some(magnet.to_string());
+        p
+    }
+
     /// Makes a v1-only torrent of `path` (file or folder) with libtorrent's `create_torrent`
     /// (`v1_only` flag), and returns its info-hash as lowercase hex.
     pub fn create(
@@ -119,6 +129,9 @@ pub struct LtPeer {
     no_pex: bool,
     print_peers: bool,
     name: Option<String>,
+    /// Role `magnet`: the link given instead of a .torrent.
+    magnet: Option<String>,
+    save_torrent: Option<PathBuf>,
 }
 
 impl LtPeer {
@@ -135,6 +148,8 @@ impl LtPeer {
             no_pex: false,
             print_peers: false,
             name: None,
+            magnet: None,
+            save_torrent: None,
         }
     }
 
@@ -176,6 +191,13 @@ impl LtPeer {
         self
     }
 
+    /// Magnet leecher: write the fetched info dict, as a .torrent, to `path` once it arrives
+    /// (to check what the peer really sent).
+    pub fn save_torrent(mut self, path: &Path) -> LtPeer {
+        self.save_torrent = Some(path.to_path_buf());
+        self
+    }
+
     /// The name used in logs and failure reports (default `lt-seed` / `lt-leech`).
     pub fn name(mut self, n: &str) -> LtPeer {
         self.name = Some(n.to_string());
@@ -186,10 +208,12 @@ impl LtPeer {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let mut cmd = Command::new(SYSTEM_PYTHON);
-        cmd.arg(Libtorrent::script())
-            .arg(self.role)
-            .arg(abs(&self.torrent)?)
-            .arg(abs(&self.dir)?)
+        cmd.arg(Libtorrent::script()).arg(self.role);
+        match &self.magnet {
+            Some(m) => cmd.arg(m),
+            None => cmd.arg(abs(&self.torrent)?),
+        };
+        cmd.arg(abs(&self.dir)?)
             .arg(self.port.to_string())
             .arg(if self.peers.is_empty() {
                 "-".to_string()
@@ -208,6 +232,9 @@ impl LtPeer {
         }
         if self.print_peers {
             cmd.arg("--print-peers");
+        }
+        if let Some(t) = &self.save_torrent {
+            cmd.arg("--save-torrent").arg(abs(t)?);
         }
         let name = self
             .name

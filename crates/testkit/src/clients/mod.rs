@@ -17,7 +17,9 @@ pub use libtorrent::{Libtorrent, LtPeer};
 pub use mktorrent::Mktorrent;
 pub use opentracker::OpenTracker;
 pub use spate::{parse_done_downloaded, Spate, SpateDownload, SpateSeed};
-pub use transmission::{Transmission, TransmissionLeech, TransmissionSeed, TransmissionSeeder};
+pub use transmission::{
+    Transmission, TransmissionLeech, TransmissionMagnet, TransmissionSeed, TransmissionSeeder,
+};
 
 use std::path::{Path, PathBuf};
 

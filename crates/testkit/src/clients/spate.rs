@@ -100,7 +100,16 @@ impl Spate {
             peers: Vec::new(),
             extra: Vec::new(),
             name: None,
+            magnet: None,
         }
+    }
+
+    /// `spate download MAGNET -o OUT_DIR --listen 127.0.0.1:0 --no-seed`: the same builder,
+    /// with a magnet link (passed as is) instead of a .torrent path.
+    pub fn download_magnet(&self, magnet: &str, out_dir: &Path) -> SpateDownload {
+        let mut d = self.download(Path::new(""), out_dir);
+        d.magnet = Some(magnet.to_string());
+        d
     }
 
     /// `spate seed TORRENT PATH --listen 127.0.0.1:PORT`; PATH is the torrent's file (single
@@ -137,6 +146,8 @@ pub struct SpateDownload {
     peers: Vec<u16>,
     extra: Vec<OsString>,
     name: Option<String>,
+    /// Set by [`Spate::download_magnet`]: given instead of `torrent`.
+    magnet: Option<String>,
 }
 
 impl SpateDownload {
@@ -165,9 +176,13 @@ impl SpateDownload {
     }
 
     pub fn args(&self) -> Result<Vec<OsString>> {
+        let what: OsString = match &self.magnet {
+            Some(m) => m.into(),
+            None => abs(&self.torrent)?.into(),
+        };
         let mut a: Vec<OsString> = vec![
             "download".into(),
-            abs(&self.torrent)?.into(),
+            what,
             "-o".into(),
             abs(&self.out_dir)?.into(),
             "--listen".into(),

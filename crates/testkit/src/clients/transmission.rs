@@ -37,6 +37,17 @@ impl Transmission {
             port,
         }
     }
+
+    /// `transmission-daemon` given only `magnet` (`transmission-remote -a MAGNET -w OUT_DIR`),
+    /// accepting peers on 127.0.0.1:`port`; it must fetch the metadata (BEP 9) and then the
+    /// data from whoever dials it. `spawn` returns once the link is added.
+    pub fn magnet(magnet: &str, out_dir: &Path, port: u16) -> TransmissionMagnet {
+        TransmissionMagnet {
+            magnet: magnet.to_string(),
+            out_dir: out_dir.to_path_buf(),
+            port,
+        }
+    }
 }
 
 /// settings.json for a loopback-only Transmission (INTEROP.md).
@@ -116,60 +127,86 @@ pub struct TransmissionSeed {
     port: u16,
 }
 
-/// A running `transmission-daemon` that has verified its data.
+/// A running `transmission-daemon` (a seeder that has verified its data, or a magnet
+/// leecher).
 pub struct TransmissionSeeder {
     pub proc: Proc,
     pub peer_port: u16,
     pub rpc_port: u16,
+    /// Its config dir (`-g`); the daemon keeps the torrents it has (also those whose
+    /// metadata it fetched) in `torrents/` there.
+    pub config_dir: PathBuf,
     log_dir: PathBuf,
+}
+
+/// Starts a `transmission-daemon` on peer port `port` saving into `save`, waits for its RPC
+/// port, and adds `what` (a .torrent path or a magnet link) with `-w save`.
+fn spawn_daemon(
+    td: &TestDir,
+    port: u16,
+    save: &Path,
+    what: &std::ffi::OsStr,
+) -> Result<TransmissionSeeder> {
+    let name = format!("transmission-daemon-{port}");
+    let rpc_port = free_port();
+    let cfg = write_config(
+        td,
+        &name,
+        &settings(
+            port,
+            save,
+            &format!(
+                r#""ratio-limit-enabled": false, "idle-seeding-limit-enabled": false,
+    "rpc-enabled": true, "rpc-port": {rpc_port}, "rpc-authentication-required": false"#
+            ),
+        ),
+    )?;
+    let mut cmd = Command::new("transmission-daemon");
+    cmd.arg("-f").arg("-g").arg(&cfg);
+    let proc = Proc::spawn(&name, cmd, &td.logs())?;
+    let daemon = TransmissionSeeder {
+        proc,
+        peer_port: port,
+        rpc_port,
+        config_dir: cfg,
+        log_dir: td.logs(),
+    };
+    if !wait_port(rpc_port, Duration::from_secs(20)) {
+        bail!(
+            "transmission-daemon RPC did not come up on 127.0.0.1:{rpc_port}\n{}",
+            daemon.proc.report()
+        );
+    }
+    let add = daemon.remote(&["-a".as_ref(), what, "-w".as_ref(), save.as_os_str()])?;
+    if !add.contains("success") {
+        bail!(
+            "transmission-remote -a failed: {add}\n{}",
+            daemon.proc.report()
+        );
+    }
+    Ok(daemon)
 }
 
 impl TransmissionSeed {
     pub fn spawn(self, td: &TestDir) -> Result<TransmissionSeeder> {
-        let name = format!("transmission-daemon-{}", self.port);
-        let rpc_port = free_port();
         let save = abs(&self.save_dir)?;
-        let cfg = write_config(
-            td,
-            &name,
-            &settings(
-                self.port,
-                &save,
-                &format!(
-                    r#""ratio-limit-enabled": false, "idle-seeding-limit-enabled": false,
-    "rpc-enabled": true, "rpc-port": {rpc_port}, "rpc-authentication-required": false"#
-                ),
-            ),
-        )?;
-        let mut cmd = Command::new("transmission-daemon");
-        cmd.arg("-f").arg("-g").arg(&cfg);
-        let proc = Proc::spawn(&name, cmd, &td.logs())?;
-        let seeder = TransmissionSeeder {
-            proc,
-            peer_port: self.port,
-            rpc_port,
-            log_dir: td.logs(),
-        };
-        if !wait_port(rpc_port, Duration::from_secs(20)) {
-            bail!(
-                "transmission-daemon RPC did not come up on 127.0.0.1:{rpc_port}\n{}",
-                seeder.proc.report()
-            );
-        }
-        let add = seeder.remote(&[
-            "-a".as_ref(),
-            abs(&self.torrent)?.as_os_str(),
-            "-w".as_ref(),
-            save.as_os_str(),
-        ])?;
-        if !add.contains("success") {
-            bail!(
-                "transmission-remote -a failed: {add}\n{}",
-                seeder.proc.report()
-            );
-        }
+        let seeder = spawn_daemon(td, self.port, &save, abs(&self.torrent)?.as_os_str())?;
         seeder.wait_verified(Duration::from_secs(60))?;
         Ok(seeder)
+    }
+}
+
+pub struct TransmissionMagnet {
+    magnet: String,
+    out_dir: PathBuf,
+    port: u16,
+}
+
+impl TransmissionMagnet {
+    pub fn spawn(self, td: &TestDir) -> Result<TransmissionSeeder> {
+        std::fs::create_dir_all(&self.out_dir)?;
+        let out = abs(&self.out_dir)?;
+        spawn_daemon(td, self.port, &out, self.magnet.as_ref())
     }
 }
 
@@ -198,6 +235,45 @@ impl TransmissionSeeder {
     /// `transmission-remote -t all -i`: state, percent done, uploaded...
     pub fn info(&self) -> Result<String> {
         self.remote(&["-t".as_ref(), "all".as_ref(), "-i".as_ref()])
+    }
+
+    /// The .torrent files the daemon keeps in its config dir (`torrents/*.torrent`): for a
+    /// magnet link, written once the metadata has arrived.
+    pub fn saved_torrents(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.config_dir.join("torrents"))
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "torrent"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Waits until `transmission-remote -i` says 100% done with nothing left to verify, and
+    /// `done()` holds (e.g. the files compare equal); fails with the last info and the
+    /// daemon's logs after `timeout` or if the daemon exits.
+    pub fn wait_complete(&self, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+        let end = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < end {
+            if !self.proc.is_running() {
+                bail!("transmission-daemon exited\n{}", self.proc.report());
+            }
+            last = self.info().unwrap_or_default();
+            let full = last.contains("Percent Done: 100%");
+            let checking = last.contains("Verif") || last.contains("Will Verify");
+            if full && !checking && done() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        bail!(
+            "transmission-daemon did not complete within {:.0} s; last info:\n{last}\n{}",
+            timeout.as_secs_f64(),
+            self.proc.report()
+        )
     }
 
     fn wait_verified(&self, timeout: Duration) -> Result<()> {
