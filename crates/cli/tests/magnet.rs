@@ -12,14 +12,15 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use common::{expect_ok, lt_port, lt_seeder, same_file, spate, wait_listening, Fixture};
-use testkit::bencode::{info_hash_of_file, unhex};
-use testkit::data::{compare_files, write_random_file};
+use common::{expect_ok, lt_port, same_dir, same_file, spate, wait_listening, Fixture};
+use testkit::bencode::{info_hash_of_file, info_span, unhex};
+use testkit::data::{compare_dirs, write_random_file};
 use testkit::{
-    free_port, require_tools, Deadline, Finished, Libtorrent, Proc, TestDir, Transmission,
-    TEST_TIMEOUT,
+    free_port, parse_done_downloaded, require_tools, Deadline, Finished, Libtorrent, Proc, TestDir,
+    Transmission, TEST_TIMEOUT,
 };
 
 const PIECE: u32 = 64 * 1024;
@@ -29,22 +30,74 @@ const SIZE: u64 = 3 * 1024 * 1024 + 777;
 /// A public (not private) torrent made by libtorrent: libtorrent does not offer `ut_metadata`
 /// for private torrents, so a magnet link of one cannot be fetched from it.
 fn public_fixture(td: &TestDir) -> Result<Fixture> {
-    public_fixture_sized(td, SIZE, PIECE)
-}
-
-fn public_fixture_sized(td: &TestDir, size: u64, piece: u32) -> Result<Fixture> {
     let src = td.sub("src")?;
     let file = src.join("f.bin");
-    write_random_file(&file, size, 0x3a9)?;
+    write_random_file(&file, SIZE, 0x3a9)?;
     let torrent = td.join("f.bin.torrent");
-    Libtorrent::create(td, &file, &torrent, piece, false, &[])?;
+    Libtorrent::create(td, &file, &torrent, PIECE, false, &[])?;
     Ok(Fixture {
         src,
         file,
         name: "f.bin".into(),
         torrent,
+        size: SIZE,
+    })
+}
+
+/// Metadata is sent in 16 KiB pieces (BEP 9).
+const METADATA_PIECE: usize = 16 * 1024;
+
+/// A public multi-file torrent whose info dict spans three metadata pieces, the last one
+/// short: 330 files with long names in 11 folders (about 3.3 MB of data). Magnet peers must
+/// request, send and assemble several pieces.
+fn many_files_fixture(td: &TestDir) -> Result<Fixture> {
+    let src = td.sub("src")?;
+    let root = src.join("many");
+    let mut size = 0;
+    for i in 0..330u64 {
+        let len = 1 + (i * 7919) % 20_000;
+        let rel = format!(
+            "folder-{:02}/file-number-{i:04}-with-a-long-name-to-make-the-info-dict-bigger.bin",
+            i % 11
+        );
+        write_random_file(&root.join(rel), len, 0x3a9 + i)?;
+        size += len;
+    }
+    let torrent = td.join("many.torrent");
+    Libtorrent::create(td, &root, &torrent, PIECE, false, &[])?;
+    let bytes = std::fs::read(&torrent)?;
+    let info = info_span(&bytes)?.len();
+    ensure!(
+        info > 2 * METADATA_PIECE && info % METADATA_PIECE != 0,
+        "the fixture's info dict is {info} bytes, not 3 metadata pieces with a short last one"
+    );
+    Ok(Fixture {
+        src,
+        file: root,
+        name: "many".into(),
+        torrent,
         size,
     })
+}
+
+/// The copy equals the source (a file, or a folder tree); on failure the error shows
+/// `who`'s logs.
+fn same_data(expected: &Path, actual: &Path, who: &Proc) -> Result<()> {
+    if expected.is_dir() {
+        same_dir(expected, actual, who)
+    } else {
+        same_file(expected, actual, who)
+    }
+}
+
+/// A libtorrent seeder of a public torrent with PEX off for the torrent (libtorrent runs PEX
+/// for every public torrent; DHT and LSD are off for its whole session), its data checked.
+fn lt_public_seeder(td: &TestDir, f: &Fixture, dl: &Deadline) -> Result<Proc> {
+    let p = Libtorrent::seed(&f.torrent, &f.src, free_port())
+        .no_pex()
+        .spawn(td)?;
+    Libtorrent::wait_seeding(&p, dl.remaining())?;
+    Ok(p)
 }
 
 /// RFC 4648 base32 (upper case, no padding) of a 20-byte info-hash: 32 characters.
@@ -84,7 +137,7 @@ fn check_spate_fetched(
         "spate did not say it fetched the metadata from a peer\n{}",
         who.report()
     );
-    same_file(&f.file, &out.join(&f.name), who)?;
+    same_data(&f.file, &out.join(&f.name), who)?;
     let saved = out.join(".spate").join(format!("{hash}.torrent"));
     ensure!(saved.is_file(), "no saved metadata at {}", saved.display());
     assert_eq!(
@@ -106,11 +159,11 @@ fn libtorrent_seeds_spate_downloads_magnet() -> Result<()> {
     }
     let dl = Deadline::after(TEST_TIMEOUT);
     let td = TestDir::new("lt-magnet-to-spate")?;
-    let f = public_fixture(&td)?;
-    let seeder = lt_seeder(&td, &f, free_port(), &dl)?;
+    let f = many_files_fixture(&td)?;
+    let seeder = lt_public_seeder(&td, &f, &dl)?;
     let port = lt_port(&seeder)?;
     let hash = info_hash_of_file(&f.torrent)?;
-    let link = format!("magnet:?xt=urn:btih:{hash}&dn=f.bin&x.pe=127.0.0.1:{port}");
+    let link = format!("magnet:?xt=urn:btih:{hash}&dn=many&x.pe=127.0.0.1:{port}");
     let out = td.sub("out")?;
     let run = |name: &str| -> Result<Proc> {
         spate()
@@ -141,7 +194,7 @@ fn libtorrent_seeds_spate_downloads_magnet() -> Result<()> {
         "the second run downloaded data again\n{}",
         again.report()
     );
-    same_file(&f.file, &out.join(&f.name), &again)
+    same_data(&f.file, &out.join(&f.name), &again)
 }
 
 /// A magnet link with a base32 info-hash (32 characters, BEP 9 allows it) works end to end
@@ -154,7 +207,7 @@ fn libtorrent_seeds_spate_downloads_base32_magnet() -> Result<()> {
     let dl = Deadline::after(TEST_TIMEOUT);
     let td = TestDir::new("lt-magnet32-to-spate")?;
     let f = public_fixture(&td)?;
-    let seeder = lt_seeder(&td, &f, free_port(), &dl)?;
+    let seeder = lt_public_seeder(&td, &f, &dl)?;
     let port = lt_port(&seeder)?;
     let hash = info_hash_of_file(&f.torrent)?;
     let b32 = base32(&unhex(&hash)?);
@@ -180,12 +233,12 @@ fn spate_seeds_libtorrent_fetches_magnet() -> Result<()> {
     }
     let dl = Deadline::after(TEST_TIMEOUT);
     let td = TestDir::new("spate-magnet-to-lt")?;
-    let f = public_fixture(&td)?;
+    let f = many_files_fixture(&td)?;
     let hash = info_hash_of_file(&f.torrent)?;
     let port = free_port();
     let seeder = spate().seed(&f.torrent, &f.file, port).spawn(&td)?;
     wait_listening(&seeder, port, &dl)?;
-    let link = format!("magnet:?xt=urn:btih:{hash}&dn=f.bin");
+    let link = format!("magnet:?xt=urn:btih:{hash}&dn=many");
     let out = td.sub("out")?;
     let got = td.join("lt-fetched.torrent");
     let leecher = Libtorrent::magnet(&link, &out, free_port(), &[port])
@@ -193,11 +246,9 @@ fn spate_seeds_libtorrent_fetches_magnet() -> Result<()> {
         .timeout(dl.remaining())
         .spawn(&td)?;
     expect_ok(&leecher, &[&seeder], &dl)?;
-    let line = leecher.wait_for_line(
-        std::time::Duration::from_secs(1),
-        "`metadata info_hash=`",
-        |l| l.starts_with("metadata "),
-    )?;
+    let line = leecher.wait_for_line(Duration::from_secs(1), "`metadata info_hash=`", |l| {
+        l.starts_with("metadata ")
+    })?;
     ensure!(
         line.contains(&format!("info_hash={hash} ")),
         "libtorrent got metadata of another torrent: {line}"
@@ -207,7 +258,7 @@ fn spate_seeds_libtorrent_fetches_magnet() -> Result<()> {
         hash,
         "info dict libtorrent received"
     );
-    same_file(&f.file, &out.join(&f.name), &leecher)
+    same_data(&f.file, &out.join(&f.name), &leecher)
 }
 
 /// `spate seed` serves a public torrent; transmission-daemon gets only the magnet link
@@ -221,9 +272,9 @@ fn spate_seeds_transmission_fetches_magnet() -> Result<()> {
     }
     let dl = Deadline::after(TEST_TIMEOUT);
     let td = TestDir::new("spate-magnet-to-tr")?;
-    let f = public_fixture(&td)?;
+    let f = many_files_fixture(&td)?;
     let hash = info_hash_of_file(&f.torrent)?;
-    let link = format!("magnet:?xt=urn:btih:{hash}&dn=f.bin");
+    let link = format!("magnet:?xt=urn:btih:{hash}&dn=many");
     let out = td.sub("out")?;
     let tr = Transmission::magnet(&link, &out, free_port()).spawn(&td)?;
     let port = free_port();
@@ -233,10 +284,10 @@ fn spate_seeds_transmission_fetches_magnet() -> Result<()> {
         .spawn(&td)?;
     let copy = out.join(&f.name);
     tr.wait_complete(dl.remaining(), || {
-        seeder.is_running() && compare_files(&f.file, &copy).is_ok()
+        seeder.is_running() && compare_dirs(&f.file, &copy).is_ok()
     })
     .map_err(|e| anyhow::anyhow!("{e:#}\n{}", seeder.report()))?;
-    same_file(&f.file, &copy, &tr.proc)?;
+    same_data(&f.file, &copy, &tr.proc)?;
     let saved = tr.saved_torrents();
     ensure!(
         saved.len() == 1,
@@ -261,11 +312,11 @@ fn transmission_seeds_spate_downloads_magnet() -> Result<()> {
     }
     let dl = Deadline::after(TEST_TIMEOUT);
     let td = TestDir::new("tr-magnet-to-spate")?;
-    let f = public_fixture(&td)?;
+    let f = many_files_fixture(&td)?;
     let hash = info_hash_of_file(&f.torrent)?;
     let seeder = Transmission::seed(&f.torrent, &f.src, free_port()).spawn(&td)?;
     let link = format!(
-        "magnet:?xt=urn:btih:{hash}&dn=f.bin&x.pe=127.0.0.1:{}",
+        "magnet:?xt=urn:btih:{hash}&dn=many&x.pe=127.0.0.1:{}",
         seeder.peer_port
     );
     let out = td.sub("out")?;
@@ -276,6 +327,125 @@ fn transmission_seeds_spate_downloads_magnet() -> Result<()> {
         .spawn(&td)?;
     let done = expect_ok(&down, &[&seeder.proc], &dl)?;
     check_spate_fetched(&f, &out, &hash, &done, &down)
+}
+
+/// `spate download MAGNET` fetches the metadata from libtorrent, is interrupted (Ctrl-C)
+/// part-way through the data, and run again: the second run reads the saved metadata instead
+/// of fetching it, fetches only the missing data from the same `x.pe` peer, and the result is
+/// identical.
+#[test]
+fn magnet_download_interrupted_resumes_with_saved_metadata() -> Result<()> {
+    if !require_tools(&["libtorrent"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("magnet-resume")?;
+    let f = many_files_fixture(&td)?;
+    let seeder = lt_public_seeder(&td, &f, &dl)?;
+    let port = lt_port(&seeder)?;
+    let hash = info_hash_of_file(&f.torrent)?;
+    let link = format!("magnet:?xt=urn:btih:{hash}&dn=many&x.pe=127.0.0.1:{port}");
+    let out = td.sub("out")?;
+    // About 6 s for the data at 512 KiB/s: time to interrupt it part-way.
+    let first = spate()
+        .download_magnet(&link, &out)
+        .arg("--metadata-timeout")
+        .arg("30")
+        .arg("--max-down")
+        .arg("512k")
+        .name("spate-magnet-slow")
+        .spawn(&td)?;
+    first.wait_for_line(dl.remaining(), "metadata fetched", |l| l.contains(FETCHED))?;
+    std::thread::sleep(Duration::from_millis(2500));
+    first.interrupt();
+    let st = first.expect_exit(Duration::from_secs(20))?;
+    ensure!(
+        st.code() == Some(1) && st.stderr.contains("interrupted"),
+        "the interrupted run should exit 1 saying so\n{}",
+        first.report()
+    );
+    let saved = out.join(".spate").join(format!("{hash}.torrent"));
+    assert_eq!(
+        info_hash_of_file(&saved)?,
+        hash,
+        "metadata saved before the data"
+    );
+
+    let again = spate()
+        .download_magnet(&link, &out)
+        .arg("--metadata-timeout")
+        .arg("30")
+        .name("spate-magnet-resume")
+        .spawn(&td)?;
+    let done = expect_ok(&again, &[&seeder], &dl)?;
+    ensure!(
+        done.stderr
+            .contains(&format!("{LOADED}{}", saved.display()))
+            && !done.stderr.contains(FETCHED),
+        "the resumed run did not reuse the saved metadata\n{}",
+        again.report()
+    );
+    let got = parse_done_downloaded(&done.stdout);
+    ensure!(
+        got.is_some_and(|n| n > 0 && n < f.size),
+        "the resumed run should fetch only what was missing (downloaded {got:?} of {})\n{}",
+        f.size,
+        again.report()
+    );
+    same_data(&f.file, &out.join(&f.name), &again)
+}
+
+/// A chain: libtorrent seeds; spate downloads from a magnet link and keeps seeding
+/// (`--seed-ratio 1`); once spate has everything the first seeder goes, and a second
+/// libtorrent, given only the magnet link and spate's address, fetches the metadata spate
+/// itself fetched, then the data, from spate, which then exits by its seed ratio.
+#[test]
+fn spate_serves_metadata_it_fetched_to_libtorrent() -> Result<()> {
+    if !require_tools(&["libtorrent"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("magnet-chain")?;
+    let f = many_files_fixture(&td)?;
+    let seeder = lt_public_seeder(&td, &f, &dl)?;
+    let port = lt_port(&seeder)?;
+    let hash = info_hash_of_file(&f.torrent)?;
+    let link = format!("magnet:?xt=urn:btih:{hash}&dn=many");
+    let mid = td.sub("mid")?;
+    let spate_port = free_port();
+    let middle = spate()
+        .download_magnet(&format!("{link}&x.pe=127.0.0.1:{port}"), &mid)
+        .listen(spate_port)
+        .seed_ratio(1.0)
+        .arg("--metadata-timeout")
+        .arg("30")
+        .name("spate-magnet-middle")
+        .spawn(&td)?;
+    // Only once spate has all the data and seeds does the first seeder go away.
+    middle.wait_for_line(dl.remaining(), "`seeding:`", |l| l.contains("seeding: up"))?;
+    ensure!(
+        middle.stderr().contains(FETCHED),
+        "spate did not fetch the metadata\n{}",
+        middle.report()
+    );
+    drop(seeder);
+    let out = td.sub("out")?;
+    let got = td.join("lt-fetched.torrent");
+    let leecher = Libtorrent::magnet(&link, &out, free_port(), &[spate_port])
+        .save_torrent(&got)
+        .timeout(dl.remaining())
+        .spawn(&td)?;
+    expect_ok(&leecher, &[], &dl)?;
+    assert_eq!(
+        info_hash_of_file(&got)?,
+        hash,
+        "info dict libtorrent received"
+    );
+    same_data(&f.file, &out.join(&f.name), &leecher)?;
+    same_data(&f.file, &mid.join(&f.name), &middle)?;
+    // Everything libtorrent got came from spate: ratio 1 is reached and spate exits 0.
+    middle.expect_success(Duration::from_secs(30))?;
+    Ok(())
 }
 
 /// A malformed magnet link is bad input: exit code 2.

@@ -101,6 +101,7 @@ impl Spate {
             extra: Vec::new(),
             name: None,
             magnet: None,
+            seed_ratio: None,
         }
     }
 
@@ -148,6 +149,7 @@ pub struct SpateDownload {
     name: Option<String>,
     /// Set by [`Spate::download_magnet`]: given instead of `torrent`.
     magnet: Option<String>,
+    seed_ratio: Option<f64>,
 }
 
 impl SpateDownload {
@@ -160,6 +162,13 @@ impl SpateDownload {
     /// `--listen 127.0.0.1:PORT` instead of port 0.
     pub fn listen(mut self, port: u16) -> SpateDownload {
         self.listen = port;
+        self
+    }
+
+    /// `--seed-ratio R` instead of `--no-seed`: keep seeding after the download until
+    /// uploaded/size reaches `r`.
+    pub fn seed_ratio(mut self, r: f64) -> SpateDownload {
+        self.seed_ratio = Some(r);
         self
     }
 
@@ -187,8 +196,14 @@ impl SpateDownload {
             abs(&self.out_dir)?.into(),
             "--listen".into(),
             local(self.listen).into(),
-            "--no-seed".into(),
         ];
+        match self.seed_ratio {
+            Some(r) => {
+                a.push("--seed-ratio".into());
+                a.push(r.to_string().into());
+            }
+            None => a.push("--no-seed".into()),
+        }
         for p in &self.peers {
             a.push("--peer".into());
             a.push(local(*p).into());
