@@ -1,7 +1,9 @@
 //! testkit: test-only helpers for spate's integration tests and real-client interop tests.
 //!
 //! Everything here talks only to 127.0.0.1. Every real client is started with DHT, LSD, UPnP,
-//! NAT-PMP and uTP off (see ../shared/INTEROP.md), every test torrent is private, and every
+//! NAT-PMP and uTP off (see ../shared/INTEROP.md), every test torrent is private (except in
+//! the magnet tests: libtorrent serves no metadata of private torrents, so there every
+//! libtorrent peer also turns PEX off for the torrent itself), and every
 //! process is spawned through [`Proc`], which kills its whole process group on drop.
 //!
 //! - [`TestDir`]: a temp dir (kept with `SPATE_KEEP_TMP=1`) with a `logs/` folder.
