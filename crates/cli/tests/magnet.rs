@@ -137,6 +137,12 @@ fn check_spate_fetched(
         "spate did not say it fetched the metadata from a peer\n{}",
         who.report()
     );
+    // Only from the peer in the link: the testkit launcher turns spate's DHT off.
+    ensure!(
+        run.stderr.contains("DHT off"),
+        "spate's DHT was not off\n{}",
+        who.report()
+    );
     same_data(&f.file, &out.join(&f.name), who)?;
     let saved = out.join(".spate").join(format!("{hash}.torrent"));
     ensure!(saved.is_file(), "no saved metadata at {}", saved.display());
