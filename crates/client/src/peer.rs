@@ -3,7 +3,7 @@
 //! queues (serving uploads from storage in batches).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection the torrent closed may take to send what was queued for it and to
+/// see the peer close its side (see [`linger`]).
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// What the torrent task asks a writer to send.
 #[derive(Debug)]
@@ -60,6 +63,25 @@ pub(crate) struct ConnCtx {
     /// Our DHT node's UDP port, when the torrent uses the DHT: the handshake says so and
     /// peers that run a node get a `Port` message (BEP 5).
     pub dht_port: Option<u16>,
+    /// Connections past the handshake whose tasks still run (also while they linger):
+    /// shutdown waits, up to [`LINGER`], for this to reach 0 before the process may exit.
+    pub live: AtomicUsize,
+}
+
+/// Counts a connection in [`ConnCtx::live`] while it exists.
+struct LiveGuard<'a>(&'a AtomicUsize);
+
+impl<'a> LiveGuard<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(n)
+    }
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ConnCtx {
@@ -167,8 +189,9 @@ async fn run(
             .await;
         return;
     }
+    let _live = LiveGuard::new(&ctx.live);
     let key = ctx.next_key.fetch_add(1, Ordering::Relaxed);
-    let (read_half, write_half) = stream.into_split();
+    let (mut read_half, write_half) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let (kill_tx, kill_rx) = oneshot::channel();
     let counters = Arc::new(Counters::default());
@@ -191,15 +214,48 @@ async fn run(
     {
         return;
     }
-    tokio::spawn(writer(write_half, rx, ctx.clone(), counters));
-    let reason = tokio::select! {
-        r = reader(read_half, key, &ctx) => r,
-        _ = kill_rx => return, // the torrent closed this connection; it knows why
+    let writer = tokio::spawn(writer(write_half, rx, ctx.clone(), counters));
+    let ended = tokio::select! {
+        r = reader(&mut read_half, key, &ctx) => Some(r),
+        _ = kill_rx => None,
     };
-    let _ = ctx.events.send(Event::Closed { key, reason }).await;
+    match ended {
+        Some(reason) => {
+            let _ = ctx.events.send(Event::Closed { key, reason }).await;
+        }
+        // The torrent closed this connection (it knows why).
+        None => linger(read_half, writer).await,
+    }
 }
 
-async fn reader(mut half: OwnedReadHalf, key: PeerKey, ctx: &ConnCtx) -> String {
+/// A connection the torrent closed: the writer sends what is still queued (the last blocks
+/// of an upload) and then a FIN; meanwhile and after, what the peer sends is read and
+/// dropped until it closes too, for at most [`LINGER`]. Closing a socket with unread data
+/// makes the kernel send a RST and discard what is still in flight to the peer: a seeder
+/// that stopped at its seed ratio cut off the last block libtorrent had been sent, leaving it
+/// at 99.5% with no peer.
+async fn linger(mut half: OwnedReadHalf, writer: tokio::task::JoinHandle<()>) {
+    let drain = async {
+        let mut sink = vec![0u8; 16 * 1024];
+        loop {
+            match half.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = timeout(LINGER, async {
+        tokio::join!(
+            async {
+                let _ = writer.await;
+            },
+            drain
+        )
+    })
+    .await;
+}
+
+async fn reader(half: &mut OwnedReadHalf, key: PeerKey, ctx: &ConnCtx) -> String {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         match wire::decode_skip_unknown(&mut buf, MAX_MESSAGE_LEN) {

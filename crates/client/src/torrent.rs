@@ -230,6 +230,7 @@ pub async fn run_torrent(
         down_limit: Arc::new(RateLimiter::new(opts.max_down)),
         next_key: AtomicU64::new(1),
         uploaded: AtomicU64::new(0),
+        live: std::sync::atomic::AtomicUsize::new(0),
         dht_port: match &opts.dht {
             Some(d) if !info.private => Some(d.local_addr().port()),
             _ => None,
@@ -1116,6 +1117,12 @@ impl TorrentTask {
         self.publish_status();
         if let Some(a) = self.announcer.take() {
             a.stop().await;
+        }
+        // Let closed connections deliver what was already sent to them (peer::linger)
+        // before the caller may exit the process.
+        let end = tokio::time::Instant::now() + peer::LINGER;
+        while self.ctx.live.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
