@@ -2,67 +2,17 @@
 //! DHT node in the handshake and with `Port`, and pings the node a peer names; a private
 //! torrent does neither.
 
-use std::path::Path;
+mod common;
+
+use common::{start_seeder, torrent_for};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use client::{DhtHandle, DhtOptions, SeedPolicy, Status, TorrentOptions};
-use metainfo::create::{create_torrent, CreateOptions};
+use client::{DhtHandle, DhtOptions};
 use metainfo::{PeerId, Torrent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{oneshot, watch};
 use wire::{Handshake, Message};
-
-fn torrent_for(path: &Path, private: bool) -> Torrent {
-    let data: Vec<u8> = (0..100_000).map(|i| (i * 13 % 251) as u8).collect();
-    std::fs::write(path, data).unwrap();
-    create_torrent(
-        &CreateOptions {
-            path: path.to_path_buf(),
-            trackers: vec![],
-            piece_length: Some(32 * 1024),
-            private,
-            web_seeds: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-        },
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .1
-}
-
-async fn seeder(
-    t: &Torrent,
-    root: &Path,
-    dht: DhtHandle,
-) -> (std::net::SocketAddr, oneshot::Sender<()>) {
-    let mut o = TorrentOptions::new(
-        t.clone(),
-        root.to_path_buf(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    o.seed = SeedPolicy::Forever;
-    o.use_trackers = false;
-    o.dht = Some(dht);
-    let (tx, mut rx) = watch::channel(Status::default());
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(client::run_torrent(o, tx, async move {
-        let _ = stop_rx.await;
-    }));
-    let addr = loop {
-        if let Some(a) = rx.borrow().listen {
-            break a;
-        }
-        tokio::time::timeout(Duration::from_secs(30), rx.changed())
-            .await
-            .unwrap()
-            .unwrap();
-    };
-    (addr, stop)
-}
 
 /// Connects with a DHT-capable handshake; returns the stream and the seeder's handshake.
 async fn connect(addr: std::net::SocketAddr, t: &Torrent) -> (TcpStream, Handshake) {
@@ -97,11 +47,13 @@ async fn messages_within(s: &mut TcpStream, limit: Duration) -> Vec<Message> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_torrent_sends_port_and_pings_the_peers_node() {
     let dir = tempfile::tempdir().unwrap();
-    let t = torrent_for(&dir.path().join("f.bin"), false);
+    let t = torrent_for(&dir.path().join("f.bin"), 100_000, false);
     let dht = DhtHandle::start(DhtOptions::new("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
-    let (addr, _stop) = seeder(&t, dir.path(), dht.clone()).await;
+    let d = dht.clone();
+    let seeder = start_seeder(&t, dir.path(), move |o| o.dht = Some(d)).await;
+    let addr = seeder.addr;
     let (mut s, theirs) = connect(addr, &t).await;
     assert!(theirs.supports_dht(), "DHT bit missing from the handshake");
 
@@ -134,11 +86,13 @@ async fn public_torrent_sends_port_and_pings_the_peers_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_torrent_keeps_its_dht_node_to_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let t = torrent_for(&dir.path().join("p.bin"), true);
+    let t = torrent_for(&dir.path().join("p.bin"), 100_000, true);
     let dht = DhtHandle::start(DhtOptions::new("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
-    let (addr, _stop) = seeder(&t, dir.path(), dht.clone()).await;
+    let d = dht.clone();
+    let seeder = start_seeder(&t, dir.path(), move |o| o.dht = Some(d)).await;
+    let addr = seeder.addr;
     let (mut s, theirs) = connect(addr, &t).await;
     assert!(
         !theirs.supports_dht(),

@@ -1,62 +1,18 @@
 //! Hand-made peers that misbehave, against a real spate seeder and leecher: the connection is
 //! dropped (a logged disconnect), nothing panics, and honest peers are still served.
 
-use std::path::Path;
+mod common;
+
+use common::{seeder, torrent_for};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use client::{SeedPolicy, Status, TorrentOptions};
-use metainfo::create::{create_torrent, CreateOptions};
+use client::{Status, TorrentOptions};
 use metainfo::{PeerId, Torrent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use wire::{Handshake, Message};
-
-fn torrent_for(path: &Path, len: usize) -> Torrent {
-    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(path, data).unwrap();
-    create_torrent(
-        &CreateOptions {
-            path: path.to_path_buf(),
-            trackers: vec![],
-            piece_length: Some(32 * 1024),
-            private: true,
-            web_seeds: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-        },
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .1
-}
-
-async fn seeder(t: &Torrent, root: &Path) -> (std::net::SocketAddr, oneshot::Sender<()>) {
-    let mut o = TorrentOptions::new(
-        t.clone(),
-        root.to_path_buf(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    o.seed = SeedPolicy::Forever;
-    o.use_trackers = false;
-    let (tx, mut rx) = watch::channel(Status::default());
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(client::run_torrent(o, tx, async move {
-        let _ = stop_rx.await;
-    }));
-    let addr = loop {
-        if let Some(a) = rx.borrow().listen {
-            break a;
-        }
-        tokio::time::timeout(Duration::from_secs(30), rx.changed())
-            .await
-            .unwrap()
-            .unwrap();
-    };
-    (addr, stop)
-}
 
 async fn handshake(addr: std::net::SocketAddr, t: &Torrent) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -86,7 +42,7 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeder_drops_hostile_peers_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let t = torrent_for(&dir.path().join("f.bin"), 200_000);
+    let t = torrent_for(&dir.path().join("f.bin"), 200_000, true);
     let (addr, stop) = seeder(&t, dir.path()).await;
 
     // A 4 GiB length prefix: refused before anything is buffered.
@@ -157,7 +113,7 @@ async fn seeder_drops_hostile_peers_and_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leecher_bans_a_peer_that_sends_bad_data() {
     let dir = tempfile::tempdir().unwrap();
-    let t = torrent_for(&dir.path().join("f.bin"), 100_000);
+    let t = torrent_for(&dir.path().join("f.bin"), 100_000, true);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake = listener.local_addr().unwrap();
     let info_hash = t.info_hash;

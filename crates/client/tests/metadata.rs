@@ -1,17 +1,19 @@
 //! BEP 9 metadata exchange against real spate torrents over 127.0.0.1: a spate seeder serves
 //! its info dict in pieces, and spate fetches the metadata of a magnet link from peers.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use client::{SeedPolicy, Status, TorrentOptions};
-use metainfo::create::{create_torrent, CreateOptions};
+use client::{Status, TorrentOptions};
+use common::{seeder, torrent_of};
 use metainfo::{PeerId, Torrent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use wire::{ExtHandshake, Handshake, Message, MetadataMsg};
 
 /// A multi-file torrent whose info dict spans several 16 KiB metadata pieces (long names).
@@ -23,67 +25,18 @@ fn big_info_torrent(root: &Path, files: usize, private: bool) -> Torrent {
         let data: Vec<u8> = (0..(100 + i * 37)).map(|j| ((i + j) % 251) as u8).collect();
         std::fs::write(dir.join(name), data).unwrap();
     }
-    create_torrent(
-        &CreateOptions {
-            path: dir,
-            trackers: vec![],
-            piece_length: Some(32 * 1024),
-            private,
-            web_seeds: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-        },
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .1
-}
-
-async fn seeder(t: &Torrent, root: &Path) -> (SocketAddr, oneshot::Sender<()>) {
-    let mut o = TorrentOptions::new(
-        t.clone(),
-        root.to_path_buf(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    o.seed = SeedPolicy::Forever;
-    o.use_trackers = false;
-    let (tx, mut rx) = watch::channel(Status::default());
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(client::run_torrent(o, tx, async move {
-        let _ = stop_rx.await;
-    }));
-    let addr = loop {
-        if let Some(a) = rx.borrow().listen {
-            break a;
-        }
-        tokio::time::timeout(Duration::from_secs(30), rx.changed())
-            .await
-            .unwrap()
-            .unwrap();
-    };
-    (addr, stop)
+    torrent_of(&dir, private)
 }
 
 /// Reads messages until `pick` returns something, within ten seconds.
 async fn read_until<T>(
     s: &mut TcpStream,
     buf: &mut BytesMut,
-    mut pick: impl FnMut(Message) -> Option<T>,
+    pick: impl FnMut(Message) -> Option<T>,
 ) -> T {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            while let Some(m) = wire::decode(buf, 1 << 20).unwrap() {
-                if let Some(t) = pick(m) {
-                    return t;
-                }
-            }
-            let n = s.read_buf(buf).await.unwrap();
-            assert!(n > 0, "connection closed");
-        }
-    })
-    .await
-    .expect("timed out waiting for a message")
+    common::read_until(s, buf, Duration::from_secs(10), pick)
+        .await
+        .expect("timed out waiting for a message")
 }
 
 /// A hand-made peer asks a spate seeder (of a private torrent) for every metadata piece and

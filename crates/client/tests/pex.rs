@@ -3,68 +3,25 @@
 //! well-formed `ut_pex` message, and a private torrent has no PEX at all.
 
 use std::net::SocketAddr;
+mod common;
+
 use std::path::Path;
+
+use common::{read_until, start_seeder, torrent_for};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use client::{SeedPolicy, Status, TorrentOptions};
-use metainfo::create::{create_torrent, CreateOptions};
 use metainfo::{PeerId, Torrent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
 use wire::{ExtHandshake, Handshake, Message, PexFlags, PexMsg};
 
 /// The cap on PEX-learned addresses (client::pex::MAX_LEARNED).
 const MAX_LEARNED: usize = 300;
 
-fn torrent_for(path: &Path, len: usize, private: bool) -> Torrent {
-    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(path, data).unwrap();
-    create_torrent(
-        &CreateOptions {
-            path: path.to_path_buf(),
-            trackers: vec![],
-            piece_length: Some(32 * 1024),
-            private,
-            web_seeds: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-        },
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .1
-}
-
-async fn seeder(
-    t: &Torrent,
-    root: &Path,
-) -> (SocketAddr, oneshot::Sender<()>, watch::Receiver<Status>) {
-    let mut o = TorrentOptions::new(
-        t.clone(),
-        root.to_path_buf(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    o.seed = SeedPolicy::Forever;
-    o.use_trackers = false;
-    o.status_interval = Duration::from_millis(100);
-    let (tx, mut rx) = watch::channel(Status::default());
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(client::run_torrent(o, tx, async move {
-        let _ = stop_rx.await;
-    }));
-    let addr = loop {
-        if let Some(a) = rx.borrow().listen {
-            break a;
-        }
-        tokio::time::timeout(Duration::from_secs(30), rx.changed())
-            .await
-            .unwrap()
-            .unwrap();
-    };
-    (addr, stop, rx)
+/// A seeder that publishes its status every 100 ms (the tests read `pex_learned`).
+async fn pex_seeder(t: &Torrent, root: &Path) -> common::Seeder {
+    start_seeder(t, root, |o| o.status_interval = Duration::from_millis(100)).await
 }
 
 /// A hand-made peer: BitTorrent handshake, then our extension handshake (`ut_pex` under
@@ -100,29 +57,6 @@ async fn connect(
     (s, buf, theirs)
 }
 
-/// Reads messages until `pick` returns something; `None` on timeout. Panics if the
-/// connection closes.
-async fn read_until<T>(
-    s: &mut TcpStream,
-    buf: &mut BytesMut,
-    limit: Duration,
-    mut pick: impl FnMut(Message) -> Option<T>,
-) -> Option<T> {
-    tokio::time::timeout(limit, async {
-        loop {
-            while let Some(m) = wire::decode(buf, 1 << 20).unwrap() {
-                if let Some(t) = pick(m) {
-                    return t;
-                }
-            }
-            let n = s.read_buf(buf).await.unwrap();
-            assert!(n > 0, "connection closed by spate");
-        }
-    })
-    .await
-    .ok()
-}
-
 /// A `ut_pex` message of `n` added IPv4 peers 127.`net`.x.y:1 (loopback: every dial is
 /// refused at once, nothing leaves the machine).
 fn flood_msg(net: u8, n: u32) -> Vec<u8> {
@@ -147,7 +81,11 @@ fn flood_msg(net: u8, n: u32) -> Vec<u8> {
 async fn pex_flood_is_capped_and_tolerated() {
     let dir = tempfile::tempdir().unwrap();
     let t = torrent_for(&dir.path().join("f.bin"), 100_000, false);
-    let (addr, stop, rx) = seeder(&t, dir.path()).await;
+    let common::Seeder {
+        addr,
+        stop,
+        status: rx,
+    } = pex_seeder(&t, dir.path()).await;
     let mut conns = Vec::new();
     for i in 0..5u8 {
         let (mut s, buf, theirs) = connect(addr, &t, 40 + i, 5, None).await;
@@ -198,7 +136,7 @@ async fn pex_flood_is_capped_and_tolerated() {
 async fn spate_tells_a_peer_of_another() {
     let dir = tempfile::tempdir().unwrap();
     let t = torrent_for(&dir.path().join("f.bin"), 100_000, false);
-    let (addr, stop, _rx) = seeder(&t, dir.path()).await;
+    let common::Seeder { addr, stop, .. } = pex_seeder(&t, dir.path()).await;
     // Listeners stand for the two peers' listen sockets (nothing needs to accept).
     let lx = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ly = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -234,7 +172,11 @@ async fn spate_tells_a_peer_of_another() {
 async fn private_torrent_has_no_pex() {
     let dir = tempfile::tempdir().unwrap();
     let t = torrent_for(&dir.path().join("f.bin"), 100_000, true);
-    let (addr, stop, rx) = seeder(&t, dir.path()).await;
+    let common::Seeder {
+        addr,
+        stop,
+        status: rx,
+    } = pex_seeder(&t, dir.path()).await;
     let (mut s, mut buf, theirs) = connect(addr, &t, 21, 9, Some(1)).await;
     assert_eq!(theirs.extension_id("ut_pex"), None, "{theirs:?}");
     assert!(!theirs.m.contains_key("ut_pex"));
