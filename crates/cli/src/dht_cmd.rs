@@ -10,7 +10,7 @@ use metainfo::InfoHash;
 
 use crate::{parse_addr, CliError, CliResult};
 
-/// DHT settings shared by `download` and `seed`.
+/// Peer discovery without trackers (DHT and PEX) settings shared by `download` and `seed`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DhtArgs {
     /// Do not use the DHT (BEP 5) to find peers. Also set by SPATE_NO_DHT=1 (or true, yes,
@@ -24,6 +24,10 @@ pub struct DhtArgs {
     /// [default: $XDG_STATE_HOME/spate/dht.dat or ~/.local/state/spate/dht.dat].
     #[arg(long, value_name = "FILE")]
     pub dht_state: Option<PathBuf>,
+    /// Do not exchange peer addresses with peers (PEX, BEP 11; always off for private
+    /// torrents).
+    #[arg(long)]
+    pub no_pex: bool,
 }
 
 impl DhtArgs {

@@ -200,6 +200,7 @@ async fn download_with(
     opts.max_up = a.max_up;
     opts.use_trackers = !a.no_trackers;
     opts.dht = dht;
+    opts.pex = !a.dht.no_pex;
     let (summary, interrupted) = run_with_progress(opts, name.clone()).await?;
     if interrupted && !summary.complete {
         return Err(CliError::runtime(format!(
@@ -384,6 +385,7 @@ pub async fn seed(a: SeedArgs) -> CliResult {
     opts.max_up = a.max_up;
     opts.use_trackers = !a.no_trackers;
     opts.dht = dht.clone();
+    opts.pex = !a.dht.no_pex;
     let result = run_with_progress(opts, name).await;
     if let Some(d) = dht {
         d.shutdown().await;

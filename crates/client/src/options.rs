@@ -40,6 +40,8 @@ pub struct TorrentOptions {
     pub use_trackers: bool,
     /// Find peers through the DHT and announce there (ignored for private torrents, BEP 27).
     pub dht: Option<crate::DhtHandle>,
+    /// Peer exchange (BEP 11); always off for private torrents (BEP 27).
+    pub pex: bool,
     /// Upper bound on connected peers.
     pub max_peers: usize,
     /// How often a [`Status`] is published.
@@ -66,6 +68,7 @@ impl TorrentOptions {
             max_up: None,
             use_trackers: true,
             dht: None,
+            pex: true,
             max_peers: 80,
             status_interval: Duration::from_millis(500),
             only: None,

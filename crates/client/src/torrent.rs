@@ -276,7 +276,8 @@ pub async fn run_torrent(
         info_hash,
         engine,
         ctx,
-        pex: Pex::new(info.private),
+        // "private" to the PEX bookkeeping means off: BEP 27, or the user said so.
+        pex: Pex::new(info.private || !opts.pex),
         peers: HashMap::new(),
         candidates: HashMap::new(),
         banned: Bans::default(),

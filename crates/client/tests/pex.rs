@@ -201,3 +201,43 @@ async fn private_torrent_has_no_pex() {
     assert_eq!(st.peers, 2);
     let _ = stop.send(());
 }
+
+/// `TorrentOptions::pex = false` (`--no-pex`) turns PEX off for a public torrent as BEP 27
+/// does for a private one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pex_option_turns_it_off_on_a_public_torrent() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = torrent_for(&dir.path().join("f.bin"), 100_000, false);
+    let common::Seeder {
+        addr,
+        stop,
+        status: rx,
+    } = start_seeder(&t, dir.path(), |o| {
+        o.status_interval = Duration::from_millis(100);
+        o.pex = false;
+    })
+    .await;
+    let (mut s, mut buf, theirs) = connect(addr, &t, 21, 9, Some(1)).await;
+    assert_eq!(theirs.extension_id("ut_pex"), None, "{theirs:?}");
+    assert!(!theirs.m.contains_key("ut_pex"));
+    assert!(theirs.extension_id("ut_metadata").is_some());
+    let mut b = BytesMut::new();
+    Message::Extended {
+        id: 1,
+        payload: flood_msg(90, 50).into(),
+    }
+    .encode(&mut b);
+    s.write_all(&b).await.unwrap();
+    // No ut_pex message comes back either (another peer is connected to name).
+    let (_o, _obuf, _) = connect(addr, &t, 22, 9, Some(2)).await;
+    let got = read_until(&mut s, &mut buf, Duration::from_secs(4), |m| match m {
+        Message::Extended { id: 9, .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(got.is_none(), "no PEX message with pex off");
+    let st = rx.borrow().clone();
+    assert_eq!(st.pex_learned, 0);
+    assert_eq!(st.peers, 2);
+    let _ = stop.send(());
+}
