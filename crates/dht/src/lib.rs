@@ -6,6 +6,12 @@
 //! BEP 51, which `mainline` lacks, and a sans-IO core that the simulation tests can drive with
 //! a virtual clock.
 //!
+//! Our own id follows BEP 42 too: the node counts the `ip` its peers' answers say they see
+//! us at, and when a clear majority of them (more than half of at least ten, one vote per
+//! public IP) names a public address our id does not fit, it takes an id that fits it,
+//! rebuilds its table around it and reports [`DhtEvent::IdChanged`] so the driver can save
+//! it. Local addresses (loopback, private, link-local) never change the id.
+//!
 //! # Layout
 //! - [`node`]: [`Node`], the state machine the driver talks to, its [`Config`] and its
 //!   [`DhtEvent`]s. It answers every query, runs lookups, announces and maintains the table.

@@ -96,6 +96,10 @@ pub enum DhtEvent {
         peers_found: usize,
         announced_to: usize,
     },
+    /// BEP 42: a clear majority of the nodes that answered us see us at the public address
+    /// `external_ip`, which our id did not fit, so the node took the new id `id` (secure for
+    /// it). Every later message uses it; save it so the next run starts with it.
+    IdChanged { id: NodeId, external_ip: IpAddr },
 }
 
 /// Which kind of query an outstanding transaction is.
@@ -140,6 +144,13 @@ const MAX_VALUES: usize = 50;
 /// Samples in one `sample_infohashes` answer (BEP 51), and the interval we ask for.
 const MAX_SAMPLES: usize = 20;
 const SAMPLE_INTERVAL: i64 = 300;
+/// BEP 42 external address votes: voters remembered (the most recent, one per IP), and the
+/// fewest voters heard before any decision (which then takes more than half of them). Ten
+/// rather than five: the first few answers of a join come from a handful of nodes, and a
+/// few liars among them must not pick our id (the simulation shows it with a quarter of
+/// liars).
+const MAX_VOTERS: usize = 64;
+const MIN_VOTERS: usize = 10;
 
 /// A Mainline DHT node (BEP 5), sans-IO; see the crate doc for the driver loop.
 ///
@@ -149,7 +160,9 @@ const SAMPLE_INTERVAL: i64 = 300;
 ///   [`Node::announce`];
 /// - outputs, drained after every input: [`Node::poll_transmit`], [`Node::poll_event`],
 ///   then [`Node::poll_timeout`] (when to call `handle_timeout` next);
-/// - getters: [`Node::id`], [`Node::routing_table_nodes`], [`Node::stats`],
+/// - getters: [`Node::id`] (it changes to fit our public address, BEP 42:
+///   [`DhtEvent::IdChanged`]),
+///   [`Node::external_ip`], [`Node::routing_table_nodes`], [`Node::stats`],
 ///   [`Node::routing_table`].
 pub struct Node {
     id: NodeId,
@@ -168,6 +181,11 @@ pub struct Node {
     /// Bootstrap addresses, asked again while the table is thin.
     bootstrap_addrs: Vec<SocketAddr>,
     next_self_lookup: Option<Instant>,
+    /// BEP 42 votes on our external address: (voter IP, the address it sees us at), oldest
+    /// first, one per voter, at most [`MAX_VOTERS`].
+    votes: VecDeque<(IpAddr, IpAddr)>,
+    /// The address the last clear majority of voters named.
+    external_ip: Option<IpAddr>,
     stats: Stats,
 }
 
@@ -197,6 +215,8 @@ impl Node {
             next_maintenance: now + MAINTENANCE,
             bootstrap_addrs: Vec::new(),
             next_self_lookup: None,
+            votes: VecDeque::new(),
+            external_ip: None,
             stats: Stats::default(),
             config,
         }
@@ -204,6 +224,12 @@ impl Node {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Our address as the nodes that answered us see it (BEP 42 `ip`), once a clear majority
+    /// of them agree; `None` before that.
+    pub fn external_ip(&self) -> Option<IpAddr> {
+        self.external_ip
     }
 
     /// True for an IPv6 node (BEP 32), false for IPv4.
@@ -341,6 +367,9 @@ impl Node {
             Body::Response(r) => {
                 if let Some(p) = self.take_pending(&msg.transaction, from) {
                     self.handle_response(from, p, r, msg.read_only, now);
+                    if let Some(ip) = msg.ip {
+                        self.vote_external_ip(from.ip(), ip.ip(), now);
+                    }
                 }
             }
             Body::Error { .. } => {
@@ -626,6 +655,46 @@ impl Node {
             }
         }
         self.step_lookup(lid, now);
+    }
+
+    /// BEP 42: `voter`, which answered one of our queries, sees us at `seen`. When a clear
+    /// majority of recent voters (more than half, of at least [`MIN_VOTERS`]) name a
+    /// public address our id does not fit, take an id that fits it.
+    ///
+    /// Voters on local addresses are not counted: they see our local address, which says
+    /// nothing of the public one. Local winners (loopback, private, ...) never change the id:
+    /// BEP 42 exempts them.
+    fn vote_external_ip(&mut self, voter: IpAddr, seen: IpAddr, now: Instant) {
+        if is_exempt(voter) || seen.is_ipv6() != self.config.ipv6 || seen.is_unspecified() {
+            return;
+        }
+        self.votes.retain(|(v, _)| *v != voter);
+        if self.votes.len() >= MAX_VOTERS {
+            self.votes.pop_front();
+        }
+        self.votes.push_back((voter, seen));
+        let agreeing = self.votes.iter().filter(|(_, s)| *s == seen).count();
+        if self.votes.len() < MIN_VOTERS || agreeing * 2 <= self.votes.len() {
+            return;
+        }
+        self.external_ip = Some(seen);
+        if is_exempt(seen) || self.id.is_secure_for(seen) {
+            return;
+        }
+        let id = NodeId::secure_for_ip(seen, &mut self.rng);
+        self.change_id(id, seen, now);
+    }
+
+    /// Takes `id` as our own: the table is rebuilt around it (its buckets split on our side)
+    /// and a lookup of it refills our neighbourhood. Lookups in flight go on (their targets
+    /// do not depend on our id). The votes start afresh, so a different address must win a
+    /// clear majority again before the id changes again: no flapping on a few odd answers.
+    fn change_id(&mut self, id: NodeId, external_ip: IpAddr, now: Instant) {
+        self.id = id;
+        self.table = self.table.rebuilt_for(id, now);
+        self.votes.clear();
+        self.push_event(DhtEvent::IdChanged { id, external_ip });
+        self.find_node(id, now);
     }
 
     fn on_failure(&mut self, from: SocketAddr, p: Pending, now: Instant) {

@@ -237,6 +237,47 @@ impl RoutingTable {
         }
     }
 
+    /// The same nodes in a fresh table for a new own id `own` (after a BEP 42 id change: the
+    /// buckets split around our id, so the old layout is meaningless). Entries keep their
+    /// state; the most recently seen win places in buckets that fill up, and the rest wait in
+    /// the replacement caches (up to `k` per bucket) or are dropped.
+    pub fn rebuilt_for(&self, own: NodeId, now: Instant) -> RoutingTable {
+        let mut t = RoutingTable::new(own, self.k, now);
+        let mut all: Vec<Entry> = self.entries().cloned().collect();
+        all.sort_by_key(|e| std::cmp::Reverse(e.last_seen()));
+        let replacements = self.buckets.iter().flat_map(|b| b.replacements.iter());
+        all.extend(replacements.cloned());
+        for e in all {
+            t.place(e, now);
+        }
+        t
+    }
+
+    /// Puts `e` in its bucket (splitting ours as needed), else in that bucket's replacement
+    /// cache if it has room. Used only by [`RoutingTable::rebuilt_for`].
+    fn place(&mut self, e: Entry, now: Instant) {
+        if e.id == self.own || self.entries().any(|x| x.id == e.id || x.addr == e.addr) {
+            return;
+        }
+        loop {
+            let b = self.bucket_index(&e.id);
+            let splittable = b == self.buckets.len() - 1 && self.buckets.len() < 160;
+            let bucket = &mut self.buckets[b];
+            if bucket.nodes.len() < self.k {
+                bucket.nodes.push(e);
+                return;
+            }
+            if splittable {
+                self.split(now);
+                continue;
+            }
+            if bucket.replacements.len() < self.k {
+                bucket.replacements.push(e);
+            }
+            return;
+        }
+    }
+
     /// A query to `id` went unanswered. A bad node gives way to the newest replacement; a node
     /// that never answered us is dropped at once.
     pub fn failed(&mut self, id: &NodeId, now: Instant) {

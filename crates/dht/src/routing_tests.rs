@@ -150,3 +150,57 @@ fn unverified_nodes_are_dropped_on_first_failure_and_refresh_is_reported() {
     assert_eq!(t.buckets_to_refresh(GOOD_FOR, t0 + GOOD_FOR), [0]);
     assert!(t.buckets_to_refresh(GOOD_FOR, t0 + GOOD_FOR).is_empty());
 }
+
+/// A new own id (BEP 42 change): the same nodes, in buckets split around the new id, states
+/// kept; nodes near the new id get the deep buckets.
+#[test]
+fn rebuilt_for_a_new_id_keeps_nodes_and_states() {
+    let t0 = Instant::now();
+    let old = NodeId([0x00; 20]);
+    let new = NodeId([0xff; 20]);
+    let mut t = RoutingTable::new(old, 8, t0);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    // Many nodes near the old id, a few near the new one.
+    let mut inserted = std::collections::HashMap::new();
+    let mut i = 0;
+    for depth in 0..12 {
+        for _ in 0..6 {
+            i += 1;
+            let id = old.random_at_depth(depth, &mut rng);
+            t.insert(id, addr(i), i % 2 == 0, t0);
+            inserted.insert(id, addr(i));
+        }
+    }
+    let near_new: Vec<NodeId> = (1..8).map(|d| new.random_at_depth(d, &mut rng)).collect();
+    for id in &near_new {
+        i += 1;
+        t.insert(*id, addr(i), true, t0);
+        inserted.insert(*id, addr(i));
+    }
+    check_invariants(&t);
+    let r = t.rebuilt_for(new, t0);
+    assert_eq!(r.own_id(), new);
+    check_invariants(&r);
+    // Only nodes we had (in a bucket or a replacement cache), unchanged.
+    for e in r.entries() {
+        assert_eq!(inserted.get(&e.id), Some(&e.addr), "a node appeared");
+        if let Some(old) = t.get(&e.id) {
+            assert_eq!(old, e, "a node changed");
+        }
+    }
+    // Every node close to the new id made it (most from the old replacement cache: they
+    // shared the old far bucket), and the table splits around it.
+    for id in &near_new {
+        assert!(r.get(id).is_some());
+    }
+    assert!(r.buckets().len() >= 3, "{} buckets", r.buckets().len());
+    assert_eq!(r.bucket_index(&near_new[6]), r.buckets().len() - 1);
+    // The old id's half (66 nodes) is now the far bucket: k of them stay; the 6 nodes on
+    // the new id's half and those near it all stay.
+    assert_eq!(r.buckets()[0].nodes().len(), 8);
+    assert_eq!(r.len(), 8 + 6 + near_new.len());
+    // Our new id never sits in its own table.
+    let mut t2 = RoutingTable::new(old, 8, t0);
+    t2.insert(new, addr(500), true, t0);
+    assert!(t2.rebuilt_for(new, t0).is_empty());
+}

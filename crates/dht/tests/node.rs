@@ -323,3 +323,123 @@ fn lookups_with_no_nodes_finish_and_timeouts_are_bounded() {
     assert!(now - t0 <= Duration::from_secs(3), "{:?}", now - t0);
     assert_eq!(n.stats().pending_queries, 0);
 }
+
+/// Our query to `voter` (a ping) is answered with the BEP 42 `ip` key naming `seen`.
+fn vote(n: &mut Node, voter: &str, seen: &str, now: Instant) {
+    let voter = a(voter);
+    n.add_node(voter, now);
+    let out = sent(n);
+    let (_, q) = out.iter().find(|(to, _)| *to == voter).expect("pinged");
+    let id = NodeId::secure_for_ip(voter.ip(), &mut rand::rngs::StdRng::seed_from_u64(1));
+    let mut msg = Message::new(
+        q.transaction.clone(),
+        Body::Response(Response {
+            id,
+            ..Response::default()
+        }),
+    );
+    msg.ip = Some(SocketAddr::new(seen.parse().unwrap(), 6881));
+    n.handle_packet(voter, &msg.encode(), now);
+}
+
+fn id_changes(n: &mut Node) -> Vec<(NodeId, std::net::IpAddr)> {
+    let mut out = Vec::new();
+    while let Some(e) = n.poll_event() {
+        if let dht::DhtEvent::IdChanged { id, external_ip } = e {
+            out.push((id, external_ip));
+        }
+    }
+    out
+}
+
+#[test]
+fn own_id_follows_a_clear_majority_of_public_votes() {
+    let (mut n, t0) = node(Config::default());
+    let old = n.id();
+    let ext: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    for i in 1..=9 {
+        vote(&mut n, &format!("203.0.113.{i}:6881"), "198.51.100.7", t0);
+    }
+    // Nine agreeing voters are not enough: a decision waits for ten.
+    assert_eq!(n.id(), old);
+    assert_eq!(n.external_ip(), None);
+    assert!(id_changes(&mut n).is_empty());
+    // The same voter again counts once.
+    vote(&mut n, "203.0.113.1:6881", "198.51.100.7", t0);
+    assert_eq!(n.id(), old);
+    vote(&mut n, "203.0.113.10:6881", "198.51.100.7", t0);
+    assert_ne!(n.id(), old);
+    assert!(n.id().is_secure_for(ext));
+    assert_eq!(n.external_ip(), Some(ext));
+    assert_eq!(id_changes(&mut n), [(n.id(), ext)]);
+    // The table was rebuilt around the new id, and a lookup of the new id started: every
+    // later query carries the new id.
+    assert_eq!(n.routing_table().own_id(), n.id());
+    assert_eq!(n.routing_table().len(), 10);
+    let queries = sent(&mut n);
+    assert!(!queries.is_empty());
+    for (_, m) in &queries {
+        let Body::Query(q) = &m.body else { panic!() };
+        assert_eq!(q.id(), n.id());
+        assert!(matches!(q, Query::FindNode { target, .. } if *target == n.id()));
+    }
+    // More votes for the same address change nothing.
+    let id = n.id();
+    for i in 1..=10 {
+        vote(&mut n, &format!("203.0.113.{i}:6881"), "198.51.100.7", t0);
+    }
+    assert_eq!(n.id(), id);
+    assert!(id_changes(&mut n).is_empty());
+    // A new address (the ISP changed it) must win a clear majority again: the ten voters
+    // for the old one stay in the window, so five for the new one change nothing...
+    let new_ext: std::net::IpAddr = "198.51.100.99".parse().unwrap();
+    for i in 20..=29 {
+        vote(&mut n, &format!("203.0.113.{i}:6881"), "198.51.100.99", t0);
+        if i == 24 {
+            assert_eq!(n.id(), id, "a minority moved the id");
+        }
+    }
+    // ...and ten of twenty is no majority either; the eleventh makes it.
+    assert_eq!(n.id(), id);
+    vote(&mut n, "203.0.113.30:6881", "198.51.100.99", t0);
+    assert!(n.id().is_secure_for(new_ext));
+    assert_eq!(n.external_ip(), Some(new_ext));
+    assert_eq!(id_changes(&mut n), [(n.id(), new_ext)]);
+}
+
+#[test]
+fn local_votes_local_addresses_and_minorities_never_change_the_id() {
+    // Loopback voters (all of spate's tests) do not count, whatever they say.
+    let (mut n, t0) = node(Config::default());
+    let old = n.id();
+    for i in 1..=12 {
+        vote(&mut n, &format!("127.0.0.{i}:6881"), "198.51.100.7", t0);
+        vote(&mut n, &format!("192.168.1.{i}:6881"), "198.51.100.7", t0);
+    }
+    assert_eq!(n.id(), old);
+    assert_eq!(n.external_ip(), None);
+    // Public voters agreeing on a local address (we are behind a NAT that they share, or
+    // they lie): BEP 42 exempts it, so the id stays.
+    for i in 1..=12 {
+        vote(&mut n, &format!("203.0.113.{i}:6881"), "10.0.0.7", t0);
+    }
+    assert_eq!(n.external_ip(), Some("10.0.0.7".parse().unwrap()));
+    assert_eq!(n.id(), old);
+    assert!(id_changes(&mut n).is_empty());
+
+    // A node whose id fits its address: a minority of liars (interleaved with honest
+    // voters) never moves it.
+    let ext: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let now = Instant::now();
+    let id = NodeId::secure_for_ip(ext, &mut rand::rngs::StdRng::seed_from_u64(3));
+    let mut n = Node::new(id, Config::default(), now);
+    for i in 1..=30 {
+        vote(&mut n, &format!("203.0.113.{i}:6881"), "198.51.100.7", now);
+        if i % 3 == 0 {
+            vote(&mut n, &format!("192.0.2.{i}:6881"), "198.51.100.66", now);
+        }
+    }
+    assert_eq!(n.id(), id);
+    assert_eq!(n.external_ip(), Some(ext));
+    assert!(id_changes(&mut n).is_empty());
+}

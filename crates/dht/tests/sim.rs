@@ -1,12 +1,14 @@
 //! Simulation: many nodes on an in-memory network with a virtual clock and a seeded RNG. No
-//! sockets; every address is in 127.0.0.0/8 and only names a slot of the simulated network.
+//! sockets; every address only names a slot of the simulated network. Most simulations use
+//! 127.0.0.0/8; the BEP 42 ones use documentation ranges (198.51.100.0/24, 203.0.113.0/24)
+//! as public addresses, which no datagram ever reaches.
 
 use dht::krpc::{Body, Message, NodeInfo, Query, Response};
 use dht::{Config, DhtEvent, LookupId, Node, NodeId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 6881;
@@ -91,7 +93,11 @@ struct Sim {
     start: Instant,
     rng: StdRng,
     members: Vec<Member>,
+    /// Member `i`'s address.
+    addrs: Vec<SocketAddr>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Members that lie about the `ip` (BEP 42) of their answers: they name this address.
+    ip_liars: HashMap<SocketAddr, IpAddr>,
     /// In flight: (arrival, sequence) -> (from, to, bytes).
     wire: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Vec<u8>)>,
     seq: u64,
@@ -105,12 +111,22 @@ struct Sim {
 
 impl Sim {
     fn new(n: usize, liars: &[usize], seed: u64) -> Sim {
+        Sim::with_addrs((0..n).map(addr_of).collect(), liars, &[], seed)
+    }
+
+    /// Members at `addrs`; ids are random, except on public addresses, where they fit the
+    /// address (BEP 42) unless the member is in `random_ids`.
+    fn with_addrs(addrs: Vec<SocketAddr>, liars: &[usize], random_ids: &[usize], seed: u64) -> Sim {
         let start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed);
         let mut members = Vec::new();
         let mut by_addr = HashMap::new();
-        for i in 0..n {
-            let id = NodeId::random(&mut rng);
+        for (i, addr) in addrs.iter().enumerate() {
+            let id = if dht::id::is_exempt(addr.ip()) || random_ids.contains(&i) {
+                NodeId::random(&mut rng)
+            } else {
+                NodeId::secure_for_ip(addr.ip(), &mut rng)
+            };
             let m = if liars.contains(&i) {
                 Member::Liar(Liar { id })
             } else {
@@ -121,14 +137,16 @@ impl Sim {
                 Member::Honest(Box::new(Node::new(id, config, start)))
             };
             members.push(m);
-            by_addr.insert(addr_of(i), i);
+            by_addr.insert(*addr, i);
         }
         Sim {
             now: start,
             start,
             rng,
             members,
+            addrs,
             by_addr,
+            ip_liars: HashMap::new(),
             wire: BTreeMap::new(),
             seq: 0,
             events: Vec::new(),
@@ -145,10 +163,17 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, mut bytes: Vec<u8>) {
         // 5-50 ms latency, `loss` percent lost.
         if self.rng.random_range(0..100) < self.loss {
             return;
+        }
+        if let Some(&lie) = self.ip_liars.get(&from) {
+            let mut msg = Message::decode(&bytes).expect("nodes send valid KRPC");
+            if let Some(ip) = &mut msg.ip {
+                ip.set_ip(lie);
+                bytes = msg.encode();
+            }
         }
         let at = self.now + Duration::from_millis(self.rng.random_range(5..50));
         self.seq += 1;
@@ -169,7 +194,7 @@ impl Sim {
                 self.events.push((i, e));
             }
             for (to, bytes) in out {
-                self.send(addr_of(i), to, bytes);
+                self.send(self.addrs[i], to, bytes);
             }
         }
     }
@@ -263,9 +288,9 @@ impl Sim {
     fn bootstrap_all(&mut self) {
         let n = self.members.len();
         for i in 1..n {
-            let mut seeds = vec![addr_of(i - 1)];
+            let mut seeds = vec![self.addrs[i - 1]];
             if i >= 3 {
-                seeds.push(addr_of(self.rng.random_range(0..i - 1)));
+                seeds.push(self.addrs[self.rng.random_range(0..i - 1)]);
             }
             let now = self.now;
             if let Member::Honest(node) = &mut self.members[i] {
@@ -420,4 +445,147 @@ fn saved_table_restores_with_add_node() {
     }
     sim.run_until(now + Duration::from_secs(5));
     assert_eq!(sim.node(6).routing_table().len(), saved.len());
+}
+
+/// A public address (documentation range: only a slot of the simulated network).
+fn public_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([198, 51, 100, 10 + i as u8], PORT))
+}
+
+fn id_changes(sim: &Sim, i: usize) -> Vec<(NodeId, IpAddr)> {
+    sim.events
+        .iter()
+        .filter(|(who, _)| *who == i)
+        .filter_map(|(_, e)| match e {
+            DhtEvent::IdChanged { id, external_ip } => Some((*id, *external_ip)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// BEP 42 for our own id on public addresses: the last node starts with a random id (which
+/// the others, enforcing BEP 42, keep out of their tables), learns its address from the `ip`
+/// of their answers, takes an id that fits it, and then works as before: it finds an
+/// announced peer, and the others take it into their tables and find its announce.
+/// `ip_liars` of the others name a wrong public address; they must not win.
+fn public_node_takes_a_secure_id(seed: u64, n: usize, ip_liars: &[usize]) {
+    let me = n - 1;
+    let addrs: Vec<SocketAddr> = (0..n).map(public_addr).collect();
+    let mut sim = Sim::with_addrs(addrs, &[], &[me], seed);
+    let lie: IpAddr = "203.0.113.99".parse().unwrap();
+    for &i in ip_liars {
+        sim.ip_liars.insert(public_addr(i), lie);
+    }
+    let ip = public_addr(me).ip();
+    let old = sim.node(me).id();
+    assert!(!old.is_secure_for(ip));
+    sim.bootstrap_all();
+    // A few lookups, as a client runs for its torrents: more nodes answer us (and vote).
+    for _ in 0..3 {
+        let target = NodeId::random(&mut sim.rng);
+        let l = {
+            let now = sim.now;
+            sim.node(me).find_node(target, now)
+        };
+        sim.wait_done(me, l, Duration::from_secs(30));
+    }
+
+    let id = sim.node(me).id();
+    assert!(
+        id.is_secure_for(ip),
+        "seed {seed}: id {id:?} does not fit {ip}"
+    );
+    assert!(!id.is_secure_for(lie));
+    assert_eq!(sim.node(me).external_ip(), Some(ip));
+    assert_eq!(id_changes(&sim, me), [(id, ip)], "seed {seed}");
+    assert_eq!(sim.node(me).routing_table().own_id(), id);
+    let known = sim.node(me).routing_table().len();
+    assert!(known >= 5, "seed {seed}: {known} nodes after the change");
+    for i in 0..me {
+        assert!(
+            id_changes(&sim, i).is_empty(),
+            "seed {seed}: node {i} changed its id"
+        );
+    }
+    // The others now keep us (our self lookup after the change told them of the new id).
+    let knowers = (0..me)
+        .filter(|&i| sim.node(i).routing_table_nodes().iter().any(|x| x.id == id))
+        .count();
+    assert!(knowers >= 3, "seed {seed}: {knowers} nodes know our new id");
+
+    // A lookup from us finds another node's announce...
+    let ann = {
+        let now = sim.now;
+        sim.node(3).announce(info_hash(), 7000, false, now)
+    };
+    sim.wait_done(3, ann, Duration::from_secs(30));
+    sim.run_until(sim.now + Duration::from_secs(1));
+    let lookup = {
+        let now = sim.now;
+        sim.node(me).get_peers(info_hash(), now)
+    };
+    sim.wait_done(me, lookup, Duration::from_secs(30));
+    let want = SocketAddr::new(public_addr(3).ip(), 7000);
+    assert!(sim.peers_found(me, lookup).contains(&want), "seed {seed}");
+    // ...and our announce reaches the others.
+    let other = NodeId(*b"spate-sim-other-hash");
+    let ann = {
+        let now = sim.now;
+        sim.node(me).announce(other, 7001, false, now)
+    };
+    let DhtEvent::LookupDone { announced_to, .. } = sim.wait_done(me, ann, Duration::from_secs(30))
+    else {
+        unreachable!()
+    };
+    assert!(
+        announced_to >= 3,
+        "seed {seed}: announced to {announced_to}"
+    );
+    sim.run_until(sim.now + Duration::from_secs(1));
+    let lookup = {
+        let now = sim.now;
+        sim.node(5).get_peers(other, now)
+    };
+    sim.wait_done(5, lookup, Duration::from_secs(30));
+    let want = SocketAddr::new(ip, 7001);
+    assert!(sim.peers_found(5, lookup).contains(&want), "seed {seed}");
+    assert_eq!(sim.node(me).id(), id, "the id changed again");
+}
+
+#[test]
+fn public_node_takes_an_id_that_fits_its_address() {
+    for seed in 1..=10 {
+        public_node_takes_a_secure_id(seed, 30, &[]);
+    }
+}
+
+#[test]
+fn a_minority_lying_about_our_address_cannot_choose_our_id() {
+    // A fifth of the nodes name one wrong public address in all their answers.
+    for seed in 1..=10 {
+        public_node_takes_a_secure_id(seed, 30, &[1, 6, 11, 16, 21, 26]);
+    }
+}
+
+/// On loopback (every other test, and spate's client tests) nothing changes ids, even when
+/// every node names a public address in its answers: local voters do not count.
+#[test]
+fn loopback_votes_never_change_ids() {
+    let mut sim = Sim::new(16, &[], 6);
+    for i in 0..16 {
+        sim.ip_liars
+            .insert(addr_of(i), "198.51.100.7".parse().unwrap());
+    }
+    let ids: Vec<NodeId> = (0..16).map(|i| sim.node(i).id()).collect();
+    sim.bootstrap_all();
+    let l = {
+        let now = sim.now;
+        sim.node(9).get_peers(info_hash(), now)
+    };
+    sim.wait_done(9, l, Duration::from_secs(30));
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(sim.node(i).id(), *id);
+        assert_eq!(sim.node(i).external_ip(), None);
+        assert!(id_changes(&sim, i).is_empty());
+    }
 }
