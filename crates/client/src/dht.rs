@@ -9,6 +9,12 @@
 //! The routing table (node id and known nodes) is saved to a small bencoded file on shutdown
 //! and every few minutes, written to a temporary file and renamed, and read back on the next
 //! start, so a restart rejoins the DHT without the bootstrap routers.
+//!
+//! Node ids (BEP 42): both nodes start with the same id (random, or the saved one). A node
+//! whose peers agree that its public address does not fit its id takes one that does
+//! ([`DhtEvent::IdChanged`]); the IPv4 and IPv6 nodes then have different ids, as their
+//! public addresses differ. The state file keeps each family's id (`id` for IPv4, `id6` for
+//! IPv6 when it differs), so the next run starts with the secure ids at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -77,16 +83,20 @@ pub enum LookupEvent {
 
 enum Cmd {
     Lookup {
-        target: NodeId,
+        /// `None`: the node's own id (which differs between families after a BEP 42 change).
+        target: Option<NodeId>,
         announce_port: Option<u16>,
         find_node: bool,
         reply: mpsc::Sender<LookupEvent>,
     },
     AddNode(SocketAddr),
     Stats(oneshot::Sender<dht::Stats>),
-    Nodes(oneshot::Sender<Vec<NodeInfo>>),
-    Shutdown(oneshot::Sender<Vec<NodeInfo>>),
+    Nodes(oneshot::Sender<Snapshot>),
+    Shutdown(oneshot::Sender<Snapshot>),
 }
+
+/// A node's current id and routing table, for the state file.
+type Snapshot = (NodeId, Vec<NodeInfo>);
 
 /// One node: its command channel and address.
 #[derive(Debug, Clone)]
@@ -166,6 +176,8 @@ impl DhtHandle {
             .as_ref()
             .map(|s| s.id)
             .unwrap_or_else(|| NodeId::random(&mut rand::rng()));
+        let id6 = saved.as_ref().and_then(|s| s.id6).unwrap_or(id);
+        let mut first_id = None;
         let mut resolved = Vec::new();
         for b in &opts.bootstrap {
             match tokio::net::lookup_host(b.as_str()).await {
@@ -183,6 +195,8 @@ impl DhtHandle {
                 ..Config::default()
             };
             let now = Instant::now();
+            let id = if ipv6 { id6 } else { id };
+            first_id.get_or_insert(id);
             let mut node = Node::new(id, config, now);
             let saved_nodes: Vec<SocketAddr> = saved
                 .as_ref()
@@ -222,7 +236,7 @@ impl DhtHandle {
         }
         let handle = DhtHandle {
             services: Arc::new(services),
-            id,
+            id: first_id.unwrap_or(id),
             state_file: opts.state_file.map(Arc::new),
         };
         if handle.state_file.is_some() {
@@ -241,6 +255,8 @@ impl DhtHandle {
         self.services.iter().map(|s| s.local_addr).collect()
     }
 
+    /// The id the first node (IPv4 when there is one) started with. A node may take another
+    /// later (BEP 42, logged); the state file keeps the current ones.
     pub fn id(&self) -> NodeId {
         self.id
     }
@@ -253,20 +269,21 @@ impl DhtHandle {
         info_hash: InfoHash,
         announce_port: Option<u16>,
     ) -> Option<mpsc::Receiver<LookupEvent>> {
-        self.start_lookup(NodeId(info_hash.0), announce_port, false)
+        self.start_lookup(Some(NodeId(info_hash.0)), announce_port, false)
             .await
     }
 
-    /// Looks up our own id (what joining does); ends with [`LookupEvent::Done`].
+    /// Looks up our own id (what joining does; each node its own); ends with
+    /// [`LookupEvent::Done`].
     pub async fn find_self(&self) -> Option<mpsc::Receiver<LookupEvent>> {
-        self.start_lookup(self.id, None, true).await
+        self.start_lookup(None, None, true).await
     }
 
     /// One lookup per node, merged: peers as they come, one `Done` with the sums once every
     /// node's lookup has ended.
     async fn start_lookup(
         &self,
-        target: NodeId,
+        target: Option<NodeId>,
         announce_port: Option<u16>,
         find_node: bool,
     ) -> Option<mpsc::Receiver<LookupEvent>> {
@@ -361,38 +378,39 @@ impl DhtHandle {
 
     /// Writes the routing tables to the state file now.
     pub async fn save(&self) {
-        let mut nodes = Vec::new();
-        for s in self.services.iter() {
-            let (tx, rx) = oneshot::channel();
-            if s.tx.send(Cmd::Nodes(tx)).await.is_ok() {
-                nodes.extend(rx.await.unwrap_or_default());
-            }
-        }
-        save(
-            self.id,
-            &nodes,
-            self.state_file.as_deref().map(|p| p.as_path()),
-        );
+        self.snapshot_and_save(Cmd::Nodes).await;
     }
 
     /// Saves the routing tables and stops every node (for every clone).
     pub async fn shutdown(&self) {
-        let mut nodes = Vec::new();
-        let mut any = false;
+        self.snapshot_and_save(Cmd::Shutdown).await;
+    }
+
+    /// Asks every node for its id and table (with `cmd`) and saves them, if any answered.
+    async fn snapshot_and_save(&self, cmd: fn(oneshot::Sender<Snapshot>) -> Cmd) {
+        let (mut nodes, mut id4, mut id6) = (Vec::new(), None, None);
         for s in self.services.iter() {
             let (tx, rx) = oneshot::channel();
-            if s.tx.send(Cmd::Shutdown(tx)).await.is_ok() {
-                any = true;
-                nodes.extend(rx.await.unwrap_or_default());
+            if s.tx.send(cmd(tx)).await.is_err() {
+                continue;
+            }
+            if let Ok((id, n)) = rx.await {
+                nodes.extend(n);
+                *(if s.local_addr.is_ipv6() {
+                    &mut id6
+                } else {
+                    &mut id4
+                }) = Some(id);
             }
         }
-        if any {
-            save(
-                self.id,
-                &nodes,
-                self.state_file.as_deref().map(|p| p.as_path()),
-            );
-        }
+        let Some(id) = id4.or(id6) else { return };
+        let id6 = id6.filter(|i| *i != id);
+        save(
+            id,
+            id6,
+            &nodes,
+            self.state_file.as_deref().map(|p| p.as_path()),
+        );
     }
 
     fn downgrade(&self) -> WeakHandle {
@@ -460,6 +478,7 @@ async fn run(socket: UdpSocket, mut node: Node, mut cmds: mpsc::Receiver<Cmd>) {
                 match cmd {
                     None => break,
                     Some(Cmd::Lookup { target, announce_port, find_node, reply }) => {
+                        let target = target.unwrap_or_else(|| node.id());
                         let id = match (find_node, announce_port) {
                             (true, _) => node.find_node(target, now),
                             (false, Some(port)) => node.announce(target, port, false, now),
@@ -472,10 +491,10 @@ async fn run(socket: UdpSocket, mut node: Node, mut cmds: mpsc::Receiver<Cmd>) {
                         let _ = tx.send(node.stats());
                     }
                     Some(Cmd::Nodes(tx)) => {
-                        let _ = tx.send(node.routing_table_nodes());
+                        let _ = tx.send((node.id(), node.routing_table_nodes()));
                     }
                     Some(Cmd::Shutdown(tx)) => {
-                        let _ = tx.send(node.routing_table_nodes());
+                        let _ = tx.send((node.id(), node.routing_table_nodes()));
                         break;
                     }
                 }
@@ -520,20 +539,29 @@ async fn flush(
                     });
                 }
             }
+            // The node keeps the new id; the next save (periodic or at shutdown) stores it.
+            DhtEvent::IdChanged { id, external_ip } => tracing::info!(
+                %external_ip,
+                "dht: node id is now {} (BEP 42: fits our public address)",
+                hex(&id.0)
+            ),
         }
     }
 }
 
 /// What the state file holds.
 struct State {
+    /// The IPv4 node's id (or the only node's).
     id: NodeId,
+    /// The IPv6 node's id, when it differs (BEP 42 ids fit each family's address).
+    id6: Option<NodeId>,
     /// IPv4 and IPv6 nodes.
     nodes: Vec<NodeInfo>,
 }
 
-/// Writes our id and up to [`MAX_SAVED_NODES`] nodes per family, atomically (temporary file,
-/// then rename).
-fn save(id: NodeId, nodes: &[NodeInfo], path: Option<&Path>) {
+/// Writes our ids (`id6` only when the IPv6 node's differs) and up to [`MAX_SAVED_NODES`]
+/// nodes per family, atomically (temporary file, then rename).
+fn save(id: NodeId, id6: Option<NodeId>, nodes: &[NodeInfo], path: Option<&Path>) {
     let Some(path) = path else { return };
     if nodes.is_empty() && path.exists() {
         // Keep what an earlier run saved rather than overwrite it with nothing (a run that
@@ -550,6 +578,9 @@ fn save(id: NodeId, nodes: &[NodeInfo], path: Option<&Path>) {
     };
     let (v4, v6) = (family(false), family(true));
     let mut d = bencode::OwnedValue::dict().with("id", bencode::OwnedValue::bytes(id.0.to_vec()));
+    if let Some(id6) = id6 {
+        d = d.with("id6", bencode::OwnedValue::bytes(id6.0.to_vec()));
+    }
     d = d.with(
         "nodes",
         bencode::OwnedValue::bytes(dht::krpc::compact_nodes(&v4, false)),
@@ -595,13 +626,17 @@ fn load_state(path: &Path) -> Option<State> {
     let parsed = bencode::decode(&bytes).ok().and_then(|v| {
         let d = v.as_dict()?;
         let id = NodeId::from_slice(d.get("id")?.as_bytes()?)?;
+        let id6 = match d.get("id6") {
+            Some(v) => Some(NodeId::from_slice(v.as_bytes()?)?),
+            None => None,
+        };
         let mut nodes = Vec::new();
         for (key, v6) in [("nodes", false), ("nodes6", true)] {
             if let Some(b) = d.get(key).and_then(|n| n.as_bytes()) {
                 nodes.extend(dht::krpc::parse_compact_nodes(b, v6));
             }
         }
-        Some(State { id, nodes })
+        Some(State { id, id6, nodes })
     });
     if parsed.is_none() {
         tracing::warn!(
@@ -695,9 +730,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dht.dat");
         // An empty table still records the id when there was no file.
-        save(NodeId([9; 20]), &[], Some(&path));
+        save(NodeId([9; 20]), None, &[], Some(&path));
         let s = load_state(&path).expect("saved state");
         assert_eq!(s.id, NodeId([9; 20]));
+        assert_eq!(s.id6, None);
         assert!(s.nodes.is_empty());
         // Both families round-trip; an empty table does not overwrite a saved one.
         let nodes = vec![
@@ -710,15 +746,43 @@ mod tests {
                 addr: "[::1]:6882".parse().unwrap(),
             },
         ];
-        save(NodeId([9; 20]), &nodes, Some(&path));
-        save(NodeId([9; 20]), &[], Some(&path));
+        save(NodeId([9; 20]), None, &nodes, Some(&path));
+        save(NodeId([9; 20]), None, &[], Some(&path));
         assert_eq!(load_state(&path).expect("saved state").nodes, nodes);
+        // Per-family ids (BEP 42) round-trip.
+        save(NodeId([9; 20]), Some(NodeId([6; 20])), &nodes, Some(&path));
+        let s = load_state(&path).expect("saved state");
+        assert_eq!((s.id, s.id6), (NodeId([9; 20]), Some(NodeId([6; 20]))));
+        assert_eq!(s.nodes, nodes);
 
         std::fs::write(&path, b"d2:id3:abce").unwrap();
         assert!(load_state(&path).is_none());
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load_state(&path).is_none());
         assert!(load_state(&dir.path().join("missing")).is_none());
+    }
+
+    /// A saved IPv6 id (BEP 42 gave that family its own) starts the IPv6 node; the IPv4
+    /// node starts with `id`; on loopback, nothing changes them.
+    #[tokio::test]
+    async fn saved_ids_start_each_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dht.dat");
+        save(NodeId([9; 20]), Some(NodeId([6; 20])), &[], Some(&path));
+        let mut o = DhtOptions::new("127.0.0.1:0".parse().unwrap());
+        o.state_file = Some(path.clone());
+        let v4 = DhtHandle::start(o).await.unwrap();
+        assert_eq!(v4.id(), NodeId([9; 20]));
+        v4.shutdown().await;
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            let mut o = DhtOptions::new("[::1]:0".parse().unwrap());
+            o.state_file = Some(path.clone());
+            let v6 = DhtHandle::start(o).await.unwrap();
+            assert_eq!(v6.id(), NodeId([6; 20]));
+            v6.shutdown().await;
+        }
+        let s = load_state(&path).expect("state kept");
+        assert_eq!((s.id, s.id6), (NodeId([9; 20]), Some(NodeId([6; 20]))));
     }
 
     /// Two services on loopback: one announces, the other finds the announced peer.
