@@ -29,7 +29,7 @@ die() {
     die "python3-libtorrent for /usr/bin/python3 is missing (apt-get install python3-libtorrent)"
 if [ -z "${SPATE:-}" ]; then
     echo "building spate (release)..."
-    cargo build --release -p cli --bin spate >&2 || die "building spate failed"
+    cargo build --release -p spate --bin spate >&2 || die "building spate failed"
     SPATE="${CARGO_TARGET_DIR:-$REPO/target}/release/spate"
 fi
 

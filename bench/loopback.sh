@@ -52,7 +52,7 @@ if [ -z "${SPATE:-}" ]; then
     SPATE="${CARGO_TARGET_DIR:-$REPO/target}/release/spate"
     if [ ! -x "$SPATE" ]; then
         echo "building spate (release)..."
-        cargo build --release -p cli --bin spate ||
+        cargo build --release -p spate --bin spate ||
             echo "WARNING: building spate failed; its rounds will be reported as failed"
     fi
 fi

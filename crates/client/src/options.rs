@@ -119,6 +119,10 @@ pub struct Status {
     pub tracker: Option<String>,
     /// A human-readable line about the last DHT lookup.
     pub dht: Option<String>,
+    /// While downloading with no data arriving: one line saying why, e.g.
+    /// `no peers: tracker http://t/announce refused, peer 10.0.0.5:6881 refused, DHT off`.
+    /// `None` while data flows (or when seeding).
+    pub waiting: Option<String>,
 }
 
 /// What a finished run did.
