@@ -3,6 +3,11 @@
 //! One task per torrent. It announces `started`, then again on the tracker's interval (sooner
 //! while we have no peers), `completed` when told, and `stopped` on shutdown (briefly: a
 //! tracker that does not answer does not hold up the exit).
+//!
+//! A tracker is someone else's server: an HTTP answer is read as a stream and given up at
+//! [`MAX_RESPONSE_BYTES`] (before it is in memory), each announce has a deadline for the
+//! whole exchange (connect, headers, body), and a shutdown gives up on the `stopped`
+//! announce after [`STOP_BUDGET`], also when an announce was under way.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +20,14 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracker_proto::{udp, AnnounceRequest, AnnounceResponse, Event as TrackerEvent};
 
 use crate::torrent::Event;
+
+/// The largest tracker answer read (an HTTP body, headers aside). A compact answer of 200
+/// peers is about 1.2 KiB; 1 MiB leaves room for long dictionaries of peers.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Deadline of one announce to one tracker, all of it.
+const ANNOUNCE_BUDGET: Duration = Duration::from_secs(15);
+/// How long a shutdown waits for the `stopped` announce, in all.
+pub(crate) const STOP_BUDGET: Duration = Duration::from_millis(1500);
 
 /// Counters the announcer reads when it builds a request.
 #[derive(Debug, Default)]
@@ -54,12 +67,14 @@ impl AnnounceHandle {
     /// We started complete: no `completed` event will follow.
     pub fn set_seeding(&self) {}
 
-    /// Announces `stopped` (at most a few seconds) and ends the task.
+    /// Announces `stopped` (at most [`STOP_BUDGET`], and a little more for the task to
+    /// notice) and ends the task.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(6), &mut self.task).await;
+        let _ =
+            tokio::time::timeout(STOP_BUDGET + Duration::from_millis(500), &mut self.task).await;
         self.task.abort();
     }
 }
@@ -77,7 +92,9 @@ pub(crate) fn spawn(ctx: AnnounceCtx) -> AnnounceHandle {
 
 async fn run(mut ctx: AnnounceCtx, completed: Arc<Notify>, mut stop: oneshot::Receiver<()>) {
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
+        .timeout(ANNOUNCE_BUDGET + Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::limited(3))
         .user_agent(concat!("spate/", env!("CARGO_PKG_VERSION")))
         .build()
         .ok();
@@ -85,8 +102,15 @@ async fn run(mut ctx: AnnounceCtx, completed: Arc<Notify>, mut stop: oneshot::Re
     let mut event = TrackerEvent::Started;
     let mut failures = 0u32;
     loop {
-        let outcome =
-            announce_tiers(&mut ctx, http.as_ref(), key, event, Duration::from_secs(15)).await;
+        // A shutdown does not wait for an announce under way (a stalled tracker would
+        // hold the exit up for the whole budget).
+        let outcome = tokio::select! {
+            o = announce_tiers(&mut ctx, http.as_ref(), key, event, ANNOUNCE_BUDGET) => o,
+            _ = &mut stop => {
+                send_stopped(&mut ctx, http.as_ref(), key).await;
+                return;
+            }
+        };
         let wait = match outcome {
             Ok(resp) => {
                 failures = 0;
@@ -124,7 +148,7 @@ async fn run(mut ctx: AnnounceCtx, completed: Arc<Notify>, mut stop: oneshot::Re
             biased;
             _ = completed.notified() => { event = TrackerEvent::Completed; }
             _ = &mut stop => {
-                let _ = announce_tiers(&mut ctx, http.as_ref(), key, TrackerEvent::Stopped, Duration::from_secs(3)).await;
+                send_stopped(&mut ctx, http.as_ref(), key).await;
                 return;
             }
             _ = tokio::time::sleep(wait) => {}
@@ -132,8 +156,18 @@ async fn run(mut ctx: AnnounceCtx, completed: Arc<Notify>, mut stop: oneshot::Re
     }
 }
 
+/// The `stopped` announce, bounded by [`STOP_BUDGET`] in all.
+async fn send_stopped(ctx: &mut AnnounceCtx, http: Option<&reqwest::Client>, key: u32) {
+    let _ = tokio::time::timeout(
+        STOP_BUDGET,
+        announce_tiers(ctx, http, key, TrackerEvent::Stopped, STOP_BUDGET),
+    )
+    .await;
+}
+
 /// BEP 12: try the trackers of the first tier in order, then the next tier; a tracker that
-/// answers moves to the front of its tier.
+/// answers moves to the front of its tier. Unless stopping, the torrent hears what each
+/// tracker tried did ([`Event::TrackerReport`]).
 async fn announce_tiers(
     ctx: &mut AnnounceCtx,
     http: Option<&reqwest::Client>,
@@ -159,22 +193,76 @@ async fn announce_tiers(
         ip: None,
     };
     let mut last_err = "no trackers".to_string();
-    for tier in ctx.tiers.iter_mut() {
+    let mut report = Vec::new();
+    let mut result = None;
+    'tiers: for tier in ctx.tiers.iter_mut() {
         for i in 0..tier.len() {
             let url = tier[i].clone();
             let r = tokio::time::timeout(budget, announce_one(&url, http, &req)).await;
             match r {
                 Ok(Ok(resp)) => {
+                    report.push((url, Ok(resp.peers.len())));
                     let t = tier.remove(i);
                     tier.insert(0, t);
-                    return Ok(resp);
+                    result = Some(resp);
+                    break 'tiers;
                 }
-                Ok(Err(e)) => last_err = format!("{url}: {e}"),
-                Err(_) => last_err = format!("{url}: timed out"),
+                Ok(Err(e)) => {
+                    last_err = format!("{url}: {e}");
+                    report.push((url, Err(e)));
+                }
+                Err(_) => {
+                    last_err = format!("{url}: timed out");
+                    report.push((url, Err("timed out".to_string())));
+                }
             }
         }
     }
-    Err(last_err)
+    if event != TrackerEvent::Stopped {
+        let _ = ctx.events.send(Event::TrackerReport(report)).await;
+    }
+    result.ok_or(last_err)
+}
+
+/// A short reason for a failed HTTP exchange: `refused`, `timed out`..., without the URL
+/// (which holds the whole query string).
+fn http_reason(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return crate::peer::io_reason(io);
+        }
+        src = s.source();
+    }
+    let mut text = e.to_string();
+    if let Some(u) = e.url() {
+        text = text.replace(&format!(" ({u})"), "").replace(u.as_str(), "");
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        text = format!("{text}: {s}");
+        src = s.source();
+    }
+    text
+}
+
+/// Reads an HTTP body, giving up as soon as it passes `cap` bytes (before they are all
+/// in memory): a hostile tracker may send an endless body.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(format!("response larger than {} KiB", cap >> 10));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| http_reason(&e))? {
+        if body.len() + chunk.len() > cap {
+            return Err(format!("response larger than {} KiB", cap >> 10));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 async fn announce_one(
@@ -185,12 +273,9 @@ async fn announce_one(
     if url.starts_with("http://") || url.starts_with("https://") {
         let client = http.ok_or("no HTTP client")?;
         let full = tracker_proto::http::announce_url(url, req);
-        let resp = client.get(full).send().await.map_err(|e| e.to_string())?;
+        let resp = client.get(full).send().await.map_err(|e| http_reason(&e))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > 4 << 20 {
-            return Err("response larger than 4 MiB".into());
-        }
+        let body = read_capped(resp, MAX_RESPONSE_BYTES).await?;
         match tracker_proto::http::parse_announce_response(&body) {
             Ok(r) => Ok(r),
             Err(e) if !status.is_success() => Err(format!("HTTP {status}: {e}")),
@@ -296,5 +381,217 @@ async fn recv_matching(
                 return Ok(Some(resp));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn request() -> AnnounceRequest {
+        AnnounceRequest {
+            info_hash: InfoHash([1u8; 20]),
+            peer_id: PeerId([2u8; 20]),
+            port: 6881,
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+            event: TrackerEvent::Started,
+            numwant: Some(80),
+            key: 7,
+            compact: true,
+            ip: None,
+        }
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    /// An HTTP "tracker" that reads the request, writes `head`, then `body` forever (each
+    /// write one chunk), `gap` apart; returns its URL and the count of body bytes it
+    /// managed to send.
+    async fn endless(
+        head: &'static [u8],
+        body: &'static [u8],
+        gap: Duration,
+    ) -> (String, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/announce", l.local_addr().unwrap());
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    if s.write_all(head).await.is_err() {
+                        return;
+                    }
+                    loop {
+                        if s.write_all(body).await.is_err() {
+                            return;
+                        }
+                        counter.fetch_add(body.len(), Ordering::Relaxed);
+                        if !gap.is_zero() {
+                            tokio::time::sleep(gap).await;
+                        }
+                    }
+                });
+            }
+        });
+        (url, sent)
+    }
+
+    static BLOCK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+    #[tokio::test]
+    async fn endless_body_is_cut_at_the_cap() {
+        let (url, sent) = endless(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            &BLOCK,
+            Duration::ZERO,
+        )
+        .await;
+        let t0 = Instant::now();
+        let r = announce_one(&url, Some(&client()), &request()).await;
+        let err = r.unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        // Read no more than the cap (plus what sits in socket buffers when we stop).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = sent.load(Ordering::Relaxed);
+        assert!(n < 32 << 20, "the client kept reading: {n} bytes sent");
+    }
+
+    #[tokio::test]
+    async fn endless_chunked_body_is_cut_at_the_cap() {
+        // Chunks of 0x10000 bytes, forever.
+        static CHUNK: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+            let mut v = b"10000\r\n".to_vec();
+            v.extend_from_slice(&[b'y'; 0x10000]);
+            v.extend_from_slice(b"\r\n");
+            v
+        });
+        let (url, _) = endless(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            CHUNK.as_slice(),
+            Duration::ZERO,
+        )
+        .await;
+        let err = announce_one(&url, Some(&client()), &request())
+            .await
+            .unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn declared_huge_body_is_refused_before_reading() {
+        let (url, _) = endless(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 209715200\r\n\r\n",
+            &BLOCK,
+            Duration::from_millis(50),
+        )
+        .await;
+        let t0 = Instant::now();
+        let err = announce_one(&url, Some(&client()), &request())
+            .await
+            .unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test]
+    async fn endless_headers_fail() {
+        let (url, _) = endless(
+            b"HTTP/1.1 200 OK\r\n",
+            b"X-Junk: aaaaaaaaaaaaaaaa\r\n",
+            Duration::ZERO,
+        )
+        .await;
+        let t0 = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            announce_one(&url, Some(&client()), &request()),
+        )
+        .await
+        .expect("endless headers end the announce");
+        assert!(r.is_err());
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A body that drips a byte at a time never ends within the announce's deadline: the
+    /// deadline covers the whole exchange, not each read.
+    #[tokio::test]
+    async fn slow_drip_body_hits_the_deadline() {
+        let (url, _) = endless(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            b"d",
+            Duration::from_millis(100),
+        )
+        .await;
+        let (tx, _rx) = mpsc::channel(8);
+        let mut ctx = AnnounceCtx {
+            tiers: vec![vec![url]],
+            info_hash: InfoHash([1u8; 20]),
+            peer_id: PeerId([2u8; 20]),
+            port: 1,
+            stats: Arc::new(SharedStats::default()),
+            events: tx,
+        };
+        let t0 = Instant::now();
+        let r = announce_tiers(
+            &mut ctx,
+            Some(&client()),
+            1,
+            TrackerEvent::Started,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(r.unwrap_err().contains("timed out"));
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+
+    /// A shutdown while an announce to a tracker that never answers is under way: the task
+    /// ends within the stop budget (it used to wait for the announce's own 15 s, cut at 6).
+    #[tokio::test]
+    async fn stop_does_not_wait_for_a_stalled_tracker() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/announce", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        let (tx, mut rx) = mpsc::channel(8);
+        let h = spawn(AnnounceCtx {
+            tiers: vec![vec![url]],
+            info_hash: InfoHash([1u8; 20]),
+            peer_id: PeerId([2u8; 20]),
+            port: 1,
+            stats: Arc::new(SharedStats::default()),
+            events: tx,
+        });
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t0 = Instant::now();
+        h.stop().await;
+        let took = t0.elapsed();
+        assert!(took < Duration::from_millis(2500), "stop took {took:?}");
+    }
+
+    #[test]
+    fn reasons_are_short() {
+        let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(crate::peer::io_reason(&e), "refused");
     }
 }
