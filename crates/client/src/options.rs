@@ -17,6 +17,10 @@ pub enum SeedPolicy {
     Forever,
 }
 
+/// Default of [`TorrentOptions::max_peers_per_ip`]: room for a few clients behind one NAT,
+/// not for one host to fill every slot.
+pub const DEFAULT_MAX_PEERS_PER_IP: usize = 8;
+
 /// Everything one torrent needs to run.
 #[derive(Debug, Clone)]
 pub struct TorrentOptions {
@@ -42,8 +46,13 @@ pub struct TorrentOptions {
     pub dht: Option<crate::DhtHandle>,
     /// Peer exchange (BEP 11); always off for private torrents (BEP 27).
     pub pex: bool,
-    /// Upper bound on connected peers.
+    /// Upper bound on connected peers (lowered at start to fit the process's file
+    /// descriptor limit, `RLIMIT_NOFILE`).
     pub max_peers: usize,
+    /// Upper bound on connections from (or to) one IP address. Every peer on loopback is
+    /// 127.0.0.1 unless it binds another 127.0.0.x address: tests with many peers there
+    /// raise it.
+    pub max_peers_per_ip: usize,
     /// How often a [`Status`] is published.
     pub status_interval: Duration,
     /// File selection: indices into `torrent.info.files` (pad files included, as `spate
@@ -70,6 +79,7 @@ impl TorrentOptions {
             dht: None,
             pex: true,
             max_peers: 80,
+            max_peers_per_ip: DEFAULT_MAX_PEERS_PER_IP,
             status_interval: Duration::from_millis(500),
             only: None,
         }

@@ -2,9 +2,10 @@
 //! forwards them to the torrent task, and a writer task that sends what the torrent task
 //! queues (serving uploads from storage in batches).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,6 +28,9 @@ pub(crate) type PeerKey = u64;
 const MAX_MESSAGE_LEN: u32 = wire::DEFAULT_MAX_MESSAGE_LEN;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// An incoming connection must send its whole handshake within this (it holds a socket and,
+/// while it waits, one of the few [`PendingIncoming`] places).
+const INCOMING_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// BEP 3: peers drop connections silent for two minutes; send a keep-alive well before.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -66,6 +70,61 @@ pub(crate) struct ConnCtx {
     /// Connections past the handshake whose tasks still run (also while they linger):
     /// shutdown waits, up to [`LINGER`], for this to reach 0 before the process may exit.
     pub live: AtomicUsize,
+    /// Incoming connections still in their handshake, by source address.
+    pub pending_in: Arc<PendingIncoming>,
+}
+
+/// Incoming connections accepted but not yet through the handshake: the accept loop caps
+/// them, in all and per source IP, so a crowd that connects and says nothing cannot take
+/// every socket the process may open.
+#[derive(Debug, Default)]
+pub(crate) struct PendingIncoming {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicUsize,
+}
+
+impl PendingIncoming {
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    pub fn count_for(&self, ip: IpAddr) -> usize {
+        self.by_ip
+            .lock()
+            .map(|m| m.get(&ip).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Counts one pending connection from `ip` until the guard is dropped.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> PendingGuard {
+        self.total.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut m) = self.by_ip.lock() {
+            *m.entry(ip).or_insert(0) += 1;
+        }
+        PendingGuard {
+            set: self.clone(),
+            ip,
+        }
+    }
+}
+
+pub(crate) struct PendingGuard {
+    set: Arc<PendingIncoming>,
+    ip: IpAddr,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.set.total.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut m) = self.set.by_ip.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
 }
 
 /// Counts a connection in [`ConnCtx::live`] while it exists.
@@ -123,24 +182,30 @@ pub(crate) async fn connect_and_handshake(
     let info_hash = ours.info_hash;
     let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| io_reason(&e))?;
     let _ = stream.set_nodelay(true);
     stream
         .write_all(&ours.encode())
         .await
-        .map_err(|e| format!("send handshake: {e}"))?;
+        .map_err(|e| io_reason(&e))?;
     let theirs = read_handshake(&mut stream).await?;
     if theirs.info_hash != info_hash {
-        return Err("peer answered with another info-hash".to_string());
+        return Err("answered for another torrent".to_string());
     }
     Ok((stream, theirs))
 }
 
 /// Answers an incoming connection: reads the peer's handshake, checks the info-hash, sends ours.
-pub(crate) async fn accept(mut stream: TcpStream, addr: SocketAddr, ctx: Arc<ConnCtx>) {
+/// `pending` counts the connection among those in their handshake until it is through.
+pub(crate) async fn accept(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    ctx: Arc<ConnCtx>,
+    pending: PendingGuard,
+) {
     let _ = stream.set_nodelay(true);
-    let hs = match read_handshake(&mut stream).await {
+    let hs = match read_handshake_within(&mut stream, INCOMING_HANDSHAKE_TIMEOUT).await {
         Ok(hs) => hs,
         Err(reason) => {
             tracing::debug!(%addr, "incoming handshake failed: {reason}");
@@ -152,18 +217,42 @@ pub(crate) async fn accept(mut stream: TcpStream, addr: SocketAddr, ctx: Arc<Con
         return;
     }
     let ours = ctx.handshake();
-    if stream.write_all(&ours.encode()).await.is_err() {
+    if timeout(INCOMING_HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
+        .await
+        .map_or(true, |r| r.is_err())
+    {
         return;
     }
+    drop(pending);
     run(stream, addr, hs, true, ctx).await;
 }
 
+/// A short reason for a failed connect or read, as the "no peers" line shows it.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "refused".into(),
+        K::TimedOut => "timed out".into(),
+        K::ConnectionReset => "reset".into(),
+        K::UnexpectedEof => "closed during the handshake".into(),
+        K::HostUnreachable | K::NetworkUnreachable => "unreachable".into(),
+        _ => e.to_string(),
+    }
+}
+
 async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, String> {
+    read_handshake_within(stream, HANDSHAKE_TIMEOUT).await
+}
+
+async fn read_handshake_within(
+    stream: &mut TcpStream,
+    limit: Duration,
+) -> Result<Handshake, String> {
     let mut buf = [0u8; 68];
-    timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
+    timeout(limit, stream.read_exact(&mut buf))
         .await
         .map_err(|_| "handshake timed out".to_string())?
-        .map_err(|e| format!("read handshake: {e}"))?;
+        .map_err(|e| io_reason(&e))?;
     match Handshake::decode(&buf) {
         Ok(Some(hs)) => Ok(hs),
         Ok(None) => Err("short handshake".to_string()),

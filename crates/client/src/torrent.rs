@@ -58,6 +58,8 @@ pub(crate) enum Event {
     /// Peer addresses from a tracker.
     Peers(Vec<SocketAddr>),
     TrackerStatus(String),
+    /// What each tracker of the last announce round answered: its peer count or the error.
+    TrackerReport(Vec<(String, Result<usize, String>)>),
     /// A line about the last DHT lookup.
     DhtStatus(String),
 }
@@ -97,6 +99,30 @@ struct Candidate {
     /// Learned from peer exchange: counted against [`pex::MAX_LEARNED`] and let go of after
     /// [`PEX_CANDIDATE_MAX_FAILURES`] failed dials.
     from_pex: bool,
+    /// It proved itself on some connection: sent data, fetched metadata from us, or closed
+    /// cleanly after a good handshake. Such a peer is redialled fast ([`FAST_REDIAL`]).
+    good: bool,
+    /// Fast redials since its last long connection: each doubles the wait.
+    quick_redials: u32,
+    /// Why the last dial failed (`refused`, `timed out`...), for the "no peers" line.
+    last_error: Option<String>,
+}
+
+impl Candidate {
+    fn new(from_user: bool, now: Instant) -> Self {
+        Candidate {
+            from_user,
+            connected: false,
+            connecting: false,
+            failures: 0,
+            next_try: now,
+            seed: false,
+            from_pex: false,
+            good: false,
+            quick_redials: 0,
+            last_error: None,
+        }
+    }
 }
 
 struct PeerEntry {
@@ -112,6 +138,27 @@ struct PeerEntry {
     ut_metadata: Option<u8>,
     /// Metadata pieces sent to this peer (capped by [`MAX_METADATA_PIECES_SERVED`]).
     metadata_served: u32,
+    connected_at: Instant,
+    /// Last time it sent us payload / we sent it payload.
+    last_data_in: Option<Instant>,
+    last_data_out: Option<Instant>,
+    /// Last time it was of any use: data either way, or interest either way.
+    last_active: Instant,
+    /// Bytes counted at the last housekeeping round (to see data move).
+    seen_uploaded: u64,
+}
+
+/// How much a connected peer is worth keeping, for the slot manager. Lower is dropped first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Worth {
+    /// No interest either way and no data either way lately: useless.
+    Idle,
+    /// It wants our data but gets none (we choke it), and gives nothing.
+    TheyWant,
+    /// It has data we want but gives none (it chokes us).
+    WeWant,
+    /// Data moved lately, or it is new: never dropped by the slot manager.
+    Protected,
 }
 
 /// The extended message id under which spate receives `ut_metadata` (BEP 9) messages; it is
@@ -128,6 +175,41 @@ const PEX_CANDIDATE_MAX_FAILURES: u32 = 3;
 const TICK: Duration = Duration::from_millis(250);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 const MAX_CONNECTING: usize = 16;
+/// Incoming connections in their handshake at once (each holds a socket).
+const MAX_PENDING_INCOMING: usize = 32;
+
+// Peer-slot management (see `manage_slots`).
+/// A peer that sent or took payload this recently is never dropped to make room.
+const DATA_PROTECTS: Duration = Duration::from_secs(60);
+/// A new connection gets this long to show what it is worth before it may be replaced.
+const NEW_PEER_GRACE: Duration = Duration::from_secs(2);
+/// With the slots (nearly) full, an idle peer (no interest either way, no data) is dropped
+/// after this long.
+const IDLE_TIMEOUT_WHEN_FULL: Duration = Duration::from_secs(20);
+/// An idle peer is dropped after this long even with free slots (libtorrent's
+/// `inactivity_timeout` is the same 10 minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Peer turnover (as libtorrent's): while downloading with the slots nearly full and other
+/// candidates waiting, this often drop [`TURNOVER_PERCENT`] of the peers, the least useful
+/// first and never one that sent data lately.
+const TURNOVER_INTERVAL: Duration = Duration::from_secs(60);
+const TURNOVER_PERCENT: usize = 4;
+/// A peer dropped to make room is not dialled again for this long.
+const DROPPED_FOR_ROOM_WAIT: Duration = Duration::from_secs(300);
+/// First redial of a peer known to be good, doubled at each quick redial after that.
+const FAST_REDIAL: Duration = Duration::from_millis(500);
+/// A connection that lasted this long resets the fast-redial backoff.
+const LONG_CONNECTION: Duration = Duration::from_secs(60);
+/// Redial wait for a peer not known to be good.
+const REDIAL: Duration = Duration::from_secs(5);
+/// Waiting for data this long sets [`Status::waiting`].
+const WAITING_AFTER: Duration = Duration::from_secs(3);
+/// The same "no peers" line is logged again at most this often (a new line at once).
+const WAITING_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Accepting pauses this long (doubling up to [`ACCEPT_PAUSE_MAX`]) when the process is out
+/// of file descriptors: the listener stays readable, so retrying at once would spin.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(100);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Piece buffers kept for reuse (at most this many pieces' worth of memory sits idle).
 const MAX_SPARE_BUFFERS: usize = 8;
 
@@ -161,12 +243,21 @@ pub async fn run_torrent(
             .filter(|f| !f.pad && f.length > 0)
             .any(|f| file_path(&opts.root, &f.path).exists());
     let root = opts.root.clone();
+    let limits = Limits::new(nofile_limit(), opts.max_peers.max(1));
+    if limits.max_peers < opts.max_peers {
+        tracing::info!(
+            "at most {} peers: the limit on open files (RLIMIT_NOFILE) is {}",
+            limits.max_peers,
+            limits.nofile.unwrap_or(0)
+        );
+    }
     let storage = {
         let root = root.clone();
         let layout = layout.clone();
         let open_opts = storage::OpenOptions {
             skip,
             parts_file: Some(parts_path),
+            max_open_files: limits.max_open_files,
             ..storage::OpenOptions::default()
         };
         tokio::task::spawn_blocking(move || Storage::open(&root, layout, open_opts))
@@ -231,6 +322,7 @@ pub async fn run_torrent(
         next_key: AtomicU64::new(1),
         uploaded: AtomicU64::new(0),
         live: std::sync::atomic::AtomicUsize::new(0),
+        pending_in: Arc::new(peer::PendingIncoming::default()),
         dht_port: match &opts.dht {
             Some(d) if !info.private => Some(d.local_addr().port()),
             _ => None,
@@ -240,6 +332,8 @@ pub async fn run_torrent(
     let shared = Arc::new(SharedStats::default());
     // Like libtorrent, `left` counts what we still want, not the whole torrent.
     shared.left.store(wanted_left, Ordering::Relaxed);
+    let has_trackers =
+        opts.use_trackers && opts.torrent.tracker_tiers().iter().any(|t| !t.is_empty());
     let announcer = if opts.use_trackers {
         let tiers = opts.torrent.tracker_tiers();
         if tiers.iter().any(|t| !t.is_empty()) {
@@ -287,7 +381,21 @@ pub async fn run_torrent(
         status: st,
         status_tx: status,
         seed: opts.seed,
-        max_peers: opts.max_peers.max(1),
+        max_peers: limits.max_peers,
+        max_peers_per_ip: opts.max_peers_per_ip.max(1),
+        max_connecting: limits.max_connecting,
+        max_pending_in: limits.max_pending_in,
+        last_turnover: Instant::now(),
+        last_data_at: None,
+        waiting_since: Instant::now(),
+        waiting_logged: None,
+        tracker_report: Vec::new(),
+        has_trackers,
+        dht_state: match (&opts.dht, info.private) {
+            (_, true) => "DHT off (private torrent)",
+            (None, false) => "DHT off",
+            (Some(_), false) => "DHT on",
+        },
         shared,
         announcer,
         storage,
@@ -343,6 +451,20 @@ struct TorrentTask {
     status_tx: watch::Sender<Status>,
     seed: SeedPolicy,
     max_peers: usize,
+    max_peers_per_ip: usize,
+    max_connecting: usize,
+    max_pending_in: usize,
+    /// Last peer-turnover round.
+    last_turnover: Instant,
+    /// Last time payload arrived, and since when we wait for it (for `Status::waiting`).
+    last_data_at: Option<Instant>,
+    waiting_since: Instant,
+    /// The last "no peers" line logged, and when.
+    waiting_logged: Option<(String, Instant)>,
+    /// The last announce round: each tracker and what came of it.
+    tracker_report: Vec<(String, Result<usize, String>)>,
+    has_trackers: bool,
+    dht_state: &'static str,
     shared: Arc<SharedStats>,
     announcer: Option<AnnounceHandle>,
     storage: Arc<Storage>,
@@ -387,18 +509,36 @@ impl TorrentTask {
                 a.set_seeding();
             }
         }
+        // Set while accepting is paused (out of file descriptors), and the next pause.
+        let mut accept_paused: Option<tokio::time::Instant> = None;
+        let mut accept_pause = ACCEPT_PAUSE_MIN;
         while !finished && self.fatal.is_none() {
+            let resume = async {
+                match accept_paused {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    if let Ok((stream, addr)) = accepted {
-                        if self.banned.contains(addr) || self.peers.len() >= self.max_peers {
-                            drop(stream);
-                        } else {
-                            tokio::spawn(peer::accept(stream, addr, self.ctx.clone()));
+                accepted = listener.accept(), if accept_paused.is_none() => {
+                    match accepted {
+                        Ok((stream, addr)) => {
+                            accept_pause = ACCEPT_PAUSE_MIN;
+                            self.on_incoming(stream, addr);
                         }
+                        Err(e) if out_of_fds(&e) => {
+                            tracing::warn!(
+                                "cannot accept connections: {e}; pausing for {} ms",
+                                accept_pause.as_millis()
+                            );
+                            accept_paused = Some(tokio::time::Instant::now() + accept_pause);
+                            accept_pause = (accept_pause * 2).min(ACCEPT_PAUSE_MAX);
+                        }
+                        Err(e) => tracing::debug!("accept: {e}"),
                     }
                 }
+                _ = resume => accept_paused = None,
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
                     self.handle_event(ev);
@@ -416,7 +556,9 @@ impl TorrentTask {
                     self.engine.tick(now);
                     self.drain_actions();
                     self.send_pex(now);
+                    self.manage_slots(now);
                     self.connect_more(now);
+                    self.update_waiting(now);
                     let dt = now.duration_since(last_rate_sample).as_secs_f64();
                     if dt >= 1.0 {
                         self.status.down_rate = self.down_meter.update(self.downloaded, dt);
@@ -459,6 +601,7 @@ impl TorrentTask {
                 tracing::debug!(%addr, "dial failed: {reason}");
                 if let Some(c) = self.candidates.get_mut(&addr) {
                     c.connecting = false;
+                    c.last_error = Some(reason.clone());
                     c.failures += 1;
                     let backoff = Duration::from_secs((2u64 << c.failures.min(5)).min(60));
                     c.next_try = now + backoff;
@@ -476,7 +619,8 @@ impl TorrentTask {
             Event::Message { key, msg } => self.on_message(key, msg, now),
             Event::Closed { key, reason } => {
                 tracing::debug!(key, "peer closed: {reason}");
-                self.drop_peer(key, now);
+                let clean = reason == "closed by peer";
+                self.drop_peer_as(key, now, Dropped::Closed { clean, reason });
             }
             Event::PieceChecked {
                 piece,
@@ -495,6 +639,7 @@ impl TorrentTask {
                 self.connect_more(now);
             }
             Event::TrackerStatus(s) => self.status.tracker = Some(s),
+            Event::TrackerReport(r) => self.tracker_report = r,
             Event::DhtStatus(s) => self.status.dht = Some(s),
         }
         self.drain_actions();
@@ -514,7 +659,24 @@ impl TorrentTask {
             c.connecting = false;
         }
         let duplicate = self.peers.values().any(|p| p.peer_id == hs.peer_id);
-        if duplicate || self.banned.contains(addr) || self.peers.len() >= self.max_peers {
+        let same_ip = self
+            .peers
+            .values()
+            .filter(|p| p.addr.ip() == addr.ip())
+            .count();
+        let mut refuse = duplicate || self.banned.contains(addr);
+        if !refuse && same_ip >= self.max_peers_per_ip {
+            tracing::debug!(%addr, "refusing peer: {same_ip} connections from its IP already");
+            refuse = true;
+        }
+        if !refuse && self.peers.len() >= self.max_peers {
+            // Full: a newcomer may take the place of a peer that is of no use.
+            match self.least_useful(now, Worth::Idle) {
+                Some(victim) => self.drop_for_room(victim, now, "replaced by a new peer"),
+                None => refuse = true,
+            }
+        }
+        if refuse {
             // Dropping the link closes the connection.
             if let Some(c) = candidate.and_then(|a| self.candidates.get_mut(&a)) {
                 c.connected = duplicate;
@@ -525,6 +687,7 @@ impl TorrentTask {
         if let Some(c) = candidate.and_then(|a| self.candidates.get_mut(&a)) {
             c.connected = true;
             c.failures = 0;
+            c.last_error = None;
         }
         tracing::debug!(key, %addr, incoming, "peer connected");
         let fast = hs.supports_fast();
@@ -541,6 +704,11 @@ impl TorrentTask {
                 have_count: 0,
                 ut_metadata: None,
                 metadata_served: 0,
+                connected_at: now,
+                last_data_in: None,
+                last_data_out: None,
+                last_active: now,
+                seen_uploaded: 0,
             },
         );
         self.pex.on_connected(key, now);
@@ -609,8 +777,11 @@ impl TorrentTask {
                         let start = begin as usize;
                         buf[start..start + data.len()].copy_from_slice(&data);
                         self.downloaded += data.len() as u64;
+                        self.last_data_at = Some(now);
                         if let Some(p) = self.peers.get_mut(&key) {
                             p.downloaded += data.len() as u64;
+                            p.last_data_in = Some(now);
+                            p.last_active = now;
                         }
                         if piece_complete {
                             self.check_piece(piece);
@@ -631,15 +802,10 @@ impl TorrentTask {
                         if port != 0 && p.candidate.is_none() {
                             let listen = SocketAddr::new(p.addr.ip(), port);
                             p.candidate = Some(listen);
-                            let c = self.candidates.entry(listen).or_insert(Candidate {
-                                from_user: false,
-                                connected: true,
-                                connecting: false,
-                                failures: 0,
-                                next_try: now,
-                                seed: false,
-                                from_pex: false,
-                            });
+                            let c = self
+                                .candidates
+                                .entry(listen)
+                                .or_insert_with(|| Candidate::new(false, now));
                             c.connected = true;
                         }
                     }
@@ -826,6 +992,13 @@ impl TorrentTask {
     }
 
     fn drop_peer(&mut self, key: PeerKey, now: Instant) {
+        self.drop_peer_as(key, now, Dropped::ByUs);
+    }
+
+    /// Forgets a connection; `how` decides when its address is dialled again: soon for a
+    /// peer known to be good (backing off if it keeps closing quickly), late for one dropped
+    /// to make room.
+    fn drop_peer_as(&mut self, key: PeerKey, now: Instant, how: Dropped) {
         let Some(p) = self.peers.remove(&key) else {
             return;
         };
@@ -836,7 +1009,33 @@ impl TorrentTask {
         if let Some(c) = p.candidate.and_then(|a| self.candidates.get_mut(&a)) {
             c.connected = false;
             c.seed = was_seed;
-            c.next_try = now + Duration::from_secs(5);
+            let lasted = now.saturating_duration_since(p.connected_at);
+            if lasted >= LONG_CONNECTION {
+                c.quick_redials = 0;
+            }
+            let proved = p.downloaded > 0 || p.metadata_served > 0;
+            let wait = match &how {
+                Dropped::ForRoom => DROPPED_FOR_ROOM_WAIT,
+                Dropped::ByUs => REDIAL,
+                Dropped::Closed { clean, reason } => {
+                    if proved || *clean {
+                        c.good = true;
+                    }
+                    c.last_error = Some(if *clean {
+                        "closed the connection".to_string()
+                    } else {
+                        reason.clone()
+                    });
+                    if c.good {
+                        let wait = FAST_REDIAL * (1u32 << c.quick_redials.min(7));
+                        c.quick_redials += 1;
+                        wait.min(Duration::from_secs(60))
+                    } else {
+                        REDIAL
+                    }
+                }
+            };
+            c.next_try = now + wait;
         }
         // Drop the buffers of pieces nobody is fetching any more? The engine keeps the
         // blocks it accepted as received, so the bytes must stay until the piece completes.
@@ -848,15 +1047,10 @@ impl TorrentTask {
             return false;
         }
         let now = Instant::now();
-        let c = self.candidates.entry(addr).or_insert(Candidate {
-            from_user,
-            connected: false,
-            connecting: false,
-            failures: 0,
-            next_try: now,
-            seed: false,
-            from_pex: false,
-        });
+        let c = self
+            .candidates
+            .entry(addr)
+            .or_insert_with(|| Candidate::new(from_user, now));
         c.from_user |= from_user;
         if !c.connected && !c.connecting && c.failures < 20 {
             c.next_try = c.next_try.min(now);
@@ -952,14 +1146,14 @@ impl TorrentTask {
         }
     }
 
-    /// Dials known addresses while there is room.
+    /// Dials known addresses while there is room (at most `max_connecting` dials at once,
+    /// `max_peers_per_ip` connections per IP). With every slot taken, a ready candidate may
+    /// take the place of an idle peer (a couple per round).
     fn connect_more(&mut self, now: Instant) {
         let connecting = self.candidates.values().filter(|c| c.connecting).count();
-        let mut room = self
-            .max_peers
-            .saturating_sub(self.peers.len() + connecting)
-            .min(MAX_CONNECTING.saturating_sub(connecting));
-        if room == 0 {
+        let mut slot_room = self.max_peers.saturating_sub(self.peers.len() + connecting);
+        let mut dial_room = self.max_connecting.saturating_sub(connecting);
+        if dial_room == 0 {
             return;
         }
         let complete = self.engine.is_wanted_complete();
@@ -976,17 +1170,302 @@ impl TorrentTask {
             })
             .map(|(a, _)| *a)
             .collect();
-        ready.sort_by_key(|a| self.candidates[a].failures);
+        if ready.is_empty() {
+            return;
+        }
+        ready.sort_by_key(|a| {
+            let c = &self.candidates[a];
+            (!c.good, c.failures)
+        });
+        let mut per_ip = self.connections_per_ip();
+        let mut replaced = 0;
         for addr in ready {
-            if room == 0 {
+            if dial_room == 0 {
                 break;
             }
-            room -= 1;
+            let n = per_ip.entry(addr.ip()).or_insert(0);
+            if *n >= self.max_peers_per_ip {
+                continue;
+            }
+            if slot_room == 0 {
+                if replaced >= 2 {
+                    break;
+                }
+                let Some(victim) = self.least_useful(now, Worth::Idle) else {
+                    break;
+                };
+                self.drop_for_room(victim, now, "replaced by a candidate");
+                replaced += 1;
+            } else {
+                slot_room -= 1;
+            }
+            *per_ip.entry(addr.ip()).or_insert(0) += 1;
+            dial_room -= 1;
             if let Some(c) = self.candidates.get_mut(&addr) {
                 c.connecting = true;
             }
             tokio::spawn(peer::dial(addr, self.ctx.clone()));
         }
+    }
+
+    /// Connections per IP: connected peers and dials under way.
+    fn connections_per_ip(&self) -> HashMap<IpAddr, usize> {
+        let mut m: HashMap<IpAddr, usize> = HashMap::new();
+        for p in self.peers.values() {
+            *m.entry(p.addr.ip()).or_insert(0) += 1;
+        }
+        for (a, c) in &self.candidates {
+            if c.connecting {
+                *m.entry(a.ip()).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    /// A connection the listener accepted: start its handshake, unless it is refused
+    /// (banned, too many from its IP or in their handshake, or every slot is taken by peers
+    /// worth keeping).
+    fn on_incoming(&mut self, stream: tokio::net::TcpStream, addr: SocketAddr) {
+        let now = Instant::now();
+        let pending = &self.ctx.pending_in;
+        let refuse = if self.banned.contains(addr) {
+            Some("banned")
+        } else if pending.total() >= self.max_pending_in {
+            Some("too many connections in their handshake")
+        } else if self
+            .peers
+            .values()
+            .filter(|p| p.addr.ip() == addr.ip())
+            .count()
+            + pending.count_for(addr.ip())
+            >= self.max_peers_per_ip
+        {
+            Some("too many connections from its IP")
+        } else if self.peers.len() + pending.total() >= self.max_peers
+            && self.least_useful(now, Worth::Idle).is_none()
+        {
+            Some("no free slot")
+        } else {
+            None
+        };
+        match refuse {
+            Some(why) => tracing::trace!(%addr, "refusing incoming connection: {why}"),
+            None => {
+                let guard = pending.enter(addr.ip());
+                tokio::spawn(peer::accept(stream, addr, self.ctx.clone(), guard));
+            }
+        }
+    }
+
+    /// What keeping `p` is worth now (see [`Worth`]).
+    fn worth(&self, key: PeerKey, p: &PeerEntry, now: Instant) -> Worth {
+        let recent = |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < DATA_PROTECTS);
+        if now.duration_since(p.last_active) < NEW_PEER_GRACE
+            || now.duration_since(p.connected_at) < NEW_PEER_GRACE
+            || recent(p.last_data_in)
+            || recent(p.last_data_out)
+        {
+            return Worth::Protected;
+        }
+        match self.engine.peer_stats(key) {
+            Some(st) if st.am_interested => Worth::WeWant,
+            Some(st) if st.interested => Worth::TheyWant,
+            _ => Worth::Idle,
+        }
+    }
+
+    /// The peer to drop first among those worth at most `max`: the lowest worth, then the
+    /// longest idle.
+    fn least_useful(&self, now: Instant, max: Worth) -> Option<PeerKey> {
+        self.peers
+            .iter()
+            .map(|(&k, p)| (self.worth(k, p, now), p.last_active, k))
+            .filter(|(w, _, _)| *w <= max)
+            .min()
+            .map(|(_, _, k)| k)
+    }
+
+    /// Closes a peer to make room for others; its address waits [`DROPPED_FOR_ROOM_WAIT`].
+    fn drop_for_room(&mut self, key: PeerKey, now: Instant, why: &str) {
+        if let Some(p) = self.peers.get(&key) {
+            tracing::debug!(key, addr = %p.addr, "disconnecting peer: {why}");
+        }
+        self.drop_peer_as(key, now, Dropped::ForRoom);
+    }
+
+    /// Once a second: notes which peers moved data or showed interest, drops idle peers
+    /// (after [`IDLE_TIMEOUT_WHEN_FULL`] when the slots are nearly full, [`IDLE_TIMEOUT`]
+    /// otherwise), and, while downloading with the slots nearly full and candidates
+    /// waiting, turns over a few of the least useful peers every [`TURNOVER_INTERVAL`].
+    fn manage_slots(&mut self, now: Instant) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for &k in &keys {
+            let stats = self.engine.peer_stats(k);
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            let up = p.link.counters.uploaded.load(Ordering::Relaxed);
+            if up > p.seen_uploaded {
+                p.seen_uploaded = up;
+                p.last_data_out = Some(now);
+                p.last_active = now;
+            }
+            if stats.is_some_and(|s| s.interested || s.am_interested) {
+                p.last_active = now;
+            }
+        }
+        let crowded = self.peers.len() * 10 >= self.max_peers * 9;
+        let idle: Vec<PeerKey> = keys
+            .iter()
+            .copied()
+            .filter(|k| {
+                let Some(p) = self.peers.get(k) else {
+                    return false;
+                };
+                let quiet = now.duration_since(p.last_active);
+                self.worth(*k, p, now) == Worth::Idle
+                    && (quiet >= IDLE_TIMEOUT || (crowded && quiet >= IDLE_TIMEOUT_WHEN_FULL))
+            })
+            .collect();
+        for k in idle {
+            self.drop_for_room(k, now, "idle: no data and no interest either way");
+        }
+        let crowded = self.peers.len() * 10 >= self.max_peers * 9;
+        if !crowded
+            || self.engine.is_wanted_complete()
+            || now.duration_since(self.last_turnover) < TURNOVER_INTERVAL
+        {
+            return;
+        }
+        let waiting = self.candidates.iter().any(|(a, c)| {
+            !c.connected
+                && !c.connecting
+                && c.next_try <= now
+                && c.failures < 20
+                && !self.banned.contains(*a)
+        });
+        if !waiting {
+            return;
+        }
+        self.last_turnover = now;
+        let mut worst: Vec<(Worth, Instant, PeerKey)> = self
+            .peers
+            .iter()
+            .map(|(&k, p)| (self.worth(k, p, now), p.last_active, k))
+            .filter(|(w, _, _)| *w < Worth::Protected)
+            .collect();
+        worst.sort();
+        let n = (self.peers.len() * TURNOVER_PERCENT).div_ceil(100).max(1);
+        for (_, _, k) in worst.into_iter().take(n) {
+            self.drop_for_room(k, now, "peer turnover");
+        }
+    }
+
+    /// Sets [`Status::waiting`] while downloading with no data arriving, clears it while
+    /// data flows, and logs the line when it changes.
+    fn update_waiting(&mut self, now: Instant) {
+        let downloading =
+            self.status.phase == Phase::Downloading && !self.engine.is_wanted_complete();
+        let since = self
+            .last_data_at
+            .map_or(self.waiting_since, |t| t.max(self.waiting_since));
+        if !downloading || now.duration_since(since) < WAITING_AFTER {
+            if self.status.waiting.take().is_some() && downloading {
+                tracing::info!("data is arriving");
+            }
+            self.waiting_logged = None;
+            return;
+        }
+        let line = self.waiting_line();
+        let log = match &self.waiting_logged {
+            Some((last, at)) => {
+                *last != line && now.duration_since(*at) >= Duration::from_secs(1)
+                    || now.duration_since(*at) >= WAITING_LOG_INTERVAL
+            }
+            None => true,
+        };
+        if log {
+            tracing::warn!("{line}");
+            self.waiting_logged = Some((line.clone(), now));
+        }
+        self.status.waiting = Some(line);
+    }
+
+    /// One line saying why no data comes: what each source of peers did, or what the
+    /// connected peers are doing.
+    fn waiting_line(&self) -> String {
+        const SHOWN: usize = 3;
+        if !self.peers.is_empty() {
+            let (mut nothing, mut choking, mut silent) = (0, 0, 0);
+            for k in self.peers.keys() {
+                match self.engine.peer_stats(*k) {
+                    Some(s) if !s.am_interested => nothing += 1,
+                    Some(s) if s.choked => choking += 1,
+                    _ => silent += 1,
+                }
+            }
+            let mut parts = Vec::new();
+            if nothing > 0 {
+                parts.push(format!("{nothing} have nothing we want"));
+            }
+            if choking > 0 {
+                parts.push(format!("{choking} choke us"));
+            }
+            if silent > 0 {
+                parts.push(format!("{silent} unchoked us but send nothing"));
+            }
+            let n = self.peers.len();
+            return format!(
+                "no data from {n} peer{}: {}",
+                if n == 1 { "" } else { "s" },
+                parts.join(", ")
+            );
+        }
+        let mut parts = Vec::new();
+        if !self.has_trackers {
+            parts.push("no trackers".to_string());
+        } else if self.tracker_report.is_empty() {
+            parts.push("asking the trackers".to_string());
+        } else {
+            for (url, r) in self.tracker_report.iter().take(SHOWN) {
+                parts.push(match r {
+                    Ok(n) => format!("tracker {url}: {n} peers"),
+                    Err(e) => format!("tracker {url} {e}"),
+                });
+            }
+            if self.tracker_report.len() > SHOWN {
+                parts.push(format!(
+                    "{} more trackers",
+                    self.tracker_report.len() - SHOWN
+                ));
+            }
+        }
+        let mut known: Vec<(&SocketAddr, &Candidate)> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| !c.connected)
+            .collect();
+        known.sort_by_key(|(a, c)| (!c.from_user, **a));
+        for (a, c) in known.iter().take(SHOWN) {
+            let what = if c.connecting {
+                "connecting"
+            } else {
+                c.last_error.as_deref().unwrap_or("not tried yet")
+            };
+            parts.push(format!("peer {a} {what}"));
+        }
+        if known.len() > SHOWN {
+            parts.push(format!("{} more peers known", known.len() - SHOWN));
+        }
+        if self.dht_state == "DHT on" {
+            parts.push(match &self.status.dht {
+                Some(d) => format!("DHT: {d}"),
+                None => "DHT searching".to_string(),
+            });
+        } else {
+            parts.push(self.dht_state.to_string());
+        }
+        format!("no peers: {}", parts.join(", "))
     }
 
     /// Tells the engine how much each peer received from us, for the seeding choker.
@@ -1125,6 +1604,97 @@ impl TorrentTask {
         while self.ctx.live.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Why a connection ended, for when its address is dialled again.
+enum Dropped {
+    /// We closed it (protocol error, both seeding, shutdown...).
+    ByUs,
+    /// We closed it to make room for other peers.
+    ForRoom,
+    /// The peer closed it (`clean`: an orderly close, not an error).
+    Closed { clean: bool, reason: String },
+}
+
+/// Connection limits that fit the process's limit on open files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    nofile: Option<u64>,
+    max_peers: usize,
+    max_connecting: usize,
+    max_pending_in: usize,
+    max_open_files: usize,
+}
+
+/// Descriptors kept for everything that is not a peer or a data file: stdio, the runtime,
+/// the listener, the DHT and tracker sockets, the resume record.
+const RESERVED_FDS: u64 = 32;
+
+impl Limits {
+    /// Splits `nofile` (the soft `RLIMIT_NOFILE`; `None` if unknown) between data files,
+    /// dials, incoming handshakes and peers, capping `max_peers`.
+    fn new(nofile: Option<u64>, max_peers: usize) -> Self {
+        let default_files = storage::OpenOptions::default().max_open_files;
+        let Some(n) = nofile else {
+            return Limits {
+                nofile,
+                max_peers,
+                max_connecting: MAX_CONNECTING,
+                max_pending_in: MAX_PENDING_INCOMING,
+                max_open_files: default_files,
+            };
+        };
+        let files = (n / 8).clamp(4, default_files as u64);
+        let budget = n.saturating_sub(RESERVED_FDS + files).max(4) as usize;
+        let max_connecting = MAX_CONNECTING.min((budget / 4).max(1));
+        let max_pending_in = MAX_PENDING_INCOMING.min((budget / 4).max(1));
+        Limits {
+            nofile,
+            max_peers: max_peers.min(
+                budget
+                    .saturating_sub(max_connecting + max_pending_in)
+                    .max(2),
+            ),
+            max_connecting,
+            max_pending_in,
+            max_open_files: files as usize,
+        }
+    }
+}
+
+/// The soft limit on open files, if there is one.
+fn nofile_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct we pass.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0;
+        if ok && r.rlim_cur != libc::RLIM_INFINITY {
+            #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+            return Some(r.rlim_cur as u64);
+        }
+    }
+    None
+}
+
+/// The process (or the system) is out of file descriptors or socket buffers: accepting
+/// again at once fails the same way.
+fn out_of_fds(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
     }
 }
 
