@@ -1804,3 +1804,42 @@ fn layout_of(info: &Info) -> Result<storage::Layout, ClientError> {
     storage::Layout::new(files, info.piece_length, info.piece_hashes.clone())
         .map_err(|e| ClientError::BadInput(format!("torrent layout: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_fit_the_descriptor_limit() {
+        // Unknown or generous limits leave the caller's numbers alone.
+        let l = Limits::new(None, 80);
+        assert_eq!(l.max_peers, 80);
+        let l = Limits::new(Some(1024), 80);
+        assert_eq!(l.max_peers, 80);
+        assert_eq!(
+            (l.max_connecting, l.max_pending_in),
+            (MAX_CONNECTING, MAX_PENDING_INCOMING)
+        );
+        // Low limits: everything fits under them, with room for the reserve.
+        for n in [16u64, 64, 100, 256] {
+            let l = Limits::new(Some(n), 80);
+            let used = l.max_peers + l.max_connecting + l.max_pending_in + l.max_open_files;
+            assert!(l.max_peers >= 2 && l.max_connecting >= 1 && l.max_pending_in >= 1);
+            if n >= 64 {
+                assert!(
+                    used as u64 + RESERVED_FDS <= n,
+                    "limit {n}: {l:?} uses {used} + {RESERVED_FDS}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fd_exhaustion_is_recognised() {
+        assert!(out_of_fds(&std::io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(out_of_fds(&std::io::Error::from_raw_os_error(libc::ENFILE)));
+        assert!(!out_of_fds(&std::io::Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
+    }
+}

@@ -39,6 +39,10 @@ pub struct DownloadArgs {
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// At most this many connections to or from one IP address (every peer on loopback is
+    /// 127.0.0.1: raise it there for swarms of more peers).
+    #[arg(long, value_name = "N", default_value_t = client::options::DEFAULT_MAX_PEERS_PER_IP, value_parser = parse_per_ip)]
+    pub max_peers_per_ip: usize,
     /// For a magnet link: give up (exit code 1) when no peer has sent the metadata within
     /// this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
@@ -69,8 +73,19 @@ pub struct SeedArgs {
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// At most this many connections to or from one IP address (every peer on loopback is
+    /// 127.0.0.1: raise it there for swarms of more peers).
+    #[arg(long, value_name = "N", default_value_t = client::options::DEFAULT_MAX_PEERS_PER_IP, value_parser = parse_per_ip)]
+    pub max_peers_per_ip: usize,
     #[command(flatten)]
     pub dht: DhtArgs,
+}
+
+fn parse_per_ip(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s}: must be a whole number of at least 1")),
+    }
 }
 
 /// Reads and parses a .torrent file; every failure is bad input (exit code 2).
@@ -199,6 +214,7 @@ async fn download_with(
     opts.max_down = a.max_down;
     opts.max_up = a.max_up;
     opts.use_trackers = !a.no_trackers;
+    opts.max_peers_per_ip = a.max_peers_per_ip;
     opts.dht = dht;
     opts.pex = !a.dht.no_pex;
     let (summary, interrupted) = run_with_progress(opts, name.clone()).await?;
@@ -384,6 +400,7 @@ pub async fn seed(a: SeedArgs) -> CliResult {
     opts.seed = SeedPolicy::Forever;
     opts.max_up = a.max_up;
     opts.use_trackers = !a.no_trackers;
+    opts.max_peers_per_ip = a.max_peers_per_ip;
     opts.dht = dht.clone();
     opts.pex = !a.dht.no_pex;
     let result = run_with_progress(opts, name).await;
