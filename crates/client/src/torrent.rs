@@ -204,8 +204,8 @@ const LONG_CONNECTION: Duration = Duration::from_secs(60);
 const REDIAL: Duration = Duration::from_secs(5);
 /// Waiting for data this long sets [`Status::waiting`].
 const WAITING_AFTER: Duration = Duration::from_secs(3);
-/// The same "no peers" line is logged again at most this often (a new line at once).
-const WAITING_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// A changed "no peers" line is logged at most this often (the first one at once).
+const WAITING_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Accepting pauses this long (doubling up to [`ACCEPT_PAUSE_MAX`]) when the process is out
 /// of file descriptors: the listener stays readable, so retrying at once would spin.
 const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(100);
@@ -1260,16 +1260,17 @@ impl TorrentTask {
     /// What keeping `p` is worth now (see [`Worth`]).
     fn worth(&self, key: PeerKey, p: &PeerEntry, now: Instant) -> Worth {
         let recent = |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < DATA_PROTECTS);
-        if now.duration_since(p.last_active) < NEW_PEER_GRACE
-            || now.duration_since(p.connected_at) < NEW_PEER_GRACE
+        if now.duration_since(p.connected_at) < NEW_PEER_GRACE
             || recent(p.last_data_in)
             || recent(p.last_data_out)
         {
             return Worth::Protected;
         }
+        // Interest in us while we have nothing to give is no use (and costs a liar nothing).
+        let we_have_some = self.status.have_pieces > 0;
         match self.engine.peer_stats(key) {
             Some(st) if st.am_interested => Worth::WeWant,
-            Some(st) if st.interested => Worth::TheyWant,
+            Some(st) if st.interested && we_have_some => Worth::TheyWant,
             _ => Worth::Idle,
         }
     }
@@ -1299,6 +1300,7 @@ impl TorrentTask {
     /// waiting, turns over a few of the least useful peers every [`TURNOVER_INTERVAL`].
     fn manage_slots(&mut self, now: Instant) {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let have_some = self.status.have_pieces > 0;
         for &k in &keys {
             let stats = self.engine.peer_stats(k);
             let Some(p) = self.peers.get_mut(&k) else {
@@ -1310,7 +1312,7 @@ impl TorrentTask {
                 p.last_data_out = Some(now);
                 p.last_active = now;
             }
-            if stats.is_some_and(|s| s.interested || s.am_interested) {
+            if stats.is_some_and(|s| (s.interested && have_some) || s.am_interested) {
                 p.last_active = now;
             }
         }
@@ -1378,10 +1380,7 @@ impl TorrentTask {
         }
         let line = self.waiting_line();
         let log = match &self.waiting_logged {
-            Some((last, at)) => {
-                *last != line && now.duration_since(*at) >= Duration::from_secs(1)
-                    || now.duration_since(*at) >= WAITING_LOG_INTERVAL
-            }
+            Some((last, at)) => *last != line && now.duration_since(*at) >= WAITING_LOG_INTERVAL,
             None => true,
         };
         if log {
@@ -1447,10 +1446,12 @@ impl TorrentTask {
             .collect();
         known.sort_by_key(|(a, c)| (!c.from_user, **a));
         for (a, c) in known.iter().take(SHOWN) {
-            let what = if c.connecting {
-                "connecting"
-            } else {
-                c.last_error.as_deref().unwrap_or("not tried yet")
+            // The last failure says more than "connecting" while it is retried (and keeps
+            // the line from flapping at each redial).
+            let what = match (&c.last_error, c.connecting) {
+                (Some(e), _) => e.as_str(),
+                (None, true) => "connecting",
+                (None, false) => "not tried yet",
             };
             parts.push(format!("peer {a} {what}"));
         }
@@ -1459,7 +1460,7 @@ impl TorrentTask {
         }
         if self.dht_state == "DHT on" {
             parts.push(match &self.status.dht {
-                Some(d) => format!("DHT: {d}"),
+                Some(d) => format!("DHT {}", d.strip_prefix("dht: ").unwrap_or(d)),
                 None => "DHT searching".to_string(),
             });
         } else {
