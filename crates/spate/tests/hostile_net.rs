@@ -85,6 +85,27 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((utime + stime) / tck)
 }
 
+/// `n` connections to 127.0.0.1:`port`, each from its own 127.0.2.x address, that never
+/// send a byte.
+fn flood(port: u16, n: u8) -> Result<Vec<std::net::TcpStream>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(([127, 0, 2, i.saturating_add(1)], 0).into())?;
+            let to = ([127, 0, 0, 1], port).into();
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), sock.connect(to)).await
+            {
+                v.push(s.into_std()?);
+            }
+        }
+        Ok(v)
+    })
+}
+
 /// Ctrl-C while the tracker holds the announce open and never answers: spate exits within
 /// a few seconds (it took 6 s: the shutdown waited for the announce under way, then for a
 /// `stopped` announce of up to 3 s).
@@ -200,12 +221,8 @@ fn connection_flood_under_a_low_fd_limit() -> Result<()> {
         "the limit did not apply:\n{limit}"
     );
 
-    let mut flood = Vec::new();
-    for _ in 0..300 {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-            flood.push(s);
-        }
-    }
+    // From 250 source addresses: the per-IP cap alone would stop a flood from one.
+    let flood = flood(port, 250)?;
     let cpu0 = cpu_seconds(seeder.pid())?;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
