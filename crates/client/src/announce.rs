@@ -308,8 +308,12 @@ async fn udp_announce(
     } else {
         "0.0.0.0:0".parse().expect("literal")
     };
-    let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    sock.connect(addr).await.map_err(|e| e.to_string())?;
+    let sock = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| crate::peer::io_reason(&e))?;
+    sock.connect(addr)
+        .await
+        .map_err(|e| crate::peer::io_reason(&e))?;
     let mut buf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(128);
     for attempt in 0..3u32 {
@@ -321,7 +325,9 @@ async fn udp_announce(
             transaction_id: tid,
         }
         .encode(&mut out);
-        sock.send(&out).await.map_err(|e| e.to_string())?;
+        sock.send(&out)
+            .await
+            .map_err(|e| crate::peer::io_reason(&e))?;
         let conn_id = match recv_matching(&sock, &mut buf, tid, wait, addr.is_ipv6()).await? {
             Some(udp::Response::Connect { connection_id, .. }) => connection_id,
             Some(udp::Response::Error { message, .. }) => return Err(message),
@@ -336,7 +342,9 @@ async fn udp_announce(
             url_data: url_data.as_bytes().to_vec(),
         }
         .encode(&mut out);
-        sock.send(&out).await.map_err(|e| e.to_string())?;
+        sock.send(&out)
+            .await
+            .map_err(|e| crate::peer::io_reason(&e))?;
         match recv_matching(&sock, &mut buf, tid, wait, addr.is_ipv6()).await? {
             Some(udp::Response::Announce {
                 interval,
@@ -373,7 +381,7 @@ async fn recv_matching(
     loop {
         let n = match tokio::time::timeout_at(deadline, sock.recv(buf)).await {
             Err(_) => return Ok(None),
-            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Err(e)) => return Err(crate::peer::io_reason(&e)),
             Ok(Ok(n)) => n,
         };
         if let Ok(resp) = udp::Response::parse(&buf[..n], ipv6) {

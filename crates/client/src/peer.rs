@@ -27,7 +27,9 @@ pub(crate) type PeerKey = u64;
 /// extension message of up to 1 MiB.
 const MAX_MESSAGE_LEN: u32 = wire::DEFAULT_MAX_MESSAGE_LEN;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A peer we dialled must answer our handshake within this (a tarpit that accepts and
+/// says nothing holds one of the few dial slots meanwhile).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An incoming connection must send its whole handshake within this (it holds a socket and,
 /// while it waits, one of the few [`PendingIncoming`] places).
 const INCOMING_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
