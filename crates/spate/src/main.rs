@@ -11,6 +11,9 @@
 //!
 //! Exit codes: 0 done, 1 runtime failure, 2 bad usage or bad input.
 
+#[macro_use]
+mod out;
+
 mod create;
 mod demo;
 mod dht_cmd;
@@ -113,11 +116,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Input(m)) => {
-            eprintln!("spate: {m}");
+            errln!("spate: {m}");
             ExitCode::from(2)
         }
         Err(CliError::Runtime(m)) => {
-            eprintln!("spate: {m}");
+            errln!("spate: {m}");
             ExitCode::from(1)
         }
     }
@@ -139,6 +142,8 @@ fn init_logging(filter: Option<&str>, default_level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // No escape codes in a log file or a pipe, nor with NO_COLOR set.
+        .with_ansi(out::color_on_stderr())
         .with_target(false)
         .try_init();
 }

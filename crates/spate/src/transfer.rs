@@ -182,7 +182,7 @@ async fn download_with(
             .filter(|f| !f.pad)
             .collect();
         let all = torrent.info.files.iter().filter(|f| !f.pad).count();
-        eprintln!(
+        errln!(
             "{name}: downloading {} of {all} files ({} of {})",
             files.len(),
             fmt::bytes(files.iter().map(|f| f.length).sum()),
@@ -209,7 +209,7 @@ async fn download_with(
         )));
     }
     let secs = summary.elapsed.as_secs_f64();
-    println!(
+    outln!(
         "done: downloaded {} bytes, {} bytes already verified on disk, uploaded {} bytes, {:.1} s ({}) -> {}",
         summary.downloaded,
         summary.verified_at_start,
@@ -271,7 +271,7 @@ fn magnet_selection(so: &[u32], torrent: &Torrent) -> CliResult<Vec<usize>> {
     let n = torrent.info.files.len();
     let (ok, bad): (Vec<usize>, Vec<usize>) = so.iter().map(|&i| i as usize).partition(|&i| i < n);
     if !bad.is_empty() {
-        eprintln!(
+        errln!(
             "{}: ignoring so= file indices past the last file ({} files): {}",
             torrent.info.name,
             n,
@@ -310,7 +310,7 @@ async fn magnet_metadata(
     opts.dht = dht;
     let started = std::time::Instant::now();
     let (tx, mut rx) = watch::channel(client::MetadataStatus::default());
-    eprintln!(
+    errln!(
         "{label}: fetching metadata ({} x.pe peers, {} --peer, {} trackers, DHT {})",
         m.peers.len(),
         a.peers.len(),
@@ -333,7 +333,7 @@ async fn magnet_metadata(
                     s.dht.map(|t| format!(", {t}")).unwrap_or_default()
                 );
                 if line != last {
-                    eprintln!("{line}");
+                    errln!("{line}");
                     last = line;
                 }
             }
@@ -349,7 +349,7 @@ async fn magnet_metadata(
     };
     let _ = shown.await;
     let (torrent, from_cache) = fetched?;
-    eprintln!(
+    errln!(
         "{label}: metadata {} ({} bytes): {}",
         if from_cache {
             "loaded from ".to_string()
@@ -391,7 +391,7 @@ pub async fn seed(a: SeedArgs) -> CliResult {
         d.shutdown().await;
     }
     let (summary, _) = result?;
-    println!(
+    outln!(
         "stopped: uploaded {} bytes, downloaded {} bytes in {}",
         summary.uploaded,
         summary.downloaded,
@@ -456,7 +456,7 @@ async fn report_check(mut rx: watch::Receiver<Status>, label: String) {
         }
         let s = rx.borrow_and_update().clone();
         if s.phase != Phase::Checking {
-            eprintln!(
+            errln!(
                 "{label}: {} of {} pieces valid on disk ({} of {}); listening on {}",
                 s.have_pieces,
                 s.total_pieces,
@@ -481,7 +481,7 @@ async fn report_first_piece(mut rx: watch::Receiver<Status>, label: String) {
         }
         let base = *at_start.get_or_insert(s.have_pieces);
         if s.have_pieces > base && s.downloaded > 0 {
-            eprintln!(
+            errln!(
                 "{label}: first piece verified after {:.2} s",
                 started.elapsed().as_secs_f64()
             );
