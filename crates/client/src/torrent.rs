@@ -138,6 +138,7 @@ pub async fn run_torrent(
     status: watch::Sender<Status>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, ClientError> {
+    let _lock = crate::lock::acquire(&opts)?; // one run per torrent and folder (lock.rs)
     let started = Instant::now();
     let mut info = opts.torrent.info.clone();
     if let Some(name) = &opts.rename_root {
