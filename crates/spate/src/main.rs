@@ -47,9 +47,19 @@ impl CliError {
     }
 }
 
+/// A listen address that can never work here is bad input (exit code 2): it is not one of
+/// this machine's addresses, or it needs privileges. One in use is a runtime failure (1).
+pub fn listen_error_is_input(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied
+    )
+}
+
 impl From<client::ClientError> for CliError {
     fn from(e: client::ClientError) -> Self {
-        if e.is_bad_input() {
+        let listen_input = matches!(&e, client::ClientError::Listen { source, .. } if listen_error_is_input(source));
+        if e.is_bad_input() || listen_input {
             CliError::Input(e.to_string())
         } else {
             CliError::Runtime(e.to_string())

@@ -53,7 +53,8 @@ pub struct DownloadArgs {
 
 #[derive(Args, Debug)]
 pub struct SeedArgs {
-    /// The .torrent file.
+    /// The .torrent file, or a magnet link: its metadata is read from the `.spate` folder a
+    /// `spate download` of it left beside the data, or fetched from peers (BEP 9).
     pub torrent: String,
     /// The data: the file (single-file torrent) or the folder (multi-file torrent).
     pub path: PathBuf,
@@ -69,31 +70,46 @@ pub struct SeedArgs {
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// For a magnet link whose metadata is not saved: give up (exit code 1) when no peer
+    /// has sent it within this many seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub metadata_timeout: u64,
     #[command(flatten)]
     pub dht: DhtArgs,
 }
 
 /// Reads and parses a .torrent file; every failure is bad input (exit code 2).
 pub fn load_torrent(path: &str) -> CliResult<Torrent> {
-    if path.starts_with("magnet:") {
-        return Err(CliError::input(
-            "magnet links need metadata exchange (BEP 9), which is not implemented yet; use a .torrent file",
-        ));
-    }
     let bytes = std::fs::read(path).map_err(|e| CliError::input(format!("{path}: {e}")))?;
     Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{path}: {e}")))
 }
 
 /// The address to listen on, with a concrete port (the DHT's UDP socket and the trackers
 /// are told it before the torrent starts): `--listen`, else 0.0.0.0:6881, else a free port.
-fn listen_or_default(listen: Option<SocketAddr>) -> SocketAddr {
-    let mut l = listen.unwrap_or_else(|| {
+/// A `--listen` address that cannot be bound fails here, before any checking starts.
+fn listen_or_default(listen: Option<SocketAddr>) -> CliResult<SocketAddr> {
+    let Some(l) = listen else {
         let d = crate::default_listen();
-        match std::net::TcpListener::bind(d) {
+        let l = match std::net::TcpListener::bind(d) {
             Ok(_) => d,
             Err(_) => SocketAddr::new(d.ip(), 0),
+        };
+        return Ok(concrete_port(l));
+    };
+    match std::net::TcpListener::bind(l) {
+        Ok(_) => Ok(concrete_port(l)),
+        Err(e) => {
+            let msg = format!("cannot listen on {l}: {e}");
+            Err(if crate::listen_error_is_input(&e) {
+                CliError::input(msg)
+            } else {
+                CliError::runtime(msg)
+            })
         }
-    });
+    }
+}
+
+fn concrete_port(mut l: SocketAddr) -> SocketAddr {
     if l.port() == 0 {
         if let Ok(bound) = std::net::TcpListener::bind(l).and_then(|s| s.local_addr()) {
             l = bound;
@@ -122,7 +138,7 @@ pub async fn download(a: DownloadArgs) -> CliResult {
     }
     std::fs::create_dir_all(&a.output)
         .map_err(|e| CliError::input(format!("{}: {e}", a.output.display())))?;
-    let listen = listen_or_default(a.listen);
+    let listen = listen_or_default(a.listen)?;
     // BEP 27: no DHT for a private torrent (a magnet link's privacy is unknown until its
     // metadata arrives; the torrent task checks again).
     let dht = match &torrent {
@@ -147,14 +163,14 @@ async fn download_with(
     let torrent = match (torrent, magnet) {
         (Some(t), _) => t,
         (None, Some(m)) => {
-            let t = magnet_metadata(&m, &a, listen, dht.clone()).await?;
-            for p in &m.peers {
-                if let Ok(addr) = p.parse::<SocketAddr>() {
-                    if !a.peers.contains(&addr) {
-                        a.peers.push(addr);
-                    }
-                }
-            }
+            let req = MetadataRequest {
+                peers: &a.peers,
+                no_trackers: a.no_trackers,
+                timeout_secs: a.metadata_timeout,
+                cache: a.output.join(".spate"),
+            };
+            let t = magnet_metadata(&m, req, listen, dht.clone()).await?;
+            add_magnet_peers(&m, &mut a.peers);
             t
         }
         (None, None) => unreachable!("one of the two is set"),
@@ -292,9 +308,18 @@ fn magnet_selection(so: &[u32], torrent: &Torrent) -> CliResult<Vec<usize>> {
 
 /// The torrent of a magnet link: saved metadata from `<output>/.spate/` or fetched from the
 /// magnet's peers, `--peer`s and trackers, with a progress line on stderr.
+/// Where a magnet link's metadata may come from.
+struct MetadataRequest<'a> {
+    peers: &'a [SocketAddr],
+    no_trackers: bool,
+    timeout_secs: u64,
+    /// The `.spate` folder to load it from, or save it to once fetched.
+    cache: PathBuf,
+}
+
 async fn magnet_metadata(
     m: &metainfo::Magnet,
-    a: &DownloadArgs,
+    a: MetadataRequest<'_>,
     listen: SocketAddr,
     dht: Option<client::DhtHandle>,
 ) -> CliResult<Torrent> {
@@ -303,9 +328,9 @@ async fn magnet_metadata(
         .clone()
         .unwrap_or_else(|| m.info_hash.to_hex());
     let mut opts = client::MetadataOptions::new(listen);
-    opts.peers = a.peers.clone();
+    opts.peers = a.peers.to_vec();
     opts.use_trackers = !a.no_trackers;
-    opts.timeout = std::time::Duration::from_secs(a.metadata_timeout.max(1));
+    opts.timeout = std::time::Duration::from_secs(a.timeout_secs.max(1));
     let dht_on = dht.is_some();
     opts.dht = dht;
     let started = std::time::Instant::now();
@@ -339,7 +364,7 @@ async fn magnet_metadata(
             }
         }
     });
-    let cache = a.output.join(".spate");
+    let cache = a.cache;
     let fetched = tokio::select! {
         r = client::load_or_fetch_metadata(m, &cache, opts, tx) => r,
         _ = wait_for_signal() => {
@@ -368,16 +393,62 @@ async fn magnet_metadata(
     Ok(torrent)
 }
 
-pub async fn seed(a: SeedArgs) -> CliResult {
-    let torrent = load_torrent(&a.torrent)?;
-    let (root, rename) = seed_root(&a.path, &torrent.info.name)?;
-    let name = torrent.info.name.clone();
-    let listen = listen_or_default(a.listen);
-    let dht = if torrent.info.private {
-        None
+/// A magnet link's `x.pe` peers, added to `peers` (once each).
+fn add_magnet_peers(m: &metainfo::Magnet, peers: &mut Vec<SocketAddr>) {
+    for p in &m.peers {
+        if let Ok(addr) = p.parse::<SocketAddr>() {
+            if !peers.contains(&addr) {
+                peers.push(addr);
+            }
+        }
+    }
+}
+
+pub async fn seed(mut a: SeedArgs) -> CliResult {
+    if !a.path.exists() {
+        return Err(CliError::input(format!(
+            "{}: no such file or folder",
+            a.path.display()
+        )));
+    }
+    let listen = listen_or_default(a.listen)?;
+    let (torrent, dht) = if a.torrent.trim_start().starts_with("magnet:") {
+        let m = metainfo::Magnet::parse(&a.torrent)
+            .map_err(|e| CliError::input(format!("{}: {e}", a.torrent)))?;
+        // A magnet's privacy is unknown until its metadata arrives (the torrent task
+        // checks again, BEP 27).
+        let dht = a.dht.start(listen).await?;
+        match seed_magnet_metadata(&m, &a, listen, dht.clone()).await {
+            Ok(t) => {
+                add_magnet_peers(&m, &mut a.peers);
+                (t, dht)
+            }
+            Err(e) => {
+                if let Some(d) = dht {
+                    d.shutdown().await;
+                }
+                return Err(e);
+            }
+        }
     } else {
-        a.dht.start(listen).await?
+        let torrent = load_torrent(&a.torrent)?;
+        let dht = if torrent.info.private {
+            None
+        } else {
+            a.dht.start(listen).await?
+        };
+        (torrent, dht)
     };
+    let (root, rename) = match seed_root(&a.path, &torrent.info.name) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(d) = dht {
+                d.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
+    let name = torrent.info.name.clone();
     let mut opts = TorrentOptions::new(torrent, root, listen);
     opts.rename_root = rename;
     opts.peers = a.peers;
@@ -398,6 +469,74 @@ pub async fn seed(a: SeedArgs) -> CliResult {
         fmt::duration(summary.elapsed)
     );
     Ok(())
+}
+
+/// The torrent of `spate seed MAGNET PATH`: the metadata an earlier `spate download` saved
+/// beside the data (`.spate/<info-hash>.torrent` in PATH's folder, or in PATH itself when
+/// it is the folder holding the data), else fetched from the magnet's `x.pe` peers,
+/// `--peer`s, trackers and the DHT (and saved there). When neither works, says why.
+async fn seed_magnet_metadata(
+    m: &metainfo::Magnet,
+    a: &SeedArgs,
+    listen: SocketAddr,
+    dht: Option<client::DhtHandle>,
+) -> CliResult<Torrent> {
+    let parent = match a.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut caches = vec![parent.join(".spate")];
+    if a.path.is_dir() {
+        caches.insert(0, a.path.join(".spate"));
+    }
+    let saved = caches
+        .iter()
+        .find(|c| client::metadata_cache_path(c, m.info_hash).is_file());
+    // Where a fetched copy goes: beside the data, as `spate download` keeps it. PATH is
+    // the folder holding the data when the data's name (dn=) is inside it.
+    let holds_data = a.path.is_dir()
+        && m.display_name
+            .as_deref()
+            .is_some_and(|n| a.path.file_name() != Some(n.as_ref()) && a.path.join(n).exists());
+    let cache = match saved {
+        Some(c) => c.clone(),
+        None if holds_data => a.path.join(".spate"),
+        None => parent.join(".spate"),
+    };
+    let tried_cache = caches
+        .iter()
+        .map(|c| {
+            client::metadata_cache_path(c, m.info_hash)
+                .display()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let sources = m.peers.len() + a.peers.len();
+    let trackers = if a.no_trackers { 0 } else { m.trackers.len() };
+    if saved.is_none() && sources == 0 && trackers == 0 && dht.is_none() {
+        return Err(CliError::input(format!(
+            "cannot seed {}: its metadata is not saved in {tried_cache} and there is nowhere \
+             to fetch it from (no x.pe peer, no --peer, no tracker, DHT off); give the \
+             .torrent file instead, or a peer that has it",
+            a.torrent
+        )));
+    }
+    let req = MetadataRequest {
+        peers: &a.peers,
+        no_trackers: a.no_trackers,
+        timeout_secs: a.metadata_timeout,
+        cache,
+    };
+    magnet_metadata(m, req, listen, dht)
+        .await
+        .map_err(|e| match e {
+            CliError::Runtime(msg) => CliError::Runtime(format!(
+                "{msg}; the metadata is not saved in {tried_cache} either: give the .torrent \
+             file instead, or a peer that has it"
+            )),
+            other => other,
+        })
 }
 
 /// Works out the storage root for `spate seed T PATH`: PATH is the torrent's file or folder
