@@ -477,8 +477,7 @@ fn ctrl_c_mid_download_shows_where_it_stopped() -> Result<()> {
     let last = fin
         .stderr
         .lines()
-        .filter(|l| l.starts_with("stopped.bin:") && l.contains('%'))
-        .next_back()
+        .rfind(|l| l.starts_with("stopped.bin:") && l.contains('%'))
         .unwrap_or("")
         .to_string();
     ensure!(
