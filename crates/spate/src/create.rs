@@ -13,7 +13,8 @@ use crate::{fmt, CliError, CliResult};
 pub struct CreateArgs {
     /// The file or folder to share.
     pub path: PathBuf,
-    /// Tracker announce URL (repeatable; each becomes its own tier, the first is `announce`).
+    /// Tracker announce URL: http(s)://HOST[:PORT]/PATH or udp://HOST:PORT (repeatable; each
+    /// becomes its own tier, the first is `announce`).
     #[arg(short = 'a', long = "announce")]
     pub announce: Vec<String>,
     /// Where to write the .torrent [default: NAME.torrent in the current folder].
@@ -25,7 +26,7 @@ pub struct CreateArgs {
     /// Mark the torrent private (BEP 27): peers come only from its trackers.
     #[arg(long)]
     pub private: bool,
-    /// Web seed URL (BEP 19; repeatable).
+    /// Web seed URL, http(s)://HOST[:PORT]/PATH (BEP 19; repeatable).
     #[arg(short = 'w', long = "web-seed")]
     pub web_seeds: Vec<String>,
     /// A comment stored in the torrent.

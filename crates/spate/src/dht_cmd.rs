@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use client::{DhtHandle, DhtOptions, LookupEvent};
@@ -166,7 +166,7 @@ async fn node(a: NodeArgs) -> CliResult {
             format!(", joining through {}", a.bootstrap.join(", "))
         }
     );
-    let every = Duration::from_secs(a.status_interval.max(1));
+    let every = crate::secs(a.status_interval);
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     let signal = crate::transfer::wait_for_signal();
@@ -200,7 +200,7 @@ async fn peers(a: PeersArgs) -> CliResult {
     o.state_file = a.state.clone();
     let started = Instant::now();
     let h = DhtHandle::start(o).await.map_err(CliError::from)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout.max(1));
+    let deadline = tokio::time::Instant::now() + crate::secs(a.timeout);
     errln!("dht: joining from udp {}", h.local_addr());
     // Join first (our own id's lookup), so the get_peers lookup starts from a full table.
     if let Some(mut rx) = h.find_self().await {

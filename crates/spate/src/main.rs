@@ -191,7 +191,19 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("{s}: the rate must be positive"));
     }
-    Ok((v * mult) as u64)
+    let r = v * mult;
+    if r < 1.0 {
+        // It would round to 0 bytes per second: nothing would ever move.
+        return Err(format!("{s}: the rate must be at least 1 byte per second"));
+    }
+    Ok(r as u64)
+}
+
+/// A `SECS` argument as a duration: at least 1 s, and at most 100 years (a larger one
+/// would overflow the clock's arithmetic, which used to panic).
+pub fn secs(s: u64) -> std::time::Duration {
+    const MAX_SECS: u64 = 100 * 365 * 24 * 3600;
+    std::time::Duration::from_secs(s.clamp(1, MAX_SECS))
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -214,6 +226,9 @@ mod tests {
         assert_eq!(parse_rate("1000"), Ok(1000));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("0").is_err());
+        assert!(parse_rate("0.0000001").is_err());
+        assert_eq!(secs(u64::MAX), secs(u64::MAX - 1));
+        assert_eq!(secs(0).as_secs(), 1);
     }
 
     #[test]

@@ -330,7 +330,7 @@ async fn magnet_metadata(
     let mut opts = client::MetadataOptions::new(listen);
     opts.peers = a.peers.to_vec();
     opts.use_trackers = !a.no_trackers;
-    opts.timeout = std::time::Duration::from_secs(a.timeout_secs.max(1));
+    opts.timeout = crate::secs(a.timeout_secs);
     let dht_on = dht.is_some();
     opts.dht = dht;
     let started = std::time::Instant::now();
@@ -545,6 +545,12 @@ fn seed_root(path: &Path, name: &str) -> CliResult<(PathBuf, Option<String>)> {
     if !path.exists() {
         return Err(CliError::input(format!(
             "{}: no such file or folder",
+            path.display()
+        )));
+    }
+    if !path.is_file() && !path.is_dir() {
+        return Err(CliError::input(format!(
+            "{}: neither a file nor a folder",
             path.display()
         )));
     }

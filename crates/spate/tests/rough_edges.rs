@@ -251,6 +251,17 @@ fn bad_input_exit_codes_are_consistent() -> Result<()> {
             "192.0.2.1",
         ),
         (
+            "seed of a device",
+            vec![
+                "seed".into(),
+                t.into(),
+                "/dev/null".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+            "/dev/null",
+        ),
+        (
             "download of a folder",
             vec![
                 "download".into(),
@@ -268,9 +279,61 @@ fn bad_input_exit_codes_are_consistent() -> Result<()> {
             problems.push(format!("{e:#}"));
         }
     }
+    // A rate that rounds to 0 bytes per second (nothing would ever move) is a usage error.
+    let r = spate().run(
+        &td,
+        "spate-exit",
+        [
+            "download",
+            t,
+            "-o",
+            out.to_str().unwrap(),
+            "--max-up",
+            "0.0000001",
+        ],
+        t_,
+    )?;
+    if r.code() != Some(2) || !r.stderr.contains("at least 1 byte per second") {
+        problems.push(format!(
+            "--max-up 0.0000001: want exit code 2 (at least 1 byte per second), got {}:\n{}",
+            describe_status(r.status),
+            r.stderr
+        ));
+    }
     if !problems.is_empty() {
         bail!("{}", problems.join("\n\n"));
     }
+    Ok(())
+}
+
+/// A `SECS` argument too large for the clock's arithmetic used to panic at once (exit code
+/// 101): it is capped instead, and the lookup runs.
+#[test]
+fn huge_timeouts_do_not_panic() -> Result<()> {
+    let td = TestDir::new("rough-secs")?;
+    let p = Proc::spawn(
+        "spate-dht-peers",
+        spate().command([
+            "dht",
+            "peers",
+            "0123456789abcdef0123456789abcdef01234567",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--timeout",
+            "18446744073709551615",
+        ]),
+        &td.logs(),
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let running = p.is_running();
+    p.kill();
+    ensure!(
+        running && !p.stderr().contains("panicked"),
+        "spate dht peers --timeout u64::MAX: {}",
+        p.report()
+    );
     Ok(())
 }
 
