@@ -162,14 +162,16 @@ async fn lines(rx: &mut watch::Receiver<Status>, label: &str) {
             if started
                 && (last.elapsed() >= Duration::from_secs(5)
                     || last_phase != Some(s.phase)
-                    || last_waiting != Some(s.waiting.clone()))
+                    || last_waiting != Some(s.waiting.is_some()))
             {
                 let l = line(label, &s);
                 errln!("{l}");
                 shown = Some(l);
                 last = Instant::now();
                 last_phase = Some(s.phase);
-                last_waiting = Some(s.waiting.clone());
+                // A line as soon as the download starts or stops waiting; a changing reason
+                // shows at the usual pace.
+                last_waiting = Some(s.waiting.is_some());
             }
         }
         if rx.changed().await.is_err() {
