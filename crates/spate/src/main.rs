@@ -154,6 +154,9 @@ fn init_logging(filter: Option<&str>, default_level: &str) {
         .with_writer(std::io::stderr)
         // No escape codes in a log file or a pipe, nor with NO_COLOR set.
         .with_ansi(out::color_on_stderr())
+        // Its report of a failed write uses eprintln!, which panics on a closed stderr
+        // (`spate tracker 2>&1 | head -1`): a log line that cannot be written is dropped.
+        .log_internal_errors(false)
         .with_target(false)
         .try_init();
 }

@@ -145,6 +145,55 @@ fn closed_stdout_ends_quietly() -> Result<()> {
     Ok(())
 }
 
+/// A closed stderr too: the tracker keeps serving (its log lines are dropped; the failed
+/// write used to panic inside the log writer) and a download completes, exit code 0.
+#[test]
+fn closed_stderr_is_not_fatal() -> Result<()> {
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("rough-pipe-err")?;
+    let closed = || -> Result<std::io::PipeWriter> {
+        let (r, w) = std::io::pipe()?;
+        drop(r);
+        Ok(w)
+    };
+    let mut tracker = Command::new(BIN)
+        .args(["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(closed()?)
+        .stderr(closed()?)
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let early = tracker.try_wait()?;
+    Command::new("kill")
+        .args(["-TERM", &tracker.id().to_string()])
+        .status()?;
+    let status = tracker.wait()?;
+    ensure!(
+        early.is_none() && status.code() == Some(0),
+        "spate tracker with stdout and stderr closed: exited early with {early:?}, then {status:?}"
+    );
+
+    let f = fixture(&td, "quiet.bin", 200_000)?;
+    let (seed, port) = seeder(&td, &f, "10M", &dl)?;
+    let out = td.sub("out")?;
+    let args = spate().download(&f.torrent, &out).peers(&[port]).args()?;
+    let status = Command::new(BIN)
+        .args(&args)
+        .args(["--log", "info"])
+        .env("SPATE_NO_DHT", "1")
+        .stdin(Stdio::null())
+        .stdout(closed()?)
+        .stderr(closed()?)
+        .status()?;
+    ensure!(
+        status.code() == Some(0),
+        "download with stdout and stderr closed: {status:?}\n{}",
+        seed.report()
+    );
+    same_file(&f.file, &out.join(&f.name), &seed)?;
+    Ok(())
+}
+
 /// Exit code 2 and exactly one line on stderr, which contains `needle`; no panic.
 fn expect_bad_input(what: &str, f: &testkit::Finished, needle: &str) -> Result<()> {
     let lines: Vec<&str> = f.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
