@@ -217,10 +217,12 @@ async fn download_with(
     opts.use_trackers = !a.no_trackers;
     opts.dht = dht;
     opts.pex = !a.dht.no_pex;
-    let (summary, interrupted) = run_with_progress(opts, name.clone()).await?;
+    let (summary, interrupted, last) = run_with_progress(opts, name.clone()).await?;
     if interrupted && !summary.complete {
         return Err(CliError::runtime(format!(
-            "interrupted: {name} is incomplete (downloaded {} bytes this run); run the same command again to resume",
+            "interrupted: {name} is incomplete ({} of {} verified; downloaded {} bytes this run); run the same command again to resume",
+            fmt::bytes(last.wanted_verified_bytes),
+            fmt::bytes(last.wanted_bytes),
             summary.downloaded
         )));
     }
@@ -461,7 +463,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
     if let Some(d) = dht {
         d.shutdown().await;
     }
-    let (summary, _) = result?;
+    let (summary, _, _) = result?;
     outln!(
         "stopped: uploaded {} bytes, downloaded {} bytes in {}",
         summary.uploaded,
@@ -571,8 +573,12 @@ fn seed_root(path: &Path, name: &str) -> CliResult<(PathBuf, Option<String>)> {
 
 /// Runs a torrent with a progress display until it finishes or Ctrl-C / SIGTERM arrives.
 /// Returns the summary and whether the run was interrupted.
-async fn run_with_progress(opts: TorrentOptions, label: String) -> CliResult<(Summary, bool)> {
+async fn run_with_progress(
+    opts: TorrentOptions,
+    label: String,
+) -> CliResult<(Summary, bool, Status)> {
     let (tx, rx) = watch::channel(Status::default());
+    let last = rx.clone();
     let shown = tokio::spawn(progress::show(rx.clone(), label.clone()));
     let reported = tokio::spawn(report_check(rx.clone(), label.clone()));
     let first = tokio::spawn(report_first_piece(rx, label));
@@ -587,9 +593,11 @@ async fn run_with_progress(opts: TorrentOptions, label: String) -> CliResult<(Su
     reported.abort();
     first.abort();
     let summary = result?;
+    let last = last.borrow().clone();
     Ok((
         summary,
         interrupted.load(std::sync::atomic::Ordering::SeqCst),
+        last,
     ))
 }
 

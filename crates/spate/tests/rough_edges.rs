@@ -593,8 +593,11 @@ fn ctrl_c_mid_download_shows_where_it_stopped() -> Result<()> {
         .unwrap_or("")
         .to_string();
     ensure!(
-        fin.code() == Some(1) && last_percent(&last).is_some_and(|p| p < 100.0),
-        "into a file: want exit 1 and a last progress line below 100%, got {}, last line {last:?}\n{}",
+        fin.code() == Some(1)
+            && last_percent(&last).is_some_and(|p| p < 100.0)
+            && fin.stderr.contains(" of 2.0 MiB verified"),
+        "into a file: want exit 1, a last progress line below 100% and how much is verified, \
+         got {}, last line {last:?}\n{}",
         describe_status(fin.status),
         fin.stderr
     );
