@@ -129,6 +129,50 @@ fn closed_stdout_ends_quietly() -> Result<()> {
             ],
         ),
     ];
+    // `spate dht peers H | head -1`: a lone DHT node on 127.0.199.10 that holds one peer of H.
+    let node_addr = format!("127.0.199.10:{}", free_port());
+    let node = Proc::spawn(
+        "dht-node",
+        spate().command(["dht", "node", "--listen", &node_addr]),
+        &td.logs(),
+    )?;
+    node.wait_for_line(Duration::from_secs(20), "`listening on udp`", |l| {
+        l.contains("listening on udp")
+    })?;
+    let hash = "0123456789abcdef0123456789abcdef01234567";
+    let lookup = |from: &str| -> Vec<String> {
+        [
+            "dht",
+            "peers",
+            hash,
+            "--bootstrap",
+            &node_addr,
+            "--listen",
+            from,
+            "--timeout",
+            "20",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut announce = lookup("127.0.199.95:0");
+    announce.extend(["--announce".to_string(), "7000".to_string()]);
+    let a = spate().run(
+        &td,
+        "spate-dht-announce",
+        &announce,
+        Duration::from_secs(40),
+    )?;
+    ensure!(
+        a.status.success(),
+        "dht announce failed: {}\n{}",
+        a.stderr,
+        node.report()
+    );
+    let mut cases = cases;
+    cases.push(("dht peers", lookup("127.0.199.96:0")));
+
     let mut problems = Vec::new();
     for (what, args) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
