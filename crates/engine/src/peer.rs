@@ -118,8 +118,9 @@ pub(crate) struct Peer {
 
     pub unrequested_blocks: u32,
     pub bad_rejects: u32,
-    /// Its requests refused or duplicated since our last unchoke of it.
+    /// Its requests refused or duplicated since our last unchoke of it (or `wasted_since`).
     pub wasted_requests: u32,
+    pub wasted_since: Instant,
     /// A bitfield, have-all or have-none has arrived.
     pub got_bitfield: bool,
     pub hashfails: f64,
@@ -159,6 +160,7 @@ impl Peer {
             unrequested_blocks: 0,
             bad_rejects: 0,
             wasted_requests: 0,
+            wasted_since: now,
             got_bitfield: false,
             hashfails: 0.0,
             sole_hashfails: 0,

@@ -19,9 +19,13 @@ use crate::{Action, Config, PeerError, PeerKey, PeerStats};
 /// to 128 KiB.
 pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
 /// Wasted requests (duplicates of a queued request, requests while choked, for a piece we
-/// lack or beyond the queue limit) tolerated from a peer between two of our unchokes, on top
-/// of [`Config::max_peer_requests`] (the requests in flight when we choke it are legitimate).
+/// lack or beyond the queue limit) tolerated from a peer between two of our unchokes (and
+/// within a minute), on top of [`Config::max_peer_requests`] (the requests in flight when we
+/// choke it are legitimate).
 pub const WASTED_REQUEST_SLACK: u32 = 64;
+/// Wasted requests are counted afresh after this long (or an unchoke), so the odd refused
+/// request of an honest peer over hours never adds up to a disconnect.
+const WASTE_WINDOW: Duration = Duration::from_secs(60);
 /// Failed pieces of which a peer sent every block before it is banned.
 const SOLE_HASHFAIL_BAN: u32 = 2;
 /// A served request is assumed sent after this long even if never retired.
@@ -417,6 +421,10 @@ impl Torrent {
             self.actions.push_back(Action::Serve { peer, block });
             return Ok(());
         };
+        if now.saturating_duration_since(p.wasted_since) >= WASTE_WINDOW {
+            p.wasted_since = now;
+            p.wasted_requests = 0;
+        }
         p.wasted_requests += 1;
         if p.wasted_requests > limit + WASTED_REQUEST_SLACK {
             return Err(PeerError::WastedRequests(p.wasted_requests));

@@ -243,6 +243,17 @@ fn requests_while_choked_beyond_an_allowance_disconnect() {
             "fast {fast}"
         );
     }
+    // Spread over more than a minute: the count restarts.
+    let mut h = H::new("x", 8, c.clone());
+    h.add(1, " ", true);
+    for i in 0..3 * allowance {
+        if i % allowance == 0 {
+            h.advance(Duration::from_secs(61));
+        }
+        h.t.handle_message(1, &Message::Request(blk(0, i % 8)), h.now)
+            .unwrap();
+        h.drain();
+    }
     // Unchoked in between: the count restarts.
     let mut h = H::new("x", 8, c);
     h.add(1, " ", true);
