@@ -88,8 +88,8 @@
 //!   duplicate requests are "wasted": more than `max_peer_requests` +
 //!   [`WASTED_REQUEST_SLACK`] of them between two of our unchokes disconnect the peer (the
 //!   requests in flight when we choke it stay within that).
-//! - Validation: a bitfield of the wrong length or with spare bits set, a second bitfield
-//!   (or have-all/have-none), a have, suggest or allowed-fast out of range, fast messages
+//! - Validation: a bitfield of the wrong length or with spare bits set, a have, suggest or
+//!   allowed-fast out of range, fast messages
 //!   without the fast extension, a block outside the torrent, too many unrequested blocks or
 //!   rejects of requests never made: each is a [`PeerError`].
 //!
@@ -219,8 +219,6 @@ pub enum PeerError {
     WastedRequests(u32),
     #[error("bitfield with spare bits set")]
     BitfieldSpareBits,
-    #[error("second bitfield, have-all or have-none")]
-    SecondBitfield,
     #[error("{0} rejects for requests we never made")]
     TooManyBadRejects(u32),
 }

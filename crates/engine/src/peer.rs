@@ -121,8 +121,6 @@ pub(crate) struct Peer {
     /// Its requests refused or duplicated since our last unchoke of it (or `wasted_since`).
     pub wasted_requests: u32,
     pub wasted_since: Instant,
-    /// A bitfield, have-all or have-none has arrived.
-    pub got_bitfield: bool,
     pub hashfails: f64,
     /// Failed pieces it sent every block of.
     pub sole_hashfails: u32,
@@ -161,7 +159,6 @@ impl Peer {
             bad_rejects: 0,
             wasted_requests: 0,
             wasted_since: now,
-            got_bitfield: false,
             hashfails: 0.0,
             sole_hashfails: 0,
             optimistic: false,

@@ -241,15 +241,11 @@ impl Torrent {
                         "have-none"
                     })?;
                 }
-                // At most one of these per connection (BEP 3, BEP 6).
-                if p.got_bitfield {
-                    return Err(PeerError::SecondBitfield);
-                }
-                p.got_bitfield = true;
                 // BEP 3 wants these first, but aria2 sends its bitfield after `interested`
                 // and a `have` on connections it opens; libtorrent tolerates that, and so do
                 // we: a late bitfield or have-all adds to what the peer has, and a late
-                // have-none changes nothing. A second one is a violation.
+                // have-none changes nothing. aria2 1.36 also sends a second one (after
+                // have-none), so that is tolerated too: it only adds.
             }
             _ => {}
         }
