@@ -15,7 +15,7 @@
 //! Smart ban: a piece that failed its hash check goes first (after the peer's own piece) to
 //! a peer that sent none of the failed copy, and is kept away from the peers that did
 //! (steps 1 to 4 and 6), so its good copy comes soon and from someone else, naming the liar.
-//! Step 5 ignores that, so a piece only a suspect has still completes.
+//! Step 5 gives it to a suspect only if no unsuspected peer has it, so it still completes.
 
 use std::time::Instant;
 
@@ -126,6 +126,18 @@ impl Torrent {
 
     /// Tops up one peer's pipeline to its depth.
     pub(crate) fn fill(&mut self, peer: PeerKey) {
+        // Failed pieces this peer is a suspect for that another peer, no suspect, can give.
+        let smart = &self.smart;
+        let covered: Vec<u32> = smart
+            .pieces()
+            .filter(|&x| {
+                smart.contributed(x, peer)
+                    && self
+                        .peers
+                        .iter()
+                        .any(|(k, q)| *k != peer && q.has(x) && !smart.contributed(x, *k))
+            })
+            .collect();
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -134,7 +146,7 @@ impl Torrent {
         }
         let depth = p.depth(&self.cfg) as usize;
         while p.outstanding.len() < depth {
-            let Some(b) = pick_block(&mut self.picker, p, peer, &self.smart) else {
+            let Some(b) = pick_block(&mut self.picker, p, peer, &self.smart, &covered) else {
                 break;
             };
             if p.outstanding.is_empty() {
@@ -152,12 +164,14 @@ impl Torrent {
 }
 
 /// The next block to request from `peer` (whose key is `key`), marked requested in the
-/// picker; see the module doc for the order.
+/// picker; see the module doc for the order. `covered`: failed pieces the peer is a suspect
+/// for that an unsuspected peer can give (never taken, not even as a last resort).
 pub(crate) fn pick_block(
     picker: &mut Picker,
     peer: &mut Peer,
     key: PeerKey,
     smart: &SmartBan,
+    covered: &[u32],
 ) -> Option<BlockRef> {
     // A suspect of a failed copy of the piece stays away from it.
     let ok = |x: u32| !smart.contributed(x, key);
@@ -207,14 +221,15 @@ pub(crate) fn pick_block(
         return picker.request_free(piece);
     }
     // 5. Nothing to do at all: go beyond the budget (or help with a piece it is suspected
-    //    for) rather than stall.
+    //    for, if nobody else can) rather than stall.
     if peer.outstanding.is_empty() {
-        if let Some(piece) = find_new(picker, peer, |_, _| true) {
+        let last = |x: u32| !covered.contains(&x);
+        if let Some(piece) = find_new(picker, peer, |_, x| last(x)) {
             picker.start(piece);
             peer.current = Some(piece);
             return picker.request_free(piece);
         }
-        if let Some(piece) = abandoned(picker, peer, &|_| true) {
+        if let Some(piece) = abandoned(picker, peer, &last) {
             peer.current = Some(piece);
             return picker.request_free(piece);
         }
