@@ -21,6 +21,7 @@ mod announce;
 pub mod dht;
 mod disk;
 mod error;
+mod lock;
 mod metadata;
 pub mod options;
 mod peer;

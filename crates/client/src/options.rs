@@ -147,4 +147,7 @@ pub struct Summary {
     pub uploaded: u64,
     pub hash_failures: u32,
     pub elapsed: Duration,
+    /// Peers banned during the run, each with the number of pieces that had failed their
+    /// hash check when it was banned.
+    pub banned: Vec<(std::net::SocketAddr, u32)>,
 }

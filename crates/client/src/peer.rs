@@ -428,6 +428,10 @@ async fn writer(
         }
         if payload > 0 {
             ctx.up_limit.acquire(payload).await;
+            // Counted as sent before the write: the peer may get (and ask again for) the
+            // first blocks before `write_all` returns, and the engine's count of its
+            // queued requests must never exceed what the peer really has in flight.
+            counters.uploaded.fetch_add(payload, Ordering::Relaxed);
         }
         match timeout(WRITE_TIMEOUT, half.write_all(&buf)).await {
             Ok(Ok(())) => {}
@@ -438,7 +442,6 @@ async fn writer(
             buf = BytesMut::with_capacity(256 * 1024);
         }
         if payload > 0 {
-            counters.uploaded.fetch_add(payload, Ordering::Relaxed);
             ctx.uploaded.fetch_add(payload, Ordering::Relaxed);
         }
     }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use wire::Message;
 
 use crate::announce::{self, AnnounceHandle, SharedStats};
-use crate::disk::{verify_and_write, PieceVerdict};
+use crate::disk::{verify_and_write, BlockHasher, PieceVerdict};
 use crate::error::ClientError;
 use crate::options::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
 use crate::peer::{self, ConnCtx, Out, PeerKey, PeerLink};
@@ -220,6 +220,7 @@ pub async fn run_torrent(
     status: watch::Sender<Status>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, ClientError> {
+    let _lock = crate::lock::acquire(&opts)?; // one run per torrent and folder (lock.rs)
     let started = Instant::now();
     let mut info = opts.torrent.info.clone();
     if let Some(name) = &opts.rename_root {
@@ -375,6 +376,8 @@ pub async fn run_torrent(
         peers: HashMap::new(),
         candidates: HashMap::new(),
         banned: Bans::default(),
+        block_hasher: BlockHasher::default(),
+        ban_log: Vec::new(),
         buffers: HashMap::new(),
         spare_buffers: Vec::new(),
         pieces_checking: 0,
@@ -426,6 +429,7 @@ pub async fn run_torrent(
         uploaded: t.ctx.uploaded.load(Ordering::Relaxed),
         hash_failures: t.hash_failures,
         elapsed: started.elapsed(),
+        banned: t.ban_log.clone(),
     };
     result.map(|_| summary)
 }
@@ -442,6 +446,10 @@ struct TorrentTask {
     peers: HashMap<PeerKey, PeerEntry>,
     candidates: HashMap<SocketAddr, Candidate>,
     banned: Bans,
+    /// Keyed hash of blocks for smart ban.
+    block_hasher: BlockHasher,
+    /// Each ban of this run: the address, and the hash failures so far (for the summary).
+    ban_log: Vec<(SocketAddr, u32)>,
     /// Pieces being downloaded: their bytes so far.
     buffers: HashMap<u32, Vec<u8>>,
     /// Buffers of checked pieces, kept for the next pieces (no fresh zeroed pages per piece).
@@ -724,7 +732,7 @@ impl TorrentTask {
             let ours = wire::ExtHandshake {
                 v: Some(format!("spate {}", env!("CARGO_PKG_VERSION"))),
                 p: Some(self.status.listen.map(|a| a.port()).unwrap_or(0)),
-                reqq: Some(1000),
+                reqq: Some(self.engine.advertised_reqq()),
                 upload_only: self.engine.is_wanted_complete(),
                 m: [("ut_metadata".to_owned(), UT_METADATA_ID)]
                     .into_iter()
@@ -843,6 +851,11 @@ impl TorrentTask {
                     }
                     _ => {}
                 }
+                if matches!(other, Message::Request(_)) {
+                    // The engine caps the requests it queues at our reqq: tell it first
+                    // what was sent, so an honest peer's pipeline is counted right.
+                    self.feed_peer_upload(key, now);
+                }
                 if let Err(e) = self.engine.handle_message(key, &other, now) {
                     self.disconnect(key, &format!("{e}"), false, now);
                     return;
@@ -873,9 +886,13 @@ impl TorrentTask {
         self.pieces_checking += 1;
         let storage = self.storage.clone();
         let tx = self.events_tx.clone();
+        // Smart ban: hash the blocks of a bad piece, and of a good one whose earlier copy
+        // failed, so the engine can tell who sent the bad blocks.
+        let hasher = self.block_hasher.clone();
+        let want_blocks = self.engine.needs_block_hashes(piece);
         tokio::spawn(async move {
             let (verdict, buffer) = tokio::task::spawn_blocking(move || {
-                let v = verify_and_write(&storage, piece, expected, &data);
+                let v = verify_and_write(&storage, piece, expected, &data, &hasher, want_blocks);
                 (v, data)
             })
             .await
@@ -893,8 +910,12 @@ impl TorrentTask {
     fn on_piece_checked(&mut self, piece: u32, verdict: PieceVerdict) {
         self.pieces_checking = self.pieces_checking.saturating_sub(1);
         match verdict {
-            PieceVerdict::Written => {
-                self.engine.piece_verified(piece, true);
+            PieceVerdict::Written { block_hashes } => {
+                self.engine
+                    .piece_verified_with_blocks(piece, true, &block_hashes);
+                // Carry out a smart ban now, before "both seeding" below may drop the liar
+                // without one.
+                self.drain_actions();
                 let len = self.info.lengths.piece_len(piece) as u64;
                 self.status.verified_bytes += len;
                 self.status.have_pieces = self.engine.have().count_ones();
@@ -911,10 +932,11 @@ impl TorrentTask {
                     self.publish_status();
                 }
             }
-            PieceVerdict::HashMismatch => {
+            PieceVerdict::HashMismatch { block_hashes } => {
                 self.hash_failures += 1;
                 tracing::warn!(piece, "piece failed its hash check; fetching it again");
-                self.engine.piece_verified(piece, false);
+                self.engine
+                    .piece_verified_with_blocks(piece, false, &block_hashes);
             }
             PieceVerdict::WriteFailed(e) => {
                 tracing::error!(piece, "cannot write piece: {e}");
@@ -981,6 +1003,7 @@ impl TorrentTask {
             if ban {
                 tracing::warn!(addr = %p.addr, "banning peer: {reason}");
                 self.banned.insert(p.addr);
+                self.ban_log.push((p.addr, self.hash_failures));
                 if let Some(c) = p.candidate {
                     self.banned.insert(c);
                 }
@@ -1470,6 +1493,16 @@ impl TorrentTask {
     }
 
     /// Tells the engine how much each peer received from us, for the seeding choker.
+    fn feed_peer_upload(&mut self, key: PeerKey, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            let up = p.link.counters.uploaded.load(Ordering::Relaxed);
+            if up > p.last_uploaded {
+                self.engine.record_uploaded(key, up - p.last_uploaded, now);
+                p.last_uploaded = up;
+            }
+        }
+    }
+
     fn feed_upload_stats(&mut self, now: Instant) {
         for (key, p) in self.peers.iter_mut() {
             let up = p.link.counters.uploaded.load(Ordering::Relaxed);

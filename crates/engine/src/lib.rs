@@ -19,9 +19,19 @@
 //!   it says `piece_complete`, hash the piece.
 //! - [`Torrent::piece_verified`] with the verdict of that hash (and, if good, the write);
 //!   [`Torrent::piece_write_failed`] when the hash matched but the write failed (the piece
-//!   is fetched again without blaming the peers).
+//!   is fetched again without blaming the peers). For smart ban, use
+//!   [`Torrent::piece_verified_with_blocks`] instead, with a 64-bit hash of each block of the
+//!   piece: always for a bad piece, and for a good one when [`Torrent::needs_block_hashes`]
+//!   said so at the time the piece completed (a copy of it failed before). The hash must be
+//!   the same for the same bytes during the torrent's life, and should be keyed so peers
+//!   cannot collide it (spate: SipHash-1-3 with a random key per torrent). Without hashes the
+//!   engine falls back to charging contributors.
 //! - [`Torrent::record_uploaded`] with the bytes of `Piece` payloads sent to a peer (any
-//!   granularity): it feeds the seeding choker and retires served requests.
+//!   granularity): it feeds the seeding choker and retires served requests. The engine
+//!   queues at most [`Config::max_peer_requests`] requests per peer (advertise
+//!   [`Torrent::advertised_reqq`] as `reqq`), so report the bytes sent *before* handing it a
+//!   peer's `Request`, and count a block as sent no later than its first byte is written:
+//!   otherwise an honest peer that keeps `reqq` requests in flight looks like one above it.
 //! - [`Torrent::allow_fast`] (optional) to give a fast peer an allowed-fast piece.
 //! - [`Torrent::set_wanted`] (optional) with the pieces to download (file selection): the
 //!   others are never started. Call it right after construction, or at any time to change
@@ -36,9 +46,7 @@
 //! opens; there is no "fill requests" call. Before sending the `Piece` for a
 //! [`Action::Serve`], the client may ask [`Torrent::serve_wanted`], which says whether the
 //! request was cancelled meanwhile (optional: serving a cancelled request is allowed). A
-//! client that does so also lets the engine disconnect a peer with more than
-//! [`MAX_SERVING`] requests waiting; without it the engine cannot tell waiting
-//! requests from sent ones and does not enforce that limit.
+//! client that does so retires each request there, and `record_uploaded` no longer does.
 //! After a [`Action::Disconnect`] the engine has already forgotten the peer.
 //!
 //! **Getters**: [`Torrent::have`], [`Torrent::is_complete`] (every piece),
@@ -63,14 +71,27 @@
 //! - Choke from a plain peer drops our requests (back to the pool); a fast peer's stay until
 //!   rejected. `request_timeout` without a block: requests go back with `Cancel`s and the
 //!   peer is snubbed (pipeline of 1) until it delivers.
-//! - Hash failure: contributors charged (`1/n` each); `hashfail_ban_threshold` bans.
+//! - Hash failure: contributors charged (`1/n` each); `hashfail_ban_threshold` bans, and so
+//!   does being the sole source of two bad pieces. Smart ban (`smartban`): the peer and
+//!   block hash of each block of a failed piece are remembered (at most
+//!   [`MAX_FAILED_PIECES`] pieces); the piece is fetched again first by a peer that had no
+//!   part in it and kept from those that had; when it verifies, peers whose blocks differ
+//!   from the good copy are banned at once and the others get their charge back.
 //! - Choker: every `choke_interval`, the best `unchoke_slots - 1` interested peers by rate
 //!   (download from them while leeching, upload to them while seeding) plus one optimistic
 //!   unchoke rotated every `optimistic_interval`, never-tried newest peers first; an
 //!   interested peer is unchoked at once while a slot is free.
 //! - Serving: a request within 128 KiB for a piece we have is served if the peer is unchoked
-//!   or the piece is allowed-fast for it; otherwise a fast peer gets a `Reject` and a plain
-//!   peer is ignored.
+//!   or the piece is allowed-fast for it, and fewer than `max_peer_requests` of its requests
+//!   are queued; otherwise a fast peer gets a `Reject` and a plain peer is ignored. A
+//!   duplicate of a queued request is dropped (the queued one serves it). Refused and
+//!   duplicate requests are "wasted": more than `max_peer_requests` +
+//!   [`WASTED_REQUEST_SLACK`] of them between two of our unchokes disconnect the peer (the
+//!   requests in flight when we choke it stay within that).
+//! - Validation: a bitfield of the wrong length or with spare bits set, a have, suggest or
+//!   allowed-fast out of range, fast messages
+//!   without the fast extension, a block outside the torrent, too many unrequested blocks or
+//!   rejects of requests never made: each is a [`PeerError`].
 //!
 //! # Layout
 //! - this file: the public types ([`Config`], [`Action`], [`BlockOutcome`], [`PeerError`],
@@ -81,6 +102,7 @@
 //!   budget. Knows nothing about peers beyond keys.
 //! - `peer`: per-connection state and rate meters.
 //! - `choker`: tit-for-tat unchoke rounds and the optimistic unchoke.
+//! - `smartban`: the failed copies remembered for smart ban, and the verdict of a good copy.
 //!
 //! The invariants of piece and block states are written down in `STATE.md`.
 
@@ -88,6 +110,7 @@ mod choker;
 mod peer;
 mod picker;
 mod requests;
+mod smartban;
 mod torrent;
 
 use std::time::Duration;
@@ -95,7 +118,8 @@ use std::time::Duration;
 use metainfo::BlockRef;
 
 pub use requests::MAX_REQUESTERS;
-pub use torrent::{Torrent, MAX_REQUEST_LEN, MAX_SERVING};
+pub use smartban::MAX_FAILED_PIECES;
+pub use torrent::{Torrent, MAX_REQUEST_LEN, WASTED_REQUEST_SLACK};
 
 /// Identifies one connection; chosen by the client, unique while the connection lives.
 pub type PeerKey = u64;
@@ -126,6 +150,10 @@ pub struct Config {
     pub hashfail_ban_threshold: u32,
     /// Unrequested blocks (and rejects of requests we never made) tolerated from a peer.
     pub max_unrequested_blocks: u32,
+    /// Requests of one peer we queue at once (served and not yet reported sent); the client
+    /// advertises it as `reqq` in its extension handshake ([`Torrent::advertised_reqq`]).
+    /// Beyond it a fast peer gets a `Reject`.
+    pub max_peer_requests: u32,
 }
 
 impl Default for Config {
@@ -141,6 +169,7 @@ impl Default for Config {
             max_partial_bytes: 32 << 20,
             hashfail_ban_threshold: 3,
             max_unrequested_blocks: 50,
+            max_peer_requests: 500,
         }
     }
 }
@@ -186,8 +215,10 @@ pub enum PeerError {
     FastNotNegotiated(&'static str),
     #[error("block out of range: piece {piece} begin {begin} length {length}")]
     BadBlock { piece: u32, begin: u32, length: u32 },
-    #[error("more than {0} requests outstanding")]
-    TooManyRequests(usize),
+    #[error("{0} requests duplicated, made while choked or beyond our reqq")]
+    WastedRequests(u32),
+    #[error("bitfield with spare bits set")]
+    BitfieldSpareBits,
     #[error("{0} rejects for requests we never made")]
     TooManyBadRejects(u32),
 }

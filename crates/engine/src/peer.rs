@@ -118,7 +118,12 @@ pub(crate) struct Peer {
 
     pub unrequested_blocks: u32,
     pub bad_rejects: u32,
+    /// Its requests refused or duplicated since our last unchoke of it (or `wasted_since`).
+    pub wasted_requests: u32,
+    pub wasted_since: Instant,
     pub hashfails: f64,
+    /// Failed pieces it sent every block of.
+    pub sole_hashfails: u32,
     pub optimistic: bool,
     pub last_optimistic: Option<Instant>,
 }
@@ -152,7 +157,10 @@ impl Peer {
             serving: VecDeque::new(),
             unrequested_blocks: 0,
             bad_rejects: 0,
+            wasted_requests: 0,
+            wasted_since: now,
             hashfails: 0.0,
+            sole_hashfails: 0,
             optimistic: false,
             last_optimistic: None,
         }

@@ -59,6 +59,8 @@ pub(crate) struct Partial {
     open_pos: u32,
     /// Peers that delivered blocks of it, each once, with how many.
     pub contributors: Vec<(PeerKey, u32)>,
+    /// The peer each received block came from (for smart ban), by block index.
+    pub sources: Vec<Option<PeerKey>>,
 }
 
 /// What became of a block that arrived.
@@ -352,6 +354,7 @@ impl Picker {
                 next_free: 0,
                 open_pos: NONE,
                 contributors: Vec::new(),
+                sources: vec![None; n as usize],
             },
         );
         self.open_insert(piece);
@@ -484,6 +487,9 @@ impl Picker {
         };
         part.blocks[idx] = BlockState::Received;
         part.received += 1;
+        if let Some(s) = part.sources.get_mut(idx) {
+            *s = Some(peer);
+        }
         match part.contributors.iter_mut().find(|(k, _)| *k == peer) {
             Some(c) => c.1 += 1,
             None => part.contributors.push((peer, 1)),
@@ -548,6 +554,7 @@ impl Picker {
             next_free: 0,
             open_pos: NONE,
             contributors: Vec::new(),
+            sources: Vec::new(),
         });
         self.bytes_in_flight -= self.lengths.piece_len(piece) as u64;
         if self.wanted.get(piece) {

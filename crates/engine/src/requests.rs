@@ -11,6 +11,11 @@
 //!    every peer that can help can always make progress);
 //! 6. in end-game (every missing block requested), a block already requested from another
 //!    peer, up to [`MAX_REQUESTERS`] requesters per block.
+//!
+//! Smart ban: a piece that failed its hash check goes first (after the peer's own piece) to
+//! a peer that sent none of the failed copy, and is kept away from the peers that did
+//! (steps 1 to 4 and 6), so its good copy comes soon and from someone else, naming the liar.
+//! Step 5 gives it to a suspect only if no unsuspected peer has it, so it still completes.
 
 use std::time::Instant;
 
@@ -19,6 +24,7 @@ use wire::Message;
 
 use crate::peer::Peer;
 use crate::picker::{Picker, PieceState, Received};
+use crate::smartban::SmartBan;
 use crate::{Action, BlockOutcome, PeerKey, Torrent};
 
 /// Peers a block may be requested from at once in end-game.
@@ -120,6 +126,18 @@ impl Torrent {
 
     /// Tops up one peer's pipeline to its depth.
     pub(crate) fn fill(&mut self, peer: PeerKey) {
+        // Failed pieces this peer is a suspect for that another peer, no suspect, can give.
+        let smart = &self.smart;
+        let covered: Vec<u32> = smart
+            .pieces()
+            .filter(|&x| {
+                smart.contributed(x, peer)
+                    && self
+                        .peers
+                        .iter()
+                        .any(|(k, q)| *k != peer && q.has(x) && !smart.contributed(x, *k))
+            })
+            .collect();
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -128,7 +146,7 @@ impl Torrent {
         }
         let depth = p.depth(&self.cfg) as usize;
         while p.outstanding.len() < depth {
-            let Some(b) = pick_block(&mut self.picker, p) else {
+            let Some(b) = pick_block(&mut self.picker, p, peer, &self.smart, &covered) else {
                 break;
             };
             if p.outstanding.is_empty() {
@@ -145,36 +163,52 @@ impl Torrent {
     }
 }
 
-/// The next block to request from `peer`, marked requested in the picker; see the module
-/// doc for the order.
-pub(crate) fn pick_block(picker: &mut Picker, peer: &mut Peer) -> Option<BlockRef> {
+/// The next block to request from `peer` (whose key is `key`), marked requested in the
+/// picker; see the module doc for the order. `covered`: failed pieces the peer is a suspect
+/// for that an unsuspected peer can give (never taken, not even as a last resort).
+pub(crate) fn pick_block(
+    picker: &mut Picker,
+    peer: &mut Peer,
+    key: PeerKey,
+    smart: &SmartBan,
+    covered: &[u32],
+) -> Option<BlockRef> {
+    // A suspect of a failed copy of the piece stays away from it.
+    let ok = |x: u32| !smart.contributed(x, key);
     // 1. The piece it works on.
     if let Some(c) = peer.current {
-        if peer.can_request(c) {
+        if peer.can_request(c) && ok(c) {
             if let Some(b) = picker.request_free(c) {
                 return Some(b);
             }
         }
     }
+    // Smart ban: a failed piece this peer had no part in, to learn who lied.
+    let retry = smart
+        .pieces()
+        .find(|&x| ok(x) && peer.can_request(x) && picker.state(x) == Some(PieceState::Wanted));
+    if let Some(piece) = retry {
+        if peer.outstanding.is_empty() || picker.fits_budget(piece) {
+            picker.start(piece);
+            peer.current = Some(piece);
+            return picker.request_free(piece);
+        }
+    }
     // 2. An abandoned partial piece.
-    let abandoned =
-        picker.open_pieces().iter().copied().find(|&x| {
-            peer.can_request(x) && picker.partial(x).is_some_and(|p| p.outstanding == 0)
-        });
-    if let Some(piece) = abandoned {
+    if let Some(piece) = abandoned(picker, peer, &ok) {
         peer.current = Some(piece);
         return picker.request_free(piece);
     }
     // A snubbed peer helps with pieces in flight before it may hold up a new one.
     if peer.snubbed {
-        if let Some(piece) = shared_piece(picker, peer) {
+        if let Some(piece) = shared_piece(picker, peer, &ok) {
             peer.current = Some(piece);
             return picker.request_free(piece);
         }
     }
     // 3. A new piece within the budget.
     if peer.new_piece_failed != Some(picker.generation) {
-        if let Some(piece) = find_new(picker, peer, |pk, x| pk.fits_budget(x)) {
+        if let Some(piece) = find_new(picker, peer, |pk, x| ok(x) && pk.fits_budget(x)) {
             picker.start(piece);
             peer.current = Some(piece);
             return picker.request_free(piece);
@@ -182,14 +216,20 @@ pub(crate) fn pick_block(picker: &mut Picker, peer: &mut Peer) -> Option<BlockRe
         peer.new_piece_failed = Some(picker.generation);
     }
     // 4. Share a partial piece.
-    if let Some(piece) = shared_piece(picker, peer) {
+    if let Some(piece) = shared_piece(picker, peer, &ok) {
         peer.current = Some(piece);
         return picker.request_free(piece);
     }
-    // 5. Nothing to do at all: go beyond the budget rather than stall.
+    // 5. Nothing to do at all: go beyond the budget (or help with a piece it is suspected
+    //    for, if nobody else can) rather than stall.
     if peer.outstanding.is_empty() {
-        if let Some(piece) = find_new(picker, peer, |_, _| true) {
+        let last = |x: u32| !covered.contains(&x);
+        if let Some(piece) = find_new(picker, peer, |_, x| last(x)) {
             picker.start(piece);
+            peer.current = Some(piece);
+            return picker.request_free(piece);
+        }
+        if let Some(piece) = abandoned(picker, peer, &last) {
             peer.current = Some(piece);
             return picker.request_free(piece);
         }
@@ -198,7 +238,10 @@ pub(crate) fn pick_block(picker: &mut Picker, peer: &mut Peer) -> Option<BlockRe
     if picker.unrequested() == 0 {
         let mut found = None;
         'outer: for (&piece, _) in picker.partial_pieces() {
-            if picker.state(piece) != Some(PieceState::Partial) || !peer.can_request(piece) {
+            if picker.state(piece) != Some(PieceState::Partial)
+                || !peer.can_request(piece)
+                || !ok(piece)
+            {
                 continue;
             }
             for b in picker.endgame_candidates(piece, MAX_REQUESTERS) {
@@ -216,13 +259,20 @@ pub(crate) fn pick_block(picker: &mut Picker, peer: &mut Peer) -> Option<BlockRe
     None
 }
 
+/// An open partial piece nobody is requesting any more that the peer can help with.
+fn abandoned(picker: &Picker, peer: &Peer, ok: &dyn Fn(u32) -> bool) -> Option<u32> {
+    picker.open_pieces().iter().copied().find(|&x| {
+        ok(x) && peer.can_request(x) && picker.partial(x).is_some_and(|p| p.outstanding == 0)
+    })
+}
+
 /// An open partial piece the peer can help with.
-fn shared_piece(picker: &Picker, peer: &Peer) -> Option<u32> {
+fn shared_piece(picker: &Picker, peer: &Peer, ok: &dyn Fn(u32) -> bool) -> Option<u32> {
     picker
         .open_pieces()
         .iter()
         .copied()
-        .find(|&x| peer.can_request(x))
+        .find(|&x| ok(x) && peer.can_request(x))
 }
 
 /// A wanted piece the peer can give us, rarest first, passing `ok`.

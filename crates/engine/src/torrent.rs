@@ -12,14 +12,22 @@ use wire::Message;
 use crate::choker::Choker;
 use crate::peer::{Peer, Serving, MAX_ALLOWED_FAST};
 use crate::picker::{Picker, PieceState};
+use crate::smartban::SmartBan;
 use crate::{Action, Config, PeerError, PeerKey, PeerStats};
 
 /// Largest block a peer may request of us. Peers ask for 16 KiB; like libtorrent we serve up
 /// to 128 KiB.
 pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
-/// Requests of one peer handed out as `Serve` and not yet sent (as `serve_wanted` reports)
-/// before the peer is disconnected. Enforced only for clients that call `serve_wanted`.
-pub const MAX_SERVING: usize = 2000;
+/// Wasted requests (duplicates of a queued request, requests while choked, for a piece we
+/// lack or beyond the queue limit) tolerated from a peer between two of our unchokes (and
+/// within a minute), on top of [`Config::max_peer_requests`] (the requests in flight when we
+/// choke it are legitimate).
+pub const WASTED_REQUEST_SLACK: u32 = 64;
+/// Wasted requests are counted afresh after this long (or an unchoke), so the odd refused
+/// request of an honest peer over hours never adds up to a disconnect.
+const WASTE_WINDOW: Duration = Duration::from_secs(60);
+/// Failed pieces of which a peer sent every block before it is banned.
+const SOLE_HASHFAIL_BAN: u32 = 2;
 /// A served request is assumed sent after this long even if never retired.
 const SERVE_EXPIRY: Duration = Duration::from_secs(60);
 
@@ -32,8 +40,9 @@ pub struct Torrent {
     pub(crate) choker: Option<Choker>,
     /// The latest `now` seen in any input.
     pub(crate) now: Option<Instant>,
-    /// The client calls `serve_wanted`, so `Peer::serving` is exact.
+    /// The client calls `serve_wanted`, which retires served requests itself.
     serve_feedback: bool,
+    pub(crate) smart: SmartBan,
 }
 
 impl Torrent {
@@ -60,6 +69,7 @@ impl Torrent {
             choker: None,
             now: None,
             serve_feedback: false,
+            smart: SmartBan::default(),
         }
     }
 
@@ -119,6 +129,13 @@ impl Torrent {
     }
 
     /// The peer's BEP 10 `reqq`: we never keep more requests outstanding with it.
+    /// The `reqq` to advertise in our BEP 10 handshake: the requests of one peer we queue at
+    /// once ([`Config::max_peer_requests`]); more are rejected, and a peer that keeps sending
+    /// them is dropped.
+    pub fn advertised_reqq(&self) -> u32 {
+        self.cfg.max_peer_requests.max(1)
+    }
+
     pub fn set_peer_reqq(&mut self, peer: PeerKey, reqq: u32) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.reqq = reqq.max(1);
@@ -227,7 +244,8 @@ impl Torrent {
                 // BEP 3 wants these first, but aria2 sends its bitfield after `interested`
                 // and a `have` on connections it opens; libtorrent tolerates that, and so do
                 // we: a late bitfield or have-all adds to what the peer has, and a late
-                // have-none changes nothing.
+                // have-none changes nothing. aria2 1.36 also sends a second one (after
+                // have-none), so that is tolerated too: it only adds.
             }
             _ => {}
         }
@@ -240,6 +258,10 @@ impl Torrent {
                         got: bytes.len(),
                         expected,
                     })?;
+                // BEP 3: the spare bits at the end must be clear.
+                if bf.count_ones() != bytes.iter().map(|b| b.count_ones()).sum::<u32>() {
+                    return Err(PeerError::BitfieldSpareBits);
+                }
                 if bf.is_full() {
                     self.become_seed(peer);
                 } else if let Some(p) = self.peers.get_mut(&peer) {
@@ -367,32 +389,45 @@ impl Torrent {
             .validate(b.piece, b.begin, b.length, MAX_REQUEST_LEN)
             .ok_or(bad_block(&b))?;
         let have = self.picker.have().get(block.piece);
+        let limit = self.cfg.max_peer_requests.max(1);
         let Some(p) = self.peers.get_mut(&peer) else {
             return Ok(());
         };
-        let allowed = have && (!p.am_choking || p.allowed_fast_out.contains(&block.piece));
-        if !allowed {
-            if p.supports_fast {
-                self.send(peer, Message::Reject(block));
-            }
-            return Ok(());
-        }
         p.expire_served(now, SERVE_EXPIRY);
-        if p.serving.len() >= MAX_SERVING {
-            // Only a client that reports each send with `serve_wanted` tells us how many
-            // requests are really waiting; `record_uploaded` may lag by a second, in which a
-            // fast peer legitimately makes thousands of requests.
-            if self.serve_feedback {
-                return Err(PeerError::TooManyRequests(MAX_SERVING));
+        let allowed = have && (!p.am_choking || p.allowed_fast_out.contains(&block.piece));
+        // Refused (rejected if fast), or a duplicate of a queued one (dropped: its block is
+        // on its way); either way wasted, and a peer that wastes too many is dropped.
+        let refused = if !allowed {
+            true
+        } else if let Some(s) = p.serving.iter_mut().find(|s| s.block == block) {
+            if s.cancelled {
+                // Asked again after a Cancel (or our choke): the queued one serves it.
+                s.cancelled = false;
+                return Ok(());
             }
-            p.serving.pop_front();
+            false
+        } else if p.serving.len() >= limit as usize {
+            true
+        } else {
+            p.serving.push_back(Serving {
+                block,
+                at: now,
+                cancelled: false,
+            });
+            self.actions.push_back(Action::Serve { peer, block });
+            return Ok(());
+        };
+        if now.saturating_duration_since(p.wasted_since) >= WASTE_WINDOW {
+            p.wasted_since = now;
+            p.wasted_requests = 0;
         }
-        p.serving.push_back(Serving {
-            block,
-            at: now,
-            cancelled: false,
-        });
-        self.actions.push_back(Action::Serve { peer, block });
+        p.wasted_requests += 1;
+        if p.wasted_requests > limit + WASTED_REQUEST_SLACK {
+            return Err(PeerError::WastedRequests(p.wasted_requests));
+        }
+        if refused && p.supports_fast {
+            self.send(peer, Message::Reject(block));
+        }
         Ok(())
     }
 
@@ -415,21 +450,40 @@ impl Torrent {
     /// again and every peer that sent blocks of it is charged (a sole contributor fully, `n`
     /// contributors a share of `1/n` each); reaching `hashfail_ban_threshold` bans the peer.
     pub fn piece_verified(&mut self, piece: u32, ok: bool) {
-        self.piece_done(piece, ok, true);
+        self.piece_done(piece, ok, true, &[]);
+    }
+
+    /// Whether the client should pass block hashes with the verdict on `piece` even when it
+    /// is good: a copy of it failed before, and the good copy will show who lied. (Hashes of
+    /// a bad piece are always welcome.)
+    pub fn needs_block_hashes(&self, piece: u32) -> bool {
+        self.smart.remembers(piece)
+    }
+
+    /// [`Torrent::piece_verified`] with smart ban: `block_hashes` holds a 64-bit hash of each
+    /// block of the piece, in order (empty: none). Hashes of a failed piece are remembered
+    /// (with the peer of each block) for up to [`crate::MAX_FAILED_PIECES`] pieces; when the
+    /// piece later verifies with hashes, every peer that sent a block that differs from the
+    /// good one is banned at once, and the others get back what the failure charged them.
+    /// The hash must give the same value for the same bytes during the torrent's life and
+    /// should be hard for peers to collide (a keyed hash).
+    pub fn piece_verified_with_blocks(&mut self, piece: u32, ok: bool, block_hashes: &[u64]) {
+        self.piece_done(piece, ok, true, block_hashes);
     }
 
     /// The piece hashed fine but could not be written (a fault of ours, not of the peers):
     /// it is fetched again and nobody is charged.
     pub fn piece_write_failed(&mut self, piece: u32) {
-        self.piece_done(piece, false, false);
+        self.piece_done(piece, false, false, &[]);
     }
 
-    fn piece_done(&mut self, piece: u32, ok: bool, blame: bool) {
+    fn piece_done(&mut self, piece: u32, ok: bool, blame: bool, hashes: &[u64]) {
         let Some(state) = self.picker.state(piece) else {
             return;
         };
         if ok {
             if state == PieceState::Have {
+                self.smart.verified(piece, &[]);
                 return;
             }
             if state == PieceState::Partial {
@@ -448,19 +502,48 @@ impl Torrent {
                 self.send(k, Message::Have(piece));
                 self.update_interest(k);
             }
+            let verdict = self.smart.verified(piece, hashes);
+            for (k, share) in verdict.refund {
+                if let Some(p) = self.peers.get_mut(&k) {
+                    p.hashfails = (p.hashfails - share).max(0.0);
+                }
+            }
+            for k in verdict.guilty {
+                let reason = format!("sent corrupt data in piece {piece} (smart ban)");
+                self.disconnect(k, reason, true);
+            }
         } else {
+            let sources = (state == PieceState::Verifying)
+                .then(|| self.picker.partial(piece).map(|p| p.sources.clone()))
+                .flatten();
             let contributors = self.picker.verified(piece, false);
             if !blame {
                 self.fill_all();
                 return;
             }
             let share = 1.0 / contributors.len().max(1) as f64;
+            let sole = contributors.len() == 1;
+            if let Some(sources) = sources {
+                let charged = contributors.iter().map(|(k, _)| (*k, share)).collect();
+                self.smart.failed(piece, &sources, hashes, charged);
+            }
             for (k, _) in contributors {
                 let Some(p) = self.peers.get_mut(&k) else {
                     continue;
                 };
                 p.hashfails += share;
-                if p.hashfails + 1e-9 >= self.cfg.hashfail_ban_threshold as f64 {
+                if sole {
+                    p.sole_hashfails += 1;
+                }
+                // Every block of two bad pieces came from it alone: it lies (an honest peer
+                // never is the sole source of a bad piece).
+                if p.sole_hashfails >= SOLE_HASHFAIL_BAN {
+                    let reason = format!(
+                        "sole source of {} pieces that failed the hash check",
+                        p.sole_hashfails
+                    );
+                    self.disconnect(k, reason, true);
+                } else if p.hashfails + 1e-9 >= self.cfg.hashfail_ban_threshold as f64 {
                     let reason = format!(
                         "sent data for {:.1} pieces that failed the hash check",
                         p.hashfails
@@ -512,7 +595,10 @@ impl Torrent {
         self.see(now);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.up.add(bytes, now);
-            p.retire_served(bytes);
+            if !self.serve_feedback {
+                // With `serve_wanted` the requests are retired one by one as they are sent.
+                p.retire_served(bytes);
+            }
         }
     }
 
@@ -579,6 +665,9 @@ impl Torrent {
 
     fn choke_changed(&mut self, peer: PeerKey, unchoke: bool) {
         if let Some(p) = self.peers.get_mut(&peer) {
+            if unchoke {
+                p.wasted_requests = 0;
+            }
             if !unchoke && !p.supports_fast {
                 // BEP 3: the choke discards its requests; tell the client not to serve them.
                 for s in p.serving.iter_mut() {

@@ -21,6 +21,8 @@ enum Kind {
     Leech,
     /// A seed that sends garbage for every block.
     Corrupt,
+    /// A seed that sends garbage for every block of one piece in ten (`piece % 10 == 3`).
+    Corrupt10,
     /// A seed that takes requests and never answers them.
     Staller,
 }
@@ -39,6 +41,10 @@ struct Node {
     upload: VecDeque<(usize, BlockRef)>,
     /// Pieces in flight that hold a corrupt block.
     bad: BTreeMap<u32, bool>,
+    /// Pieces in flight: a hash of each block received (smart ban).
+    block_hashes: BTreeMap<u32, Vec<u64>>,
+    /// Its hash failures when it banned each peer.
+    fails_at_ban: Vec<(usize, u64)>,
     /// Pieces complete, hashed at the next step.
     verify: Vec<u32>,
     accepted: u64,
@@ -98,6 +104,8 @@ impl Sim {
             up_per_step,
             upload: VecDeque::new(),
             bad: BTreeMap::new(),
+            block_hashes: BTreeMap::new(),
+            fails_at_ban: Vec::new(),
             verify: Vec::new(),
             accepted: 0,
             duplicates: 0,
@@ -170,6 +178,8 @@ impl Sim {
                 }
                 Action::Disconnect { peer, ban, reason } => {
                     if ban {
+                        let fails = self.nodes[i].hashfails;
+                        self.nodes[i].fails_at_ban.push((peer as usize, fails));
                         self.nodes[i].banned.insert(peer as usize);
                     } else {
                         self.nodes[i].kicked.push((peer as usize, reason));
@@ -195,6 +205,15 @@ impl Sim {
                 BlockOutcome::Accepted { piece_complete } => {
                     node.accepted += 1;
                     *node.bad.entry(block.piece).or_default() |= !good;
+                    // A stand-in for a hash of the block's bytes: the same for every good
+                    // copy, different for each liar's.
+                    let idx = (block.begin / BLOCK_SIZE) as usize;
+                    let n = self.lengths.blocks_in_piece(block.piece) as usize;
+                    let hashes = node
+                        .block_hashes
+                        .entry(block.piece)
+                        .or_insert_with(|| vec![0; n]);
+                    hashes[idx] = if good { 1 } else { 2 + from as u64 };
                     if piece_complete {
                         node.verify.push(block.piece);
                     }
@@ -220,7 +239,13 @@ impl Sim {
                 if !ok {
                     self.nodes[i].hashfails += 1;
                 }
-                self.nodes[i].t.piece_verified(piece, ok);
+                let hashes = self.nodes[i]
+                    .block_hashes
+                    .remove(&piece)
+                    .unwrap_or_default();
+                self.nodes[i]
+                    .t
+                    .piece_verified_with_blocks(piece, ok, &hashes);
                 self.drain(i);
             }
         }
@@ -232,7 +257,11 @@ impl Sim {
                 if !self.linked(i, to) || !self.nodes[i].t.serve_wanted(to as u64, block) {
                     continue;
                 }
-                let good = self.nodes[i].kind != Kind::Corrupt;
+                let good = match self.nodes[i].kind {
+                    Kind::Corrupt => false,
+                    Kind::Corrupt10 => block.piece % 10 != 3,
+                    _ => true,
+                };
                 self.net
                     .push_back((self.now + LATENCY, i, to, Payload::Block { block, good }));
                 self.nodes[i]
@@ -406,6 +435,58 @@ fn corrupt_peer_is_banned_and_the_others_complete() {
         s.report()
     );
     println!("{}", s.report());
+}
+
+/// Smart ban: a seed that corrupts one piece in ten is banned by every leecher that took a
+/// bad block from it after at most 2 failed pieces, and no honest peer is ever banned,
+/// whatever the seed of the run.
+#[test]
+fn smart_ban_catches_a_peer_corrupting_one_piece_in_ten() {
+    let mut worst = 0;
+    let mut hist = [0u32; 3];
+    for seed in 0..20u64 {
+        let mut s = Sim::new(lengths());
+        s.seed = seed;
+        let cfg = Config::default();
+        s.add(
+            Kind::Seed,
+            seed % 2 == 0,
+            2 + seed as usize % 3,
+            cfg.clone(),
+        );
+        let bad = s.add(Kind::Corrupt10, seed % 3 != 0, 4, cfg.clone());
+        for _ in 0..3 {
+            s.add(Kind::Leech, true, 3, cfg.clone());
+        }
+        s.connect_all();
+        s.run(Duration::from_secs(300));
+        s.assert_no_kicks();
+        for (i, n) in s.nodes.iter().enumerate() {
+            if n.kind != Kind::Leech {
+                continue;
+            }
+            assert!(n.t.is_complete());
+            assert!(
+                n.fails_at_ban.iter().all(|(k, _)| *k == bad),
+                "seed {seed}: node {i} banned an honest peer: {:?}{}",
+                n.fails_at_ban,
+                s.report()
+            );
+            if n.hashfails > 0 {
+                let at = n.fails_at_ban.iter().find(|(k, _)| *k == bad);
+                let Some(&(_, fails)) = at else {
+                    panic!("seed {seed}: node {i} never banned it{}", s.report());
+                };
+                assert!(
+                    fails <= 2,
+                    "seed {seed}: node {i} banned after {fails} fails"
+                );
+                worst = worst.max(fails);
+                hist[fails as usize] += 1;
+            }
+        }
+    }
+    println!("worst: banned after {worst} failed pieces; bans after 0/1/2 failures: {hist:?}");
 }
 
 #[test]

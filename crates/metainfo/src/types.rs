@@ -52,11 +52,18 @@ impl fmt::Debug for InfoHash {
 pub struct PeerId(pub [u8; 20]);
 
 impl PeerId {
-    /// An Azureus-style id `-SP0100-` followed by 12 random printable bytes.
+    /// The Azureus-style prefix of spate's peer ids: client code `SE`, version 0.1.0.
+    ///
+    /// `SE` is unused in the client tables of libtorrent (`identify_client`), Transmission
+    /// (`clients.cc`) and webtorrent's `bittorrent-peerid`, which cover BEP 20 and
+    /// wiki.theory.org's list; the earlier `-SP` is BitSpirit's.
+    pub const PREFIX: &'static [u8; 8] = b"-SE0100-";
+
+    /// An Azureus-style id [`PeerId::PREFIX`] followed by 12 random printable bytes.
     pub fn generate(random: [u8; 12]) -> Self {
         const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
         let mut id = [0u8; 20];
-        id[..8].copy_from_slice(b"-SP0100-");
+        id[..8].copy_from_slice(Self::PREFIX);
         for (i, r) in random.iter().enumerate() {
             id[8 + i] = ALNUM[(*r as usize) % ALNUM.len()];
         }

@@ -13,7 +13,8 @@ use crate::{fmt, CliError, CliResult};
 pub struct CreateArgs {
     /// The file or folder to share.
     pub path: PathBuf,
-    /// Tracker announce URL (repeatable; each becomes its own tier, the first is `announce`).
+    /// Tracker announce URL: http(s)://HOST[:PORT]/PATH or udp://HOST:PORT (repeatable; each
+    /// becomes its own tier, the first is `announce`).
     #[arg(short = 'a', long = "announce")]
     pub announce: Vec<String>,
     /// Where to write the .torrent [default: NAME.torrent in the current folder].
@@ -25,7 +26,7 @@ pub struct CreateArgs {
     /// Mark the torrent private (BEP 27): peers come only from its trackers.
     #[arg(long)]
     pub private: bool,
-    /// Web seed URL (BEP 19; repeatable).
+    /// Web seed URL, http(s)://HOST[:PORT]/PATH (BEP 19; repeatable).
     #[arg(short = 'w', long = "web-seed")]
     pub web_seeds: Vec<String>,
     /// A comment stored in the torrent.
@@ -59,7 +60,62 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// What a URL given to `create` is for, and so which schemes it may use.
+#[derive(Clone, Copy)]
+enum UrlKind {
+    /// `-a`: BEP 3 (http, https) and BEP 15 (udp, with a port) trackers.
+    Tracker,
+    /// `-w`: BEP 19 web seeds (http, https).
+    WebSeed,
+}
+
+/// Checks a tracker or web seed URL: an absolute URL of an allowed scheme, with a host.
+fn check_url(s: &str, kind: UrlKind) -> Result<(), String> {
+    let (flag, schemes): (&str, &[&str]) = match kind {
+        UrlKind::Tracker => ("-a", &["http", "https", "udp"]),
+        UrlKind::WebSeed => ("-w", &["http", "https"]),
+    };
+    let what = match kind {
+        UrlKind::Tracker => "tracker URL",
+        UrlKind::WebSeed => "web seed URL",
+    };
+    let bad = |why: String| format!("{flag} {s:?}: not a {what}: {why}");
+    if s.trim() != s || s.chars().any(char::is_whitespace) {
+        return Err(bad("it contains white space".into()));
+    }
+    let u = url::Url::parse(s).map_err(|e| {
+        bad(format!(
+            "{e} (expected e.g. {})",
+            match kind {
+                UrlKind::Tracker =>
+                    "http://tracker.example:6969/announce or udp://tracker.example:6969",
+                UrlKind::WebSeed => "https://example.com/files/",
+            }
+        ))
+    })?;
+    if !schemes.contains(&u.scheme()) {
+        return Err(bad(format!(
+            "the scheme {}: is not one of {}",
+            u.scheme(),
+            schemes.join(", ")
+        )));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host".into()));
+    }
+    if u.scheme() == "udp" && u.port().is_none() {
+        return Err(bad("a udp tracker needs a port (udp://HOST:PORT)".into()));
+    }
+    Ok(())
+}
+
 pub fn run(a: CreateArgs) -> CliResult {
+    for t in &a.announce {
+        check_url(t, UrlKind::Tracker).map_err(CliError::input)?;
+    }
+    for w in &a.web_seeds {
+        check_url(w, UrlKind::WebSeed).map_err(CliError::input)?;
+    }
     if !a.path.exists() {
         return Err(CliError::input(format!(
             "{}: no such file or folder",
@@ -98,9 +154,11 @@ pub fn run(a: CreateArgs) -> CliResult {
     let pb = if std::io::stderr().is_terminal() {
         let pb = ProgressBar::new(0);
         pb.set_style(
-            ProgressStyle::with_template(
-                "hashing [{bar:30.cyan/blue}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec}",
-            )
+            ProgressStyle::with_template(if crate::out::color_on_stderr() {
+                "hashing [{bar:30.cyan/blue}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec}"
+            } else {
+                "hashing [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec}"
+            })
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
@@ -122,22 +180,50 @@ pub fn run(a: CreateArgs) -> CliResult {
     std::fs::write(&output, &bytes)
         .map_err(|e| CliError::runtime(format!("{}: {e}", output.display())))?;
     let info = &torrent.info;
-    println!("created {}", output.display());
-    println!("name:      {}", info.name);
-    println!("info-hash: {}", torrent.info_hash);
-    println!(
+    outln!("created {}", output.display());
+    outln!("name:      {}", info.name);
+    outln!("info-hash: {}", torrent.info_hash);
+    outln!(
         "size:      {} in {} file(s), {} pieces of {}",
         fmt::bytes(info.lengths.total_length()),
         info.files.iter().filter(|f| !f.pad).count(),
         info.lengths.num_pieces(),
         fmt::bytes(info.piece_length)
     );
-    println!("magnet:    {}", torrent.magnet_link());
+    outln!("magnet:    {}", torrent.magnet_link());
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{check_url, UrlKind};
+
+    #[test]
+    fn tracker_and_web_seed_urls() {
+        for ok in [
+            "http://t.example/announce",
+            "https://t.example:443/a?passkey=x",
+            "udp://127.0.0.1:6969",
+            "udp://[::1]:6969/announce",
+        ] {
+            assert_eq!(check_url(ok, UrlKind::Tracker), Ok(()), "{ok}");
+        }
+        for bad in [
+            "not a url",
+            "tracker.example/announce",
+            "ftp://t.example/",
+            "http://",
+            "udp://t.example",
+            " http://t.example/",
+            "file:///etc/passwd",
+        ] {
+            assert!(check_url(bad, UrlKind::Tracker).is_err(), "{bad}");
+        }
+        assert_eq!(check_url("https://w.example/f/", UrlKind::WebSeed), Ok(()));
+        assert!(check_url("udp://w.example:1", UrlKind::WebSeed).is_err());
+        assert!(check_url("not a url", UrlKind::WebSeed).is_err());
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(super::parse_size("256k"), Ok(262144));

@@ -39,7 +39,7 @@ pub async fn run(a: DemoArgs) -> CliResult {
         )));
     }
     let total = a.size_mib.clamp(1, 4096) * 1024 * 1024;
-    eprintln!(
+    errln!(
         "demo: writing {} of sample files to {}",
         fmt::bytes(total),
         data.display()
@@ -64,7 +64,7 @@ pub async fn run(a: DemoArgs) -> CliResult {
     .map_err(|e| CliError::runtime(format!("creating the torrent: {e}")))?;
     std::fs::write(&torrent_path, &bytes)
         .map_err(|e| CliError::runtime(format!("{}: {e}", torrent_path.display())))?;
-    eprintln!(
+    errln!(
         "demo: created {} (info-hash {})",
         torrent_path.display(),
         torrent.info_hash
@@ -96,7 +96,7 @@ pub async fn run(a: DemoArgs) -> CliResult {
             return Err(CliError::runtime(format!("seeder: {err}")));
         }
     };
-    eprintln!(
+    errln!(
         "demo: seeding on {seed_addr}; downloading into {}",
         download_root.display()
     );
@@ -121,16 +121,16 @@ pub async fn run(a: DemoArgs) -> CliResult {
         ));
     }
     let secs = summary.elapsed.as_secs_f64();
-    println!(
+    outln!(
         "demo: downloaded {} in {:.1} s ({}), copy verified identical to the source",
         fmt::bytes(summary.downloaded),
         secs,
         fmt::rate(summary.downloaded as f64 / secs.max(0.001))
     );
-    println!("  source:   {}", data.display());
-    println!("  torrent:  {}", torrent_path.display());
-    println!("  copy:     {}", download_root.join("sample").display());
-    println!("  try:      spate info {}", torrent_path.display());
+    outln!("  source:   {}", data.display());
+    outln!("  torrent:  {}", torrent_path.display());
+    outln!("  copy:     {}", download_root.join("sample").display());
+    outln!("  try:      spate info {}", torrent_path.display());
     Ok(())
 }
 

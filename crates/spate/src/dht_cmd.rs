@@ -2,12 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use client::{DhtHandle, DhtOptions, LookupEvent};
 use metainfo::InfoHash;
 
+use crate::out::{self, Written};
 use crate::{parse_addr, CliError, CliResult};
 
 /// Peer discovery without trackers (DHT and PEX) settings shared by `download` and `seed`.
@@ -155,7 +156,7 @@ async fn node(a: NodeArgs) -> CliResult {
     o.state_file = a.state.clone();
     let h = DhtHandle::start(o).await.map_err(CliError::from)?;
     let addrs: Vec<String> = h.local_addrs().iter().map(|a| a.to_string()).collect();
-    println!(
+    outln!(
         "dht node {} listening on udp {}{}",
         hex::encode(h.id().0),
         addrs.join(" and "),
@@ -165,7 +166,7 @@ async fn node(a: NodeArgs) -> CliResult {
             format!(", joining through {}", a.bootstrap.join(", "))
         }
     );
-    let every = Duration::from_secs(a.status_interval.max(1));
+    let every = crate::secs(a.status_interval);
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     let signal = crate::transfer::wait_for_signal();
@@ -175,15 +176,19 @@ async fn node(a: NodeArgs) -> CliResult {
             _ = &mut signal => break,
             _ = tick.tick() => {
                 let Some(s) = h.stats().await else { break };
-                println!(
+                // Nobody reads the status lines any more: stop (and save the table) quietly.
+                if out::try_stdout_line(format_args!(
                     "dht: {} nodes, {} queries answered, {} dropped, {} peers stored for {} info-hashes",
                     s.nodes, s.queries_answered, s.queries_dropped, s.stored_peers, s.info_hashes
-                );
+                )) == Written::Gone {
+                    h.shutdown().await;
+                    return Ok(());
+                }
             }
         }
     }
     h.shutdown().await;
-    println!("dht node stopped");
+    let _ = out::try_stdout_line(format_args!("dht node stopped"));
     Ok(())
 }
 
@@ -195,14 +200,14 @@ async fn peers(a: PeersArgs) -> CliResult {
     o.state_file = a.state.clone();
     let started = Instant::now();
     let h = DhtHandle::start(o).await.map_err(CliError::from)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout.max(1));
-    eprintln!("dht: joining from udp {}", h.local_addr());
+    let deadline = tokio::time::Instant::now() + crate::secs(a.timeout);
+    errln!("dht: joining from udp {}", h.local_addr());
     // Join first (our own id's lookup), so the get_peers lookup starts from a full table.
     if let Some(mut rx) = h.find_self().await {
         while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
             if let LookupEvent::Done { closest, .. } = ev {
                 let nodes = h.stats().await.map(|s| s.nodes).unwrap_or(0);
-                eprintln!(
+                errln!(
                     "dht: joined: {nodes} nodes in the table, {closest} close ({:.1} s)",
                     started.elapsed().as_secs_f64()
                 );
@@ -210,17 +215,26 @@ async fn peers(a: PeersArgs) -> CliResult {
             }
         }
     }
-    eprintln!("dht: looking up {info_hash}");
+    errln!("dht: looking up {info_hash}");
     let mut found = std::collections::HashSet::new();
     let mut outcome = None;
     if let Some(mut rx) = h.lookup(info_hash, a.announce).await {
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(LookupEvent::Peers(ps))) => {
+                    let mut gone = false;
                     for p in ps {
-                        if found.insert(p) {
-                            println!("{p}");
+                        if found.insert(p)
+                            && out::try_stdout_line(format_args!("{p}")) == Written::Gone
+                        {
+                            gone = true;
+                            break;
                         }
+                    }
+                    // `spate dht peers H | head -1`: the reader has what it wanted.
+                    if gone {
+                        h.shutdown().await;
+                        return Ok(());
                     }
                 }
                 Ok(Some(LookupEvent::Done {
@@ -233,7 +247,7 @@ async fn peers(a: PeersArgs) -> CliResult {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    eprintln!("dht: timed out after {} s", a.timeout);
+                    errln!("dht: timed out after {} s", a.timeout);
                     break;
                 }
             }
@@ -242,7 +256,7 @@ async fn peers(a: PeersArgs) -> CliResult {
     h.shutdown().await;
     let secs = started.elapsed().as_secs_f64();
     match outcome {
-        Some((closest, announced)) => eprintln!(
+        Some((closest, announced)) => errln!(
             "dht: {} peers from {closest} nodes in {secs:.1} s{}",
             found.len(),
             if a.announce.is_some() {
@@ -251,7 +265,7 @@ async fn peers(a: PeersArgs) -> CliResult {
                 String::new()
             }
         ),
-        None => eprintln!(
+        None => errln!(
             "dht: {} peers in {secs:.1} s (lookup unfinished)",
             found.len()
         ),

@@ -22,7 +22,7 @@ pub fn run(a: InfoArgs) -> CliResult {
         if a.json {
             let j = serde_json::to_string_pretty(&metainfo::summary::MagnetSummary::new(&m))
                 .map_err(CliError::runtime)?;
-            println!("{j}");
+            outln!("{j}");
         } else {
             print_magnet(&m);
         }
@@ -35,7 +35,7 @@ pub fn run(a: InfoArgs) -> CliResult {
     if a.json {
         let j = serde_json::to_string_pretty(&metainfo::summary::TorrentSummary::new(&t))
             .map_err(CliError::runtime)?;
-        println!("{j}");
+        outln!("{j}");
     } else {
         print_torrent(&t);
     }
@@ -44,68 +44,68 @@ pub fn run(a: InfoArgs) -> CliResult {
 
 fn print_torrent(t: &Torrent) {
     let i = &t.info;
-    println!("name:         {}", i.name);
-    println!("info-hash:    {}", t.info_hash);
-    println!(
+    outln!("name:         {}", i.name);
+    outln!("info-hash:    {}", t.info_hash);
+    outln!(
         "size:         {} ({} bytes)",
         fmt::bytes(i.lengths.total_length()),
         i.lengths.total_length()
     );
-    println!(
+    outln!(
         "piece length: {} ({} bytes)",
         fmt::bytes(i.piece_length),
         i.piece_length
     );
-    println!("pieces:       {}", i.lengths.num_pieces());
-    println!("private:      {}", if i.private { "yes" } else { "no" });
+    outln!("pieces:       {}", i.lengths.num_pieces());
+    outln!("private:      {}", if i.private { "yes" } else { "no" });
     if let Some(c) = &t.comment {
-        println!("comment:      {c}");
+        outln!("comment:      {c}");
     }
     if let Some(c) = &t.created_by {
-        println!("created by:   {c}");
+        outln!("created by:   {c}");
     }
     let tiers = t.tracker_tiers();
     if tiers.iter().all(|t| t.is_empty()) {
-        println!("trackers:     none");
+        outln!("trackers:     none");
     } else {
-        println!("trackers:");
+        outln!("trackers:");
         for (n, tier) in tiers.iter().enumerate() {
             for url in tier {
-                println!("  tier {n}: {url}");
+                outln!("  tier {n}: {url}");
             }
         }
     }
     for w in &t.url_list {
-        println!("web seed:     {w}");
+        outln!("web seed:     {w}");
     }
     // Indices count every entry of the torrent's file list, pad files included (as BEP 53's
     // `so=` and `spate download --only` do), so a torrent with pad files shows gaps.
     let files: Vec<_> = i.files.iter().enumerate().filter(|(_, f)| !f.pad).collect();
-    println!("files ({}):", files.len());
+    outln!("files ({}):", files.len());
     let width = i.files.len().saturating_sub(1).to_string().len();
     for (n, f) in files {
-        println!(
+        outln!(
             "  {n:>width$}  {:>10}  {}",
             fmt::bytes(f.length),
             f.path.join("/")
         );
     }
-    println!("magnet:       {}", t.magnet_link());
+    outln!("magnet:       {}", t.magnet_link());
 }
 
 fn print_magnet(m: &Magnet) {
-    println!("info-hash:    {}", m.info_hash);
+    outln!("info-hash:    {}", m.info_hash);
     if let Some(n) = &m.display_name {
-        println!("name:         {n}");
+        outln!("name:         {n}");
     }
     for tr in &m.trackers {
-        println!("tracker:      {tr}");
+        outln!("tracker:      {tr}");
     }
     for p in &m.peers {
-        println!("peer:         {p}");
+        outln!("peer:         {p}");
     }
     if !m.select_only.is_empty() {
         let s: Vec<String> = m.select_only.iter().map(|i| i.to_string()).collect();
-        println!("select only:  {}", s.join(","));
+        outln!("select only:  {}", s.join(","));
     }
 }

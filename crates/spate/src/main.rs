@@ -11,6 +11,9 @@
 //!
 //! Exit codes: 0 done, 1 runtime failure, 2 bad usage or bad input.
 
+#[macro_use]
+mod out;
+
 mod create;
 mod demo;
 mod dht_cmd;
@@ -44,9 +47,19 @@ impl CliError {
     }
 }
 
+/// A listen address that can never work here is bad input (exit code 2): it is not one of
+/// this machine's addresses, or it needs privileges. One in use is a runtime failure (1).
+pub fn listen_error_is_input(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::PermissionDenied
+    )
+}
+
 impl From<client::ClientError> for CliError {
     fn from(e: client::ClientError) -> Self {
-        if e.is_bad_input() {
+        let listen_input = matches!(&e, client::ClientError::Listen { source, .. } if listen_error_is_input(source));
+        if e.is_bad_input() || listen_input {
             CliError::Input(e.to_string())
         } else {
             CliError::Runtime(e.to_string())
@@ -113,11 +126,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Input(m)) => {
-            eprintln!("spate: {m}");
+            errln!("spate: {m}");
             ExitCode::from(2)
         }
         Err(CliError::Runtime(m)) => {
-            eprintln!("spate: {m}");
+            errln!("spate: {m}");
             ExitCode::from(1)
         }
     }
@@ -139,6 +152,11 @@ fn init_logging(filter: Option<&str>, default_level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // No escape codes in a log file or a pipe, nor with NO_COLOR set.
+        .with_ansi(out::color_on_stderr())
+        // Its report of a failed write uses eprintln!, which panics on a closed stderr
+        // (`spate tracker 2>&1 | head -1`): a log line that cannot be written is dropped.
+        .log_internal_errors(false)
         .with_target(false)
         .try_init();
 }
@@ -176,7 +194,19 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("{s}: the rate must be positive"));
     }
-    Ok((v * mult) as u64)
+    let r = v * mult;
+    if r < 1.0 {
+        // It would round to 0 bytes per second: nothing would ever move.
+        return Err(format!("{s}: the rate must be at least 1 byte per second"));
+    }
+    Ok(r as u64)
+}
+
+/// A `SECS` argument as a duration: at least 1 s, and at most 100 years (a larger one
+/// would overflow the clock's arithmetic, which used to panic).
+pub fn secs(s: u64) -> std::time::Duration {
+    const MAX_SECS: u64 = 100 * 365 * 24 * 3600;
+    std::time::Duration::from_secs(s.clamp(1, MAX_SECS))
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -199,6 +229,9 @@ mod tests {
         assert_eq!(parse_rate("1000"), Ok(1000));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("0").is_err());
+        assert!(parse_rate("0.0000001").is_err());
+        assert_eq!(secs(u64::MAX), secs(u64::MAX - 1));
+        assert_eq!(secs(0).as_secs(), 1);
     }
 
     #[test]

@@ -20,16 +20,29 @@ pub struct TrackerArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Serves until SIGINT or SIGTERM (`tracker::serve`). A config file that does not parse is
-/// bad input (exit code 2); anything else that stops the tracker is a runtime failure.
+/// Serves until SIGINT or SIGTERM (`tracker::serve`). A config file that is missing,
+/// unreadable or does not parse (or names key and whitelist files that are) is bad input
+/// (exit code 2), as is a listen address that is not this machine's or needs privileges;
+/// anything else that stops the tracker (an address in use, ...) is a runtime failure.
 pub async fn run(a: TrackerArgs) -> CliResult {
+    if let Some(path) = &a.config {
+        // Everything the tracker reads at start, read once here to sort out bad input.
+        tracker::Config::load(path)
+            .and_then(|c| c.access())
+            .map_err(|e| CliError::input(format!("--config {}: {e}", path.display())))?;
+    }
     let opts = tracker::ServeOptions {
         http: a.http,
         udp: a.udp,
         config: a.config,
     };
-    tracker::serve(opts).await.map_err(|e| match e {
+    tracker::serve(opts).await.map_err(|e| match &e {
         tracker::TrackerServerError::Config(_) => CliError::input(e),
+        tracker::TrackerServerError::Bind { source, .. }
+            if crate::listen_error_is_input(source) =>
+        {
+            CliError::input(e)
+        }
         _ => CliError::runtime(e),
     })
 }

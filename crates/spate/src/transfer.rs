@@ -57,7 +57,8 @@ pub struct DownloadArgs {
 
 #[derive(Args, Debug)]
 pub struct SeedArgs {
-    /// The .torrent file.
+    /// The .torrent file, or a magnet link: its metadata is read from the `.spate` folder a
+    /// `spate download` of it left beside the data, or fetched from peers (BEP 9).
     pub torrent: String,
     /// The data: the file (single-file torrent) or the folder (multi-file torrent).
     pub path: PathBuf,
@@ -77,6 +78,10 @@ pub struct SeedArgs {
     /// 127.0.0.1: raise it there for swarms of more peers).
     #[arg(long, value_name = "N", default_value_t = client::options::DEFAULT_MAX_PEERS_PER_IP, value_parser = parse_per_ip)]
     pub max_peers_per_ip: usize,
+    /// For a magnet link whose metadata is not saved: give up (exit code 1) when no peer
+    /// has sent it within this many seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub metadata_timeout: u64,
     #[command(flatten)]
     pub dht: DhtArgs,
 }
@@ -90,25 +95,36 @@ fn parse_per_ip(s: &str) -> Result<usize, String> {
 
 /// Reads and parses a .torrent file; every failure is bad input (exit code 2).
 pub fn load_torrent(path: &str) -> CliResult<Torrent> {
-    if path.starts_with("magnet:") {
-        return Err(CliError::input(
-            "magnet links need metadata exchange (BEP 9), which is not implemented yet; use a .torrent file",
-        ));
-    }
     let bytes = std::fs::read(path).map_err(|e| CliError::input(format!("{path}: {e}")))?;
     Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{path}: {e}")))
 }
 
 /// The address to listen on, with a concrete port (the DHT's UDP socket and the trackers
 /// are told it before the torrent starts): `--listen`, else 0.0.0.0:6881, else a free port.
-fn listen_or_default(listen: Option<SocketAddr>) -> SocketAddr {
-    let mut l = listen.unwrap_or_else(|| {
+/// A `--listen` address that cannot be bound fails here, before any checking starts.
+fn listen_or_default(listen: Option<SocketAddr>) -> CliResult<SocketAddr> {
+    let Some(l) = listen else {
         let d = crate::default_listen();
-        match std::net::TcpListener::bind(d) {
+        let l = match std::net::TcpListener::bind(d) {
             Ok(_) => d,
             Err(_) => SocketAddr::new(d.ip(), 0),
+        };
+        return Ok(concrete_port(l));
+    };
+    match std::net::TcpListener::bind(l) {
+        Ok(_) => Ok(concrete_port(l)),
+        Err(e) => {
+            let msg = format!("cannot listen on {l}: {e}");
+            Err(if crate::listen_error_is_input(&e) {
+                CliError::input(msg)
+            } else {
+                CliError::runtime(msg)
+            })
         }
-    });
+    }
+}
+
+fn concrete_port(mut l: SocketAddr) -> SocketAddr {
     if l.port() == 0 {
         if let Ok(bound) = std::net::TcpListener::bind(l).and_then(|s| s.local_addr()) {
             l = bound;
@@ -137,7 +153,7 @@ pub async fn download(a: DownloadArgs) -> CliResult {
     }
     std::fs::create_dir_all(&a.output)
         .map_err(|e| CliError::input(format!("{}: {e}", a.output.display())))?;
-    let listen = listen_or_default(a.listen);
+    let listen = listen_or_default(a.listen)?;
     // BEP 27: no DHT for a private torrent (a magnet link's privacy is unknown until its
     // metadata arrives; the torrent task checks again).
     let dht = match &torrent {
@@ -162,14 +178,14 @@ async fn download_with(
     let torrent = match (torrent, magnet) {
         (Some(t), _) => t,
         (None, Some(m)) => {
-            let t = magnet_metadata(&m, &a, listen, dht.clone()).await?;
-            for p in &m.peers {
-                if let Ok(addr) = p.parse::<SocketAddr>() {
-                    if !a.peers.contains(&addr) {
-                        a.peers.push(addr);
-                    }
-                }
-            }
+            let req = MetadataRequest {
+                peers: &a.peers,
+                no_trackers: a.no_trackers,
+                timeout_secs: a.metadata_timeout,
+                cache: a.output.join(".spate"),
+            };
+            let t = magnet_metadata(&m, req, listen, dht.clone()).await?;
+            add_magnet_peers(&m, &mut a.peers);
             t
         }
         (None, None) => unreachable!("one of the two is set"),
@@ -197,7 +213,7 @@ async fn download_with(
             .filter(|f| !f.pad)
             .collect();
         let all = torrent.info.files.iter().filter(|f| !f.pad).count();
-        eprintln!(
+        errln!(
             "{name}: downloading {} of {all} files ({} of {})",
             files.len(),
             fmt::bytes(files.iter().map(|f| f.length).sum()),
@@ -217,15 +233,17 @@ async fn download_with(
     opts.max_peers_per_ip = a.max_peers_per_ip;
     opts.dht = dht;
     opts.pex = !a.dht.no_pex;
-    let (summary, interrupted) = run_with_progress(opts, name.clone()).await?;
+    let (summary, interrupted, last) = run_with_progress(opts, name.clone()).await?;
     if interrupted && !summary.complete {
         return Err(CliError::runtime(format!(
-            "interrupted: {name} is incomplete (downloaded {} bytes this run); run the same command again to resume",
+            "interrupted: {name} is incomplete ({} of {} verified; downloaded {} bytes this run); run the same command again to resume",
+            fmt::bytes(last.wanted_verified_bytes),
+            fmt::bytes(last.wanted_bytes),
             summary.downloaded
         )));
     }
     let secs = summary.elapsed.as_secs_f64();
-    println!(
+    outln!(
         "done: downloaded {} bytes, {} bytes already verified on disk, uploaded {} bytes, {:.1} s ({}) -> {}",
         summary.downloaded,
         summary.verified_at_start,
@@ -287,7 +305,7 @@ fn magnet_selection(so: &[u32], torrent: &Torrent) -> CliResult<Vec<usize>> {
     let n = torrent.info.files.len();
     let (ok, bad): (Vec<usize>, Vec<usize>) = so.iter().map(|&i| i as usize).partition(|&i| i < n);
     if !bad.is_empty() {
-        eprintln!(
+        errln!(
             "{}: ignoring so= file indices past the last file ({} files): {}",
             torrent.info.name,
             n,
@@ -308,9 +326,18 @@ fn magnet_selection(so: &[u32], torrent: &Torrent) -> CliResult<Vec<usize>> {
 
 /// The torrent of a magnet link: saved metadata from `<output>/.spate/` or fetched from the
 /// magnet's peers, `--peer`s and trackers, with a progress line on stderr.
+/// Where a magnet link's metadata may come from.
+struct MetadataRequest<'a> {
+    peers: &'a [SocketAddr],
+    no_trackers: bool,
+    timeout_secs: u64,
+    /// The `.spate` folder to load it from, or save it to once fetched.
+    cache: PathBuf,
+}
+
 async fn magnet_metadata(
     m: &metainfo::Magnet,
-    a: &DownloadArgs,
+    a: MetadataRequest<'_>,
     listen: SocketAddr,
     dht: Option<client::DhtHandle>,
 ) -> CliResult<Torrent> {
@@ -319,14 +346,14 @@ async fn magnet_metadata(
         .clone()
         .unwrap_or_else(|| m.info_hash.to_hex());
     let mut opts = client::MetadataOptions::new(listen);
-    opts.peers = a.peers.clone();
+    opts.peers = a.peers.to_vec();
     opts.use_trackers = !a.no_trackers;
-    opts.timeout = std::time::Duration::from_secs(a.metadata_timeout.max(1));
+    opts.timeout = crate::secs(a.timeout_secs);
     let dht_on = dht.is_some();
     opts.dht = dht;
     let started = std::time::Instant::now();
     let (tx, mut rx) = watch::channel(client::MetadataStatus::default());
-    eprintln!(
+    errln!(
         "{label}: fetching metadata ({} x.pe peers, {} --peer, {} trackers, DHT {})",
         m.peers.len(),
         a.peers.len(),
@@ -349,13 +376,13 @@ async fn magnet_metadata(
                     s.dht.map(|t| format!(", {t}")).unwrap_or_default()
                 );
                 if line != last {
-                    eprintln!("{line}");
+                    errln!("{line}");
                     last = line;
                 }
             }
         }
     });
-    let cache = a.output.join(".spate");
+    let cache = a.cache;
     let fetched = tokio::select! {
         r = client::load_or_fetch_metadata(m, &cache, opts, tx) => r,
         _ = wait_for_signal() => {
@@ -365,7 +392,7 @@ async fn magnet_metadata(
     };
     let _ = shown.await;
     let (torrent, from_cache) = fetched?;
-    eprintln!(
+    errln!(
         "{label}: metadata {} ({} bytes): {}",
         if from_cache {
             "loaded from ".to_string()
@@ -384,16 +411,62 @@ async fn magnet_metadata(
     Ok(torrent)
 }
 
-pub async fn seed(a: SeedArgs) -> CliResult {
-    let torrent = load_torrent(&a.torrent)?;
-    let (root, rename) = seed_root(&a.path, &torrent.info.name)?;
-    let name = torrent.info.name.clone();
-    let listen = listen_or_default(a.listen);
-    let dht = if torrent.info.private {
-        None
+/// A magnet link's `x.pe` peers, added to `peers` (once each).
+fn add_magnet_peers(m: &metainfo::Magnet, peers: &mut Vec<SocketAddr>) {
+    for p in &m.peers {
+        if let Ok(addr) = p.parse::<SocketAddr>() {
+            if !peers.contains(&addr) {
+                peers.push(addr);
+            }
+        }
+    }
+}
+
+pub async fn seed(mut a: SeedArgs) -> CliResult {
+    if !a.path.exists() {
+        return Err(CliError::input(format!(
+            "{}: no such file or folder",
+            a.path.display()
+        )));
+    }
+    let listen = listen_or_default(a.listen)?;
+    let (torrent, dht) = if a.torrent.trim_start().starts_with("magnet:") {
+        let m = metainfo::Magnet::parse(&a.torrent)
+            .map_err(|e| CliError::input(format!("{}: {e}", a.torrent)))?;
+        // A magnet's privacy is unknown until its metadata arrives (the torrent task
+        // checks again, BEP 27).
+        let dht = a.dht.start(listen).await?;
+        match seed_magnet_metadata(&m, &a, listen, dht.clone()).await {
+            Ok(t) => {
+                add_magnet_peers(&m, &mut a.peers);
+                (t, dht)
+            }
+            Err(e) => {
+                if let Some(d) = dht {
+                    d.shutdown().await;
+                }
+                return Err(e);
+            }
+        }
     } else {
-        a.dht.start(listen).await?
+        let torrent = load_torrent(&a.torrent)?;
+        let dht = if torrent.info.private {
+            None
+        } else {
+            a.dht.start(listen).await?
+        };
+        (torrent, dht)
     };
+    let (root, rename) = match seed_root(&a.path, &torrent.info.name) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(d) = dht {
+                d.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
+    let name = torrent.info.name.clone();
     let mut opts = TorrentOptions::new(torrent, root, listen);
     opts.rename_root = rename;
     opts.peers = a.peers;
@@ -407,8 +480,8 @@ pub async fn seed(a: SeedArgs) -> CliResult {
     if let Some(d) = dht {
         d.shutdown().await;
     }
-    let (summary, _) = result?;
-    println!(
+    let (summary, _, _) = result?;
+    outln!(
         "stopped: uploaded {} bytes, downloaded {} bytes in {}",
         summary.uploaded,
         summary.downloaded,
@@ -417,12 +490,86 @@ pub async fn seed(a: SeedArgs) -> CliResult {
     Ok(())
 }
 
+/// The torrent of `spate seed MAGNET PATH`: the metadata an earlier `spate download` saved
+/// beside the data (`.spate/<info-hash>.torrent` in PATH's folder, or in PATH itself when
+/// it is the folder holding the data), else fetched from the magnet's `x.pe` peers,
+/// `--peer`s, trackers and the DHT (and saved there). When neither works, says why.
+async fn seed_magnet_metadata(
+    m: &metainfo::Magnet,
+    a: &SeedArgs,
+    listen: SocketAddr,
+    dht: Option<client::DhtHandle>,
+) -> CliResult<Torrent> {
+    let parent = match a.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut caches = vec![parent.join(".spate")];
+    if a.path.is_dir() {
+        caches.insert(0, a.path.join(".spate"));
+    }
+    let saved = caches
+        .iter()
+        .find(|c| client::metadata_cache_path(c, m.info_hash).is_file());
+    // Where a fetched copy goes: beside the data, as `spate download` keeps it. PATH is
+    // the folder holding the data when the data's name (dn=) is inside it.
+    let holds_data = a.path.is_dir()
+        && m.display_name
+            .as_deref()
+            .is_some_and(|n| a.path.file_name() != Some(n.as_ref()) && a.path.join(n).exists());
+    let cache = match saved {
+        Some(c) => c.clone(),
+        None if holds_data => a.path.join(".spate"),
+        None => parent.join(".spate"),
+    };
+    let tried_cache = caches
+        .iter()
+        .map(|c| {
+            client::metadata_cache_path(c, m.info_hash)
+                .display()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let sources = m.peers.len() + a.peers.len();
+    let trackers = if a.no_trackers { 0 } else { m.trackers.len() };
+    if saved.is_none() && sources == 0 && trackers == 0 && dht.is_none() {
+        return Err(CliError::input(format!(
+            "cannot seed {}: its metadata is not saved in {tried_cache} and there is nowhere \
+             to fetch it from (no x.pe peer, no --peer, no tracker, DHT off); give the \
+             .torrent file instead, or a peer that has it",
+            a.torrent
+        )));
+    }
+    let req = MetadataRequest {
+        peers: &a.peers,
+        no_trackers: a.no_trackers,
+        timeout_secs: a.metadata_timeout,
+        cache,
+    };
+    magnet_metadata(m, req, listen, dht)
+        .await
+        .map_err(|e| match e {
+            CliError::Runtime(msg) => CliError::Runtime(format!(
+                "{msg}; the metadata is not saved in {tried_cache} either: give the .torrent \
+             file instead, or a peer that has it"
+            )),
+            other => other,
+        })
+}
+
 /// Works out the storage root for `spate seed T PATH`: PATH is the torrent's file or folder
 /// itself (possibly renamed), or the folder that holds it.
 fn seed_root(path: &Path, name: &str) -> CliResult<(PathBuf, Option<String>)> {
     if !path.exists() {
         return Err(CliError::input(format!(
             "{}: no such file or folder",
+            path.display()
+        )));
+    }
+    if !path.is_file() && !path.is_dir() {
+        return Err(CliError::input(format!(
+            "{}: neither a file nor a folder",
             path.display()
         )));
     }
@@ -443,8 +590,12 @@ fn seed_root(path: &Path, name: &str) -> CliResult<(PathBuf, Option<String>)> {
 
 /// Runs a torrent with a progress display until it finishes or Ctrl-C / SIGTERM arrives.
 /// Returns the summary and whether the run was interrupted.
-async fn run_with_progress(opts: TorrentOptions, label: String) -> CliResult<(Summary, bool)> {
+async fn run_with_progress(
+    opts: TorrentOptions,
+    label: String,
+) -> CliResult<(Summary, bool, Status)> {
     let (tx, rx) = watch::channel(Status::default());
+    let last = rx.clone();
     let shown = tokio::spawn(progress::show(rx.clone(), label.clone()));
     let reported = tokio::spawn(report_check(rx.clone(), label.clone()));
     let first = tokio::spawn(report_first_piece(rx, label));
@@ -459,9 +610,11 @@ async fn run_with_progress(opts: TorrentOptions, label: String) -> CliResult<(Su
     reported.abort();
     first.abort();
     let summary = result?;
+    let last = last.borrow().clone();
     Ok((
         summary,
         interrupted.load(std::sync::atomic::Ordering::SeqCst),
+        last,
     ))
 }
 
@@ -473,7 +626,7 @@ async fn report_check(mut rx: watch::Receiver<Status>, label: String) {
         }
         let s = rx.borrow_and_update().clone();
         if s.phase != Phase::Checking {
-            eprintln!(
+            errln!(
                 "{label}: {} of {} pieces valid on disk ({} of {}); listening on {}",
                 s.have_pieces,
                 s.total_pieces,
@@ -498,7 +651,7 @@ async fn report_first_piece(mut rx: watch::Receiver<Status>, label: String) {
         }
         let base = *at_start.get_or_insert(s.have_pieces);
         if s.have_pieces > base && s.downloaded > 0 {
-            eprintln!(
+            errln!(
                 "{label}: first piece verified after {:.2} s",
                 started.elapsed().as_secs_f64()
             );

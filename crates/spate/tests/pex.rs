@@ -111,7 +111,7 @@ fn spate_learns_a_third_peer_from_libtorrent_pex() -> Result<()> {
     }
     // On C's side: it uploaded most of the torrent, which the throttled A cannot have taken
     // (a spate connection may be too short-lived for C's 50 ms peer-list polls to print it, so
-    // its `peer ... pid=-SP0100-` line is only shown in reports, not required).
+    // its `peer ... pid=-SE0100-` line is only shown in reports, not required).
     c.wait_for_line(
         Duration::from_secs(10),
         "C uploaded most of the torrent",

@@ -24,7 +24,7 @@ Output (stdout, line by line, flushed):
   seeding                           (seeder: the data checked complete)
   status state=S progress=P downloaded=N uploaded=N peers=N   (every 0.5 s)
   peer IP:PORT pid=PREFIX outgoing=0|1 source=N  (with --print-peers; PREFIX: the first 8
-                                    bytes of the peer id, e.g. -SP0100- for spate)
+                                    bytes of the peer id, e.g. -SE0100- for spate)
   finished downloaded=N uploaded=N seconds=T                   (leecher, then exit 0)
   metadata info_hash=H pieces=N size=N seconds=T   (magnet: the info dict arrived from a peer)
 The magnet role is a leecher given only a magnet link (no .torrent): it must fetch the

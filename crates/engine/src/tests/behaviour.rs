@@ -333,7 +333,8 @@ fn hash_failure_charges_and_bans() {
         if h.t.peer_stats(1).is_none() {
             assert!(a.contains(&Action::Disconnect {
                 peer: 1,
-                reason: "sent data for 2.0 pieces that failed the hash check".into(),
+                // The sole-source rule is the first to fire here.
+                reason: "sole source of 2 pieces that failed the hash check".into(),
                 ban: true
             }));
             return;
@@ -341,6 +342,91 @@ fn hash_failure_charges_and_bans() {
         assert_eq!(h.t.peer_stats(1).unwrap().hashfails, 1.0);
     }
     panic!("peer not banned");
+}
+
+/// Smart ban: peer 1 sends a bad block of a piece shared with peer 2; the piece is fetched
+/// again from peer 3 (not from the suspects); its good copy bans peer 1 at once and clears
+/// peer 2.
+#[test]
+fn smart_ban_names_the_liar_when_the_piece_verifies() {
+    let c = Config {
+        max_partial_bytes: 2 * BLOCK_SIZE as u64,
+        ..cfg()
+    };
+    let mut h = H::new("  ", 2, c);
+    h.add(1, "*", true);
+    h.add(2, "*", true);
+    let r1 = requests(&h.msg(1, Message::Unchoke), 1);
+    let r2 = requests(&h.msg(2, Message::Unchoke), 2);
+    // Both work on the same piece under the tight budget.
+    let piece = r1[0].piece;
+    let b1 = r1[0];
+    let b2 = *r2.iter().find(|b| b.piece == piece && **b != b1).unwrap();
+    h.block(1, b1);
+    let (o, _) = h.block(2, b2);
+    assert_eq!(
+        o,
+        BlockOutcome::Accepted {
+            piece_complete: true
+        }
+    );
+    assert!(!h.t.needs_block_hashes(piece));
+    // Block 0 (peer 1's if b1 is block 0) is bad: hashes 111 (bad) and 2 (good).
+    let (bad_hash, good) = if b1.begin == 0 {
+        ([111, 2], [1, 2])
+    } else {
+        ([1, 111], [1, 2])
+    };
+    h.t.piece_verified_with_blocks(piece, false, &bad_hash);
+    h.drain();
+    assert!(h.t.needs_block_hashes(piece));
+    assert_eq!(h.t.peer_stats(1).unwrap().hashfails, 0.5);
+    assert_eq!(h.t.peer_stats(2).unwrap().hashfails, 0.5);
+    // A new peer gets the failed piece first; the suspects are kept away from it.
+    h.add(3, "*", true);
+    let r3 = requests(&h.msg(3, Message::Unchoke), 3);
+    assert!(r3.iter().any(|b| b.piece == piece), "{r3:?}");
+    let mine: Vec<BlockRef> = r3.iter().copied().filter(|b| b.piece == piece).collect();
+    assert_eq!(mine.len(), 2, "peer 3 fetches the whole piece");
+    for b in &mine {
+        h.block(3, *b);
+    }
+    h.t.piece_verified_with_blocks(piece, true, &good);
+    let a = h.drain();
+    assert!(
+        a.contains(&Action::Disconnect {
+            peer: 1,
+            reason: format!("sent corrupt data in piece {piece} (smart ban)"),
+            ban: true
+        }),
+        "{a:?}"
+    );
+    assert_eq!(h.t.peer_stats(2).unwrap().hashfails, 0.0, "honest: cleared");
+    assert!(!h.t.needs_block_hashes(piece));
+}
+
+/// The sole source of two bad pieces is banned, even before any good copy arrives.
+#[test]
+fn sole_source_of_two_bad_pieces_is_banned() {
+    let mut h = H::new("    ", 1, cfg());
+    h.add(1, "*", false);
+    let mut r = requests(&h.msg(1, Message::Unchoke), 1);
+    for n in 1..=2 {
+        let b = r.remove(0);
+        h.block(1, b);
+        h.t.piece_verified_with_blocks(b.piece, false, &[7]);
+        let a = h.drain();
+        if n == 2 {
+            assert!(a.contains(&Action::Disconnect {
+                peer: 1,
+                reason: "sole source of 2 pieces that failed the hash check".into(),
+                ban: true
+            }));
+        } else {
+            assert!(h.t.peer_stats(1).is_some());
+            r.extend(requests(&a, 1));
+        }
+    }
 }
 
 #[test]
@@ -408,6 +494,36 @@ fn protocol_violations() {
         h.t.handle_message(1, &Message::Have(4), h.now),
         Err(PeerError::PieceOutOfRange(4))
     );
+    // BEP 3: spare bits at the end of a bitfield must be clear (4 pieces: the low nibble).
+    for spare in [0b0000_0001u8, 0b0000_1000] {
+        h.t.add_peer(4, false, h.now);
+        assert_eq!(
+            h.t.handle_message(
+                4,
+                &Message::Bitfield(vec![0b1000_0000 | spare].into()),
+                h.now
+            ),
+            Err(PeerError::BitfieldSpareBits)
+        );
+        h.t.remove_peer(4);
+    }
+    h.t.add_peer(4, false, h.now);
+    assert_eq!(
+        h.t.handle_message(4, &Message::Bitfield(vec![0b1111_0000].into()), h.now),
+        Ok(())
+    );
+    h.t.remove_peer(4);
+    // Too short a bitfield, and an allowed-fast out of range.
+    h.t.add_peer(4, true, h.now);
+    assert!(matches!(
+        h.t.handle_message(4, &Message::Bitfield(vec![].into()), h.now),
+        Err(PeerError::BitfieldLength { .. })
+    ));
+    assert_eq!(
+        h.t.handle_message(4, &Message::AllowedFast(4), h.now),
+        Err(PeerError::PieceOutOfRange(4))
+    );
+    h.t.remove_peer(4);
     // A bitfield after a Have (aria2 does this) adds to what the peer has; so does a late
     // HaveAll, and a late HaveNone takes nothing away.
     h.t.add_peer(2, true, h.now);
@@ -417,6 +533,8 @@ fn protocol_violations() {
     assert_eq!(h.t.availability(0), 1);
     assert_eq!(h.t.availability(1), 1, "the have is not counted twice");
     assert_eq!(h.t.availability(2), 1);
+    // A second one (aria2 1.36 sends have-none, then a bitfield) only adds; a late
+    // have-all too.
     h.msg(2, Message::HaveNone);
     assert_eq!(h.t.availability(2), 1);
     h.msg(2, Message::HaveAll);

@@ -137,7 +137,13 @@ fn run(ops: Vec<Op>, budget_pieces: u64) -> Result<(), TestCaseError> {
                 if verifying.is_empty() {
                     continue;
                 }
-                h.t.piece_verified(verifying[idx % verifying.len()], ok);
+                let piece = verifying[idx % verifying.len()];
+                // Smart ban on: block hashes with every verdict (bad ones differ by `idx`).
+                let n = h.t.lengths().blocks_in_piece(piece) as u64;
+                let hashes: Vec<u64> = (0..n)
+                    .map(|b| if ok { b } else { b + idx as u64 % 2 })
+                    .collect();
+                h.t.piece_verified_with_blocks(piece, ok, &hashes);
             }
             Op::Tick(s) => {
                 h.advance(Duration::from_secs(s));
@@ -220,5 +226,60 @@ proptest! {
     #[test]
     fn invariants_hold_under_a_tight_budget(ops in prop::collection::vec(op(), 1..200)) {
         run(ops, 1)?;
+    }
+}
+
+/// Any message a peer may send, in range or not.
+fn any_message() -> impl Strategy<Value = Message> {
+    let idx = prop_oneof![0u32..8, any::<u32>()];
+    let block = (idx.clone(), 0u32..4, 0u32..4).prop_map(|(piece, b, l)| metainfo::BlockRef {
+        piece,
+        begin: b * 16384,
+        length: l * 16384 + (l == 3) as u32 * 7,
+    });
+    prop_oneof![
+        Just(Message::Choke),
+        Just(Message::Unchoke),
+        Just(Message::Interested),
+        Just(Message::NotInterested),
+        Just(Message::HaveAll),
+        Just(Message::HaveNone),
+        idx.clone().prop_map(Message::Have),
+        idx.clone().prop_map(Message::Suggest),
+        idx.prop_map(Message::AllowedFast),
+        prop::collection::vec(any::<u8>(), 0..3).prop_map(|b| Message::Bitfield(b.into())),
+        block.clone().prop_map(Message::Request),
+        block.clone().prop_map(Message::Cancel),
+        block.prop_map(Message::Reject),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Whatever peers send, nothing panics and the invariants hold; after an error (the
+    /// client disconnects) the peer is removed and comes back.
+    #[test]
+    fn hostile_messages_never_break_the_engine(
+        msgs in prop::collection::vec((0u64..3, any_message()), 1..300),
+        fast in any::<[bool; 3]>(),
+    ) {
+        let mut h = H::new("x x   ", 3, Config::default());
+        for k in 0..3u64 {
+            h.t.add_peer(k, fast[k as usize], h.now);
+        }
+        for (k, m) in msgs {
+            if h.t.handle_message(k, &m, h.now).is_err() {
+                h.t.remove_peer(k);
+                h.t.add_peer(k, fast[k as usize], h.now);
+            }
+            while let Some(a) = h.t.poll_action() {
+                if let Action::Disconnect { peer, .. } = a {
+                    h.t.add_peer(peer, fast[peer as usize], h.now);
+                }
+            }
+            h.t.check_invariants().map_err(TestCaseError::fail)?;
+            prop_assert!(h.t.peer_stats(k).map_or(0, |s| s.serving) <= 500);
+        }
     }
 }

@@ -109,40 +109,162 @@ fn cancel_before_serving() {
     assert_eq!(h.t.peer_stats(1).unwrap().serving, 0);
 }
 
+fn serves(a: &[Action]) -> usize {
+    a.iter()
+        .filter(|a| matches!(a, Action::Serve { .. }))
+        .count()
+}
+
+fn rejects(a: &[Action]) -> usize {
+    a.iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    msg: Message::Reject(_),
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+/// 10,000 requests for one block used to queue 10,000 serves; now one is queued, the
+/// duplicates are dropped, and the flooder is disconnected.
 #[test]
-fn too_many_requests() {
+fn duplicate_requests_are_served_once_and_flooders_dropped() {
+    let c = Config::default();
+    let limit = c.max_peer_requests + crate::WASTED_REQUEST_SLACK;
+    let mut h = H::new("x", 8, c);
+    h.add(1, " ", true);
+    h.msg(1, Message::Interested);
+    let mut served = 0;
+    let mut err = None;
+    for _ in 0..10_000 {
+        match h.t.handle_message(1, &Message::Request(blk(0, 0)), h.now) {
+            Ok(()) => served += serves(&h.drain()),
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(served, 1, "one copy per request actually queued");
+    assert_eq!(err, Some(PeerError::WastedRequests(limit + 1)));
+    // Once sent, asking again is legitimate (a piece that failed its hash, say).
+    let mut h = H::new("x", 8, Config::default());
+    h.add(1, " ", true);
+    h.msg(1, Message::Interested);
+    assert_eq!(serves(&h.msg(1, Message::Request(blk(0, 0)))), 1);
+    assert_eq!(serves(&h.msg(1, Message::Request(blk(0, 0)))), 0);
+    h.t.record_uploaded(1, BLOCK_SIZE as u64, h.now);
+    assert_eq!(serves(&h.msg(1, Message::Request(blk(0, 0)))), 1);
+    // A request cancelled and made again is served by the queued one, not twice.
+    h.msg(1, Message::Cancel(blk(0, 0)));
+    assert_eq!(serves(&h.msg(1, Message::Request(blk(0, 0)))), 0);
+    assert!(h.t.serve_wanted(1, blk(0, 0)));
+}
+
+/// Requests beyond `max_peer_requests` (our advertised reqq) are rejected; a peer that keeps
+/// sending them is dropped. Retired requests make room again.
+#[test]
+fn requests_beyond_reqq_are_rejected() {
+    let c = Config {
+        max_peer_requests: 10,
+        ..Config::default()
+    };
+    let mut h = H::new(&"x".repeat(64), 8, c);
+    assert_eq!(h.t.advertised_reqq(), 10);
+    h.add(1, &" ".repeat(64), true);
+    h.msg(1, Message::Interested);
+    let mut n = 0;
+    for piece in 0..2 {
+        for i in 0..8 {
+            let a = h.msg(1, Message::Request(blk(piece, i)));
+            n += serves(&a);
+            if n > 10 {
+                panic!("more than reqq queued");
+            }
+        }
+    }
+    assert_eq!(n, 10);
+    assert_eq!(h.t.peer_stats(1).unwrap().serving, 10);
+    // Sent: room again.
+    h.t.record_uploaded(1, 2 * BLOCK_SIZE as u64, h.now);
+    assert_eq!(serves(&h.msg(1, Message::Request(blk(2, 0)))), 1);
+    assert_eq!(serves(&h.msg(1, Message::Request(blk(2, 1)))), 1);
+    let a = h.msg(1, Message::Request(blk(2, 2)));
+    assert_eq!((serves(&a), rejects(&a)), (0, 1));
+    // Keeps exceeding it: dropped.
+    let mut e = Ok(());
+    for i in 0..1000 {
+        e =
+            h.t.handle_message(1, &Message::Request(blk(3 + i / 8, i % 8)), h.now);
+        if e.is_err() {
+            break;
+        }
+        h.drain();
+    }
+    assert_eq!(
+        e,
+        Err(PeerError::WastedRequests(11 + crate::WASTED_REQUEST_SLACK))
+    );
+    // Served requests expire, so a client that never retires them is not fatal.
     let mut h = H::new("x", 8, Config::default());
     h.add(1, " ", false);
     h.msg(1, Message::Interested);
-    // Without `serve_wanted` feedback the queue is only bookkeeping: no limit.
-    for i in 0..crate::torrent::MAX_SERVING as u32 + 10 {
-        let b = blk(0, i % 8);
-        h.t.handle_message(1, &Message::Request(b), h.now).unwrap();
+    for i in 0..8 {
+        h.msg(1, Message::Request(blk(0, i)));
     }
-    h.drain();
-    assert_eq!(
-        h.t.peer_stats(1).unwrap().serving as usize,
-        crate::torrent::MAX_SERVING
-    );
-    h.t.serve_wanted(1, blk(0, 0));
-    h.t.record_uploaded(1, u64::MAX, h.now);
-    assert_eq!(h.t.peer_stats(1).unwrap().serving, 0);
-    for i in 0..crate::torrent::MAX_SERVING as u32 {
-        let b = blk(0, i % 8);
-        h.t.handle_message(1, &Message::Request(b), h.now).unwrap();
-    }
-    let e = h.t.handle_message(1, &Message::Request(blk(0, 0)), h.now);
-    assert_eq!(
-        e,
-        Err(PeerError::TooManyRequests(crate::torrent::MAX_SERVING))
-    );
-    // Served requests expire, so a slow client that never retires them is not fatal.
     h.advance(Duration::from_secs(61));
-    assert_eq!(
-        h.t.handle_message(1, &Message::Request(blk(0, 0)), h.now),
-        Ok(())
-    );
-    h.drain();
+    h.t.handle_message(1, &Message::Request(blk(0, 0)), h.now)
+        .unwrap();
+    assert_eq!(h.t.peer_stats(1).unwrap().serving, 1);
+}
+
+/// A choked peer's requests are rejected; the ones in flight when we choke (up to our reqq)
+/// are tolerated, a peer that goes on is dropped; an unchoke starts the count afresh.
+#[test]
+fn requests_while_choked_beyond_an_allowance_disconnect() {
+    let c = Config::default();
+    let allowance = c.max_peer_requests + crate::WASTED_REQUEST_SLACK;
+    for fast in [true, false] {
+        let mut h = H::new("x", 8, c.clone());
+        h.add(1, " ", fast);
+        for i in 0..allowance {
+            let a = h.msg(1, Message::Request(blk(0, i % 8)));
+            assert_eq!(serves(&a), 0);
+            assert_eq!(rejects(&a), fast as usize);
+        }
+        let e = h.t.handle_message(1, &Message::Request(blk(0, 0)), h.now);
+        assert_eq!(
+            e,
+            Err(PeerError::WastedRequests(allowance + 1)),
+            "fast {fast}"
+        );
+    }
+    // Spread over more than a minute: the count restarts.
+    let mut h = H::new("x", 8, c.clone());
+    h.add(1, " ", true);
+    for i in 0..3 * allowance {
+        if i % allowance == 0 {
+            h.advance(Duration::from_secs(61));
+        }
+        h.t.handle_message(1, &Message::Request(blk(0, i % 8)), h.now)
+            .unwrap();
+        h.drain();
+    }
+    // Unchoked in between: the count restarts.
+    let mut h = H::new("x", 8, c);
+    h.add(1, " ", true);
+    for i in 0..allowance {
+        h.msg(1, Message::Request(blk(0, i % 8)));
+    }
+    let a = h.msg(1, Message::Interested);
+    assert_eq!(sent(&a, 1), vec![Message::Unchoke]);
+    for i in 0..8 {
+        assert_eq!(serves(&h.msg(1, Message::Request(blk(0, i)))), 1);
+    }
 }
 
 #[test]

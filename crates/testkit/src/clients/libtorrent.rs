@@ -179,7 +179,7 @@ impl LtPeer {
     }
 
     /// Print `peer IP:PORT pid=PREFIX outgoing=0|1 source=N` for each new connection
-    /// (PREFIX: the first 8 bytes of the peer id; spate's is `-SP0100-`).
+    /// (PREFIX: the first 8 bytes of the peer id; spate's is `-SE0100-`).
     pub fn print_peers(mut self) -> LtPeer {
         self.print_peers = true;
         self
