@@ -11,6 +11,15 @@
 //! banned. When several did, the fetch switches to *solo* mode: from then on one peer at a
 //! time sends every piece, so the next failure names its sender exactly.
 //!
+//! No peer holds a connection slot for nothing: one that sits on a request for
+//! [`REQUEST_TIMEOUT`], or has not sent its extension handshake [`READY_TIMEOUT`] after the
+//! dial, is dropped (and dialled again later, with back-off); when every missing piece is
+//! already asked of someone, an idle peer gets one duplicate request, so it too is either
+//! useful or on its way out. Addresses are dialled in the order they arrived. A peer whose
+//! `metadata_size` differs from the one being assembled is kept (idle) rather than refused:
+//! when no peer of the first size is left, its size is assembled instead, so a liar heard
+//! first cannot lock the honest peers out.
+//!
 //! [`load_or_fetch_metadata`] keeps the result as `<dir>/<infohash>.torrent` (a complete
 //! .torrent file with the magnet's trackers) and reads it back on the next run.
 
@@ -85,8 +94,17 @@ pub struct MetadataStatus {
 const MAX_CONNECTIONS: usize = 16;
 /// Requests outstanding per peer.
 const PER_PEER_REQUESTS: usize = 4;
-/// A request unanswered this long goes to another peer.
+/// A request unanswered this long goes to another peer, and the peer that sat on it is
+/// dropped (dialled again later, with back-off): a peer that never answers must not hold a
+/// connection slot for the whole fetch.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has not sent its extension handshake this long after the dial is
+/// dropped too (the same slot-holding, one step earlier).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer kept idle because its `metadata_size` differs from the one being assembled is
+/// dropped after this long connected (long enough for the peers of that size to time out,
+/// after which [`Fetch::adopt_size`] would pick it up).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(25);
 /// Dial attempts per address.
 const MAX_DIALS: u32 = 8;
 const TICK: Duration = Duration::from_millis(200);
@@ -186,6 +204,7 @@ pub async fn fetch_metadata(
         peer_id,
         max_size: opts.max_size.min(MAX_METADATA_SIZE),
         candidates: HashMap::new(),
+        next_seq: 0,
         peers: HashMap::new(),
         banned: HashSet::new(),
         assembler: None,
@@ -247,6 +266,9 @@ enum ConnEvent {
 }
 
 struct Candidate {
+    /// Order of arrival: addresses are dialled first come, first served (the magnet's and
+    /// the caller's hints before tracker and DHT answers).
+    seq: u64,
     dials: u32,
     next_try: Instant,
     busy: bool,
@@ -257,8 +279,12 @@ struct Conn {
     tx: mpsc::UnboundedSender<Message>,
     /// The peer's id for `ut_metadata`, once its extension handshake arrived.
     ut_id: Option<u8>,
-    /// Pieces requested from this peer.
-    asked: Vec<u32>,
+    /// Pieces requested from this peer, and when.
+    asked: Vec<(u32, Instant)>,
+    /// The `metadata_size` it announced (once ready).
+    size: Option<u64>,
+    /// When it was dialled.
+    since: Instant,
 }
 
 struct Fetch {
@@ -266,6 +292,7 @@ struct Fetch {
     peer_id: PeerId,
     max_size: u64,
     candidates: HashMap<SocketAddr, Candidate>,
+    next_seq: u64,
     peers: HashMap<Key, Conn>,
     banned: HashSet<SocketAddr>,
     assembler: Option<MetadataAssembler>,
@@ -326,6 +353,7 @@ impl Fetch {
             }
             let now = Instant::now();
             self.expire_requests(now);
+            self.adopt_size();
             self.request_more(now);
             self.dial_more(now);
             if last_status.elapsed() >= opts.status_interval {
@@ -351,7 +379,10 @@ impl Fetch {
         if addr.port() == 0 || self.banned.contains(&addr) {
             return;
         }
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.candidates.entry(addr).or_insert(Candidate {
+            seq,
             dials: 0,
             next_try: Instant::now(),
             busy: false,
@@ -360,15 +391,21 @@ impl Fetch {
 
     fn dial_more(&mut self, now: Instant) {
         let busy = self.candidates.values().filter(|c| c.busy).count();
-        let mut room = MAX_CONNECTIONS.saturating_sub(busy);
-        for (addr, c) in self.candidates.iter_mut() {
-            if room == 0 {
-                break;
-            }
-            if c.busy || c.dials >= MAX_DIALS || c.next_try > now || self.banned.contains(addr) {
-                continue;
-            }
-            room -= 1;
+        let room = MAX_CONNECTIONS.saturating_sub(busy);
+        if room == 0 {
+            return;
+        }
+        let mut due: Vec<(u64, SocketAddr)> = self
+            .candidates
+            .iter()
+            .filter(|(a, c)| {
+                !c.busy && c.dials < MAX_DIALS && c.next_try <= now && !self.banned.contains(*a)
+            })
+            .map(|(a, c)| (c.seq, *a))
+            .collect();
+        due.sort_unstable();
+        for (_, addr) in due.into_iter().take(room) {
+            let c = self.candidates.get_mut(&addr).expect("listed above");
             c.busy = true;
             c.dials += 1;
             let key = self.next_key;
@@ -377,15 +414,17 @@ impl Fetch {
             self.peers.insert(
                 key,
                 Conn {
-                    addr: *addr,
+                    addr,
                     tx,
                     ut_id: None,
                     asked: Vec::new(),
+                    size: None,
+                    since: now,
                 },
             );
             tokio::spawn(connection(
                 key,
-                *addr,
+                addr,
                 self.info_hash,
                 self.peer_id,
                 rx,
@@ -418,27 +457,59 @@ impl Fetch {
             self.close(key, "no metadata_size", false);
             return;
         };
-        match &self.assembler {
-            Some(a) if a.total_size() != size => {
-                self.close(key, "metadata_size differs from other peers'", false);
+        // Only a size we could assemble is worth keeping the peer for.
+        match MetadataAssembler::with_limit(self.info_hash, size, self.max_size) {
+            Ok(a) => {
+                if self.assembler.is_none() {
+                    self.assembler = Some(a);
+                }
+            }
+            Err(e @ MetadataSizeError::TooLarge { .. }) => {
+                self.close(key, &e.to_string(), true);
                 return;
             }
-            Some(_) => {}
-            None => match MetadataAssembler::with_limit(self.info_hash, size, self.max_size) {
-                Ok(a) => self.assembler = Some(a),
-                Err(e @ MetadataSizeError::TooLarge { .. }) => {
-                    self.close(key, &e.to_string(), true);
-                    return;
-                }
-                Err(e) => {
-                    self.close(key, &e.to_string(), false);
-                    return;
-                }
-            },
+            Err(e) => {
+                self.close(key, &e.to_string(), false);
+                return;
+            }
         }
+        // A peer whose size differs from the one being assembled stays connected but idle:
+        // the first size heard may be a liar's, and when no peer of that size is left,
+        // [`Fetch::adopt_size`] switches to the size of the peers that remain.
         if let Some(p) = self.peers.get_mut(&key) {
             p.ut_id = Some(id);
+            p.size = Some(size);
         }
+    }
+
+    /// The peers that announced the size being assembled are all gone while others, of
+    /// another size, are connected: start over with the size of the earliest of those.
+    /// (Otherwise one peer announcing a wrong `metadata_size` first, then rejecting or
+    /// never answering, would get every honest peer turned away for the whole fetch.)
+    fn adopt_size(&mut self) {
+        let Some(current) = self.assembler.as_ref().map(|a| a.total_size()) else {
+            return;
+        };
+        if self.peers.values().any(|p| p.size == Some(current)) {
+            return;
+        }
+        let Some(size) = self
+            .peers
+            .iter()
+            .filter_map(|(k, p)| p.size.map(|s| (*k, s)))
+            .min()
+            .map(|(_, s)| s)
+        else {
+            return;
+        };
+        tracing::debug!("no peer left with metadata_size {current}; assembling {size} bytes");
+        self.assembler = MetadataAssembler::with_limit(self.info_hash, size, self.max_size).ok();
+        self.in_flight.clear();
+        self.contributors.clear();
+        for p in self.peers.values_mut() {
+            p.asked.clear();
+        }
+        self.solo = None;
     }
 
     fn on_metadata(&mut self, key: Key, msg: MetadataMsg) {
@@ -446,7 +517,7 @@ impl Fetch {
             return;
         };
         let piece = msg.piece();
-        let Some(i) = p.asked.iter().position(|&x| x == piece) else {
+        let Some(i) = p.asked.iter().position(|&(x, _)| x == piece) else {
             if matches!(msg, MetadataMsg::Request { .. }) {
                 // We have nothing to serve yet.
                 if let Some(id) = p.ut_id {
@@ -538,7 +609,7 @@ impl Fetch {
 
     fn drop_peer(&mut self, key: Key) {
         if let Some(p) = self.peers.remove(&key) {
-            for piece in p.asked {
+            for (piece, _) in p.asked {
                 if self.in_flight.get(&piece).is_some_and(|(k, _)| *k == key) {
                     self.in_flight.remove(&piece);
                 }
@@ -549,19 +620,40 @@ impl Fetch {
         }
     }
 
+    /// Requests unanswered for [`REQUEST_TIMEOUT`] go back to the pool and their peer is
+    /// dropped; so is a peer not ready [`READY_TIMEOUT`] after its dial, and one left idle
+    /// (another size) for [`IDLE_TIMEOUT`].
     fn expire_requests(&mut self, now: Instant) {
         self.in_flight
             .retain(|_, (_, at)| now.duration_since(*at) < REQUEST_TIMEOUT);
+        let current = self.assembler.as_ref().map(|a| a.total_size());
+        let slow: Vec<Key> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                let connected = now.duration_since(p.since);
+                p.asked
+                    .iter()
+                    .any(|(_, at)| now.duration_since(*at) >= REQUEST_TIMEOUT)
+                    || (p.ut_id.is_none() && connected >= READY_TIMEOUT)
+                    || (p.size.is_some() && p.size != current && connected >= IDLE_TIMEOUT)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in slow {
+            self.close(key, "too slow: no answer in time", false);
+        }
     }
 
     fn request_more(&mut self, now: Instant) {
         let Some(a) = &self.assembler else {
             return;
         };
+        let size = a.total_size();
         let mut ready: Vec<Key> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.ut_id.is_some())
+            .filter(|(_, p)| p.ut_id.is_some() && p.size == Some(size))
             .map(|(k, _)| *k)
             .collect();
         ready.sort_unstable();
@@ -581,12 +673,27 @@ impl Fetch {
                 let Some(piece) = a.next_piece_to_request(&busy) else {
                     break;
                 };
-                p.asked.push(piece);
+                p.asked.push((piece, now));
                 self.in_flight.insert(piece, (key, now));
                 let _ = p.tx.send(Message::Extended {
                     id: p.ut_id.expect("filtered above"),
                     payload: MetadataMsg::Request { piece }.encode().into(),
                 });
+            }
+            // Every piece is already asked of someone: a peer with nothing to do gets one
+            // duplicate request (of a piece still missing), so that every connected peer
+            // is either delivering or on its way to the request timeout, and none holds a
+            // slot idle while the pieces wait on a peer that never answers. At most one
+            // piece (16 KiB) per peer is wasted this way.
+            let p = self.peers.get_mut(&key).expect("listed above");
+            if p.asked.is_empty() {
+                if let Some(piece) = a.next_piece_to_request(&[]) {
+                    p.asked.push((piece, now));
+                    let _ = p.tx.send(Message::Extended {
+                        id: p.ut_id.expect("filtered above"),
+                        payload: MetadataMsg::Request { piece }.encode().into(),
+                    });
+                }
             }
         }
     }
