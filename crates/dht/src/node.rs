@@ -41,6 +41,10 @@ pub struct Config {
     pub max_peers_per_hash: usize,
     pub max_peers_total: usize,
     pub max_info_hashes: usize,
+    /// Per source IP quotas of the peer store: entries (ports) per info-hash, and entries in
+    /// all (see [`crate::peers`]).
+    pub max_peers_per_ip_per_hash: usize,
+    pub max_peers_per_ip: usize,
     /// Our queries awaiting an answer, at most.
     pub max_pending: usize,
     /// Lookups running at once, at most (commands beyond it finish at once, empty).
@@ -69,6 +73,8 @@ impl Default for Config {
             max_peers_per_hash: 200,
             max_peers_total: 20_000,
             max_info_hashes: 2_000,
+            max_peers_per_ip_per_hash: crate::peers::MAX_PER_IP_PER_HASH,
+            max_peers_per_ip: crate::peers::MAX_PER_IP,
             max_pending: 1024,
             max_lookups: 32,
             max_queued: 4096,
@@ -196,10 +202,12 @@ impl Node {
             id,
             table: RoutingTable::new(id, config.k, now),
             tokens: Tokens::new(&mut rng, now),
-            peers: PeerStore::new(
+            peers: PeerStore::with_ip_quota(
                 config.max_peers_per_hash,
                 config.max_peers_total,
                 config.max_info_hashes,
+                config.max_peers_per_ip,
+                config.max_peers_per_ip_per_hash,
             ),
             limiter: RateLimiter::new(
                 config.rate_limit_burst,

@@ -443,3 +443,78 @@ fn local_votes_local_addresses_and_minorities_never_change_the_id() {
     assert_eq!(n.external_ip(), Some(ext));
     assert!(id_changes(&mut n).is_empty());
 }
+
+/// `announce_peer` for `info_hash` from `from` (token fetched first), announcing `port`.
+fn announce_hash(n: &mut Node, from: SocketAddr, info_hash: NodeId, port: u16, now: Instant) {
+    let token = get_token(n, from, now);
+    let q = Query::AnnouncePeer {
+        id: NodeId([1; 20]),
+        info_hash,
+        port,
+        implied_port: false,
+        token,
+    };
+    n.handle_packet(from, &query(b"ap", q), now);
+    sent(n);
+}
+
+fn values_for(n: &mut Node, info_hash: NodeId, now: Instant) -> Vec<SocketAddr> {
+    let q = Query::GetPeers {
+        id: NodeId([2; 20]),
+        info_hash,
+        want: Want::default(),
+    };
+    n.handle_packet(a("127.0.0.99:6881"), &query(b"gv", q), now);
+    match reply_body(n) {
+        Body::Response(r) => r.values,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// One host with valid tokens cannot fill the peer store: announcing hundreds of ports for
+/// an info-hash does not evict the honest peers of it, and announcing made-up info-hashes
+/// up to the store's cap does not get an honest announce of a new info-hash refused.
+#[test]
+fn one_ip_cannot_fill_the_peer_store() {
+    let config = Config {
+        rate_limit_burst: u32::MAX,
+        rate_limit_per_sec: u32::MAX,
+        max_peers_per_hash: 50,
+        max_info_hashes: 100,
+        ..Config::default()
+    };
+    let (mut n, t0) = node(config);
+    let mut now = t0;
+    let honest: Vec<SocketAddr> = (0..10)
+        .map(|i| a(&format!("127.0.1.{}:6881", i + 1)))
+        .collect();
+    for h in &honest {
+        announce_hash(&mut n, *h, IH, 6881, now);
+    }
+    let flooder = a("127.0.0.66:1234");
+    for port in 1..=500u16 {
+        now += Duration::from_millis(10);
+        announce_hash(&mut n, flooder, IH, port, now);
+    }
+    let values = values_for(&mut n, IH, now);
+    for h in &honest {
+        assert!(values.contains(h), "honest {h} evicted: {values:?}");
+    }
+    let from_flooder = values.iter().filter(|v| v.ip() == flooder.ip()).count();
+    assert!(from_flooder <= 4, "{from_flooder} entries of one IP");
+    // The latest ports of the flooder are the ones kept.
+    assert!(values.contains(&SocketAddr::new(flooder.ip(), 500)));
+
+    // Made-up info-hashes, as many as the store holds.
+    for i in 0..200u32 {
+        let mut h = [0x77; 20];
+        h[..4].copy_from_slice(&i.to_be_bytes());
+        announce_hash(&mut n, flooder, NodeId(h), 7000, now);
+    }
+    let s = n.stats();
+    assert!(s.info_hashes <= 1 + 64, "{s:?}");
+    let fresh = NodeId([0x55; 20]);
+    let late = a("127.0.2.1:6881");
+    announce_hash(&mut n, late, fresh, 6881, now);
+    assert_eq!(values_for(&mut n, fresh, now), [late]);
+}
