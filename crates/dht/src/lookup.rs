@@ -3,8 +3,12 @@
 //! Candidates are kept sorted by distance to the target, at most [`MAX_CANDIDATES`]. The
 //! lookup queries the closest candidates it has not asked yet, at most `alpha` at a time, and
 //! only among the `k` closest that have not failed; it is done when those `k` have all
-//! answered (or nothing is left to ask). Each candidate is queried at most once, so a lookup
-//! sends at most `MAX_CANDIDATES` queries plus its seeds, whatever the answers say.
+//! answered (or nothing is left to ask), or when it has sent [`MAX_QUERIES`] queries. That
+//! last bound matters: nodes that answer every query with new made-up nodes closer to the
+//! target than any so far keep the candidate list from ever converging (each new closer
+//! node pushes a far one out), and without it such a lookup sent queries as fast as the
+//! liars answered for its whole timeout (300,000 in 30 s at 10,000 answers a second in
+//! the test; now at most `MAX_QUERIES`, whatever the answers say).
 //!
 //! Seeds are addresses without a known id (bootstrap nodes): they are asked first and are not
 //! part of the convergence test until they answer with their id.
@@ -17,6 +21,9 @@ use std::time::Instant;
 
 /// The most candidates one lookup keeps.
 pub const MAX_CANDIDATES: usize = 64;
+/// The most queries one lookup sends (seeds included). An honest lookup in the real DHT
+/// asks a few dozen nodes.
+pub const MAX_QUERIES: usize = 256;
 /// The most distinct peers one `get_peers` lookup reports.
 pub const MAX_PEERS_PER_LOOKUP: usize = 2000;
 
@@ -60,6 +67,8 @@ pub struct Lookup {
     seeds: Vec<SocketAddr>,
     seeds_in_flight: HashSet<SocketAddr>,
     in_flight: usize,
+    /// Queries sent so far, at most [`MAX_QUERIES`].
+    queried: usize,
     peers_seen: HashSet<SocketAddr>,
 }
 
@@ -74,6 +83,7 @@ impl Lookup {
             seeds: Vec::new(),
             seeds_in_flight: HashSet::new(),
             in_flight: 0,
+            queried: 0,
             peers_seen: HashSet::new(),
         }
     }
@@ -125,11 +135,12 @@ impl Lookup {
         alpha: usize,
         k: usize,
     ) -> Option<Result<NodeInfo, SocketAddr>> {
-        if self.in_flight + self.seeds_in_flight.len() >= alpha {
+        if self.in_flight + self.seeds_in_flight.len() >= alpha || self.queried >= MAX_QUERIES {
             return None;
         }
         if let Some(seed) = self.seeds.pop() {
             self.seeds_in_flight.insert(seed);
+            self.queried += 1;
             return Some(Err(seed));
         }
         let c = self
@@ -140,6 +151,7 @@ impl Lookup {
             .find(|c| c.state == State::Fresh)?;
         c.state = State::InFlight;
         self.in_flight += 1;
+        self.queried += 1;
         Some(Ok(c.info))
     }
 
@@ -205,8 +217,11 @@ impl Lookup {
     }
 
     /// Done: no seed pending, and none of the `k` closest live candidates is left to ask or
-    /// in flight.
+    /// in flight; or [`MAX_QUERIES`] sent and none in flight any more.
     pub fn is_done(&self, k: usize) -> bool {
+        if self.queried >= MAX_QUERIES {
+            return self.in_flight == 0 && self.seeds_in_flight.is_empty();
+        }
         self.seeds.is_empty()
             && self.seeds_in_flight.is_empty()
             && self

@@ -518,3 +518,69 @@ fn one_ip_cannot_fill_the_peer_store() {
     announce_hash(&mut n, late, fresh, 6881, now);
     assert_eq!(values_for(&mut n, fresh, now), [late]);
 }
+
+/// A hostile network that answers every lookup query at once with eight new nodes closer to
+/// the target than any so far (made-up ids, fresh addresses): the lookup never converges
+/// by itself. It must end anyway, after a bounded number of queries, not keep sending for
+/// its whole 30 s as fast as the liars answer.
+#[test]
+fn a_lookup_fed_ever_closer_nodes_ends_after_bounded_queries() {
+    let (mut n, t0) = node(Config::default());
+    // The bootstrap lookup's target is our own id.
+    let target = n.id();
+    // Fake node j: its distance to the target decreases with j; address 127.3.x.y.
+    let fake = |j: u32| {
+        let mut id = target.0;
+        for (b, d) in id[4..8].iter_mut().zip((u32::MAX - j).to_be_bytes()) {
+            *b ^= d;
+        }
+        let ip = [127, 3, (j >> 8) as u8, j as u8];
+        NodeInfo {
+            id: NodeId(id),
+            addr: SocketAddr::from((ip, 7000 + (j >> 16) as u16)),
+        }
+    };
+    let mut ids = std::collections::HashMap::new();
+    let mut next = 0u32;
+    let seed = a("127.0.0.50:6881");
+    ids.insert(seed, NodeId([0xee; 20]));
+    let l = n.bootstrap(&[seed], t0);
+    let mut queries = 0usize;
+    let mut now = t0;
+    let mut done = false;
+    while !done && queries < 1_000_000 {
+        let out = sent(&mut n);
+        if out.is_empty() {
+            break;
+        }
+        for (to, msg) in out {
+            let Body::Query(_) = msg.body else { continue };
+            queries += 1;
+            let Some(id) = ids.get(&to).copied() else {
+                continue;
+            };
+            let nodes: Vec<NodeInfo> = (0..8).map(|i| fake(next + i)).collect();
+            next += 8;
+            for f in &nodes {
+                ids.insert(f.addr, f.id);
+            }
+            let r = Response {
+                id,
+                nodes,
+                ..Response::default()
+            };
+            now += Duration::from_micros(100);
+            let reply = Message::new(msg.transaction, Body::Response(r)).encode();
+            n.handle_packet(to, &reply, now);
+        }
+        n.handle_timeout(now);
+        while let Some(e) = n.poll_event() {
+            if matches!(e, dht::DhtEvent::LookupDone { lookup, .. } if lookup == l) {
+                done = true;
+            }
+        }
+    }
+    eprintln!("queries sent before the lookup ended: {queries}");
+    assert!(done, "the lookup ended ({queries} queries sent)");
+    assert!(queries <= dht::lookup::MAX_QUERIES + 8, "{queries} queries");
+}
