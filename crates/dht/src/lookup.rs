@@ -15,8 +15,8 @@
 
 use crate::id::{Distance, NodeId};
 use crate::krpc::NodeInfo;
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// The most candidates one lookup keeps.
@@ -26,6 +26,10 @@ pub const MAX_CANDIDATES: usize = 64;
 pub const MAX_QUERIES: usize = 256;
 /// The most distinct peers one `get_peers` lookup reports.
 pub const MAX_PEERS_PER_LOOKUP: usize = 2000;
+/// The most peers of one IP (different ports) one lookup reports: a node answering with a
+/// `values` list of thousands of ports of one address would otherwise have the torrent dial
+/// a third party thousands of times (and crowd out the real peers).
+pub const MAX_PEERS_PER_IP: usize = 8;
 
 /// Identifies a lookup in events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,6 +74,8 @@ pub struct Lookup {
     /// Queries sent so far, at most [`MAX_QUERIES`].
     queried: usize,
     peers_seen: HashSet<SocketAddr>,
+    /// Peers reported per IP, at most [`MAX_PEERS_PER_IP`] each.
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Lookup {
@@ -85,6 +91,7 @@ impl Lookup {
             in_flight: 0,
             queried: 0,
             peers_seen: HashSet::new(),
+            per_ip: HashMap::new(),
         }
     }
 
@@ -198,16 +205,24 @@ impl Lookup {
                 .any(|c| c.info.addr == from && c.state == State::InFlight)
     }
 
-    /// Peers not reported before (at most [`MAX_PEERS_PER_LOOKUP`] over the lookup).
+    /// Peers not reported before (at most [`MAX_PEERS_PER_LOOKUP`] over the lookup, and at
+    /// most [`MAX_PEERS_PER_IP`] of one IP).
     pub fn new_peers(&mut self, values: &[SocketAddr]) -> Vec<SocketAddr> {
         let mut out = Vec::new();
         for v in values {
             if self.peers_seen.len() >= MAX_PEERS_PER_LOOKUP {
                 break;
             }
-            if self.peers_seen.insert(*v) {
-                out.push(*v);
+            if self.peers_seen.contains(v) {
+                continue;
             }
+            let n = self.per_ip.entry(v.ip()).or_default();
+            if *n >= MAX_PEERS_PER_IP {
+                continue;
+            }
+            *n += 1;
+            self.peers_seen.insert(*v);
+            out.push(*v);
         }
         out
     }
@@ -291,6 +306,25 @@ mod tests {
             .collect();
         assert_eq!(closest, [2, 3, 4, 6]);
         assert_eq!(l.closest_responded(k)[1].1.as_deref(), Some(&b"tok"[..]));
+    }
+
+    #[test]
+    fn peers_are_capped_per_ip() {
+        let now = Instant::now();
+        let mut l = Lookup::new(LookupId(1), NodeId([0; 20]), LookupKind::GetPeers, now);
+        let victim: Vec<SocketAddr> = (1..=5000u16)
+            .map(|p| SocketAddr::from(([127, 0, 0, 9], p)))
+            .collect();
+        let honest: Vec<SocketAddr> = (1..=20u8)
+            .map(|i| SocketAddr::from(([127, 0, 1, i], 6881)))
+            .collect();
+        let mut got = l.new_peers(&victim);
+        got.extend(l.new_peers(&[victim.clone(), honest.clone()].concat()));
+        assert_eq!(got.iter().filter(|a| a.ip() == victim[0].ip()).count(), 8);
+        for h in &honest {
+            assert!(got.contains(h), "{h} missing");
+        }
+        assert_eq!(l.peers_found(), 8 + 20);
     }
 
     #[test]
