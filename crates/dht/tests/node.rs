@@ -584,3 +584,51 @@ fn a_lookup_fed_ever_closer_nodes_ends_after_bounded_queries() {
     assert!(done, "the lookup ended ({queries} queries sent)");
     assert!(queries <= dht::lookup::MAX_QUERIES + 8, "{queries} queries");
 }
+
+/// A flood of `get_peers` from forged sources, every one a different address (each new
+/// address starts with a full per-IP burst): what the node sends back in all is bounded by
+/// the global limit, so it cannot be used as an amplifier against the forged addresses.
+#[test]
+fn spoofed_flood_from_many_ips_is_bounded_in_all() {
+    let (mut n, t0) = node(Config::default());
+    // An info-hash with 50 stored peers: the largest get_peers answer there is.
+    for i in 0..50u8 {
+        announce_hash(&mut n, a(&format!("127.0.5.{i}:6881")), IH, 6881, t0);
+    }
+    let q = query(
+        b"gp",
+        Query::GetPeers {
+            id: NodeId([9; 20]),
+            info_hash: IH,
+            want: Want::default(),
+        },
+    );
+    let (mut answered, mut bytes_out) = (0usize, 0usize);
+    let t1 = t0 + Duration::from_secs(10);
+    let floods = 100_000u32;
+    for i in 0..floods {
+        // 100,000 queries in one virtual second, from 100,000 addresses.
+        let now = t1 + Duration::from_micros(u64::from(i) * 10);
+        let ip = [127, 8 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        n.handle_packet(SocketAddr::from((ip, 999)), &q, now);
+        while let Some((_, b)) = n.poll_transmit() {
+            answered += 1;
+            bytes_out += b.len();
+        }
+    }
+    let bytes_in = q.len() * floods as usize;
+    eprintln!(
+        "spoofed flood: {answered} of {floods} answered in 1 s, {bytes_out} bytes out for \
+         {bytes_in} in (one answer {} bytes for a {}-byte query)",
+        bytes_out / answered.max(1),
+        q.len()
+    );
+    assert!(answered <= 1000 + 500 + 1, "answered {answered}");
+    assert!(
+        bytes_out < bytes_in / 5,
+        "{bytes_out} out for {bytes_in} in"
+    );
+    // Once the flood is over, queries are answered again.
+    n.handle_packet(a("127.0.0.40:6881"), &q, t1 + Duration::from_secs(3));
+    assert_eq!(sent(&mut n).len(), 1);
+}
