@@ -107,6 +107,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(25);
 /// Dial attempts per address.
 const MAX_DIALS: u32 = 8;
+/// Addresses kept at once (trackers and the DHT may keep sending new ones for as long as
+/// the fetch runs). When full, addresses that used up their dials make room; otherwise new
+/// ones are refused.
+const MAX_CANDIDATES: usize = 1000;
 const TICK: Duration = Duration::from_millis(200);
 
 /// The path of the saved metadata of `info_hash` in `dir` (e.g. `<output>/.spate`).
@@ -199,24 +203,12 @@ pub async fn fetch_metadata(
         let port = (opts.listen.port() != 0).then_some(opts.listen.port());
         crate::dht::spawn_peer_search(d.clone(), magnet.info_hash, port, events_tx.clone())
     });
-    let mut f = Fetch {
-        info_hash: magnet.info_hash,
+    let mut f = Fetch::new(
+        magnet.info_hash,
         peer_id,
-        max_size: opts.max_size.min(MAX_METADATA_SIZE),
-        candidates: HashMap::new(),
-        next_seq: 0,
-        peers: HashMap::new(),
-        banned: HashSet::new(),
-        assembler: None,
-        in_flight: HashMap::new(),
-        contributors: HashSet::new(),
-        solo: None,
-        solo_mode: false,
-        next_key: 1,
+        opts.max_size.min(MAX_METADATA_SIZE),
         conn_tx,
-        status: MetadataStatus::default(),
-        result: None,
-    };
+    );
     for p in &magnet.peers {
         match tokio::net::lookup_host(p.as_str()).await {
             Ok(mut addrs) => {
@@ -310,6 +302,32 @@ struct Fetch {
 }
 
 impl Fetch {
+    fn new(
+        info_hash: InfoHash,
+        peer_id: PeerId,
+        max_size: u64,
+        conn_tx: mpsc::Sender<ConnEvent>,
+    ) -> Fetch {
+        Fetch {
+            info_hash,
+            peer_id,
+            max_size,
+            candidates: HashMap::new(),
+            next_seq: 0,
+            peers: HashMap::new(),
+            banned: HashSet::new(),
+            assembler: None,
+            in_flight: HashMap::new(),
+            contributors: HashSet::new(),
+            solo: None,
+            solo_mode: false,
+            next_key: 1,
+            conn_tx,
+            status: MetadataStatus::default(),
+            result: None,
+        }
+    }
+
     async fn run(
         &mut self,
         mut tracker_events: mpsc::Receiver<Event>,
@@ -376,8 +394,14 @@ impl Fetch {
     }
 
     fn add_candidate(&mut self, addr: SocketAddr) {
-        if addr.port() == 0 || self.banned.contains(&addr) {
+        if addr.port() == 0 || self.banned.contains(&addr) || self.candidates.contains_key(&addr) {
             return;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            self.candidates.retain(|_, c| c.busy || c.dials < MAX_DIALS);
+            if self.candidates.len() >= MAX_CANDIDATES {
+                return;
+            }
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -788,5 +812,36 @@ async fn connection_inner(
                 wr.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trackers and the DHT sending address after address: the fetch keeps at most
+    /// `MAX_CANDIDATES`, and those that used up their dials give way to new ones.
+    #[test]
+    fn candidates_are_capped() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut f = Fetch::new(InfoHash([1; 20]), PeerId([2; 20]), MAX_METADATA_SIZE, tx);
+        for i in 0..100_000u32 {
+            let ip = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            f.add_candidate(SocketAddr::from((ip, 6881)));
+        }
+        assert_eq!(f.candidates.len(), MAX_CANDIDATES);
+        let first = SocketAddr::from(([10, 0, 0, 0], 6881));
+        assert!(f.candidates.contains_key(&first), "the first come are kept");
+        let late = SocketAddr::from(([10, 99, 0, 1], 6881));
+        f.add_candidate(late);
+        assert!(!f.candidates.contains_key(&late), "full");
+        f.candidates.get_mut(&first).unwrap().dials = MAX_DIALS;
+        f.add_candidate(late);
+        assert!(
+            f.candidates.contains_key(&late),
+            "an exhausted address made room"
+        );
+        assert!(!f.candidates.contains_key(&first));
+        assert_eq!(f.candidates.len(), MAX_CANDIDATES);
     }
 }
