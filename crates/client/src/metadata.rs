@@ -111,6 +111,10 @@ const MAX_DIALS: u32 = 8;
 /// the fetch runs). When full, addresses that used up their dials make room; otherwise new
 /// ones are refused.
 const MAX_CANDIDATES: usize = 1000;
+/// `ut_metadata` messages a peer may send unasked (requests: we have nothing to serve; data
+/// we did not request) before it is dropped: a few are harmless, a flood is not answered
+/// message for message.
+const MAX_UNSOLICITED: u32 = 32;
 const TICK: Duration = Duration::from_millis(200);
 
 /// The path of the saved metadata of `info_hash` in `dir` (e.g. `<output>/.spate`).
@@ -277,6 +281,9 @@ struct Conn {
     size: Option<u64>,
     /// When it was dialled.
     since: Instant,
+    /// Messages of it we did not ask for (requests, unrequested data), at most
+    /// [`MAX_UNSOLICITED`] before it is dropped.
+    unsolicited: u32,
 }
 
 struct Fetch {
@@ -444,6 +451,7 @@ impl Fetch {
                     asked: Vec::new(),
                     size: None,
                     since: now,
+                    unsolicited: 0,
                 },
             );
             tokio::spawn(connection(
@@ -541,7 +549,21 @@ impl Fetch {
             return;
         };
         let piece = msg.piece();
-        let Some(i) = p.asked.iter().position(|&(x, _)| x == piece) else {
+        // A request of theirs is never the answer to one of ours (it used to be taken as
+        // one, clearing our request of that piece).
+        let answer = (!matches!(msg, MetadataMsg::Request { .. }))
+            .then(|| p.asked.iter().position(|&(x, _)| x == piece))
+            .flatten();
+        let Some(i) = answer else {
+            p.unsolicited += 1;
+            if p.unsolicited > MAX_UNSOLICITED {
+                self.close(
+                    key,
+                    "too many ut_metadata messages we did not ask for",
+                    false,
+                );
+                return;
+            }
             if matches!(msg, MetadataMsg::Request { .. }) {
                 // We have nothing to serve yet.
                 if let Some(id) = p.ut_id {

@@ -185,3 +185,76 @@ async fn a_wrong_metadata_size_heard_first_does_not_lock_out_honest_peers() {
     }
     let _ = stop.send(());
 }
+
+/// A peer that floods the fetcher with `ut_metadata` requests (we have nothing to serve)
+/// is closed after a few, not answered with a reject for each of ten thousand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_flood_to_the_fetcher_is_cut_short() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hash = metainfo::InfoHash([6u8; 20]);
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut hs = [0u8; 68];
+        s.read_exact(&mut hs).await.unwrap();
+        s.write_all(&Handshake::new(hash, PeerId([8u8; 20])).encode())
+            .await
+            .unwrap();
+        let mut b = BytesMut::new();
+        ExtHandshake {
+            m: [("ut_metadata".to_owned(), 3)].into(),
+            metadata_size: Some(40_000),
+            ..Default::default()
+        }
+        .to_message()
+        .encode(&mut b);
+        // The fetcher's ut_metadata id, from its extension handshake.
+        let mut rbuf = BytesMut::new();
+        let theirs = common::read_until(&mut s, &mut rbuf, Duration::from_secs(5), |m| match m {
+            Message::Extended { id: 0, payload } => ExtHandshake::decode(&payload).ok(),
+            _ => None,
+        })
+        .await
+        .expect("extension handshake");
+        let id = theirs.extension_id("ut_metadata").unwrap();
+        for piece in 0..10_000u32 {
+            Message::Extended {
+                id,
+                payload: MetadataMsg::Request { piece: piece % 3 }.encode().into(),
+            }
+            .encode(&mut b);
+        }
+        let _ = s.write_all(&b).await;
+        // Count the rejects until the fetcher closes the connection.
+        let mut rejects = 0u32;
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                while let Ok(Some(m)) = wire::decode(&mut rbuf, 1 << 20) {
+                    if let Message::Extended { id: 3, payload } = m {
+                        if let Ok(MetadataMsg::Reject { .. }) = MetadataMsg::decode(&payload) {
+                            rejects += 1;
+                        }
+                    }
+                }
+                match s.read_buf(&mut rbuf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok();
+        (rejects, closed)
+    });
+    let magnet =
+        metainfo::Magnet::parse(&format!("magnet:?xt=urn:btih:{}", hash.to_hex())).unwrap();
+    let (tx, _rx) = watch::channel(client::MetadataStatus::default());
+    let fetch = tokio::spawn(async move {
+        client::fetch_metadata(&magnet, opts(vec![addr], Duration::from_secs(8)), tx).await
+    });
+    let (rejects, closed) = peer.await.unwrap();
+    eprintln!("request flood: {rejects} rejects sent before the close");
+    assert!(closed, "the flooding peer was closed");
+    assert!(rejects <= 100, "{rejects} rejects");
+    fetch.abort();
+}
