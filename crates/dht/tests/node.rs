@@ -632,3 +632,30 @@ fn spoofed_flood_from_many_ips_is_bounded_in_all() {
     n.handle_packet(a("127.0.0.40:6881"), &q, t1 + Duration::from_secs(3));
     assert_eq!(sent(&mut n).len(), 1);
 }
+
+/// With the default limits: ten virtual seconds of pings from one IP, 10,000 a second, get
+/// the per-IP burst and rate answered, no more.
+#[test]
+fn default_limits_under_a_ten_second_flood_from_one_ip() {
+    let (mut n, t0) = node(Config::default());
+    let ping = query(
+        b"pi",
+        Query::Ping {
+            id: NodeId([3; 20]),
+        },
+    );
+    let flooder = a("127.0.0.66:1234");
+    let mut answered = 0;
+    for i in 0..100_000u64 {
+        n.handle_packet(flooder, &ping, t0 + Duration::from_micros(i * 100));
+        answered += sent(&mut n).len();
+    }
+    eprintln!("one IP, 10,000 queries/s for 10 s: {answered} answered");
+    let c = Config::default();
+    let most = c.rate_limit_burst + c.rate_limit_per_sec * 10 + 1;
+    assert!(answered <= most as usize, "answered {answered}");
+    assert!(
+        answered >= c.rate_limit_per_sec as usize * 9,
+        "answered {answered}"
+    );
+}
