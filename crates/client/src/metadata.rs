@@ -11,6 +11,15 @@
 //! banned. When several did, the fetch switches to *solo* mode: from then on one peer at a
 //! time sends every piece, so the next failure names its sender exactly.
 //!
+//! No peer holds a connection slot for nothing: one that sits on a request for
+//! [`REQUEST_TIMEOUT`], or has not sent its extension handshake [`READY_TIMEOUT`] after the
+//! dial, is dropped (and dialled again later, with back-off); when every missing piece is
+//! already asked of someone, an idle peer gets one duplicate request, so it too is either
+//! useful or on its way out. Addresses are dialled in the order they arrived. A peer whose
+//! `metadata_size` differs from the one being assembled is kept (idle) rather than refused:
+//! when no peer of the first size is left, its size is assembled instead, so a liar heard
+//! first cannot lock the honest peers out.
+//!
 //! [`load_or_fetch_metadata`] keeps the result as `<dir>/<infohash>.torrent` (a complete
 //! .torrent file with the magnet's trackers) and reads it back on the next run.
 
@@ -85,10 +94,27 @@ pub struct MetadataStatus {
 const MAX_CONNECTIONS: usize = 16;
 /// Requests outstanding per peer.
 const PER_PEER_REQUESTS: usize = 4;
-/// A request unanswered this long goes to another peer.
+/// A request unanswered this long goes to another peer, and the peer that sat on it is
+/// dropped (dialled again later, with back-off): a peer that never answers must not hold a
+/// connection slot for the whole fetch.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has not sent its extension handshake this long after the dial is
+/// dropped too (the same slot-holding, one step earlier).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer kept idle because its `metadata_size` differs from the one being assembled is
+/// dropped after this long connected (long enough for the peers of that size to time out,
+/// after which [`Fetch::adopt_size`] would pick it up).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(25);
 /// Dial attempts per address.
 const MAX_DIALS: u32 = 8;
+/// Addresses kept at once (trackers and the DHT may keep sending new ones for as long as
+/// the fetch runs). When full, addresses that used up their dials make room; otherwise new
+/// ones are refused.
+const MAX_CANDIDATES: usize = 1000;
+/// `ut_metadata` messages a peer may send unasked (requests: we have nothing to serve; data
+/// we did not request) before it is dropped: a few are harmless, a flood is not answered
+/// message for message.
+const MAX_UNSOLICITED: u32 = 32;
 const TICK: Duration = Duration::from_millis(200);
 
 /// The path of the saved metadata of `info_hash` in `dir` (e.g. `<output>/.spate`).
@@ -181,23 +207,12 @@ pub async fn fetch_metadata(
         let port = (opts.listen.port() != 0).then_some(opts.listen.port());
         crate::dht::spawn_peer_search(d.clone(), magnet.info_hash, port, events_tx.clone())
     });
-    let mut f = Fetch {
-        info_hash: magnet.info_hash,
+    let mut f = Fetch::new(
+        magnet.info_hash,
         peer_id,
-        max_size: opts.max_size.min(MAX_METADATA_SIZE),
-        candidates: HashMap::new(),
-        peers: HashMap::new(),
-        banned: HashSet::new(),
-        assembler: None,
-        in_flight: HashMap::new(),
-        contributors: HashSet::new(),
-        solo: None,
-        solo_mode: false,
-        next_key: 1,
+        opts.max_size.min(MAX_METADATA_SIZE),
         conn_tx,
-        status: MetadataStatus::default(),
-        result: None,
-    };
+    );
     for p in &magnet.peers {
         match tokio::net::lookup_host(p.as_str()).await {
             Ok(mut addrs) => {
@@ -247,6 +262,9 @@ enum ConnEvent {
 }
 
 struct Candidate {
+    /// Order of arrival: addresses are dialled first come, first served (the magnet's and
+    /// the caller's hints before tracker and DHT answers).
+    seq: u64,
     dials: u32,
     next_try: Instant,
     busy: bool,
@@ -257,8 +275,15 @@ struct Conn {
     tx: mpsc::UnboundedSender<Message>,
     /// The peer's id for `ut_metadata`, once its extension handshake arrived.
     ut_id: Option<u8>,
-    /// Pieces requested from this peer.
-    asked: Vec<u32>,
+    /// Pieces requested from this peer, and when.
+    asked: Vec<(u32, Instant)>,
+    /// The `metadata_size` it announced (once ready).
+    size: Option<u64>,
+    /// When it was dialled.
+    since: Instant,
+    /// Messages of it we did not ask for (requests, unrequested data), at most
+    /// [`MAX_UNSOLICITED`] before it is dropped.
+    unsolicited: u32,
 }
 
 struct Fetch {
@@ -266,6 +291,7 @@ struct Fetch {
     peer_id: PeerId,
     max_size: u64,
     candidates: HashMap<SocketAddr, Candidate>,
+    next_seq: u64,
     peers: HashMap<Key, Conn>,
     banned: HashSet<SocketAddr>,
     assembler: Option<MetadataAssembler>,
@@ -283,6 +309,32 @@ struct Fetch {
 }
 
 impl Fetch {
+    fn new(
+        info_hash: InfoHash,
+        peer_id: PeerId,
+        max_size: u64,
+        conn_tx: mpsc::Sender<ConnEvent>,
+    ) -> Fetch {
+        Fetch {
+            info_hash,
+            peer_id,
+            max_size,
+            candidates: HashMap::new(),
+            next_seq: 0,
+            peers: HashMap::new(),
+            banned: HashSet::new(),
+            assembler: None,
+            in_flight: HashMap::new(),
+            contributors: HashSet::new(),
+            solo: None,
+            solo_mode: false,
+            next_key: 1,
+            conn_tx,
+            status: MetadataStatus::default(),
+            result: None,
+        }
+    }
+
     async fn run(
         &mut self,
         mut tracker_events: mpsc::Receiver<Event>,
@@ -326,6 +378,7 @@ impl Fetch {
             }
             let now = Instant::now();
             self.expire_requests(now);
+            self.adopt_size();
             self.request_more(now);
             self.dial_more(now);
             if last_status.elapsed() >= opts.status_interval {
@@ -348,10 +401,19 @@ impl Fetch {
     }
 
     fn add_candidate(&mut self, addr: SocketAddr) {
-        if addr.port() == 0 || self.banned.contains(&addr) {
+        if addr.port() == 0 || self.banned.contains(&addr) || self.candidates.contains_key(&addr) {
             return;
         }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            self.candidates.retain(|_, c| c.busy || c.dials < MAX_DIALS);
+            if self.candidates.len() >= MAX_CANDIDATES {
+                return;
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.candidates.entry(addr).or_insert(Candidate {
+            seq,
             dials: 0,
             next_try: Instant::now(),
             busy: false,
@@ -360,15 +422,21 @@ impl Fetch {
 
     fn dial_more(&mut self, now: Instant) {
         let busy = self.candidates.values().filter(|c| c.busy).count();
-        let mut room = MAX_CONNECTIONS.saturating_sub(busy);
-        for (addr, c) in self.candidates.iter_mut() {
-            if room == 0 {
-                break;
-            }
-            if c.busy || c.dials >= MAX_DIALS || c.next_try > now || self.banned.contains(addr) {
-                continue;
-            }
-            room -= 1;
+        let room = MAX_CONNECTIONS.saturating_sub(busy);
+        if room == 0 {
+            return;
+        }
+        let mut due: Vec<(u64, SocketAddr)> = self
+            .candidates
+            .iter()
+            .filter(|(a, c)| {
+                !c.busy && c.dials < MAX_DIALS && c.next_try <= now && !self.banned.contains(*a)
+            })
+            .map(|(a, c)| (c.seq, *a))
+            .collect();
+        due.sort_unstable();
+        for (_, addr) in due.into_iter().take(room) {
+            let c = self.candidates.get_mut(&addr).expect("listed above");
             c.busy = true;
             c.dials += 1;
             let key = self.next_key;
@@ -377,15 +445,18 @@ impl Fetch {
             self.peers.insert(
                 key,
                 Conn {
-                    addr: *addr,
+                    addr,
                     tx,
                     ut_id: None,
                     asked: Vec::new(),
+                    size: None,
+                    since: now,
+                    unsolicited: 0,
                 },
             );
             tokio::spawn(connection(
                 key,
-                *addr,
+                addr,
                 self.info_hash,
                 self.peer_id,
                 rx,
@@ -418,27 +489,59 @@ impl Fetch {
             self.close(key, "no metadata_size", false);
             return;
         };
-        match &self.assembler {
-            Some(a) if a.total_size() != size => {
-                self.close(key, "metadata_size differs from other peers'", false);
+        // Only a size we could assemble is worth keeping the peer for.
+        match MetadataAssembler::with_limit(self.info_hash, size, self.max_size) {
+            Ok(a) => {
+                if self.assembler.is_none() {
+                    self.assembler = Some(a);
+                }
+            }
+            Err(e @ MetadataSizeError::TooLarge { .. }) => {
+                self.close(key, &e.to_string(), true);
                 return;
             }
-            Some(_) => {}
-            None => match MetadataAssembler::with_limit(self.info_hash, size, self.max_size) {
-                Ok(a) => self.assembler = Some(a),
-                Err(e @ MetadataSizeError::TooLarge { .. }) => {
-                    self.close(key, &e.to_string(), true);
-                    return;
-                }
-                Err(e) => {
-                    self.close(key, &e.to_string(), false);
-                    return;
-                }
-            },
+            Err(e) => {
+                self.close(key, &e.to_string(), false);
+                return;
+            }
         }
+        // A peer whose size differs from the one being assembled stays connected but idle:
+        // the first size heard may be a liar's, and when no peer of that size is left,
+        // [`Fetch::adopt_size`] switches to the size of the peers that remain.
         if let Some(p) = self.peers.get_mut(&key) {
             p.ut_id = Some(id);
+            p.size = Some(size);
         }
+    }
+
+    /// The peers that announced the size being assembled are all gone while others, of
+    /// another size, are connected: start over with the size of the earliest of those.
+    /// (Otherwise one peer announcing a wrong `metadata_size` first, then rejecting or
+    /// never answering, would get every honest peer turned away for the whole fetch.)
+    fn adopt_size(&mut self) {
+        let Some(current) = self.assembler.as_ref().map(|a| a.total_size()) else {
+            return;
+        };
+        if self.peers.values().any(|p| p.size == Some(current)) {
+            return;
+        }
+        let Some(size) = self
+            .peers
+            .iter()
+            .filter_map(|(k, p)| p.size.map(|s| (*k, s)))
+            .min()
+            .map(|(_, s)| s)
+        else {
+            return;
+        };
+        tracing::debug!("no peer left with metadata_size {current}; assembling {size} bytes");
+        self.assembler = MetadataAssembler::with_limit(self.info_hash, size, self.max_size).ok();
+        self.in_flight.clear();
+        self.contributors.clear();
+        for p in self.peers.values_mut() {
+            p.asked.clear();
+        }
+        self.solo = None;
     }
 
     fn on_metadata(&mut self, key: Key, msg: MetadataMsg) {
@@ -446,7 +549,21 @@ impl Fetch {
             return;
         };
         let piece = msg.piece();
-        let Some(i) = p.asked.iter().position(|&x| x == piece) else {
+        // A request of theirs is never the answer to one of ours (it used to be taken as
+        // one, clearing our request of that piece).
+        let answer = (!matches!(msg, MetadataMsg::Request { .. }))
+            .then(|| p.asked.iter().position(|&(x, _)| x == piece))
+            .flatten();
+        let Some(i) = answer else {
+            p.unsolicited += 1;
+            if p.unsolicited > MAX_UNSOLICITED {
+                self.close(
+                    key,
+                    "too many ut_metadata messages we did not ask for",
+                    false,
+                );
+                return;
+            }
             if matches!(msg, MetadataMsg::Request { .. }) {
                 // We have nothing to serve yet.
                 if let Some(id) = p.ut_id {
@@ -538,7 +655,7 @@ impl Fetch {
 
     fn drop_peer(&mut self, key: Key) {
         if let Some(p) = self.peers.remove(&key) {
-            for piece in p.asked {
+            for (piece, _) in p.asked {
                 if self.in_flight.get(&piece).is_some_and(|(k, _)| *k == key) {
                     self.in_flight.remove(&piece);
                 }
@@ -549,19 +666,40 @@ impl Fetch {
         }
     }
 
+    /// Requests unanswered for [`REQUEST_TIMEOUT`] go back to the pool and their peer is
+    /// dropped; so is a peer not ready [`READY_TIMEOUT`] after its dial, and one left idle
+    /// (another size) for [`IDLE_TIMEOUT`].
     fn expire_requests(&mut self, now: Instant) {
         self.in_flight
             .retain(|_, (_, at)| now.duration_since(*at) < REQUEST_TIMEOUT);
+        let current = self.assembler.as_ref().map(|a| a.total_size());
+        let slow: Vec<Key> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                let connected = now.duration_since(p.since);
+                p.asked
+                    .iter()
+                    .any(|(_, at)| now.duration_since(*at) >= REQUEST_TIMEOUT)
+                    || (p.ut_id.is_none() && connected >= READY_TIMEOUT)
+                    || (p.size.is_some() && p.size != current && connected >= IDLE_TIMEOUT)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in slow {
+            self.close(key, "too slow: no answer in time", false);
+        }
     }
 
     fn request_more(&mut self, now: Instant) {
         let Some(a) = &self.assembler else {
             return;
         };
+        let size = a.total_size();
         let mut ready: Vec<Key> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.ut_id.is_some())
+            .filter(|(_, p)| p.ut_id.is_some() && p.size == Some(size))
             .map(|(k, _)| *k)
             .collect();
         ready.sort_unstable();
@@ -581,12 +719,27 @@ impl Fetch {
                 let Some(piece) = a.next_piece_to_request(&busy) else {
                     break;
                 };
-                p.asked.push(piece);
+                p.asked.push((piece, now));
                 self.in_flight.insert(piece, (key, now));
                 let _ = p.tx.send(Message::Extended {
                     id: p.ut_id.expect("filtered above"),
                     payload: MetadataMsg::Request { piece }.encode().into(),
                 });
+            }
+            // Every piece is already asked of someone: a peer with nothing to do gets one
+            // duplicate request (of a piece still missing), so that every connected peer
+            // is either delivering or on its way to the request timeout, and none holds a
+            // slot idle while the pieces wait on a peer that never answers. At most one
+            // piece (16 KiB) per peer is wasted this way.
+            let p = self.peers.get_mut(&key).expect("listed above");
+            if p.asked.is_empty() {
+                if let Some(piece) = a.next_piece_to_request(&[]) {
+                    p.asked.push((piece, now));
+                    let _ = p.tx.send(Message::Extended {
+                        id: p.ut_id.expect("filtered above"),
+                        payload: MetadataMsg::Request { piece }.encode().into(),
+                    });
+                }
             }
         }
     }
@@ -681,5 +834,36 @@ async fn connection_inner(
                 wr.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trackers and the DHT sending address after address: the fetch keeps at most
+    /// `MAX_CANDIDATES`, and those that used up their dials give way to new ones.
+    #[test]
+    fn candidates_are_capped() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut f = Fetch::new(InfoHash([1; 20]), PeerId([2; 20]), MAX_METADATA_SIZE, tx);
+        for i in 0..100_000u32 {
+            let ip = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            f.add_candidate(SocketAddr::from((ip, 6881)));
+        }
+        assert_eq!(f.candidates.len(), MAX_CANDIDATES);
+        let first = SocketAddr::from(([10, 0, 0, 0], 6881));
+        assert!(f.candidates.contains_key(&first), "the first come are kept");
+        let late = SocketAddr::from(([10, 99, 0, 1], 6881));
+        f.add_candidate(late);
+        assert!(!f.candidates.contains_key(&late), "full");
+        f.candidates.get_mut(&first).unwrap().dials = MAX_DIALS;
+        f.add_candidate(late);
+        assert!(
+            f.candidates.contains_key(&late),
+            "an exhausted address made room"
+        );
+        assert!(!f.candidates.contains_key(&first));
+        assert_eq!(f.candidates.len(), MAX_CANDIDATES);
     }
 }

@@ -12,7 +12,10 @@
 //!   after the last one taken (BEP 11 asks for one a minute; a little slack for timers); the
 //!   others are ignored, not punished. Addresses that cannot be peers (port 0, unspecified,
 //!   multicast, broadcast), our own listen address, and seeds while we are complete are
-//!   dropped here; [`Pex::learn`] caps how many PEX-learned addresses the torrent keeps.
+//!   dropped here; [`Pex::learn`] caps how many PEX-learned addresses the torrent keeps, and
+//!   one connection hands over at most [`MAX_FROM_ONE_PEER`] addresses in all (a quarter of
+//!   that cap), so a single peer cannot fill it with made-up addresses and leave no room for
+//!   what honest peers tell us.
 //! - Private torrents (BEP 27): [`Pex::new`] with `private` makes every method a no-op: no
 //!   `ut_pex` in our handshake, nothing sent, nothing taken.
 
@@ -37,6 +40,9 @@ pub(crate) const SEND_INTERVAL: Duration = Duration::from_secs(61);
 pub(crate) const RECV_MIN_INTERVAL: Duration = Duration::from_secs(45);
 /// The most PEX-learned addresses kept at once (a flood cannot grow memory beyond this).
 pub(crate) const MAX_LEARNED: usize = 300;
+/// The most addresses taken from one connection's messages, over its lifetime.
+pub(crate) const MAX_FROM_ONE_PEER: usize = MAX_LEARNED / 4;
+const _: () = assert!(MAX_FROM_ONE_PEER * 4 <= MAX_LEARNED);
 
 /// A connected peer as other peers may hear of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +87,8 @@ struct PeerState {
     /// When we last took a message from it.
     last_taken: Option<Instant>,
     ignored: u32,
+    /// Addresses handed over from this peer's messages so far.
+    given: usize,
 }
 
 #[derive(Debug)]
@@ -133,6 +141,7 @@ impl Pex {
                 next_send: now + FIRST_SEND_DELAY,
                 last_taken: None,
                 ignored: 0,
+                given: 0,
             },
         );
     }
@@ -184,7 +193,8 @@ impl Pex {
         tracing::trace!(key, ?msg, "ut_pex message");
         let total = msg.added.len() + msg.dropped.len();
         let mut seen = HashSet::new();
-        let added = msg
+        let room = MAX_FROM_ONE_PEER.saturating_sub(p.given);
+        let added: Vec<(SocketAddr, PexFlags)> = msg
             .added
             .into_iter()
             .filter(|(addr, flags)| {
@@ -193,7 +203,9 @@ impl Pex {
                     && !(ctx.complete && flags.contains(PexFlags::SEED))
                     && seen.insert(*addr)
             })
+            .take(room)
             .collect();
+        p.given += added.len();
         Received::Peers { added, total }
     }
 
@@ -504,6 +516,41 @@ mod tests {
             pex.on_message(77, &payload, t3, ctx),
             Received::Ignored(_)
         ));
+    }
+
+    /// One peer's messages, however many and however long, hand over at most
+    /// `MAX_FROM_ONE_PEER` addresses; another peer still gets its say.
+    #[test]
+    fn one_peer_cannot_fill_the_learned_cap() {
+        let t0 = Instant::now();
+        let mut pex = two_peers(t0);
+        let ctx = RecvCtx::default();
+        let flood = |round: u32| {
+            PexMsg {
+                added: (0..200u32)
+                    .map(|i| {
+                        let n = round * 200 + i;
+                        let ip = [10, 50, (n >> 8) as u8, n as u8];
+                        (SocketAddr::from((ip, 1000)), PexFlags(0))
+                    })
+                    .collect(),
+                dropped: vec![],
+            }
+            .encode()
+        };
+        let mut from_one = 0;
+        for round in 0..10 {
+            let now = t0 + RECV_MIN_INTERVAL * round;
+            if let Received::Peers { added, .. } = pex.on_message(1, &flood(round), now, ctx) {
+                from_one += added.len();
+            }
+        }
+        assert_eq!(from_one, MAX_FROM_ONE_PEER);
+        let payload = msg_with(&[("10.0.0.7:7", 0)]);
+        let Received::Peers { added, .. } = pex.on_message(2, &payload, t0, ctx) else {
+            panic!("taken");
+        };
+        assert_eq!(added, [(a("10.0.0.7:7"), PexFlags(0))]);
     }
 
     #[test]

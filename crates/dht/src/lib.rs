@@ -23,8 +23,9 @@
 //!   converging on the `k` closest.
 //! - [`id`]: [`NodeId`], XOR [`Distance`], and the BEP 42 id check and id generation.
 //! - [`token`]: `announce_peer` tokens bound to the requester's IP, from a rotating secret.
-//! - [`peers`]: the store of announced peers, with expiry and caps.
-//! - [`ratelimit`]: per-IP token buckets in a table of bounded size.
+//! - [`peers`]: the store of announced peers, with expiry, caps and per-IP quotas.
+//! - [`ratelimit`]: per-IP token buckets in a table of bounded size (the node also keeps
+//!   one bucket for all sources together, so forged sources cannot make it an amplifier).
 //!
 //! # Driving a node
 //! A driver owns the UDP socket and the clock. After every input it sends everything

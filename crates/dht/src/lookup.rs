@@ -3,22 +3,33 @@
 //! Candidates are kept sorted by distance to the target, at most [`MAX_CANDIDATES`]. The
 //! lookup queries the closest candidates it has not asked yet, at most `alpha` at a time, and
 //! only among the `k` closest that have not failed; it is done when those `k` have all
-//! answered (or nothing is left to ask). Each candidate is queried at most once, so a lookup
-//! sends at most `MAX_CANDIDATES` queries plus its seeds, whatever the answers say.
+//! answered (or nothing is left to ask), or when it has sent [`MAX_QUERIES`] queries. That
+//! last bound matters: nodes that answer every query with new made-up nodes closer to the
+//! target than any so far keep the candidate list from ever converging (each new closer
+//! node pushes a far one out), and without it such a lookup sent queries as fast as the
+//! liars answered for its whole timeout (300,000 in 30 s at 10,000 answers a second in
+//! the test; now at most `MAX_QUERIES`, whatever the answers say).
 //!
 //! Seeds are addresses without a known id (bootstrap nodes): they are asked first and are not
 //! part of the convergence test until they answer with their id.
 
 use crate::id::{Distance, NodeId};
 use crate::krpc::NodeInfo;
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// The most candidates one lookup keeps.
 pub const MAX_CANDIDATES: usize = 64;
+/// The most queries one lookup sends (seeds included). An honest lookup in the real DHT
+/// asks a few dozen nodes.
+pub const MAX_QUERIES: usize = 256;
 /// The most distinct peers one `get_peers` lookup reports.
 pub const MAX_PEERS_PER_LOOKUP: usize = 2000;
+/// The most peers of one IP (different ports) one lookup reports: a node answering with a
+/// `values` list of thousands of ports of one address would otherwise have the torrent dial
+/// a third party thousands of times (and crowd out the real peers).
+pub const MAX_PEERS_PER_IP: usize = 8;
 
 /// Identifies a lookup in events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,7 +71,11 @@ pub struct Lookup {
     seeds: Vec<SocketAddr>,
     seeds_in_flight: HashSet<SocketAddr>,
     in_flight: usize,
+    /// Queries sent so far, at most [`MAX_QUERIES`].
+    queried: usize,
     peers_seen: HashSet<SocketAddr>,
+    /// Peers reported per IP, at most [`MAX_PEERS_PER_IP`] each.
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Lookup {
@@ -74,7 +89,9 @@ impl Lookup {
             seeds: Vec::new(),
             seeds_in_flight: HashSet::new(),
             in_flight: 0,
+            queried: 0,
             peers_seen: HashSet::new(),
+            per_ip: HashMap::new(),
         }
     }
 
@@ -125,11 +142,12 @@ impl Lookup {
         alpha: usize,
         k: usize,
     ) -> Option<Result<NodeInfo, SocketAddr>> {
-        if self.in_flight + self.seeds_in_flight.len() >= alpha {
+        if self.in_flight + self.seeds_in_flight.len() >= alpha || self.queried >= MAX_QUERIES {
             return None;
         }
         if let Some(seed) = self.seeds.pop() {
             self.seeds_in_flight.insert(seed);
+            self.queried += 1;
             return Some(Err(seed));
         }
         let c = self
@@ -140,6 +158,7 @@ impl Lookup {
             .find(|c| c.state == State::Fresh)?;
         c.state = State::InFlight;
         self.in_flight += 1;
+        self.queried += 1;
         Some(Ok(c.info))
     }
 
@@ -186,16 +205,24 @@ impl Lookup {
                 .any(|c| c.info.addr == from && c.state == State::InFlight)
     }
 
-    /// Peers not reported before (at most [`MAX_PEERS_PER_LOOKUP`] over the lookup).
+    /// Peers not reported before (at most [`MAX_PEERS_PER_LOOKUP`] over the lookup, and at
+    /// most [`MAX_PEERS_PER_IP`] of one IP).
     pub fn new_peers(&mut self, values: &[SocketAddr]) -> Vec<SocketAddr> {
         let mut out = Vec::new();
         for v in values {
             if self.peers_seen.len() >= MAX_PEERS_PER_LOOKUP {
                 break;
             }
-            if self.peers_seen.insert(*v) {
-                out.push(*v);
+            if self.peers_seen.contains(v) {
+                continue;
             }
+            let n = self.per_ip.entry(v.ip()).or_default();
+            if *n >= MAX_PEERS_PER_IP {
+                continue;
+            }
+            *n += 1;
+            self.peers_seen.insert(*v);
+            out.push(*v);
         }
         out
     }
@@ -205,8 +232,11 @@ impl Lookup {
     }
 
     /// Done: no seed pending, and none of the `k` closest live candidates is left to ask or
-    /// in flight.
+    /// in flight; or [`MAX_QUERIES`] sent and none in flight any more.
     pub fn is_done(&self, k: usize) -> bool {
+        if self.queried >= MAX_QUERIES {
+            return self.in_flight == 0 && self.seeds_in_flight.is_empty();
+        }
         self.seeds.is_empty()
             && self.seeds_in_flight.is_empty()
             && self
@@ -276,6 +306,25 @@ mod tests {
             .collect();
         assert_eq!(closest, [2, 3, 4, 6]);
         assert_eq!(l.closest_responded(k)[1].1.as_deref(), Some(&b"tok"[..]));
+    }
+
+    #[test]
+    fn peers_are_capped_per_ip() {
+        let now = Instant::now();
+        let mut l = Lookup::new(LookupId(1), NodeId([0; 20]), LookupKind::GetPeers, now);
+        let victim: Vec<SocketAddr> = (1..=5000u16)
+            .map(|p| SocketAddr::from(([127, 0, 0, 9], p)))
+            .collect();
+        let honest: Vec<SocketAddr> = (1..=20u8)
+            .map(|i| SocketAddr::from(([127, 0, 1, i], 6881)))
+            .collect();
+        let mut got = l.new_peers(&victim);
+        got.extend(l.new_peers(&[victim.clone(), honest.clone()].concat()));
+        assert_eq!(got.iter().filter(|a| a.ip() == victim[0].ip()).count(), 8);
+        for h in &honest {
+            assert!(got.contains(h), "{h} missing");
+        }
+        assert_eq!(l.peers_found(), 8 + 20);
     }
 
     #[test]

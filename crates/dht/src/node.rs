@@ -37,10 +37,20 @@ pub struct Config {
     pub rate_limit_burst: u32,
     pub rate_limit_per_sec: u32,
     pub rate_limit_max_ips: usize,
+    /// All sources together: queries answered in a burst, then per second. The per-IP
+    /// limit alone bounds what one address gets, not what spoofed sources get in all (each
+    /// new IP starts with a full burst), so a flood from many forged addresses could make
+    /// the node an amplifier (answers are several times larger than queries).
+    pub global_rate_limit_burst: u32,
+    pub global_rate_limit_per_sec: u32,
     /// Peer store caps.
     pub max_peers_per_hash: usize,
     pub max_peers_total: usize,
     pub max_info_hashes: usize,
+    /// Per source IP quotas of the peer store: entries (ports) per info-hash, and entries in
+    /// all (see [`crate::peers`]).
+    pub max_peers_per_ip_per_hash: usize,
+    pub max_peers_per_ip: usize,
     /// Our queries awaiting an answer, at most.
     pub max_pending: usize,
     /// Lookups running at once, at most (commands beyond it finish at once, empty).
@@ -66,9 +76,13 @@ impl Default for Config {
             rate_limit_burst: 100,
             rate_limit_per_sec: 25,
             rate_limit_max_ips: 4096,
+            global_rate_limit_burst: 1000,
+            global_rate_limit_per_sec: 500,
             max_peers_per_hash: 200,
             max_peers_total: 20_000,
             max_info_hashes: 2_000,
+            max_peers_per_ip_per_hash: crate::peers::MAX_PER_IP_PER_HASH,
+            max_peers_per_ip: crate::peers::MAX_PER_IP,
             max_pending: 1024,
             max_lookups: 32,
             max_queued: 4096,
@@ -133,6 +147,8 @@ pub struct Stats {
     pub bad_packets: u64,
 }
 
+/// The one key of the global rate limiter.
+const GLOBAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 /// How often maintenance runs (token rotation, expiry, refresh, pings).
 const MAINTENANCE: Duration = Duration::from_secs(5);
 /// How often a node with a thin table (fewer than `k` nodes) looks itself up again.
@@ -172,6 +188,8 @@ pub struct Node {
     tokens: Tokens,
     peers: PeerStore,
     limiter: RateLimiter,
+    /// One bucket for every source together (see [`Config::global_rate_limit_per_sec`]).
+    global_limiter: RateLimiter,
     pending: HashMap<[u8; 2], Pending>,
     lookups: BTreeMap<LookupId, Lookup>,
     next_lookup: u64,
@@ -196,15 +214,22 @@ impl Node {
             id,
             table: RoutingTable::new(id, config.k, now),
             tokens: Tokens::new(&mut rng, now),
-            peers: PeerStore::new(
+            peers: PeerStore::with_ip_quota(
                 config.max_peers_per_hash,
                 config.max_peers_total,
                 config.max_info_hashes,
+                config.max_peers_per_ip,
+                config.max_peers_per_ip_per_hash,
             ),
             limiter: RateLimiter::new(
                 config.rate_limit_burst,
                 config.rate_limit_per_sec,
                 config.rate_limit_max_ips,
+            ),
+            global_limiter: RateLimiter::new(
+                config.global_rate_limit_burst,
+                config.global_rate_limit_per_sec,
+                1,
             ),
             rng,
             pending: HashMap::new(),
@@ -357,7 +382,10 @@ impl Node {
         };
         match msg.body {
             Body::Query(ref q) => {
-                if self.config.read_only || !self.limiter.allow(from.ip(), now) {
+                if self.config.read_only
+                    || !self.limiter.allow(from.ip(), now)
+                    || !self.global_limiter.allow(GLOBAL, now)
+                {
                     self.stats.queries_dropped += 1;
                     return;
                 }

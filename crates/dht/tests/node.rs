@@ -443,3 +443,219 @@ fn local_votes_local_addresses_and_minorities_never_change_the_id() {
     assert_eq!(n.external_ip(), Some(ext));
     assert!(id_changes(&mut n).is_empty());
 }
+
+/// `announce_peer` for `info_hash` from `from` (token fetched first), announcing `port`.
+fn announce_hash(n: &mut Node, from: SocketAddr, info_hash: NodeId, port: u16, now: Instant) {
+    let token = get_token(n, from, now);
+    let q = Query::AnnouncePeer {
+        id: NodeId([1; 20]),
+        info_hash,
+        port,
+        implied_port: false,
+        token,
+    };
+    n.handle_packet(from, &query(b"ap", q), now);
+    sent(n);
+}
+
+fn values_for(n: &mut Node, info_hash: NodeId, now: Instant) -> Vec<SocketAddr> {
+    let q = Query::GetPeers {
+        id: NodeId([2; 20]),
+        info_hash,
+        want: Want::default(),
+    };
+    n.handle_packet(a("127.0.0.99:6881"), &query(b"gv", q), now);
+    match reply_body(n) {
+        Body::Response(r) => r.values,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// One host with valid tokens cannot fill the peer store: announcing hundreds of ports for
+/// an info-hash does not evict the honest peers of it, and announcing made-up info-hashes
+/// up to the store's cap does not get an honest announce of a new info-hash refused.
+#[test]
+fn one_ip_cannot_fill_the_peer_store() {
+    let config = Config {
+        rate_limit_burst: u32::MAX,
+        rate_limit_per_sec: u32::MAX,
+        max_peers_per_hash: 50,
+        max_info_hashes: 100,
+        ..Config::default()
+    };
+    let (mut n, t0) = node(config);
+    let mut now = t0;
+    let honest: Vec<SocketAddr> = (0..10)
+        .map(|i| a(&format!("127.0.1.{}:6881", i + 1)))
+        .collect();
+    for h in &honest {
+        announce_hash(&mut n, *h, IH, 6881, now);
+    }
+    let flooder = a("127.0.0.66:1234");
+    for port in 1..=500u16 {
+        now += Duration::from_millis(10);
+        announce_hash(&mut n, flooder, IH, port, now);
+    }
+    let values = values_for(&mut n, IH, now);
+    for h in &honest {
+        assert!(values.contains(h), "honest {h} evicted: {values:?}");
+    }
+    let from_flooder = values.iter().filter(|v| v.ip() == flooder.ip()).count();
+    assert!(from_flooder <= 4, "{from_flooder} entries of one IP");
+    // The latest ports of the flooder are the ones kept.
+    assert!(values.contains(&SocketAddr::new(flooder.ip(), 500)));
+
+    // Made-up info-hashes, as many as the store holds.
+    for i in 0..200u32 {
+        let mut h = [0x77; 20];
+        h[..4].copy_from_slice(&i.to_be_bytes());
+        announce_hash(&mut n, flooder, NodeId(h), 7000, now);
+    }
+    let s = n.stats();
+    assert!(s.info_hashes <= 1 + 64, "{s:?}");
+    let fresh = NodeId([0x55; 20]);
+    let late = a("127.0.2.1:6881");
+    announce_hash(&mut n, late, fresh, 6881, now);
+    assert_eq!(values_for(&mut n, fresh, now), [late]);
+}
+
+/// A hostile network that answers every lookup query at once with eight new nodes closer to
+/// the target than any so far (made-up ids, fresh addresses): the lookup never converges
+/// by itself. It must end anyway, after a bounded number of queries, not keep sending for
+/// its whole 30 s as fast as the liars answer.
+#[test]
+fn a_lookup_fed_ever_closer_nodes_ends_after_bounded_queries() {
+    let (mut n, t0) = node(Config::default());
+    // The bootstrap lookup's target is our own id.
+    let target = n.id();
+    // Fake node j: its distance to the target decreases with j; address 127.3.x.y.
+    let fake = |j: u32| {
+        let mut id = target.0;
+        for (b, d) in id[4..8].iter_mut().zip((u32::MAX - j).to_be_bytes()) {
+            *b ^= d;
+        }
+        let ip = [127, 3, (j >> 8) as u8, j as u8];
+        NodeInfo {
+            id: NodeId(id),
+            addr: SocketAddr::from((ip, 7000 + (j >> 16) as u16)),
+        }
+    };
+    let mut ids = std::collections::HashMap::new();
+    let mut next = 0u32;
+    let seed = a("127.0.0.50:6881");
+    ids.insert(seed, NodeId([0xee; 20]));
+    let l = n.bootstrap(&[seed], t0);
+    let mut queries = 0usize;
+    let mut now = t0;
+    let mut done = false;
+    while !done && queries < 1_000_000 {
+        let out = sent(&mut n);
+        if out.is_empty() {
+            break;
+        }
+        for (to, msg) in out {
+            let Body::Query(_) = msg.body else { continue };
+            queries += 1;
+            let Some(id) = ids.get(&to).copied() else {
+                continue;
+            };
+            let nodes: Vec<NodeInfo> = (0..8).map(|i| fake(next + i)).collect();
+            next += 8;
+            for f in &nodes {
+                ids.insert(f.addr, f.id);
+            }
+            let r = Response {
+                id,
+                nodes,
+                ..Response::default()
+            };
+            now += Duration::from_micros(100);
+            let reply = Message::new(msg.transaction, Body::Response(r)).encode();
+            n.handle_packet(to, &reply, now);
+        }
+        n.handle_timeout(now);
+        while let Some(e) = n.poll_event() {
+            if matches!(e, dht::DhtEvent::LookupDone { lookup, .. } if lookup == l) {
+                done = true;
+            }
+        }
+    }
+    eprintln!("queries sent before the lookup ended: {queries}");
+    assert!(done, "the lookup ended ({queries} queries sent)");
+    assert!(queries <= dht::lookup::MAX_QUERIES + 8, "{queries} queries");
+}
+
+/// A flood of `get_peers` from forged sources, every one a different address (each new
+/// address starts with a full per-IP burst): what the node sends back in all is bounded by
+/// the global limit, so it cannot be used as an amplifier against the forged addresses.
+#[test]
+fn spoofed_flood_from_many_ips_is_bounded_in_all() {
+    let (mut n, t0) = node(Config::default());
+    // An info-hash with 50 stored peers: the largest get_peers answer there is.
+    for i in 0..50u8 {
+        announce_hash(&mut n, a(&format!("127.0.5.{i}:6881")), IH, 6881, t0);
+    }
+    let q = query(
+        b"gp",
+        Query::GetPeers {
+            id: NodeId([9; 20]),
+            info_hash: IH,
+            want: Want::default(),
+        },
+    );
+    let (mut answered, mut bytes_out) = (0usize, 0usize);
+    let t1 = t0 + Duration::from_secs(10);
+    let floods = 100_000u32;
+    for i in 0..floods {
+        // 100,000 queries in one virtual second, from 100,000 addresses.
+        let now = t1 + Duration::from_micros(u64::from(i) * 10);
+        let ip = [127, 8 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        n.handle_packet(SocketAddr::from((ip, 999)), &q, now);
+        while let Some((_, b)) = n.poll_transmit() {
+            answered += 1;
+            bytes_out += b.len();
+        }
+    }
+    let bytes_in = q.len() * floods as usize;
+    eprintln!(
+        "spoofed flood: {answered} of {floods} answered in 1 s, {bytes_out} bytes out for \
+         {bytes_in} in (one answer {} bytes for a {}-byte query)",
+        bytes_out / answered.max(1),
+        q.len()
+    );
+    assert!(answered <= 1000 + 500 + 1, "answered {answered}");
+    assert!(
+        bytes_out < bytes_in / 5,
+        "{bytes_out} out for {bytes_in} in"
+    );
+    // Once the flood is over, queries are answered again.
+    n.handle_packet(a("127.0.0.40:6881"), &q, t1 + Duration::from_secs(3));
+    assert_eq!(sent(&mut n).len(), 1);
+}
+
+/// With the default limits: ten virtual seconds of pings from one IP, 10,000 a second, get
+/// the per-IP burst and rate answered, no more.
+#[test]
+fn default_limits_under_a_ten_second_flood_from_one_ip() {
+    let (mut n, t0) = node(Config::default());
+    let ping = query(
+        b"pi",
+        Query::Ping {
+            id: NodeId([3; 20]),
+        },
+    );
+    let flooder = a("127.0.0.66:1234");
+    let mut answered = 0;
+    for i in 0..100_000u64 {
+        n.handle_packet(flooder, &ping, t0 + Duration::from_micros(i * 100));
+        answered += sent(&mut n).len();
+    }
+    eprintln!("one IP, 10,000 queries/s for 10 s: {answered} answered");
+    let c = Config::default();
+    let most = c.rate_limit_burst + c.rate_limit_per_sec * 10 + 1;
+    assert!(answered <= most as usize, "answered {answered}");
+    assert!(
+        answered >= c.rate_limit_per_sec as usize * 9,
+        "answered {answered}"
+    );
+}
