@@ -125,6 +125,7 @@ pub fn nofile_limit() -> u64 {
         };
         // SAFETY: getrlimit only writes the struct it is given.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+            #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
             return r.rlim_cur as u64;
         }
     }
