@@ -181,3 +181,60 @@ fn oversized_request_gets_its_431_whole() {
         assert!(text.ends_with("request too large"), "{text}");
     }
 }
+
+/// A client that pipelines requests and never reads its answers: writing is bounded by
+/// `http_timeout_secs`, so it does not hold its connection (and its IP's slot) forever.
+#[test]
+fn client_that_never_reads_is_dropped() {
+    let mut c = local_config();
+    c.max_http_connections_per_ip = 1;
+    c.http_timeout_secs = 2;
+    c.http_head_timeout_secs = 2;
+    let t = Running::start(c);
+    let mut stuck = TcpStream::connect(t.http).unwrap();
+    stuck
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let server = t.http;
+    let writer = std::thread::spawn(move || {
+        let req = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200);
+        let start = Instant::now();
+        // Keep the connection open for 12 s whatever happens (a write timing out because
+        // the server stopped reading is expected).
+        while start.elapsed() < Duration::from_secs(12) {
+            if let Err(e) = stuck.write_all(&req) {
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    break;
+                }
+            }
+        }
+        drop(stuck);
+        let _ = server;
+    });
+    // While it is stuck, its IP's one slot is taken; once the write deadline passes, a new
+    // connection from that IP is served again.
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let served = loop {
+        let mut s = TcpStream::connect(t.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        if out.starts_with(b"HTTP/1.1 200") {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(9) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        served,
+        "a client that never reads held its connection for 9 s"
+    );
+    writer.join().unwrap();
+}
