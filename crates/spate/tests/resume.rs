@@ -1,5 +1,6 @@
 //! Resume: `spate download` interrupted mid-way (kill -9, or Ctrl-C) and run again finishes,
-//! and fetches less than the whole torrent the second time.
+//! and fetches less than the whole torrent the second time; a completed file changed in place
+//! with its size and modification time kept is caught by the start-up sample and repaired.
 //!
 //! The seeder is libtorrent with a per-torrent upload limit of 1 MiB/s, so an 8 MiB download
 //! takes about 8 s and can be interrupted once the seeder has sent 40 % of it.
@@ -136,4 +137,68 @@ fn resume_after_kill_9() -> Result<()> {
 #[test]
 fn resume_after_ctrl_c() -> Result<()> {
     interrupted_download_resumes(Interrupt::CtrlC, "resume-ctrlc")
+}
+
+/// A byte in the middle of a completed download is changed and the file's size and
+/// modification time are put back, so the resume record still matches: the restart's sample
+/// of verified pieces (the whole torrent here, 4 MiB is within its budget) catches it,
+/// re-checks, and fetches that one piece again.
+#[test]
+fn file_changed_in_place_is_caught_on_restart() -> Result<()> {
+    if !require_tools(&["libtorrent"]) {
+        return Ok(());
+    }
+    const SIZE: u64 = 4 * 1024 * 1024 + 77;
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("resume-sample")?;
+    let f = lt_fixture(&td, "kept.bin", SIZE, PIECE, &[])?;
+    let seeder = Libtorrent::seed(&f.torrent, &f.src, free_port()).spawn(&td)?;
+    Libtorrent::wait_seeding(&seeder, dl.remaining())?;
+    let port = lt_port(&seeder)?;
+    let out = td.sub("out")?;
+    let first = spate()
+        .download(&f.torrent, &out)
+        .peers(&[port])
+        .name("spate-download-1")
+        .spawn(&td)?;
+    expect_ok_reporting(&first, &[&seeder], &[], &dl)?;
+    let got = out.join(&f.name);
+    same_file(&f.file, &got, &first)?;
+
+    let mtime = std::fs::metadata(&got)?.modified()?;
+    let mut bytes = std::fs::read(&got)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&got, &bytes)?;
+    std::fs::File::options()
+        .write(true)
+        .open(&got)?
+        .set_modified(mtime)?;
+    ensure!(
+        std::fs::metadata(&got)?.modified()? == mtime,
+        "mtime not restored"
+    );
+    ensure!(std::fs::metadata(&got)?.len() == SIZE);
+
+    let second = spate()
+        .download(&f.torrent, &out)
+        .peers(&[port])
+        .name("spate-download-2")
+        .spawn(&td)?;
+    let fin = expect_ok_reporting(&second, &[&seeder], &[&first], &dl)?;
+    same_file(&f.file, &got, &second)?;
+    let n = parse_done_downloaded(&fin.stdout)
+        .with_context(|| format!("no `done: downloaded N bytes` line\n{}", second.report()))?;
+    ensure!(
+        n > 0 && n <= 2 * PIECE as u64,
+        "the second run downloaded {n} bytes, not the one changed piece\n{}",
+        second.report()
+    );
+    let log = format!("{}{}", fin.stdout, fin.stderr);
+    ensure!(
+        log.contains("resume record does not hold"),
+        "no line saying why the data was re-checked\n{}",
+        second.report()
+    );
+    Ok(())
 }

@@ -433,6 +433,163 @@ fn check(
     Ok(record.have)
 }
 
+/// How much a trusted record's claim is spot-checked at start: see [`sample_pieces`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleBudget {
+    /// Bytes read and hashed at most (8 MiB by default; one piece is always checked).
+    pub max_bytes: u64,
+    /// Pieces at most (128 by default).
+    pub max_pieces: usize,
+}
+
+impl Default for SampleBudget {
+    fn default() -> Self {
+        SampleBudget {
+            max_bytes: 8 << 20,
+            max_pieces: 128,
+        }
+    }
+}
+
+/// A sampled piece that did not match its hash.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("piece {piece} (in {}) does not match its hash, though the resume record says it is verified", .path.display())]
+pub struct SampleMismatch {
+    pub piece: u32,
+    /// The first file holding bytes of the piece.
+    pub path: PathBuf,
+}
+
+/// A small xorshift generator: sampling needs unpredictability, not cryptographic strength.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// The pieces to spot-check of those `have` claims verified, chosen at random with `seed`:
+/// one per file that has verified pieces (pad and zero-length files have none of their own),
+/// then more at random, while the total stays within `budget` (one piece always; when there
+/// are more files than the budget allows, a random subset of them). Each file's piece is drawn
+/// among that file's verified pieces, so a file of many pieces is not always checked at the
+/// same place. Sorted, without duplicates.
+pub fn sample_pieces(
+    layout: &Layout,
+    have: &Bitfield,
+    budget: SampleBudget,
+    seed: u64,
+) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    let lengths = layout.lengths();
+    let mut picked: Vec<u32> = Vec::new();
+    let mut chosen = std::collections::HashSet::new();
+    let mut bytes = 0u64;
+    // Files in random order, one verified piece of each, within the budget (the first
+    // always): every file when they fit, a random subset of them when there are too many.
+    let mut order: Vec<usize> = (0..layout.files().len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    for i in order {
+        if layout.files()[i].pad {
+            continue;
+        }
+        let verified: Vec<u32> = layout.file_pieces(i).filter(|&p| have.get(p)).collect();
+        if verified.is_empty() {
+            continue;
+        }
+        let p = verified[rng.below(verified.len())];
+        let len = lengths.piece_len(p) as u64;
+        if !picked.is_empty()
+            && (bytes + len > budget.max_bytes || picked.len() >= budget.max_pieces)
+        {
+            continue;
+        }
+        if chosen.insert(p) {
+            picked.push(p);
+            bytes += len;
+        }
+    }
+    // More, while cheap.
+    let all: Vec<u32> = have.iter_ones().collect();
+    let mut tries = 0;
+    while !all.is_empty()
+        && chosen.len() < all.len()
+        && picked.len() < budget.max_pieces
+        && tries < 4 * budget.max_pieces
+    {
+        tries += 1;
+        let p = all[rng.below(all.len())];
+        let len = lengths.piece_len(p) as u64;
+        if bytes + len > budget.max_bytes {
+            break;
+        }
+        if chosen.insert(p) {
+            picked.push(p);
+            bytes += len;
+        }
+    }
+    picked.sort_unstable();
+    picked
+}
+
+/// Re-hashes a random sample of the pieces a trusted record claims (see [`sample_pieces`]),
+/// reading only: nothing is written and no modification time changes. `Err` names the first
+/// piece that does not match (or could not be read), and the caller must then re-check the
+/// whole torrent: a file was changed in place with its size and time kept.
+pub fn verify_sample(
+    storage: &Storage,
+    have: &Bitfield,
+    budget: SampleBudget,
+) -> Result<usize, SampleMismatch> {
+    verify_sample_seeded(storage, have, budget, random_seed())
+}
+
+/// [`verify_sample`] with a given seed (tests).
+pub fn verify_sample_seeded(
+    storage: &Storage,
+    have: &Bitfield,
+    budget: SampleBudget,
+    seed: u64,
+) -> Result<usize, SampleMismatch> {
+    let layout = storage.layout();
+    let pieces = sample_pieces(layout, have, budget, seed);
+    let mut buf = Vec::new();
+    for &p in &pieces {
+        if !matches!(storage.check_piece_with(p, &mut buf), Ok(true)) {
+            let offset = layout.lengths().piece_offset(p);
+            let path = layout
+                .files()
+                .iter()
+                .find(|f| !f.pad && f.range().contains(&offset))
+                .or_else(|| layout.files().iter().find(|f| f.range().end > offset))
+                .map(|f| storage.root().join(f.relative_path()))
+                .unwrap_or_default();
+            return Err(SampleMismatch { piece: p, path });
+        }
+    }
+    Ok(pieces.len())
+}
+
 fn read_record(path: &Path) -> Result<Vec<u8>, RecheckReason> {
     let unreadable = |e: io::Error| RecheckReason::Unreadable(e.to_string());
     let f = match fs::File::open(path) {

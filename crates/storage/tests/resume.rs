@@ -313,3 +313,94 @@ fn a_written_file_deleted_before_the_save_is_not_trusted() {
         RecheckReason::FileMissing(_)
     ));
 }
+
+fn mtime(p: &Path) -> SystemTime {
+    fs::metadata(p).unwrap().modified().unwrap()
+}
+
+#[test]
+fn sample_has_a_piece_of_every_file_and_keeps_to_its_budget() {
+    let files: Vec<(String, u64)> = (0..40)
+        .map(|i| (format!("t/f{i}"), 3000 + i * 500))
+        .collect();
+    let spec: Vec<(&str, u64)> = files.iter().map(|(p, l)| (p.as_str(), *l)).collect();
+    let (layout, _) = layout(&spec, 1024, 5);
+    let mut have = Bitfield::new(layout.num_pieces());
+    for p in (0..layout.num_pieces()).filter(|p| p % 3 != 1) {
+        have.set(p, true);
+    }
+    let budget = resume::SampleBudget {
+        max_bytes: 64 * 1024,
+        max_pieces: 60,
+    };
+    for seed in 0..50 {
+        let s = resume::sample_pieces(&layout, &have, budget, seed);
+        assert!(s.iter().all(|&p| have.get(p)), "only claimed pieces");
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+        assert!(s.len() <= 60 && s.len() * 1024 <= 64 * 1024, "{}", s.len());
+        for f in 0..layout.files().len() {
+            let mine = layout.file_pieces(f);
+            if mine.clone().any(|p| have.get(p)) {
+                assert!(s.iter().any(|p| mine.contains(p)), "file {f}, seed {seed}");
+            }
+        }
+    }
+    // Different seeds pick different pieces.
+    let a = resume::sample_pieces(&layout, &have, budget, 1);
+    assert!((2..20).any(|seed| resume::sample_pieces(&layout, &have, budget, seed) != a));
+    // Too many files for the budget: still at least one piece, and within the budget.
+    let tiny = resume::SampleBudget {
+        max_bytes: 4096,
+        max_pieces: 4,
+    };
+    let s = resume::sample_pieces(&layout, &have, tiny, 3);
+    assert!(!s.is_empty() && s.len() <= 4);
+    // Nothing claimed: nothing to sample.
+    let none = Bitfield::new(layout.num_pieces());
+    assert!(resume::sample_pieces(&layout, &none, budget, 3).is_empty());
+}
+
+/// A byte changed in the middle of a file, with its size and modification time put back:
+/// the record still looks good (size and time match), the sample catches it, reading only.
+#[test]
+fn sample_catches_a_file_changed_in_place_and_writes_nothing() {
+    let f = fixture();
+    let s = f.open();
+    let all: Vec<u32> = (0..f.layout.num_pieces()).collect();
+    let have = f.write_and_save(&s, &all);
+    drop(s);
+    assert_eq!(
+        resume::verify_sample(&f.open(), &have, resume::SampleBudget::default()),
+        Ok(all.len())
+    );
+
+    let b = f.file("t/sub/b");
+    let before = mtime(&b);
+    let mut bytes = fs::read(&b).unwrap();
+    bytes[4500] ^= 0xff;
+    fs::write(&b, &bytes).unwrap();
+    set_mtime(&b, before);
+    assert_eq!(mtime(&b), before);
+    // Size and time as recorded: the record alone is trusted.
+    assert!(matches!(f.load(), ResumeOutcome::Trusted(_)));
+
+    let s = f.open();
+    let stamps = |f: &Fixture| -> Vec<SystemTime> {
+        ["t/a", "t/sub/b", "t/empty"]
+            .iter()
+            .map(|p| mtime(&f.file(p)))
+            .collect()
+    };
+    let times = stamps(&f);
+    let err = resume::verify_sample(&s, &have, resume::SampleBudget::default()).unwrap_err();
+    // A small torrent fits the budget whole, so the changed piece is among the sampled.
+    assert_eq!(err.piece, (10_240 + 4500) / 4096);
+    assert!(err.path.ends_with("t/sub/b"), "{err}");
+    // Reading only: contents and times unchanged.
+    assert_eq!(stamps(&f), times);
+    assert_eq!(fs::read(&b).unwrap(), bytes);
+    // The full re-check finds exactly the changed piece.
+    let rechecked = s.recheck(&mut |_, _| {}).unwrap();
+    assert_eq!(rechecked.count_ones(), have.count_ones() - 1);
+    assert!(!rechecked.get(((10_240 + 4500) / 4096) as u32));
+}

@@ -16,8 +16,10 @@
 //! max_peers_per_swarm = 100000
 //! max_peers = 10000000              # over all swarms
 //! max_request_bytes = 4096          # HTTP request head
-//! max_http_connections = 1024
-//! http_timeout_secs = 15            # idle keep-alive and slow-request limit
+//! max_http_connections = 1024      # default: sized from RLIMIT_NOFILE at start (3/4 of it)
+//! max_http_connections_per_ip = 64  # more from one IP are closed at once
+//! http_head_timeout_secs = 5        # a request head must be complete this long after it began
+//! http_timeout_secs = 15            # idle keep-alive between requests; writing an answer
 //! udp_rate_limit = 5000             # packets per second per source IP and UDP thread; 0 = off
 //! trust_ip_param = false            # use the announce's `ip` instead of the source address
 //! full_scrape = false               # answer a scrape without info_hash with every swarm
@@ -62,6 +64,8 @@ pub struct Config {
     pub max_peers: usize,
     pub max_request_bytes: usize,
     pub max_http_connections: usize,
+    pub max_http_connections_per_ip: usize,
+    pub http_head_timeout_secs: u64,
     pub http_timeout_secs: u64,
     pub udp_rate_limit: u32,
     pub trust_ip_param: bool,
@@ -92,7 +96,9 @@ impl Default for Config {
             max_peers_per_swarm: 100_000,
             max_peers: 10_000_000,
             max_request_bytes: 4096,
-            max_http_connections: 1024,
+            max_http_connections: default_max_http_connections(),
+            max_http_connections_per_ip: 64,
+            http_head_timeout_secs: 5,
             http_timeout_secs: 15,
             udp_rate_limit: 5000,
             trust_ip_param: false,
@@ -107,6 +113,30 @@ impl Default for Config {
             whitelist_file: None,
         }
     }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process (1024 when it cannot be read).
+pub fn nofile_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+            #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+            return r.rlim_cur as u64;
+        }
+    }
+    1024
+}
+
+/// Three quarters of the descriptors this process may open, less a reserve for listeners,
+/// UDP sockets, snapshot and config files: HTTP connections alone never exhaust them.
+fn default_max_http_connections() -> usize {
+    let n = nofile_limit().min(1 << 20);
+    ((n.saturating_sub(64)) * 3 / 4).clamp(16, 262_144) as usize
 }
 
 impl Config {
@@ -148,6 +178,9 @@ impl Config {
         }
         if self.numwant_max == 0 || self.max_peers_per_swarm == 0 {
             return bad("numwant_max and max_peers_per_swarm must be at least 1");
+        }
+        if self.max_http_connections == 0 || self.max_http_connections_per_ip == 0 {
+            return bad("max_http_connections and max_http_connections_per_ip must be at least 1");
         }
         if self.max_request_bytes < 256 {
             return bad("max_request_bytes must be at least 256");

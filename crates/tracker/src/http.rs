@@ -1,22 +1,26 @@
 //! A minimal HTTP/1.1 server for `/announce`, `/scrape` and `/metrics`.
 //!
 //! Only `GET` without a body; keep-alive and pipelining; the request head is capped at
-//! `max_request_bytes` (431 and close beyond), each connection at `http_timeout_secs` per
-//! request, and the number of open connections at `max_http_connections` (extra ones are
-//! closed at once). Tracker refusals are `200 OK` with a bencoded `failure reason`, as clients
+//! `max_request_bytes` (431 and close beyond, after draining what the client still sends), a
+//! request head must arrive whole within `http_head_timeout_secs`, a keep-alive connection
+//! may idle `http_timeout_secs` between requests, and open connections are capped at
+//! `max_http_connections` (the oldest is shed to make room) and `max_http_connections_per_ip`
+//! (extra ones are closed at once). Tracker refusals are `200 OK` with a bencoded `failure reason`, as clients
 //! expect; only transport-level faults get 4xx codes.
 //!
 //! Paths: `/announce`, `/announce/KEY`, `/KEY/announce` (and the same with `scrape`); a
 //! `passkey=KEY` query parameter works too. `key` is *not* a user key: it is the standard
 //! announce parameter clients send.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tracker_proto::http as proto;
 use tracker_proto::{AnnounceResponse, PeerId};
 
@@ -29,33 +33,150 @@ const MAX_SCRAPE_HASHES: usize = 256;
 /// Most swarms in a full scrape.
 const MAX_FULL_SCRAPE: usize = 10_000;
 
+/// Most bytes read and thrown away after a closing answer (so the answer is not lost to a
+/// TCP reset caused by unread input).
+const DRAIN_BYTES: usize = 256 * 1024;
+/// Longest wait for the client to close after a closing answer.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// Longest pause of the accept loop when out of file descriptors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The open connections: oldest first (so the oldest can be shed when the cap is reached),
+/// and a count per IP.
+#[derive(Default)]
+struct Conns {
+    next_id: u64,
+    open: BTreeMap<u64, Arc<Notify>>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Removes its connection from [`Conns`] when the connection's task ends.
+struct ConnGuard {
+    conns: Arc<Mutex<Conns>>,
+    id: u64,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut c = lock(&self.conns);
+        c.open.remove(&self.id);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn lock(m: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn count_refused(shared: &Shared) {
+    shared
+        .stats
+        .http_connections_refused_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Tells the oldest open connection to close; false when there is none.
+fn shed_oldest(conns: &Mutex<Conns>) -> bool {
+    match lock(conns).open.pop_first() {
+        Some((_, n)) => {
+            n.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
+fn out_of_fds(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+        || matches!(e.kind(), std::io::ErrorKind::OutOfMemory)
+}
+
+/// The accept loop. It never waits on a connection: over the per-IP cap a new connection is
+/// closed at once; at the global cap the oldest connection is told to close to make room (a
+/// slow-loris crowd is shed, oldest first, and new clients are answered). Out of file
+/// descriptors, it sheds the oldest connection and stops accepting for a while (doubling up
+/// to [`MAX_ACCEPT_BACKOFF`]) instead of spinning on the pending connection.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        shared.config.max_http_connections.max(1),
-    ));
+    let max = shared.config.max_http_connections.max(1);
+    let max_per_ip = shared.config.max_http_connections_per_ip.max(1);
+    let conns = Arc::new(Mutex::new(Conns::default()));
     let mut rng_seed = rand::random::<u64>() | 1;
+    let mut backoff = Duration::ZERO;
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(_) => {
-                // Out of file descriptors and the like: back off a little.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(x) => {
+                backoff = Duration::ZERO;
+                x
+            }
+            Err(e) if out_of_fds(&e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(50), MAX_ACCEPT_BACKOFF);
+                shared
+                    .stats
+                    .http_accept_errors_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shed_oldest(&conns);
+                tracing::debug!("tracker accept: {e}; pausing {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            Err(e) => {
+                // A connection that died in the backlog and the like: not the listener's fault.
+                shared
+                    .stats
+                    .http_accept_errors_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!("tracker accept: {e}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            shared
-                .stats
-                .http_connections_refused_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            drop(stream);
-            continue;
+        let ip = peer.ip().to_canonical();
+        let (guard, cancel) = {
+            let mut c = lock(&conns);
+            let n = c.per_ip.get(&ip).copied().unwrap_or(0);
+            if n >= max_per_ip {
+                drop(c);
+                count_refused(&shared);
+                drop(stream);
+                continue;
+            }
+            while c.open.len() >= max {
+                match c.open.pop_first() {
+                    Some((_, old)) => {
+                        old.notify_one();
+                        count_refused(&shared);
+                    }
+                    None => break,
+                }
+            }
+            *c.per_ip.entry(ip).or_insert(0) += 1;
+            let id = c.next_id;
+            c.next_id += 1;
+            let cancel = Arc::new(Notify::new());
+            c.open.insert(id, cancel.clone());
+            (
+                ConnGuard {
+                    conns: conns.clone(),
+                    id,
+                    ip,
+                },
+                cancel,
+            )
         };
         let sh = shared.clone();
         let rng = crate::swarm::next_random(&mut rng_seed) | 1;
         tokio::spawn(async move {
-            let _permit = permit;
-            connection(sh, stream, peer, rng).await;
+            let _guard = guard;
+            tokio::select! {
+                _ = cancel.notified() => {}
+                _ = connection(sh, stream, peer, rng) => {}
+            }
         });
     }
 }
@@ -64,12 +185,39 @@ fn find_head_end(b: &[u8]) -> Option<usize> {
     b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
+/// Writes a closing answer, shuts the write side, then reads and drops what the client still
+/// sends (at most [`DRAIN_BYTES`] for at most [`DRAIN_TIME`]) so that closing with unread input
+/// does not reset the connection before the client has read the answer.
+async fn answer_and_close(stream: &mut TcpStream, answer: &[u8], write_timeout: Duration) {
+    match tokio::time::timeout(write_timeout, stream.write_all(answer)).await {
+        Ok(Ok(())) => {}
+        _ => return,
+    }
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut chunk = [0u8; 4096];
+    let mut drained = 0usize;
+    while drained < DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+/// One connection: each request head must be complete within `http_head_timeout_secs` of its
+/// first byte (of the accept, for the first request), the wait for a next request on a
+/// keep-alive connection is at most `http_timeout_secs`, and so is writing an answer.
 async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, mut rng: u64) {
     let _ = stream.set_nodelay(true);
-    let timeout = Duration::from_secs(shared.config.http_timeout_secs.max(1));
+    let idle = Duration::from_secs(shared.config.http_timeout_secs.max(1));
+    let head_time = Duration::from_secs(shared.config.http_head_timeout_secs.max(1));
     let max = shared.config.max_request_bytes;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
+    let mut head_deadline = Some(tokio::time::Instant::now() + head_time);
     loop {
         let end = loop {
             if let Some(e) = find_head_end(&buf) {
@@ -77,29 +225,39 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             }
             if buf.len() >= max {
                 bad(&shared);
-                let _ = stream
-                    .write_all(&plain(431, "request too large", true))
-                    .await;
+                answer_and_close(&mut stream, &plain(431, "request too large", true), idle).await;
                 return;
             }
             let want = chunk.len().min(max - buf.len());
-            match tokio::time::timeout(timeout, stream.read(&mut chunk[..want])).await {
-                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            let deadline = match head_deadline {
+                Some(d) => d,
+                None => tokio::time::Instant::now() + idle,
+            };
+            match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..want])).await {
+                Ok(Ok(n)) if n > 0 => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + head_time);
+                }
                 _ => return,
             }
         };
         if end > max {
             bad(&shared);
-            let _ = stream
-                .write_all(&plain(431, "request too large", true))
-                .await;
+            answer_and_close(&mut stream, &plain(431, "request too large", true), idle).await;
             return;
         }
         let (resp, close) = respond(&shared, &buf[..end], peer, &mut rng);
-        if stream.write_all(&resp).await.is_err() || close {
+        if close {
+            answer_and_close(&mut stream, &resp, idle).await;
             return;
         }
+        match tokio::time::timeout(idle, stream.write_all(&resp)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
         buf.drain(..end);
+        // A pipelined request already (partly) here has its head deadline from now.
+        head_deadline = (!buf.is_empty()).then(|| tokio::time::Instant::now() + head_time);
     }
 }
 

@@ -49,7 +49,8 @@ counters! {
     http_scrapes_total: "HTTP scrapes answered.",
     http_failures_total: "HTTP requests answered with a failure reason.",
     http_bad_requests_total: "HTTP requests refused before routing (size, syntax, path).",
-    http_connections_refused_total: "TCP connections closed at once because of the connection cap.",
+    http_connections_refused_total: "TCP connections closed because of a connection cap (new ones over the per-IP cap, the oldest at the global cap).",
+    http_accept_errors_total: "Failed accepts (out of file descriptors and the like).",
 }
 
 impl Stats {

@@ -24,6 +24,11 @@ pub const BATCH: usize = 32;
 /// Receive buffer per datagram (BEP 15 requests are at most a few hundred bytes).
 pub const RECV_BUF: usize = 2048;
 
+/// Whether a datagram's head says it is a scrape (action 2).
+pub fn is_scrape(b: &[u8]) -> bool {
+    b.len() >= 16 && b[8..12] == tracker_proto::udp::ACTION_SCRAPE.to_be_bytes()
+}
+
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -142,8 +147,9 @@ mod linux {
                 outs[i].clear();
                 name_lens[i] = msgs[i].msg_hdr.msg_namelen;
                 let len = (msgs[i].msg_len as usize).min(RECV_BUF);
-                // A truncated datagram (larger than RECV_BUF) is no valid request: drop it.
-                if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                // A truncated datagram (larger than RECV_BUF) is no valid request, except a
+                // scrape of more hashes than fit: BEP 15 answers the first ones.
+                if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 && !is_scrape(&bufs[i][..len]) {
                     continue;
                 }
                 if let Some(src) = to_std(&names[i]) {

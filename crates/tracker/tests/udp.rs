@@ -295,3 +295,33 @@ fn ipv6_sockets_give_18_byte_peers() {
     assert_eq!(resp.peers.len(), 2);
     assert!(resp.peers.iter().all(|p| p.is_ipv6()));
 }
+
+/// BEP 15: a scrape of more hashes than fit in one answer (here 150, a 3,016-byte datagram,
+/// over the receive buffer too) is answered for the first ones, not dropped.
+#[test]
+fn oversized_scrape_answers_the_first_hashes() {
+    let t = Running::start(local_config());
+    let mut c = UdpClient::new(t.udp);
+    let cid = c.connect();
+    c.announce(cid, req(3, b'z', 3000, 0), b"");
+    for n in [80usize, 150] {
+        let mut hashes = vec![InfoHash([3; 20])];
+        hashes.extend((1..n).map(|i| InfoHash([(i % 250) as u8 + 4; 20])));
+        let tid = c.next_tid();
+        match c.roundtrip(&Request::Scrape {
+            connection_id: cid,
+            transaction_id: tid,
+            info_hashes: hashes,
+        }) {
+            Response::Scrape { stats, .. } => {
+                assert_eq!(
+                    stats.len(),
+                    tracker_proto::udp::MAX_SCRAPE_HASHES,
+                    "{n} hashes"
+                );
+                assert_eq!(stats[0].complete, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
