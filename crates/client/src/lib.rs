@@ -36,4 +36,4 @@ pub use metadata::{
     MetadataOptions, MetadataStatus,
 };
 pub use options::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
-pub use torrent::run_torrent;
+pub use torrent::{raise_nofile_limit, run_torrent};

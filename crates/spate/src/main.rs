@@ -114,6 +114,13 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log.as_deref(), default_level);
+    if matches!(
+        cli.command,
+        Command::Download(_) | Command::Seed(_) | Command::Tracker(_) | Command::Dht(_)
+    ) {
+        // Connection limits are sized from the soft limit; the hard one is what we may use.
+        client::raise_nofile_limit();
+    }
     let result = match cli.command {
         Command::Create(a) => create::run(a),
         Command::Info(a) => info::run(a),

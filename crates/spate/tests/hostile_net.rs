@@ -272,3 +272,36 @@ fn no_peers_is_logged_at_the_default_level() -> Result<()> {
     ensure!(line.contains("DHT off"), "{line}");
     Ok(())
 }
+
+/// A soft limit on open files below the hard one is raised to the hard one at start (the
+/// connection limits are sized from it): `ulimit -Sn 100` under a hard limit of 4096.
+#[test]
+fn soft_open_file_limit_is_raised_to_the_hard_one() -> Result<()> {
+    let td = TestDir::new("fd-limit-raise")?;
+    let t = fixture(&td, 64 << 10, None)?;
+    let port = testkit::free_port();
+    let bin = spate().bin().to_path_buf();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg("ulimit -Sn 100 && ulimit -Hn 4096 && exec \"$@\"")
+        .arg("spate")
+        .arg(&bin)
+        .args(["seed", "--no-trackers", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(&t)
+        .arg(td.join("src").join("f.bin"))
+        .env("SPATE_NO_DHT", "1");
+    let seeder = Proc::spawn("spate-seed-raise", cmd, &td.logs())?;
+    common::wait_listening(&seeder, port, &Deadline::after(Duration::from_secs(30)))?;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", seeder.pid()))?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("no 'Max open files' in /proc/PID/limits")?;
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    ensure!(
+        nums == ["4096", "4096"],
+        "soft limit not raised to the hard one: {line}"
+    );
+    Ok(())
+}
