@@ -1715,6 +1715,39 @@ impl Limits {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit (at most 65,536), as servers do:
+/// the default soft limit (1,024 on most systems) is below what a busy client needs, and the
+/// connection limits are sized from it at start. Returns the soft limit now in force, or
+/// `None` where it cannot be read. Failure to raise leaves the limit as it was.
+pub fn raise_nofile_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+            let want = if r.rlim_max == libc::RLIM_INFINITY {
+                65_536
+            } else {
+                r.rlim_max.min(65_536)
+            };
+            if want > r.rlim_cur {
+                let new = libc::rlimit {
+                    rlim_cur: want,
+                    rlim_max: r.rlim_max,
+                };
+                // SAFETY: setrlimit only reads the struct we pass.
+                if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
+                    tracing::debug!("cannot raise the open-file limit to {want}");
+                }
+            }
+        }
+    }
+    nofile_limit()
+}
+
 /// The soft limit on open files, if there is one.
 fn nofile_limit() -> Option<u64> {
     #[cfg(unix)]
@@ -1894,37 +1927,4 @@ mod tests {
             libc::ECONNABORTED
         )));
     }
-}
-
-/// Raises the soft limit on open files to the hard limit (at most 65,536), as servers do:
-/// the default soft limit (1,024 on most systems) is below what a busy client needs, and the
-/// connection limits are sized from it at start. Returns the soft limit now in force, or
-/// `None` where it cannot be read. Failure to raise leaves the limit as it was.
-pub fn raise_nofile_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct we pass.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
-            let want = if r.rlim_max == libc::RLIM_INFINITY {
-                65_536
-            } else {
-                r.rlim_max.min(65_536)
-            };
-            if want > r.rlim_cur {
-                let new = libc::rlimit {
-                    rlim_cur: want,
-                    rlim_max: r.rlim_max,
-                };
-                // SAFETY: setrlimit only reads the struct we pass.
-                if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
-                    tracing::debug!("cannot raise the open-file limit to {want}");
-                }
-            }
-        }
-    }
-    nofile_limit()
 }

@@ -187,10 +187,23 @@ async fn smart_ban_names_a_liar_after_one_bad_piece() {
         .unwrap();
         assert!(s.complete);
         assert_eq!(&std::fs::read(out.join("f.bin")).unwrap(), &*data);
-        assert!(s.hash_failures <= 1, "one bad piece only");
+        // One bad piece, but it may fail twice: when its first failed copy mixed blocks of
+        // both seeders, both are suspects, so either may fetch it again (the liar too, and
+        // then its second copy fails). Under load that happened about once in 15 runs.
+        assert!(
+            s.hash_failures <= 2,
+            "run {run}: {} failures",
+            s.hash_failures
+        );
         assert!(s.banned.iter().all(|(a, _)| *a == liar), "{:?}", s.banned);
         if s.hash_failures == 1 {
             assert_eq!(s.banned, vec![(liar, 1)], "run {run}");
+        } else if s.hash_failures == 2 {
+            assert!(
+                matches!(s.banned.as_slice(), [(a, n)] if *a == liar && *n <= 2),
+                "run {run}: {:?}",
+                s.banned
+            );
         }
         seen.push(s.hash_failures);
         let _ = std::fs::remove_dir_all(&out);

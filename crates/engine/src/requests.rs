@@ -15,7 +15,8 @@
 //! Smart ban: a piece that failed its hash check goes first (after the peer's own piece) to
 //! a peer that sent none of the failed copy, and is kept away from the peers that did
 //! (steps 1 to 4 and 6), so its good copy comes soon and from someone else, naming the liar.
-//! Step 5 gives it to a suspect only if no unsuspected peer has it, so it still completes.
+//! Step 5 gives it to a suspect only if no less suspect peer (one that sent blocks of fewer
+//! failed copies) has it, so it still completes, and a liar does not fail it over and over.
 
 use std::time::Instant;
 
@@ -126,16 +127,20 @@ impl Torrent {
 
     /// Tops up one peer's pipeline to its depth.
     pub(crate) fn fill(&mut self, peer: PeerKey) {
-        // Failed pieces this peer is a suspect for that another peer, no suspect, can give.
+        // Failed pieces this peer is a suspect for that another peer, less suspect (it sent
+        // blocks of fewer failed copies), can give. After a failed copy mixed from two
+        // peers both are suspects and either may fetch it again; once one of them has failed
+        // it twice, only the other may.
         let smart = &self.smart;
         let covered: Vec<u32> = smart
             .pieces()
             .filter(|&x| {
-                smart.contributed(x, peer)
+                let mine = smart.contributions(x, peer);
+                mine > 0
                     && self
                         .peers
                         .iter()
-                        .any(|(k, q)| *k != peer && q.has(x) && !smart.contributed(x, *k))
+                        .any(|(k, q)| *k != peer && q.has(x) && smart.contributions(x, *k) < mine)
             })
             .collect();
         let Some(p) = self.peers.get_mut(&peer) else {
@@ -165,7 +170,7 @@ impl Torrent {
 
 /// The next block to request from `peer` (whose key is `key`), marked requested in the
 /// picker; see the module doc for the order. `covered`: failed pieces the peer is a suspect
-/// for that an unsuspected peer can give (never taken, not even as a last resort).
+/// for that a less suspect peer can give (never taken, not even as a last resort).
 pub(crate) fn pick_block(
     picker: &mut Picker,
     peer: &mut Peer,

@@ -68,6 +68,16 @@ impl SmartBan {
         })
     }
 
+    /// How many remembered failed copies of `piece` `peer` sent blocks of.
+    pub fn contributions(&self, piece: u32, peer: PeerKey) -> usize {
+        self.pieces.get(&piece).map_or(0, |copies| {
+            copies
+                .iter()
+                .filter(|c| c.charged.iter().any(|(k, _)| *k == peer))
+                .count()
+        })
+    }
+
     /// A copy of `piece` failed. `sources[i]` sent block `i`; `hashes` has one hash per
     /// block, or is empty when the client gave none. `charged` is what each contributor was
     /// charged for it.
@@ -183,6 +193,18 @@ mod tests {
         let v = s.verified(0, &[1, 2]);
         assert_eq!(v.guilty, vec![2]);
         assert_eq!(v.refund, vec![(1, 1.0), (3, 0.5)]);
+    }
+
+    #[test]
+    fn contributions_count_failed_copies() {
+        let mut s = SmartBan::default();
+        // A copy mixed from peers 1 and 2, then one of peer 1 alone.
+        s.failed(0, &[Some(1), Some(2)], &[9, 2], vec![(1, 0.5), (2, 0.5)]);
+        assert_eq!((s.contributions(0, 1), s.contributions(0, 2)), (1, 1));
+        s.failed(0, &[Some(1), Some(1)], &[9, 2], vec![(1, 1.0)]);
+        assert_eq!((s.contributions(0, 1), s.contributions(0, 2)), (2, 1));
+        assert_eq!(s.contributions(0, 3), 0);
+        assert_eq!(s.contributions(7, 1), 0);
     }
 
     #[test]
