@@ -1811,3 +1811,552 @@ fn session_stats(st: &session::Stats, style: Style) -> Map<String, Value> {
     out.insert(session_key(style, "current_stats"), totals(&st.current));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session::{FileView, PeerView, TrackerView};
+
+    /// A dispatcher that needs no session: echoes the method, fails like a session would.
+    async fn fake(call: Call) -> Reply {
+        match call.method {
+            Method::TorrentGet => {
+                let ids = parse_ids(&call.args)?;
+                let fields = parse_fields(&call.args)?.ok_or_else(|| bad("no fields specified"))?;
+                let mut m = Map::new();
+                m.insert("ids".into(), json!(format!("{ids:?}")));
+                m.insert("fields".into(), json!(fields));
+                Ok(m)
+            }
+            Method::PortTest => Err(RpcError::Failed("nope".into())),
+            _ => Ok(Map::new()),
+        }
+    }
+
+    async fn run(body: &str) -> Answer {
+        process(body.as_bytes(), fake).await
+    }
+
+    #[tokio::test]
+    async fn malformed_json() {
+        for body in [
+            "",
+            "{",
+            "{\"method\":\"session-get\"",
+            "nul",
+            "{\"method\": tru}",
+            "\u{0}",
+        ] {
+            let a = run(body).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body:?}");
+            let r = a.body.unwrap()["result"].as_str().unwrap().to_string();
+            assert!(r.starts_with("malformed JSON request"), "{r}");
+        }
+        for body in ["5", "\"x\"", "null", "true"] {
+            let a = run(body).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_method_and_missing_method() {
+        let a = run(r#"{"method":"torrent-explode","tag":7}"#).await;
+        assert_eq!(a.status, StatusCode::OK);
+        let b = a.body.unwrap();
+        assert_eq!(b["result"], "method name not recognized");
+        assert_eq!(b["tag"], 7);
+        let b = run(r#"{"arguments":{}}"#).await.body.unwrap();
+        assert_eq!(b["result"], "no method name");
+        let b = run(r#"{"method":5}"#).await.body.unwrap();
+        assert_eq!(b["result"], "no method name");
+        let b = run(r#"{"method":"session-get","arguments":[1]}"#)
+            .await
+            .body
+            .unwrap();
+        assert_eq!(b["result"], "'arguments' must be an object");
+        // Success carries "success" and the tag.
+        let b = run(r#"{"method":"session-stats","tag":912313}"#)
+            .await
+            .body
+            .unwrap();
+        assert_eq!(
+            b,
+            json!({"arguments": {}, "result": "success", "tag": 912313})
+        );
+        // Both spellings of a method name.
+        for name in [
+            "torrent-start-now",
+            "torrent_start_now",
+            "queue-move-top",
+            "group-get",
+        ] {
+            let b = run(&format!(r#"{{"method":"{name}"}}"#))
+                .await
+                .body
+                .unwrap();
+            assert_eq!(b["result"], "success", "{name}");
+        }
+        let b = run(r#"{"method":"port-test"}"#).await.body.unwrap();
+        assert_eq!(b["result"], "nope");
+    }
+
+    #[tokio::test]
+    async fn wrong_argument_types() {
+        for (args, want) in [
+            (r#"{"ids":"abc","fields":["id"]}"#, "argument 'ids' must be"),
+            (
+                r#"{"ids":[1,{}],"fields":["id"]}"#,
+                "argument 'ids' must be",
+            ),
+            (r#"{"ids":-1,"fields":["id"]}"#, "argument 'ids' must be"),
+            (r#"{"ids":1.5,"fields":["id"]}"#, "argument 'ids' must be"),
+            (r#"{"ids":true,"fields":["id"]}"#, "argument 'ids' must be"),
+            (
+                r#"{"fields":5}"#,
+                "argument 'fields' must be a list of strings",
+            ),
+            (
+                r#"{"fields":["id",5]}"#,
+                "argument 'fields' must be a list of strings",
+            ),
+            (
+                r#"{"fields":"id"}"#,
+                "argument 'fields' must be a list of strings",
+            ),
+            (r#"{}"#, "no fields specified"),
+        ] {
+            let body = format!(r#"{{"method":"torrent-get","arguments":{args}}}"#);
+            let b = run(&body).await.body.unwrap();
+            let r = b["result"].as_str().unwrap();
+            assert!(r.starts_with(want), "{args}: {r}");
+        }
+        // What is accepted.
+        for (args, ids) in [
+            (r#"{"fields":["id"]}"#, "All"),
+            (r#"{"ids":3,"fields":["id"]}"#, "Some([Id(3)])"),
+            (r#"{"ids":"3","fields":["id"]}"#, "Some([Id(3)])"),
+            (r#"{"ids":[],"fields":["id"]}"#, "Some([])"),
+            (r#"{"ids":null,"fields":["id"]}"#, "All"),
+            (
+                r#"{"ids":"recently-active","fields":["id"]}"#,
+                "RecentlyActive",
+            ),
+            (
+                r#"{"ids":[1,"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"],"fields":["id"]}"#,
+                "Some([Id(1), Hash(\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\")])",
+            ),
+        ] {
+            let body = format!(r#"{{"method":"torrent-get","arguments":{args}}}"#);
+            let b = run(&body).await.body.unwrap();
+            assert_eq!(b["result"], "success", "{args}: {b}");
+            assert_eq!(b["arguments"]["ids"], ids, "{args}");
+        }
+    }
+
+    #[tokio::test]
+    async fn jsonrpc_envelope() {
+        let a =
+            run(r#"{"jsonrpc":"2.0","method":"torrent_get","params":{"fields":["id"]},"id":1}"#)
+                .await;
+        assert_eq!(a.status, StatusCode::OK);
+        let b = a.body.unwrap();
+        assert_eq!(b["jsonrpc"], "2.0");
+        assert_eq!(b["id"], 1);
+        assert_eq!(b["result"]["fields"], json!(["id"]));
+        assert!(b.get("error").is_none());
+        let b = run(r#"{"jsonrpc":"2.0","method":"nope","id":"x"}"#)
+            .await
+            .body
+            .unwrap();
+        assert_eq!(b["error"]["code"], -32601);
+        assert_eq!(b["id"], "x");
+        let b = run(r#"{"jsonrpc":"2.0","method":"torrent_get","params":{"fields":5},"id":2}"#)
+            .await
+            .body
+            .unwrap();
+        assert_eq!(b["error"]["code"], -32602);
+        assert!(b["error"]["data"]["errorString"]
+            .as_str()
+            .unwrap()
+            .contains("fields"));
+        let b = run(r#"{"jsonrpc":"2.0","method":"port_test","id":3}"#)
+            .await
+            .body
+            .unwrap();
+        assert_eq!(b["error"]["code"], -32000);
+        let b = run(r#"{"jsonrpc":"1.0","method":"session_get","id":4}"#)
+            .await
+            .body
+            .unwrap();
+        assert_eq!(b["error"]["code"], -32600);
+        let b = run(r#"{"jsonrpc":"2.0","method":"session_get","params":[1],"id":5}"#)
+            .await
+            .body
+            .unwrap();
+        assert_eq!(b["error"]["code"], -32602);
+        // A notification: done, nothing answered.
+        let a = run(r#"{"jsonrpc":"2.0","method":"torrent_stop"}"#).await;
+        assert_eq!((a.status, a.body), (StatusCode::NO_CONTENT, None));
+        // A batch: one answer per call with an id.
+        let a = run(r#"[{"jsonrpc":"2.0","method":"session_stats","id":1},{"jsonrpc":"2.0","method":"torrent_stop"},5]"#).await;
+        let b = a.body.unwrap();
+        assert_eq!(b.as_array().unwrap().len(), 2);
+        assert_eq!(b[0]["id"], 1);
+        assert_eq!(b[1]["error"]["code"], -32600);
+        let b = run("[]").await.body.unwrap();
+        assert_eq!(b["error"]["code"], -32600);
+    }
+
+    #[test]
+    fn names_fold_to_snake_case() {
+        for (from, to) in [
+            ("hashString", "hash_string"),
+            ("peer-limit", "peer_limit"),
+            ("isUTP", "is_utp"),
+            ("seedRatioLimit", "seed_ratio_limit"),
+            ("speed-limit-down-enabled", "speed_limit_down_enabled"),
+            ("rpc-version-semver", "rpc_version_semver"),
+            ("primary-mime-type", "primary_mime_type"),
+            ("fileStats", "file_stats"),
+            ("percentDone", "percent_done"),
+            ("download_dir", "download_dir"),
+            ("id", "id"),
+        ] {
+            assert_eq!(snake(from), to);
+        }
+        assert_eq!(key(Style::Legacy, "bytes_completed"), "bytesCompleted");
+        assert_eq!(key(Style::Legacy, "is_utp"), "isUTP");
+        assert_eq!(key(Style::Snake, "bytes_completed"), "bytes_completed");
+        assert_eq!(
+            session_key(Style::Legacy, "speed_limit_down"),
+            "speed-limit-down"
+        );
+        assert_eq!(
+            session_key(Style::Legacy, "seed_ratio_limited"),
+            "seedRatioLimited"
+        );
+    }
+
+    fn args(v: Value) -> Args {
+        match v {
+            Value::Object(m) => Args::new(m),
+            _ => unreachable!(),
+        }
+    }
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            session_id: "sid".into(),
+            peer_port: 51413,
+            download_dir_free_space: Some(123),
+        }
+    }
+
+    #[test]
+    fn session_get_names_units_and_filter() {
+        let st = Settings {
+            speed_limit_down: 250_000,
+            ..Settings::default()
+        };
+        let all = session_get(&st, &info(), None, Style::Legacy);
+        assert_eq!(all["rpc-version"], 17);
+        assert_eq!(all["rpc-version-minimum"], 14);
+        assert_eq!(all["rpc-version-semver"], "5.3.0");
+        assert_eq!(all["speed-limit-down"], 250, "kB/s of 1000 bytes");
+        assert_eq!(all["units"]["speed-bytes"], 1000);
+        assert_eq!(all["peer-port"], 51413);
+        assert_eq!(all["session-id"], "sid");
+        assert_eq!(all["download-dir-free-space"], 123);
+        assert_eq!(all["seedRatioLimited"], false);
+        assert_eq!(all["blocklist-size"], 0);
+        assert!(all["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("4.0.6 (spate "));
+        let snake_all = session_get(&st, &info(), None, Style::Snake);
+        assert_eq!(snake_all["rpc_version"], 17);
+        assert_eq!(snake_all["units"]["speed_bytes"], 1000);
+        let some = session_get(
+            &st,
+            &info(),
+            Some(&["version".into(), "download-dir".into(), "bogus".into()]),
+            Style::Legacy,
+        );
+        assert_eq!(some.len(), 2);
+        assert!(some.contains_key("download-dir"));
+    }
+
+    #[test]
+    fn session_set_applies_converts_and_refuses() {
+        let mut st = Settings::default();
+        apply_session_set(
+            &mut st,
+            &args(json!({
+                "speed-limit-down": 300, "speed-limit-down-enabled": true,
+                "seedRatioLimit": 1.5, "download-dir": "/data", "alt-speed-time-day": 65,
+                "incomplete-dir": "", "no-such-key": [1], "rpc-version": 99,
+                "peer-port": 51413, "encryption": "required", "start-added-torrents": 0
+            })),
+            51413,
+        )
+        .unwrap();
+        assert_eq!(st.speed_limit_down, 300_000);
+        assert!(st.speed_limit_down_enabled);
+        assert_eq!(st.seed_ratio_limit, 1.5);
+        assert_eq!(st.download_dir, PathBuf::from("/data"));
+        assert_eq!(st.alt_speed_time_day, 65);
+        assert_eq!(st.encryption, "required");
+        assert!(!st.start_added_torrents);
+        let before = st.clone();
+        for bad_args in [
+            json!({"speed-limit-down": "fast"}),
+            json!({"speed-limit-down": -5}),
+            json!({"speed-limit-down-enabled": "yes"}),
+            json!({"download-dir": "relative/dir"}),
+            json!({"download-dir": 5}),
+            json!({"alt-speed-time-begin": 1440}),
+            json!({"alt-speed-time-day": 128}),
+            json!({"encryption": "sometimes"}),
+            json!({"peer-port": 6881}),
+            json!({"blocklist-enabled": true}),
+            json!({"seedRatioLimit": -1}),
+            // The good key is not applied when another is bad.
+            json!({"speed-limit-up": 5, "seed-queue-size": "x"}),
+        ] {
+            let r = apply_session_set(&mut st, &args(bad_args.clone()), 51413);
+            assert!(matches!(r, Err(RpcError::InvalidParams(_))), "{bad_args}");
+            assert_eq!(st, before, "{bad_args}");
+        }
+    }
+
+    #[test]
+    fn torrent_add_arguments() {
+        let (src, opts, peer_limit) = parse_add(&args(json!({
+            "metainfo": "ZDQ6\nbmFt\r\nZTE6eGU=", "download-dir": "/dl", "paused": true,
+            "files-unwanted": [1, 2], "labels": ["tv"], "peer-limit": 20,
+            "bandwidthPriority": 1, "cookies": "a=b"
+        })))
+        .unwrap();
+        assert!(matches!(src, AddSource::Metainfo(ref b) if b == b"d4:name1:xe"));
+        assert_eq!(opts.download_dir, Some(PathBuf::from("/dl")));
+        assert_eq!(opts.paused, Some(true));
+        assert_eq!(opts.files_unwanted, vec![1, 2]);
+        assert_eq!(opts.labels, vec!["tv".to_string()]);
+        assert_eq!(peer_limit, Some(20));
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        let (src, _, _) = parse_add(&args(json!({ "filename": hash }))).unwrap();
+        assert!(matches!(src, AddSource::Magnet(ref m) if m.ends_with(hash)));
+        let (src, _, _) =
+            parse_add(&args(json!({ "filename": "magnet:?xt=urn:btih:abc" }))).unwrap();
+        assert!(matches!(src, AddSource::Magnet(_)));
+        let (src, _, _) = parse_add(&args(json!({ "filename": "/tmp/x.torrent" }))).unwrap();
+        assert!(matches!(src, AddSource::Path(_)));
+        for bad_args in [
+            json!({}),
+            json!({"metainfo": "***"}),
+            json!({"metainfo": 5}),
+            json!({"filename": ""}),
+            json!({"filename": "/x", "download-dir": "rel"}),
+            json!({"filename": "/x", "files-wanted": [-1]}),
+            json!({"filename": "/x", "files-wanted": "1"}),
+            json!({"filename": "/x", "labels": ["a,b"]}),
+            json!({"filename": "/x", "paused": "no"}),
+        ] {
+            assert!(parse_add(&args(bad_args.clone())).is_err(), "{bad_args}");
+        }
+    }
+
+    #[test]
+    fn torrent_set_arguments() {
+        let spec = parse_set(&args(json!({
+            "downloadLimit": 50, "downloadLimited": true, "seedRatioMode": 1,
+            "seedRatioLimit": 2.5, "files-wanted": [], "priority-high": [0],
+            "trackerRemove": [3], "trackerReplace": [1, "http://t/announce"],
+            "trackerList": "http://a/announce\n\nhttp://b/announce\n",
+            "sequentialDownload": true, "queuePosition": 0, "labels": []
+        })))
+        .unwrap();
+        assert_eq!(spec.patch.download_limit, Some(50_000));
+        assert_eq!(spec.patch.download_limited, Some(true));
+        assert_eq!(spec.patch.seed_ratio_mode, Some(LimitMode::Single));
+        assert_eq!(spec.patch.seed_ratio_limit, Some(2.5));
+        assert_eq!(spec.all_files, [true, false, false, false, false]);
+        assert_eq!(spec.patch.priority_high, vec![0]);
+        assert_eq!(spec.tracker_remove_ids, vec![3]);
+        assert_eq!(
+            spec.tracker_replace,
+            vec![(1, "http://t/announce".to_string())]
+        );
+        assert_eq!(spec.tracker_list.as_ref().unwrap().len(), 2);
+        assert_eq!(spec.patch.sequential, Some(true));
+        assert_eq!(spec.patch.queue_position, Some(0));
+        assert_eq!(spec.patch.labels, Some(vec![]));
+        assert!(spec.per_torrent());
+        for bad_args in [
+            json!({"seedRatioMode": 3}),
+            json!({"downloadLimit": "x"}),
+            json!({"trackerReplace": [1]}),
+            json!({"trackerReplace": ["a", "b"]}),
+            json!({"location": "rel"}),
+            json!({"labels": "tv"}),
+        ] {
+            assert!(parse_set(&args(bad_args.clone())).is_err(), "{bad_args}");
+        }
+    }
+
+    fn view() -> TorrentView {
+        TorrentView {
+            id: 4,
+            hash: "ab".repeat(20),
+            name: "show".into(),
+            state: TorrentState::Downloading,
+            error: Some("disk full".into()),
+            total_size: 3000,
+            have_valid: 1500,
+            download_limit: 64_000,
+            files: vec![
+                FileView {
+                    name: "show/a.mkv".into(),
+                    length: 2000,
+                    bytes_completed: 1000,
+                    wanted: true,
+                    priority: Priority::High,
+                },
+                FileView {
+                    name: "show/b.nfo".into(),
+                    length: 1000,
+                    bytes_completed: 500,
+                    wanted: false,
+                    priority: Priority::Low,
+                },
+            ],
+            trackers: vec![
+                TrackerView {
+                    id: 0,
+                    announce: "http://tracker.example.org:80/announce?k=1".into(),
+                    tier: 0,
+                    host: "tracker.example.org".into(),
+                    last_announce_succeeded: Some(true),
+                    last_announce_result: "Success".into(),
+                    last_announce_peer_count: 5,
+                    last_announce_time: 100,
+                    next_announce_time: 200,
+                },
+                TrackerView {
+                    id: 1,
+                    announce: "udp://other.net:6969".into(),
+                    tier: 1,
+                    host: "other.net".into(),
+                    last_announce_succeeded: None,
+                    last_announce_result: String::new(),
+                    last_announce_peer_count: 0,
+                    last_announce_time: 0,
+                    next_announce_time: 0,
+                },
+            ],
+            ..dummy_view()
+        }
+    }
+
+    fn fields(names: &[&str]) -> Vec<(String, String)> {
+        names.iter().map(|n| (n.to_string(), snake(n))).collect()
+    }
+
+    #[test]
+    fn torrent_fields_render_like_transmission() {
+        let v = view();
+        let detail = TorrentDetail {
+            peers: vec![PeerView {
+                address: "10.0.0.5".into(),
+                port: 6881,
+                client_name: "Transmission 4.0.6".into(),
+                incoming: true,
+                progress: 0.5,
+                rate_to_client: 10,
+                rate_to_peer: 0,
+                client_is_choked: false,
+                client_is_interested: true,
+                peer_is_choked: true,
+                peer_is_interested: false,
+                flags: "DI".into(),
+            }],
+            pieces: vec![0b1010_0000],
+        };
+        let want = fields(&[
+            "id",
+            "hashString",
+            "status",
+            "error",
+            "errorString",
+            "eta",
+            "percentComplete",
+            "files",
+            "fileStats",
+            "wanted",
+            "priorities",
+            "trackers",
+            "trackerStats",
+            "trackerList",
+            "peers",
+            "pieces",
+            "peersFrom",
+            "downloadLimit",
+            "peer-limit",
+            "primary-mime-type",
+            "file-count",
+            "noSuchField",
+            "sequential_download",
+        ]);
+        let t = render_torrent(&v, Some(&detail), &want, Style::Legacy);
+        assert_eq!(t["id"], 4);
+        assert_eq!(t["hashString"], "ab".repeat(20));
+        assert_eq!(t["status"], 4);
+        assert_eq!(t["error"], 3);
+        assert_eq!(t["errorString"], "disk full");
+        assert_eq!(t["eta"], -2, "downloading with no rate: unknown");
+        assert_eq!(t["percentComplete"], 0.5);
+        assert_eq!(
+            t["files"][1],
+            json!({"bytesCompleted": 500, "length": 1000, "name": "show/b.nfo"})
+        );
+        assert_eq!(
+            t["fileStats"][0],
+            json!({"bytesCompleted": 1000, "wanted": true, "priority": 1})
+        );
+        assert_eq!(t["wanted"], json!([1, 0]));
+        assert_eq!(t["priorities"], json!([1, -1]));
+        assert_eq!(
+            t["trackers"][0]["scrape"],
+            "http://tracker.example.org:80/scrape?k=1"
+        );
+        assert_eq!(t["trackers"][0]["sitename"], "example");
+        assert_eq!(t["trackers"][1]["scrape"], "");
+        assert_eq!(t["trackerStats"][0]["lastAnnounceSucceeded"], true);
+        assert_eq!(t["trackerStats"][1]["hasAnnounced"], false);
+        assert_eq!(
+            t["trackerList"],
+            "http://tracker.example.org:80/announce?k=1\n\nudp://other.net:6969\n"
+        );
+        assert_eq!(t["peers"][0]["isUTP"], false);
+        assert_eq!(t["peers"][0]["rateToClient"], 10);
+        assert_eq!(t["peers"][0]["isDownloadingFrom"], true);
+        assert_eq!(t["peers"][0]["flagStr"], "DI");
+        assert_eq!(t["pieces"], "oA==");
+        assert_eq!(t["peersFrom"]["fromIncoming"], 1);
+        assert_eq!(t["downloadLimit"], 64, "kB/s");
+        assert_eq!(t["primary-mime-type"], "video/x-matroska");
+        assert_eq!(t["file-count"], 2);
+        assert_eq!(t["sequential_download"], false);
+        assert!(!t.contains_key("noSuchField"));
+        // JSON-RPC: nested names in snake_case.
+        let t = render_torrent(
+            &v,
+            None,
+            &fields(&["file_stats", "peers", "pieces"]),
+            Style::Snake,
+        );
+        assert_eq!(t["file_stats"][0]["bytes_completed"], 1000);
+        assert_eq!(t["peers"], json!([]));
+        assert_eq!(t["pieces"], "");
+    }
+}
