@@ -21,7 +21,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use data_encoding::BASE64;
@@ -650,7 +650,13 @@ where
 // HTTP handlers
 // ---------------------------------------------------------------------------------------
 
-pub(crate) async fn rpc(State(app): State<App>, body: Bytes) -> Response {
+pub(crate) async fn rpc(State(app): State<App>, req: Request) -> Response {
+    // The guard has read the body already, at most `max_body` bytes (axum's `Bytes`
+    // extractor would apply its own 2 MB limit instead).
+    let body: Bytes = match axum::body::to_bytes(req.into_body(), usize::MAX).await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    };
     let answer = process(&body, |call| exec(&app, call)).await;
     match answer.body {
         Some(v) => (
