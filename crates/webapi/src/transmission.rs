@@ -413,8 +413,11 @@ pub(crate) fn parse_ids(args: &Args) -> Result<Ids, RpcError> {
             "a torrent id, a list of ids and info-hashes, or \"recently-active\"",
         )
     };
-    match args.get("ids") {
+    match args.0.get("ids") {
         None => Ok(Ids::All),
+        // Transmission names no torrent with an explicit null (a `torrent-remove` with a
+        // null id must not remove everything).
+        Some(Value::Null) => Ok(Ids::Some(Vec::new())),
         Some(Value::String(s)) if s == "recently-active" || s == "recently_active" => {
             Ok(Ids::RecentlyActive)
         }
@@ -1942,7 +1945,7 @@ mod tests {
             (r#"{"ids":3,"fields":["id"]}"#, "Some([Id(3)])"),
             (r#"{"ids":"3","fields":["id"]}"#, "Some([Id(3)])"),
             (r#"{"ids":[],"fields":["id"]}"#, "Some([])"),
-            (r#"{"ids":null,"fields":["id"]}"#, "All"),
+            (r#"{"ids":null,"fields":["id"]}"#, "Some([])"),
             (
                 r#"{"ids":"recently-active","fields":["id"]}"#,
                 "RecentlyActive",
