@@ -774,6 +774,7 @@ async fn exec(app: &App, call: Call) -> Reply {
         }
         SessionStats => Ok(session_stats(&s.stats(), style)),
         SessionClose => {
+            tracing::info!("session-close over the RPC: shutting the session down");
             let (s, closing) = (s.clone(), app.closing.clone());
             tokio::spawn(async move {
                 s.shutdown().await;
