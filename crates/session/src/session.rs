@@ -161,7 +161,6 @@ struct Run {
     control: Option<tokio::sync::mpsc::Sender<client::Control>>,
     task: Option<tokio::task::JoinHandle<()>>,
     fetching_metadata: bool,
-    started: Instant,
 }
 
 impl Entry {
@@ -227,10 +226,6 @@ impl Entry {
             }
             None => (0, 0),
         }
-    }
-
-    fn phase(&self) -> Option<Phase> {
-        self.run.as_ref().map(|_| self.last.phase)
     }
 
     /// The wanted pieces are all verified (as far as we know).
@@ -303,8 +298,8 @@ impl Session {
         }
         store.put_settings(&settings)?;
 
-        let router = PeerPort::bind(cfg.listen)
-            .map_err(|e| SessionError::Io(format!("peer port: {e}")))?;
+        let router =
+            PeerPort::bind(cfg.listen).map_err(|e| SessionError::Io(format!("peer port: {e}")))?;
         let listen = router.local_addr();
         let dht = if cfg.dht && settings.dht_enabled {
             let mut o = client::DhtOptions::new(listen);
@@ -382,7 +377,8 @@ impl Session {
             AddSource::Metainfo(b) => parse_metainfo(b)?,
             AddSource::Path(p) => {
                 let b = read_capped(&p)?;
-                parse_metainfo(b).map_err(|e| SessionError::Invalid(format!("{}: {e}", p.display())))?
+                parse_metainfo(b)
+                    .map_err(|e| SessionError::Invalid(format!("{}: {e}", p.display())))?
             }
             AddSource::Url(u) => parse_metainfo(fetch_url(&u).await?)
                 .map_err(|e| SessionError::Invalid(format!("{u}: {e}")))?,
@@ -525,7 +521,7 @@ impl Session {
 
     /// The id of the torrent with this info-hash (40 hex digits, any case).
     pub fn id_of_hash(&self, hash: &str) -> Option<TorrentId> {
-        let ih = InfoHash::from_hex(hash.trim()).ok()?;
+        let ih = InfoHash::from_hex(hash.trim())?;
         self.inner.lock().by_hash.get(&ih).copied()
     }
 
@@ -538,7 +534,9 @@ impl Session {
         let active = st
             .torrents
             .values()
-            .filter(|e| e.rec.activity_date >= since || e.rec.added_date >= since || e.run.is_some())
+            .filter(|e| {
+                e.rec.activity_date >= since || e.rec.added_date >= since || e.run.is_some()
+            })
             .map(|e| e.id)
             .collect();
         let removed = st
@@ -554,7 +552,10 @@ impl Session {
     pub async fn detail(&self, id: TorrentId) -> Result<TorrentDetail, SessionError> {
         let control = {
             let st = self.inner.lock();
-            let e = st.torrents.get(&id).ok_or(SessionError::NoSuchTorrent(id))?;
+            let e = st
+                .torrents
+                .get(&id)
+                .ok_or(SessionError::NoSuchTorrent(id))?;
             e.run.as_ref().and_then(|r| r.control.clone())
         };
         let Some(control) = control else {
@@ -614,16 +615,16 @@ impl Session {
     pub async fn verify(&self, ids: &[TorrentId]) -> Result<(), SessionError> {
         let ids: Vec<TorrentId> = {
             let mut st = self.inner.lock();
-            ids.iter()
-                .filter_map(|id| st.torrents.get_mut(id))
-                .filter(|e| e.torrent.is_some())
-                .map(|e| {
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(e) = st.torrents.get_mut(id).filter(|e| e.torrent.is_some()) {
                     e.verify = true;
                     e.stop_after_check = !e.rec.running;
                     e.rec.error = None;
-                    e.id
-                })
-                .collect()
+                    out.push(e.id);
+                }
+            }
+            out
         };
         self.inner.stop_runs(&ids).await;
         self.inner.schedule();
@@ -714,7 +715,8 @@ impl Session {
                     continue;
                 };
                 let before_only = e.only();
-                apply_file_patch(&mut e.rec, e.num_files(), &patch)?;
+                let n_files = e.num_files();
+                apply_file_patch(&mut e.rec, n_files, &patch)?;
                 let r = &mut e.rec;
                 if let Some(l) = &patch.labels {
                     r.labels = clean_labels(l);
@@ -865,13 +867,20 @@ impl Session {
         path: &str,
         name: &str,
     ) -> Result<(String, String), SessionError> {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0')
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
         {
             return Err(SessionError::Invalid(format!("invalid name {name:?}")));
         }
         let (torrent, dir, renames) = {
             let st = self.inner.lock();
-            let e = st.torrents.get(&id).ok_or(SessionError::NoSuchTorrent(id))?;
+            let e = st
+                .torrents
+                .get(&id)
+                .ok_or(SessionError::NoSuchTorrent(id))?;
             let t = e
                 .torrent
                 .clone()
@@ -879,7 +888,11 @@ impl Session {
             (t, e.rec.download_dir.clone(), e.rec.renames.clone())
         };
         let current = renamed(&torrent, &renames);
-        let old: Vec<String> = path.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
+        let old: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
         if old.is_empty() {
             return Err(SessionError::Invalid("empty path".into()));
         }
@@ -893,7 +906,9 @@ impl Session {
             .map(|(i, _)| i)
             .collect();
         if hits.is_empty() {
-            return Err(SessionError::Invalid(format!("no file or folder {path:?} in this torrent")));
+            return Err(SessionError::Invalid(format!(
+                "no file or folder {path:?} in this torrent"
+            )));
         }
         let was_running = {
             let st = self.inner.lock();
@@ -905,11 +920,15 @@ impl Session {
         new_prefix[depth] = name.to_string();
         let to = dir.join(new_prefix.iter().collect::<PathBuf>());
         if to.exists() && from != to {
-            return Err(SessionError::Invalid(format!("{} exists already", to.display())));
+            return Err(SessionError::Invalid(format!(
+                "{} exists already",
+                to.display()
+            )));
         }
         if from.exists() {
-            std::fs::rename(&from, &to)
-                .map_err(|e| SessionError::Io(format!("{} -> {}: {e}", from.display(), to.display())))?;
+            std::fs::rename(&from, &to).map_err(|e| {
+                SessionError::Io(format!("{} -> {}: {e}", from.display(), to.display()))
+            })?;
         }
         {
             let mut st = self.inner.lock();
@@ -1205,8 +1224,14 @@ impl Inner {
     fn run_script(&self, st: &State, id: TorrentId, kind: ScriptKind) {
         let s = &st.settings;
         let (on, path) = match kind {
-            ScriptKind::Added => (s.script_torrent_added_enabled, &s.script_torrent_added_filename),
-            ScriptKind::Done => (s.script_torrent_done_enabled, &s.script_torrent_done_filename),
+            ScriptKind::Added => (
+                s.script_torrent_added_enabled,
+                &s.script_torrent_added_filename,
+            ),
+            ScriptKind::Done => (
+                s.script_torrent_done_enabled,
+                &s.script_torrent_done_filename,
+            ),
             ScriptKind::DoneSeeding => (
                 s.script_torrent_done_seeding_enabled,
                 &s.script_torrent_done_seeding_filename,
@@ -1293,12 +1318,14 @@ impl Inner {
             control: Some(control_tx),
             task: None,
             fetching_metadata: e.torrent.is_none(),
-            started: Instant::now(),
         });
         let weak = Arc::downgrade(self);
         // A run that leaves its check (now seeding, or downloading) may free or take a
         // queue slot: run the queue then, not at the next tick.
-        tokio::spawn(watch_phase(weak.clone(), e.run.as_ref().map(|r| r.status.clone())));
+        tokio::spawn(watch_phase(
+            weak.clone(),
+            e.run.as_ref().map(|r| r.status.clone()),
+        ));
         let task = tokio::spawn(run_job(weak, job, status_tx, stop_rx, control_rx));
         if let Some(run) = e.run.as_mut() {
             run.task = Some(task);
@@ -1318,7 +1345,9 @@ impl Inner {
             let mut to_stop = Vec::new();
             let ids: Vec<TorrentId> = st.torrents.keys().copied().collect();
             for id in ids {
-                let Some(e) = st.torrents.get_mut(&id) else { continue };
+                let Some(e) = st.torrents.get_mut(&id) else {
+                    continue;
+                };
                 let Some(run) = e.run.as_ref() else { continue };
                 let s = run.status.borrow().clone();
                 let fetching = run.fetching_metadata;
@@ -1365,7 +1394,9 @@ impl Inner {
                         e.stop_after_check = false;
                         to_stop.push(id);
                     }
-                    if matches!(s.phase, Phase::Seeding | Phase::Done) && seeding_limit_reached(e, &settings, now) {
+                    if matches!(s.phase, Phase::Seeding | Phase::Done)
+                        && seeding_limit_reached(e, &settings, now)
+                    {
                         e.rec.running = false;
                         e.rec.finished = true;
                         e.dirty = true;
@@ -1383,7 +1414,9 @@ impl Inner {
             for (id, ev) in &events {
                 match ev {
                     SessionEvent::Completed { .. } => self.run_script(&st, *id, ScriptKind::Done),
-                    SessionEvent::DoneSeeding { .. } => self.run_script(&st, *id, ScriptKind::DoneSeeding),
+                    SessionEvent::DoneSeeding { .. } => {
+                        self.run_script(&st, *id, ScriptKind::DoneSeeding)
+                    }
                     _ => {}
                 }
             }
@@ -1406,7 +1439,7 @@ impl Inner {
 
     /// A run ended (stopped, or failed): forget it, keep its error.
     fn run_ended(self: &Arc<Self>, id: TorrentId, gen: u64, result: Result<(), String>) {
-        let mut event = None;
+        let event;
         {
             let mut st = self.lock();
             let Some(e) = st.torrents.get_mut(&id) else {
@@ -1421,7 +1454,10 @@ impl Inner {
                 let du = s.uploaded.saturating_sub(e.counted_up);
                 e.rec.downloaded_ever += dd;
                 e.rec.uploaded_ever += du;
-                if s.wanted_bytes > 0 && s.wanted_verified_bytes >= s.wanted_bytes && e.rec.done_date == 0 {
+                if s.wanted_bytes > 0
+                    && s.wanted_verified_bytes >= s.wanted_bytes
+                    && e.rec.done_date == 0
+                {
                     e.rec.done_date = unix_now();
                 }
                 e.last = s;
@@ -1471,7 +1507,9 @@ impl Inner {
         if e.rec.wanted.is_empty() {
             if let Some(m) = &e.magnet {
                 if !m.select_only.is_empty() {
-                    e.rec.wanted = (0..n).map(|i| m.select_only.contains(&(i as u32))).collect();
+                    e.rec.wanted = (0..n)
+                        .map(|i| m.select_only.contains(&(i as u32)))
+                        .collect();
                     if !e.rec.wanted.iter().any(|w| *w) {
                         e.rec.wanted.clear();
                     }
@@ -1556,7 +1594,12 @@ async fn run_job_inner(
             StoreRef(weak.clone()),
         )
     };
-    let peers: Vec<SocketAddr> = job.rec.peers.iter().filter_map(|p| p.parse().ok()).collect();
+    let peers: Vec<SocketAddr> = job
+        .rec
+        .peers
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
     let torrent = match (&job.torrent, &job.magnet) {
         (Some(t), _) => (**t).clone(),
         (None, Some(m)) => {
@@ -1582,12 +1625,16 @@ async fn run_job_inner(
             let bytes = client::torrent_file_bytes(&t.info_bytes, &m.trackers);
             if let Some(rec) = inner.metadata_fetched(job.id, job.gen, &t) {
                 let store = inner.clone();
-                let r = tokio::task::spawn_blocking(move || store.store.put_metainfo(job.id, &rec, &bytes))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let r = tokio::task::spawn_blocking(move || {
+                    store.store.put_metainfo(job.id, &rec, &bytes)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
                 r.map_err(|e| e.to_string())?;
             }
-            let Ok(reparsed) = Torrent::from_bytes(&client::torrent_file_bytes(&t.info_bytes, &m.trackers)) else {
+            let Ok(reparsed) =
+                Torrent::from_bytes(&client::torrent_file_bytes(&t.info_bytes, &m.trackers))
+            else {
                 return Err("the fetched metadata does not parse".into());
             };
             reparsed
@@ -1801,7 +1848,9 @@ async fn scan_watch_dir(inner: &Arc<Inner>) {
         (st.settings.watch_dir.clone(), st.settings.watch_dir_enabled)
     };
     let (Some(dir), true) = (dir, on) else { return };
-    let Ok(rd) = std::fs::read_dir(&dir) else { return };
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
     let session = Session {
         inner: inner.clone(),
     };
@@ -1810,7 +1859,9 @@ async fn scan_watch_dir(inner: &Arc<Inner>) {
         if path.extension().and_then(|e| e.to_str()) != Some("torrent") || !path.is_file() {
             continue;
         }
-        let outcome = session.add(AddSource::Path(path.clone()), AddOptions::default()).await;
+        let outcome = session
+            .add(AddSource::Path(path.clone()), AddOptions::default())
+            .await;
         let suffix = match &outcome {
             Ok(_) => "added",
             Err(e) => {
@@ -1840,10 +1891,18 @@ fn restore_entry(id: TorrentId, rec: Record, bytes: Option<Vec<u8>>) -> Result<E
             let ih = m.info_hash;
             (None, Some(m), ih)
         }
-        (None, None) => return Err(format!("{}: no metainfo and no magnet link stored", rec.name)),
+        (None, None) => {
+            return Err(format!(
+                "{}: no metainfo and no magnet link stored",
+                rec.name
+            ))
+        }
     };
     if info_hash.to_hex() != rec.hash {
-        return Err(format!("{}: stored metainfo has another info-hash", rec.name));
+        return Err(format!(
+            "{}: stored metainfo has another info-hash",
+            rec.name
+        ));
     }
     let mut e = Entry::new(id, rec, info_hash);
     e.torrent = torrent;
@@ -1851,20 +1910,28 @@ fn restore_entry(id: TorrentId, rec: Record, bytes: Option<Vec<u8>>) -> Result<E
     Ok(e)
 }
 
-fn parse_metainfo(bytes: Vec<u8>) -> Result<(Option<Torrent>, Option<Magnet>, Option<Vec<u8>>), SessionError> {
-    let t = Torrent::from_bytes(&bytes).map_err(|e| SessionError::Invalid(format!("invalid or corrupt torrent: {e}")))?;
+fn parse_metainfo(
+    bytes: Vec<u8>,
+) -> Result<(Option<Torrent>, Option<Magnet>, Option<Vec<u8>>), SessionError> {
+    let t = Torrent::from_bytes(&bytes)
+        .map_err(|e| SessionError::Invalid(format!("invalid or corrupt torrent: {e}")))?;
     Ok((Some(t), None, Some(bytes)))
 }
 
 fn read_capped(p: &Path) -> Result<Vec<u8>, SessionError> {
     use std::io::Read;
-    let f = std::fs::File::open(p).map_err(|e| SessionError::Io(format!("{}: {e}", p.display())))?;
+    let f =
+        std::fs::File::open(p).map_err(|e| SessionError::Io(format!("{}: {e}", p.display())))?;
     let mut v = Vec::new();
     f.take(MAX_TORRENT_BYTES as u64 + 1)
         .read_to_end(&mut v)
         .map_err(|e| SessionError::Io(format!("{}: {e}", p.display())))?;
     if v.len() > MAX_TORRENT_BYTES {
-        return Err(SessionError::Invalid(format!("{}: larger than {} bytes", p.display(), MAX_TORRENT_BYTES)));
+        return Err(SessionError::Invalid(format!(
+            "{}: larger than {} bytes",
+            p.display(),
+            MAX_TORRENT_BYTES
+        )));
     }
     Ok(v)
 }
@@ -1891,7 +1958,9 @@ async fn fetch_url(url: &str) -> Result<Vec<u8>, SessionError> {
     {
         out.extend_from_slice(&chunk);
         if out.len() > MAX_TORRENT_BYTES {
-            return Err(SessionError::Invalid(format!("{url}: larger than {MAX_TORRENT_BYTES} bytes")));
+            return Err(SessionError::Invalid(format!(
+                "{url}: larger than {MAX_TORRENT_BYTES} bytes"
+            )));
         }
     }
     Ok(out)
@@ -1913,7 +1982,13 @@ fn magnet_string(m: &Magnet) -> String {
     }
     if !m.select_only.is_empty() {
         s.push_str("&so=");
-        s.push_str(&m.select_only.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        s.push_str(
+            &m.select_only
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     s
 }
@@ -1943,7 +2018,11 @@ fn clean_labels(l: &[String]) -> Vec<String> {
 
 /// Applies the file parts of a patch to a record; indices must be below `n_files` (when
 /// the file list is known; for a magnet link they wait, unchecked, for it).
-fn apply_file_patch(rec: &mut Record, n_files: Option<usize>, p: &TorrentPatch) -> Result<(), SessionError> {
+fn apply_file_patch(
+    rec: &mut Record,
+    n_files: Option<usize>,
+    p: &TorrentPatch,
+) -> Result<(), SessionError> {
     let lists = [
         &p.files_wanted,
         &p.files_unwanted,
@@ -2056,7 +2135,9 @@ fn ratio(e: &Entry) -> f64 {
     let base = if e.rec.downloaded_ever > 0 {
         e.rec.downloaded_ever
     } else {
-        e.last.wanted_verified_bytes.max(if e.rec.done_date > 0 { e.sizes().0 } else { 0 })
+        e.last
+            .wanted_verified_bytes
+            .max(if e.rec.done_date > 0 { e.sizes().0 } else { 0 })
     };
     if base == 0 {
         return 0.0;
@@ -2071,7 +2152,11 @@ fn move_in_queue(st: &mut State, id: TorrentId, pos: usize) {
         .map(|e| (e.rec.queue_position, e.id))
         .collect();
     order.sort_unstable();
-    let mut ids: Vec<TorrentId> = order.into_iter().map(|(_, i)| i).filter(|i| *i != id).collect();
+    let mut ids: Vec<TorrentId> = order
+        .into_iter()
+        .map(|(_, i)| i)
+        .filter(|i| *i != id)
+        .collect();
     if !st.torrents.contains_key(&id) {
         return;
     }
@@ -2174,7 +2259,8 @@ fn move_files(from: &Path, to: &Path, t: &Torrent) -> Result<(), String> {
             std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
         }
         if std::fs::rename(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).map_err(|e| format!("{} -> {}: {e}", src.display(), dst.display()))?;
+            std::fs::copy(&src, &dst)
+                .map_err(|e| format!("{} -> {}: {e}", src.display(), dst.display()))?;
             if let Ok(m) = std::fs::metadata(&src).and_then(|m| m.modified()) {
                 let _ = std::fs::File::options()
                     .write(true)
@@ -2209,7 +2295,11 @@ fn view(e: &Entry, st: &State) -> TorrentView {
     };
     let left = size_when_done.saturating_sub(wanted_done);
     let percent_done = if size_when_done == 0 {
-        if e.torrent.is_some() { 1.0 } else { 0.0 }
+        if e.torrent.is_some() {
+            1.0
+        } else {
+            0.0
+        }
     } else {
         wanted_done as f64 / size_when_done as f64
     };
@@ -2259,7 +2349,13 @@ fn view(e: &Entry, st: &State) -> TorrentView {
             tracker_views(&tiers, s.tracker.as_deref())
         }
         None => match &e.magnet {
-            Some(m) => tracker_views(&m.trackers.iter().map(|t| vec![t.clone()]).collect::<Vec<_>>(), None),
+            Some(m) => tracker_views(
+                &m.trackers
+                    .iter()
+                    .map(|t| vec![t.clone()])
+                    .collect::<Vec<_>>(),
+                None,
+            ),
             None => Vec::new(),
         },
     };
@@ -2314,8 +2410,14 @@ fn view(e: &Entry, st: &State) -> TorrentView {
         piece_count: t.as_ref().map_or(0, |t| t.info.lengths.num_pieces()),
         piece_size: t.as_ref().map_or(0, |t| t.info.piece_length),
         labels: e.rec.labels.clone(),
-        comment: t.as_ref().and_then(|t| t.comment.clone()).unwrap_or_default(),
-        creator: t.as_ref().and_then(|t| t.created_by.clone()).unwrap_or_default(),
+        comment: t
+            .as_ref()
+            .and_then(|t| t.comment.clone())
+            .unwrap_or_default(),
+        creator: t
+            .as_ref()
+            .and_then(|t| t.created_by.clone())
+            .unwrap_or_default(),
         date_created: t.as_ref().and_then(|t| t.creation_date).unwrap_or(0),
         is_private: t.as_ref().is_some_and(|t| t.info.private),
         sequential: e.rec.sequential,
@@ -2385,8 +2487,8 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
                     client_name: p.client.clone(),
                     incoming: p.incoming,
                     progress: p.progress,
-                    rate_to_client: p.rate_down as u64,
-                    rate_to_peer: p.rate_up as u64,
+                    rate_to_client: p.down_rate as u64,
+                    rate_to_peer: p.up_rate as u64,
                     client_is_choked: p.peer_choking,
                     client_is_interested: p.am_interested,
                     peer_is_choked: p.am_choking,

@@ -136,7 +136,6 @@ pub struct Loaded {
 
 pub struct Store {
     db: Database,
-    path: PathBuf,
 }
 
 fn err(e: impl std::fmt::Display) -> SessionError {
@@ -153,15 +152,10 @@ impl Store {
                 .map_err(|e| SessionError::Io(format!("{}: {e}", dir.display())))?;
         }
         match Database::create(path) {
-            Ok(db) => Ok((
-                Store {
-                    db,
-                    path: path.to_path_buf(),
-                },
-                None,
-            )),
+            Ok(db) => Ok((Store { db }, None)),
             Err(e) if path.exists() => {
-                let kept = path.with_extension(format!("redb.damaged-{}", crate::session::unix_now()));
+                let kept =
+                    path.with_extension(format!("redb.damaged-{}", crate::session::unix_now()));
                 tracing::error!(
                     "state store {} cannot be opened ({e}); keeping it as {} and starting a new one",
                     path.display(),
@@ -170,20 +164,10 @@ impl Store {
                 std::fs::rename(path, &kept)
                     .map_err(|e| SessionError::Io(format!("{}: {e}", path.display())))?;
                 let db = Database::create(path).map_err(err)?;
-                Ok((
-                    Store {
-                        db,
-                        path: path.to_path_buf(),
-                    },
-                    Some(kept),
-                ))
+                Ok((Store { db }, Some(kept)))
             }
             Err(e) => Err(SessionError::Store(format!("{}: {e}", path.display()))),
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Reads everything. Records that do not decode are reported in `lost`, not dropped
@@ -233,15 +217,13 @@ impl Store {
                         out.next_id = out.next_id.max(id + 1);
                         out.torrents.push((id, rec, bytes));
                     }
-                    Err(e) => out.lost.push(format!("torrent {id}: record unreadable: {e}")),
+                    Err(e) => out
+                        .lost
+                        .push(format!("torrent {id}: record unreadable: {e}")),
                 }
             }
         }
         Ok(out)
-    }
-
-    pub fn put_record(&self, id: TorrentId, rec: &Record) -> Result<(), SessionError> {
-        self.put_records(&[(id, rec)])
     }
 
     /// Writes several records in one transaction.
@@ -302,9 +284,18 @@ impl Store {
     pub fn remove(&self, id: TorrentId, hash: &[u8]) -> Result<(), SessionError> {
         let tx = self.db.begin_write().map_err(err)?;
         {
-            tx.open_table(TORRENTS).map_err(err)?.remove(id).map_err(err)?;
-            tx.open_table(METAINFO).map_err(err)?.remove(id).map_err(err)?;
-            tx.open_table(RESUME).map_err(err)?.remove(hash).map_err(err)?;
+            tx.open_table(TORRENTS)
+                .map_err(err)?
+                .remove(id)
+                .map_err(err)?;
+            tx.open_table(METAINFO)
+                .map_err(err)?
+                .remove(id)
+                .map_err(err)?;
+            tx.open_table(RESUME)
+                .map_err(err)?
+                .remove(hash)
+                .map_err(err)?;
         }
         tx.commit().map_err(err)
     }

@@ -52,7 +52,11 @@ struct Seeder {
 }
 
 async fn seeder(t: &Torrent, parent: &Path) -> Seeder {
-    let mut o = TorrentOptions::new(t.clone(), parent.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    let mut o = TorrentOptions::new(
+        t.clone(),
+        parent.to_path_buf(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
     o.seed = SeedPolicy::Forever;
     o.use_trackers = false;
     o.max_peers_per_ip = 64;
@@ -180,12 +184,18 @@ async fn downloads_two_torrents_and_restores_them_after_a_restart() {
     assert_eq!(report.loaded, 2);
     assert!(report.lost.is_empty(), "{:?}", report.lost);
     assert!(!report.fresh_store);
-    let v1 = wait_for(&session, id1, "seeding after restart", 30, |v| v.state == State::Seeding).await;
+    let v1 = wait_for(&session, id1, "seeding after restart", 30, |v| {
+        v.state == State::Seeding
+    })
+    .await;
     assert_eq!(v1.labels, vec!["tv".to_string()]);
     assert_eq!(v1.hash, t1.info_hash.to_hex());
     let v2 = session.get(&[id2]).pop().unwrap();
     assert_eq!(v2.state, State::Stopped);
-    assert_eq!(v2.percent_done, 1.0, "a finished torrent is still finished when stopped");
+    assert_eq!(
+        v2.percent_done, 1.0,
+        "a finished torrent is still finished when stopped"
+    );
     // It did not download again: the resume record in the store was trusted.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let v1 = session.get(&[id1]).pop().unwrap();
@@ -203,10 +213,17 @@ async fn a_leecher_reaches_a_seeding_torrent_through_the_one_peer_port() {
     let dl = dir.path().join("dl");
     let (t1, b1, _) = make_data(&dl, "one", 3, 100_000);
     let (t2, b2, _) = make_data(&dl, "two", 4, 120_000);
-    let (session, _) = Session::open(config(&dir.path().join("state"), &dl)).await.unwrap();
+    let (session, _) = Session::open(config(&dir.path().join("state"), &dl))
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for b in [b1, b2] {
-        ids.push(added_id(session.add(AddSource::Metainfo(b), AddOptions::default()).await.unwrap()));
+        ids.push(added_id(
+            session
+                .add(AddSource::Metainfo(b), AddOptions::default())
+                .await
+                .unwrap(),
+        ));
     }
     for id in &ids {
         wait_for(&session, *id, "seeding", 30, |v| v.state == State::Seeding).await;
@@ -249,17 +266,36 @@ async fn the_download_queue_holds_back_the_second_torrent() {
     c.settings.download_queue_enabled = true;
     let (session, _) = Session::open(c).await.unwrap();
     // No seeder anywhere: the first one downloads (and gets nothing), the second waits.
-    let id1 = added_id(session.add(AddSource::Metainfo(b1), AddOptions::default()).await.unwrap());
-    let id2 = added_id(session.add(AddSource::Metainfo(b2), AddOptions::default()).await.unwrap());
-    wait_for(&session, id1, "downloading", 10, |v| v.state == State::Downloading).await;
-    let v2 = wait_for(&session, id2, "queued", 10, |v| v.state == State::DownloadWait).await;
+    let id1 = added_id(
+        session
+            .add(AddSource::Metainfo(b1), AddOptions::default())
+            .await
+            .unwrap(),
+    );
+    let id2 = added_id(
+        session
+            .add(AddSource::Metainfo(b2), AddOptions::default())
+            .await
+            .unwrap(),
+    );
+    wait_for(&session, id1, "downloading", 10, |v| {
+        v.state == State::Downloading
+    })
+    .await;
+    let v2 = wait_for(&session, id2, "queued", 10, |v| {
+        v.state == State::DownloadWait
+    })
+    .await;
     assert_eq!(v2.queue_position, 1);
     // Moving it to the top does not stop the running one, but force-start bypasses the queue.
     session.queue_move(&[id2], QueueMove::Top).await.unwrap();
     assert_eq!(session.get(&[id2])[0].queue_position, 0);
     assert_eq!(session.get(&[id1])[0].queue_position, 1);
     session.start(&[id2], true).await.unwrap();
-    wait_for(&session, id2, "force-started", 10, |v| v.state == State::Downloading).await;
+    wait_for(&session, id2, "force-started", 10, |v| {
+        v.state == State::Downloading
+    })
+    .await;
     session.stop(&[id1]).await.unwrap();
     assert_eq!(session.get(&[id1])[0].state, State::Stopped);
     session.shutdown().await;
@@ -272,17 +308,26 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_changes() {
         .await
         .unwrap();
     let e = session
-        .add(AddSource::Metainfo(b"d4:infoi3ee".to_vec()), AddOptions::default())
+        .add(
+            AddSource::Metainfo(b"d4:infoi3ee".to_vec()),
+            AddOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, SessionError::Invalid(_)), "{e}");
     let e = session
-        .add(AddSource::Magnet("magnet:?xt=urn:btih:12345".into()), AddOptions::default())
+        .add(
+            AddSource::Magnet("magnet:?xt=urn:btih:12345".into()),
+            AddOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("magnet"), "{e}");
     let e = session
-        .add(AddSource::Path(dir.path().join("missing.torrent")), AddOptions::default())
+        .add(
+            AddSource::Path(dir.path().join("missing.torrent")),
+            AddOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("missing.torrent"), "{e}");
@@ -322,7 +367,10 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_changes() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("out of range"), "{e}");
-    assert!(session.get(&[id])[0].files.iter().all(|f| f.priority == session::Priority::Normal));
+    assert!(session.get(&[id])[0]
+        .files
+        .iter()
+        .all(|f| f.priority == session::Priority::Normal));
     assert!(session.get(&[999]).is_empty());
     session.shutdown().await;
 }
@@ -335,7 +383,9 @@ async fn a_download_folder_that_is_a_file_puts_only_that_torrent_in_error() {
     let (t2, b2, _) = make_data(&src, "two", 9, 20_000);
     let s2 = seeder(&t2, &src).await;
     let dl = dir.path().join("dl");
-    let (session, _) = Session::open(config(&dir.path().join("state"), &dl)).await.unwrap();
+    let (session, _) = Session::open(config(&dir.path().join("state"), &dl))
+        .await
+        .unwrap();
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"x").unwrap();
     let mut events = session.subscribe();
@@ -367,7 +417,10 @@ async fn a_download_folder_that_is_a_file_puts_only_that_torrent_in_error() {
     let err = v.error.unwrap();
     assert!(err.contains(&not_a_dir.display().to_string()), "{err}");
     assert_eq!(v.state, State::Stopped);
-    wait_for(&session, good, "the other one seeding", 60, |v| v.state == State::Seeding).await;
+    wait_for(&session, good, "the other one seeding", 60, |v| {
+        v.state == State::Seeding
+    })
+    .await;
     let mut saw_error = false;
     while let Ok(ev) = events.try_recv() {
         if matches!(ev, session::SessionEvent::Error { id, .. } if id == bad) {
@@ -385,14 +438,24 @@ async fn remove_with_data_deletes_the_torrents_files_and_nothing_else() {
     let (_, b, root) = make_data(&dl, "one", 10, 40_000);
     std::fs::write(dl.join("keep-me.txt"), b"not the torrent's").unwrap();
     std::fs::write(root.join("extra.txt"), b"user's file in the torrent folder").unwrap();
-    let (session, _) = Session::open(config(&dir.path().join("state"), &dl)).await.unwrap();
-    let id = added_id(session.add(AddSource::Metainfo(b), AddOptions::default()).await.unwrap());
+    let (session, _) = Session::open(config(&dir.path().join("state"), &dl))
+        .await
+        .unwrap();
+    let id = added_id(
+        session
+            .add(AddSource::Metainfo(b), AddOptions::default())
+            .await
+            .unwrap(),
+    );
     wait_for(&session, id, "seeding", 30, |v| v.state == State::Seeding).await;
     session.remove(&[id], true).await.unwrap();
     assert!(session.list().is_empty());
     assert!(!root.join("a.bin").exists());
     assert!(!root.join("b.bin").exists());
-    assert!(root.join("extra.txt").exists(), "a file the torrent does not name stays");
+    assert!(
+        root.join("extra.txt").exists(),
+        "a file the torrent does not name stays"
+    );
     assert!(dl.join("keep-me.txt").exists());
     let (_, recent_removed) = session.recently_active();
     assert_eq!(recent_removed, vec![id]);
@@ -405,7 +468,9 @@ async fn a_damaged_store_starts_empty_and_says_where_the_old_one_is() {
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("spate.redb"), vec![0xAB; 4096]).unwrap();
-    let (session, report) = Session::open(config(&state, &dir.path().join("dl"))).await.unwrap();
+    let (session, report) = Session::open(config(&state, &dir.path().join("dl")))
+        .await
+        .unwrap();
     let kept = report.damaged_store_kept_at.expect("reported");
     assert!(kept.exists());
     assert!(session.list().is_empty());
