@@ -296,9 +296,13 @@ pub fn commented_defaults(session_defaults: &Settings) -> String {
          # Binding to an address other than loopback needs a password.\n\n",
     );
     s.push_str("[network]\n");
-    s.push_str(&commented(
-        &toml::to_string(&NetworkSection::default()).unwrap_or_default(),
-    ));
+    let network = toml::to_string(&NetworkSection::default()).unwrap_or_default();
+    let network: String = network
+        .lines()
+        .filter(|l| !l.starts_with("dht_bootstrap"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    s.push_str(&commented(&network));
     s.push_str("# dht_bootstrap = [\"router.example.org:6881\"]   # [] = the public routers\n\n");
     s.push_str(
         "[session]\n\
@@ -310,7 +314,7 @@ pub fn commented_defaults(session_defaults: &Settings) -> String {
     s.push_str(&commented(&table));
     for f in settings_fields() {
         if !table.lines().any(|l| l.starts_with(&format!("{f} "))) {
-            s.push_str(&format!("# {f} = \"\"   # unset by default\n"));
+            s.push_str(&format!("# {f} = \"/path\"   # unset by default\n"));
         }
     }
     s
@@ -327,7 +331,9 @@ fn commented(toml_text: &str) -> String {
 /// The effective configuration, as `--print-config` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Effective {
+    #[serde(skip)]
     pub config_file: PathBuf,
+    #[serde(skip)]
     pub state_dir: PathBuf,
     pub rpc: RpcSection,
     pub network: NetworkSection,

@@ -201,6 +201,11 @@ pub async fn run(a: DaemonArgs) -> CliResult {
     if a.print_config {
         let text = toml::to_string(&r.eff)
             .map_err(|e| CliError::runtime(format!("cannot show the config: {e}")))?;
+        outln!("# spate daemon: the effective configuration");
+        outln!("# config file: {}", r.eff.config_file.display());
+        outln!("# state folder: {}", r.eff.state_dir.display());
+        outln!("# [session] is the defaults with the file's keys and the flags on top; a running");
+        outln!("# session's store may hold other values for the keys the file leaves out.");
         for l in text.trim_end().lines() {
             outln!("{l}");
         }
