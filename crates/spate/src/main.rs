@@ -199,7 +199,11 @@ fn man() -> CliResult {
                 names.push(format!("--{l}"));
             }
             if names.is_empty() {
-                names.push(arg.get_id().to_string().to_uppercase());
+                let v = arg.get_value_names().unwrap_or_default();
+                names.push(match v.first() {
+                    Some(v) => v.to_string(),
+                    None => arg.get_id().to_string().to_uppercase(),
+                });
             }
             let help = arg
                 .get_long_help()
