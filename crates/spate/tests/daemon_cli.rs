@@ -608,3 +608,98 @@ fn daemon_reloads_config_on_sighup() -> Result<()> {
 fn libc_sighup() -> i32 {
     1
 }
+
+// ---------------------------------------------------------------------------------------
+// The remote commands against Transmission's own daemon: the same RPC, with basic auth.
+
+#[test]
+fn remote_drives_transmission_daemon() -> Result<()> {
+    if !testkit::require_tool("transmission-daemon") {
+        return Ok(());
+    }
+    let td = TestDir::new("daemon-remote-transmission")?;
+    let dl = Deadline::after(Duration::from_secs(120));
+    let cfg = td.sub("tr-config")?;
+    let save = td.sub("tr-downloads")?;
+    let rpc_port = free_port();
+    std::fs::write(
+        cfg.join("settings.json"),
+        format!(
+            r#"{{"rpc-enabled": true, "rpc-port": {rpc_port}, "rpc-bind-address": "127.0.0.1",
+  "rpc-authentication-required": true, "rpc-username": "u", "rpc-password": "secret",
+  "rpc-whitelist-enabled": false, "dht-enabled": false, "lpd-enabled": false,
+  "pex-enabled": false, "utp-enabled": false, "port-forwarding-enabled": false,
+  "peer-port": {}, "download-dir": "{}", "message-level": 2}}"#,
+            free_port(),
+            save.display()
+        ),
+    )?;
+    let mut c = Command::new("transmission-daemon");
+    c.arg("-f").arg("-g").arg(&cfg);
+    let tr = Proc::spawn("transmission-daemon", c, &td.logs())?;
+    common::wait_listening(&tr, rpc_port, &dl)?;
+    let url = format!("http://127.0.0.1:{rpc_port}/transmission/rpc");
+
+    // No credentials: one line saying so.
+    let f = run_spate(&td, "no-auth", &["list", "--rpc-url", &url])?;
+    expect_one_line("no credentials", &f, 1, &["user name and password"])?;
+
+    let auth = td.join("auth");
+    std::fs::write(&auth, "u:secret\n")?;
+    let t = write_torrent(&td, "beta.bin")?;
+    let r = |args: &[&str]| -> Result<Finished> {
+        let mut a = args.to_vec();
+        a.extend(["--rpc-url", &url, "--rpc-auth-file", auth.to_str().unwrap()]);
+        let f = run_spate(&td, "remote-tr", &a)?;
+        ensure!(
+            f.code() == Some(0),
+            "spate {args:?}: {}\n{}\n{}",
+            describe_status(f.status),
+            f.stderr,
+            tr.report()
+        );
+        Ok(f)
+    };
+    let f = r(&["add", t.to_str().unwrap(), "--paused", "--label", "one"])?;
+    ensure!(f.stdout.starts_with("added 1 beta.bin"), "{}", f.stdout);
+    let f = r(&["add", t.to_str().unwrap()])?;
+    ensure!(f.stdout.starts_with("already there: 1"), "{}", f.stdout);
+    // (Transmission 3 ignores torrent-add's labels: they came with 4.0.)
+    r(&[
+        "set",
+        "1",
+        "--max-down",
+        "500k",
+        "--seed-ratio",
+        "1.5",
+        "--label",
+        "two",
+    ])?;
+    let f = r(&["list", "--json"])?;
+    let l: serde_json::Value = serde_json::from_str(&f.stdout)?;
+    ensure!(
+        l[0]["name"] == "beta.bin" && l[0]["labels"][0] == "two",
+        "{l}"
+    );
+    let hash = l[0]["hashString"].as_str().unwrap_or_default().to_string();
+    r(&["set-session", "--alt-speed", "on"])?;
+    r(&["start", &hash])?;
+    r(&["verify", "all"])?;
+    r(&["stop", "1"])?;
+    let f = r(&["list"])?;
+    ensure!(
+        f.stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("beta.bin")),
+        "{}",
+        f.stdout
+    );
+    let f = r(&["stats", "--json"])?;
+    let s: serde_json::Value = serde_json::from_str(&f.stdout)?;
+    ensure!(s["torrentCount"] == 1, "{s}");
+    r(&["remove", "all"])?;
+    let f = r(&["list", "--json"])?;
+    ensure!(f.stdout.trim() == "[]", "{}", f.stdout);
+    Ok(())
+}
