@@ -8,18 +8,25 @@
 //! - `dht_cmd`: the DHT flags of `download`/`seed`, and `spate dht node|peers`.
 //! - `demo`: a self-contained seed-and-download on 127.0.0.1.
 //! - `fmt`: human-readable sizes and rates.
+//! - `daemon`, `config`: `spate daemon`, a session driven through the Transmission RPC, and
+//!   its config file.
+//! - `remote`: `add`, `list`, `start`... as a client of that RPC.
+//! - `completions` and `man`: generated from the clap definitions below.
 //!
 //! Exit codes: 0 done, 1 runtime failure, 2 bad usage or bad input.
 
 #[macro_use]
 mod out;
 
+mod config;
 mod create;
+mod daemon;
 mod demo;
 mod dht_cmd;
 mod fmt;
 mod info;
 mod progress;
+mod remote;
 mod tracker_cmd;
 mod transfer;
 
@@ -95,6 +102,116 @@ enum Command {
     Dht(dht_cmd::DhtCmdArgs),
     /// Make sample files, seed and download them on 127.0.0.1, and verify the copy.
     Demo(demo::DemoArgs),
+    /// Run a session of many torrents in the foreground, driven through the Transmission
+    /// RPC (SIGHUP reloads the config file, SIGTERM/SIGINT stop it cleanly).
+    Daemon(daemon::DaemonArgs),
+    /// Add torrents to a running daemon.
+    Add(remote::AddArgs),
+    /// List the daemon's torrents (like transmission-remote -l).
+    List(remote::ListArgs),
+    /// Start torrents (through the queue; --now skips it).
+    Start(remote::StartArgs),
+    /// Stop torrents.
+    Stop(remote::IdsArgs),
+    /// Remove torrents from the daemon (with --delete-data their files too).
+    Remove(remote::RemoveArgs),
+    /// Re-check torrents' data against their piece hashes.
+    Verify(remote::IdsArgs),
+    /// Ask the trackers for more peers now.
+    Reannounce(remote::IdsArgs),
+    /// Change torrents' settings: limits, ratio, labels, file selection and priorities.
+    Set(remote::SetArgs),
+    /// Change the daemon's session settings: speed limits, turtle mode, queue, ratio...
+    SetSession(remote::SetSessionArgs),
+    /// The daemon's transfer totals.
+    Stats(remote::StatsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    Man,
+}
+
+#[derive(clap::Args, Debug)]
+struct CompletionsArgs {
+    shell: clap_complete::Shell,
+}
+
+/// Writes generated text to stdout through [`out`] (a closed pipe ends quietly).
+fn print_generated(bytes: &[u8]) -> CliResult {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(bytes).and_then(|()| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::runtime(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+fn completions(a: CompletionsArgs) -> CliResult {
+    use clap::CommandFactory;
+    let mut buf = Vec::new();
+    clap_complete::generate(a.shell, &mut Cli::command(), "spate", &mut buf);
+    print_generated(&buf)
+}
+
+fn man() -> CliResult {
+    use clap::CommandFactory;
+    use std::fmt::Write;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut buf)
+        .map_err(|e| CliError::runtime(format!("man page: {e}")))?;
+    // One page for everything: each command's usage and options follow the main page.
+    let esc = |s: &str| {
+        let s = s.replace('\\', "\\e").replace('-', "\\-");
+        s.lines()
+            .map(|l| {
+                if l.starts_with('.') || l.starts_with('\'') {
+                    format!("\\&{l}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut t = String::new();
+    for sub in cmd.get_subcommands_mut().filter(|s| !s.is_hide_set()) {
+        let name = sub.get_name().to_string();
+        let usage = sub.render_usage().to_string();
+        let _ = writeln!(t, ".SH \"SPATE {}\"", esc(&name.to_uppercase()));
+        if let Some(about) = sub.get_about() {
+            let _ = writeln!(t, "{}", esc(&about.to_string()));
+        }
+        let usage = usage.trim_start_matches("Usage:").trim();
+        let _ = writeln!(t, ".PP\n\\fB{}\\fR", esc(usage));
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+            let mut names = Vec::new();
+            if let Some(c) = arg.get_short() {
+                names.push(format!("-{c}"));
+            }
+            if let Some(l) = arg.get_long() {
+                names.push(format!("--{l}"));
+            }
+            if names.is_empty() {
+                let v = arg.get_value_names().unwrap_or_default();
+                names.push(match v.first() {
+                    Some(v) => v.to_string(),
+                    None => arg.get_id().to_string().to_uppercase(),
+                });
+            }
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(|h| h.to_string());
+            let _ = writeln!(t, ".TP\n\\fB{}\\fR", esc(&names.join(", ")));
+            let _ = writeln!(t, "{}", esc(help.as_deref().unwrap_or("")));
+        }
+    }
+    buf.extend_from_slice(t.as_bytes());
+    print_generated(&buf)
 }
 
 fn main() -> ExitCode {
@@ -109,14 +226,18 @@ fn main() -> ExitCode {
     // The tracker logs its addresses and reloads at info; the client stays quiet by default
     // so that bad input gives exactly one line on stderr.
     let default_level = match cli.command {
-        Command::Tracker(_) => "info",
+        Command::Tracker(_) | Command::Daemon(_) => "info",
         Command::Dht(_) => "warn",
         _ => "warn",
     };
     init_logging(cli.log.as_deref(), default_level);
     if matches!(
         cli.command,
-        Command::Download(_) | Command::Seed(_) | Command::Tracker(_) | Command::Dht(_)
+        Command::Download(_)
+            | Command::Seed(_)
+            | Command::Tracker(_)
+            | Command::Dht(_)
+            | Command::Daemon(_)
     ) {
         // Connection limits are sized from the soft limit; the hard one is what we may use.
         client::raise_nofile_limit();
@@ -129,6 +250,23 @@ fn main() -> ExitCode {
         Command::Tracker(a) => runtime().and_then(|rt| rt.block_on(tracker_cmd::run(a))),
         Command::Dht(a) => runtime().and_then(|rt| rt.block_on(dht_cmd::run(a))),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a))),
+        Command::Daemon(a) => runtime().and_then(|rt| rt.block_on(daemon::run(a))),
+        Command::Add(a) => small_runtime(remote::add(a)),
+        Command::List(a) => small_runtime(remote::list(a)),
+        Command::Start(a) => small_runtime(remote::start(a)),
+        Command::Stop(a) => small_runtime(remote::simple("torrent-stop", a, Default::default())),
+        Command::Remove(a) => small_runtime(remote::remove(a)),
+        Command::Verify(a) => {
+            small_runtime(remote::simple("torrent-verify", a, Default::default()))
+        }
+        Command::Reannounce(a) => {
+            small_runtime(remote::simple("torrent-reannounce", a, Default::default()))
+        }
+        Command::Set(a) => small_runtime(remote::set(a)),
+        Command::SetSession(a) => small_runtime(remote::set_session(a)),
+        Command::Stats(a) => small_runtime(remote::stats(a)),
+        Command::Completions(a) => completions(a),
+        Command::Man => man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,6 +286,15 @@ fn runtime() -> CliResult<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| CliError::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+/// A one-thread runtime for a remote command: one request at a time.
+fn small_runtime(f: impl std::future::Future<Output = CliResult>) -> CliResult {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot start the async runtime: {e}")))?
+        .block_on(f)
 }
 
 fn init_logging(filter: Option<&str>, default_level: &str) {
