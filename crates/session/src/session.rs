@@ -2310,7 +2310,15 @@ fn view(e: &Entry, st: &State) -> TorrentView {
     } else {
         Some((left / rate_down.max(1)) as i64)
     };
-    let t = e.torrent.as_ref().map(|t| renamed(t, &e.rec.renames));
+    // Renames are rare: borrow the torrent unless there are some (a clone copies every
+    // piece hash, which a `torrent-get` of thousands of torrents cannot afford).
+    let t: Option<std::borrow::Cow<'_, Torrent>> = e.torrent.as_ref().map(|t| {
+        if e.rec.renames.is_empty() {
+            std::borrow::Cow::Borrowed(&**t)
+        } else {
+            std::borrow::Cow::Owned(renamed(t, &e.rec.renames))
+        }
+    });
     let files = match &t {
         Some(t) => t
             .info

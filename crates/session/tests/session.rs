@@ -476,3 +476,92 @@ async fn a_damaged_store_starts_empty_and_says_where_the_old_one_is() {
     assert!(session.list().is_empty());
     session.shutdown().await;
 }
+
+/// Mounts a tmpfs of `kib` KiB at `at` (root only); `None` where mounting is not allowed.
+fn small_tmpfs(at: &Path, kib: u64) -> Option<TmpfsGuard> {
+    std::fs::create_dir_all(at).ok()?;
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+        .arg(at)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?
+        .success();
+    ok.then(|| TmpfsGuard(at.to_path_buf()))
+}
+
+struct TmpfsGuard(PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_only_the_torrent_that_filled_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_mount) = small_tmpfs(&dir.path().join("small"), 256) else {
+        assert!(
+            std::env::var_os("SPATE_REQUIRE_INTEROP").is_none(),
+            "cannot mount a tmpfs (needs root): the full-disk test did not run"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let src = dir.path().join("src");
+    let (t_big, b_big, _) = make_data(&src, "big", 11, 600_000);
+    let (t_ok, b_ok, _) = make_data(&src, "fits", 12, 50_000);
+    let s_big = seeder(&t_big, &src).await;
+    let s_ok = seeder(&t_ok, &src).await;
+    let dl = dir.path().join("dl");
+    let (session, _) = Session::open(config(&dir.path().join("state"), &dl))
+        .await
+        .unwrap();
+    let big = added_id(
+        session
+            .add(
+                AddSource::Metainfo(b_big),
+                AddOptions {
+                    download_dir: Some(dir.path().join("small")),
+                    peers: vec![s_big.addr],
+                    ..AddOptions::default()
+                },
+            )
+            .await
+            .unwrap(),
+    );
+    let ok = added_id(
+        session
+            .add(
+                AddSource::Metainfo(b_ok),
+                AddOptions {
+                    peers: vec![s_ok.addr],
+                    ..AddOptions::default()
+                },
+            )
+            .await
+            .unwrap(),
+    );
+    let v = wait_for(&session, big, "an error", 60, |v| v.error.is_some()).await;
+    let err = v.error.unwrap();
+    assert!(
+        err.contains("space") && err.contains("small"),
+        "the error names the cause and the path: {err}"
+    );
+    assert_eq!(v.state, State::Stopped);
+    wait_for(&session, ok, "the other torrent seeding", 60, |v| {
+        v.state == State::Seeding
+    })
+    .await;
+    testkit::data::compare_dirs(&src.join("fits"), &dl.join("fits")).unwrap();
+    // Starting it again clears the error (and it fails again the same way: the disk is
+    // still full), while the session keeps answering.
+    session.start(&[big], false).await.unwrap();
+    wait_for(&session, big, "the error again", 60, |v| v.error.is_some()).await;
+    assert_eq!(session.list().len(), 2);
+    session.shutdown().await;
+}
