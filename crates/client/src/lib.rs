@@ -11,11 +11,32 @@
 //! - `announce`: HTTP and UDP tracker announces (BEP 3, 12, 15, 23, 7).
 //! - [`dht`]: the Mainline DHT service (one UDP socket and [`::dht::Node`] per process) and
 //!   the per-torrent peer search that feeds it lookups.
-//! - [`rate`]: token buckets for `--max-down` / `--max-up`, and rate meters.
+//! - [`rate`]: token buckets for `--max-down` / `--max-up` (changeable while running, and
+//!   shareable by many torrents), and rate meters.
+//! - [`router`]: [`PeerRouter`], one listening port for many torrents.
 //!
 //! For a magnet link, [`load_or_fetch_metadata`] (or [`fetch_metadata`]) first gets the
 //! [`metainfo::Torrent`]. The entry point for running a torrent is [`run_torrent`]: it checks what is on disk, connects, downloads,
 //! optionally seeds, and returns when the torrent is done or the shutdown future fires.
+//!
+//! # Many torrents in one process
+//! `spate download` / `seed` run one torrent with the defaults of [`TorrentOptions::new`]. A
+//! session that holds many torrents sets, per torrent:
+//! - [`TorrentOptions::incoming`]: the receiver [`PeerRouter::register`] returns for the
+//!   torrent's info-hash. The router owns the one listening port, reads each connection's
+//!   handshake and hands it to the torrent it names (an unknown info-hash is closed); the
+//!   torrent binds nothing, and `listen` is only the address it announces.
+//! - [`TorrentOptions::global_up`] / [`TorrentOptions::global_down`]: one
+//!   [`RateLimiter`] shared by every torrent (its rate can change at any time with
+//!   [`RateLimiter::set_rate`]); each connection waits on it and on its torrent's own.
+//! - [`TorrentOptions::control`]: a channel of [`Control`] commands (limits, seed policy,
+//!   peer slots, re-announce, and [`Details`]: peers, per-file progress, trackers).
+//! - [`TorrentOptions::resume_store`]: a [`ResumeStore`] that keeps the resume records
+//!   (`state_dir` must be set: the lock and parts files live there).
+//!
+//! An idle torrent (no peers, no dials, nothing in flight) ticks once a second instead of
+//! four times and publishes [`Status`] only when it changed: 2,000 idle seeding torrents
+//! cost about 2% of one core.
 
 mod announce;
 mod client_name;

@@ -7,8 +7,8 @@
 //! itself (`peer::answer`).
 //!
 //! The router bounds what a crowd of silent connections can hold, as a torrent's own accept
-//! loop does: at most [`Limits`](crate::torrent) `max_pending_in` connections in their
-//! handshake in all (32 with a generous open-file limit) and
+//! loop does: at most as many connections in their handshake as a torrent allows (32 with a
+//! generous open-file limit, fewer under a low `RLIMIT_NOFILE`) and
 //! [`crate::options::DEFAULT_MAX_PEERS_PER_IP`] per source IP, each with the incoming-handshake
 //! timeout (10 s); out of file descriptors, it pauses accepting (100 ms doubling to 1 s).
 //! A connection for an info-hash nobody registered, or for a torrent whose channel is full,

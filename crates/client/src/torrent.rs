@@ -580,6 +580,9 @@ impl TorrentTask {
         // The tick is `TICK` while anything happens and `IDLE_TICK` while the torrent is
         // idle (see `is_idle`); an event that ends idleness brings the next tick forward.
         let mut next_tick = tokio::time::Instant::now() + TICK;
+        // One timer, moved only when the deadline changes (not re-armed at every event).
+        let tick = tokio::time::sleep_until(next_tick);
+        tokio::pin!(tick);
         let mut last_status = Instant::now() - status_interval;
         let mut last_rate_sample = Instant::now();
         let mut last_resume_save = Instant::now();
@@ -618,7 +621,7 @@ impl TorrentTask {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(next_tick) => {
+                _ = &mut tick => {
                     ticked = true;
                     let now = Instant::now();
                     self.feed_upload_stats(now);
@@ -640,11 +643,11 @@ impl TorrentTask {
                     }
                 }
             }
-            let period = if self.is_idle() { IDLE_TICK } else { TICK };
-            if ticked {
-                next_tick = tokio::time::Instant::now() + period;
-            } else {
-                next_tick = next_tick.min(tokio::time::Instant::now() + period);
+            let period = self.tick_period(Instant::now());
+            let due = tokio::time::Instant::now() + period;
+            if ticked || due < next_tick {
+                next_tick = due;
+                tick.as_mut().reset(next_tick);
             }
             finished = self.check_finished();
             if finished {
@@ -672,6 +675,22 @@ impl TorrentTask {
             && self.ctx.live.load(Ordering::Relaxed) == 0
             && self.ctx.pending_in.total() == 0
             && !self.candidates.values().any(|c| c.connecting)
+    }
+
+    /// How long until the next tick: [`TICK`], or while idle up to [`IDLE_TICK`], but no
+    /// later than the next redial of a known address falls due (a good peer that closed is
+    /// redialled after 0.5 s).
+    fn tick_period(&self, now: Instant) -> Duration {
+        if !self.is_idle() {
+            return TICK;
+        }
+        let complete = self.engine.is_wanted_complete();
+        self.candidates
+            .iter()
+            .filter(|(a, c)| self.dialable(**a, c, complete))
+            .map(|(_, c)| c.next_try.saturating_duration_since(now))
+            .min()
+            .map_or(IDLE_TICK, |d| d.clamp(TICK, IDLE_TICK))
     }
 
     /// A command from [`TorrentOptions::control`].
@@ -1353,14 +1372,7 @@ impl TorrentTask {
         let mut ready: Vec<SocketAddr> = self
             .candidates
             .iter()
-            .filter(|(a, c)| {
-                !c.connected
-                    && !c.connecting
-                    && !self.banned.contains(**a)
-                    && c.next_try <= now
-                    && (c.from_user || c.failures < 20)
-                    && !(complete && c.seed)
-            })
+            .filter(|(a, c)| c.next_try <= now && self.dialable(**a, c, complete))
             .map(|(a, _)| *a)
             .collect();
         if ready.is_empty() {
@@ -1399,6 +1411,17 @@ impl TorrentTask {
             }
             tokio::spawn(peer::dial(addr, self.ctx.clone()));
         }
+    }
+
+    /// Whether `connect_more` may dial `addr` once its `next_try` is due: not connected or
+    /// being dialled, not banned, not given up on, and no seed while we are complete.
+    fn dialable(&self, addr: SocketAddr, c: &Candidate, complete: bool) -> bool {
+        let given_up = !c.from_user && c.failures >= 20;
+        !(c.connected
+            || c.connecting
+            || given_up
+            || (complete && c.seed)
+            || self.banned.contains(addr))
     }
 
     /// Connections per IP: connected peers and dials under way.
@@ -2071,7 +2094,7 @@ pub(crate) fn incoming_limits() -> IncomingLimits {
 
 /// Verified bytes of each file of `info` (pad files: 0), from the verified pieces.
 fn file_progress(info: &Info, have: &Bitfield) -> Vec<u64> {
-    let plen = u64::from(info.piece_length);
+    let plen = info.piece_length;
     info.files
         .iter()
         .map(|f| {
