@@ -7,6 +7,11 @@
 //! test's temp dir that does not exist, and `XDG_CONFIG_HOME`, `XDG_STATE_HOME`,
 //! `XDG_DATA_HOME` and `XDG_CACHE_HOME` point into it too, so a test never reads or writes
 //! the user's config or state.
+//!
+//! To check the tests themselves, `SPATE_DAEMON_UNDER_TEST=transmission-daemon` runs
+//! Transmission 3.00's daemon in its place (same ports and download dir, its config and
+//! state in the state dir). Expect what 3.00 lacks to fail: rpc-version 17, and magnet
+//! links whose `x.pe` is on 127.0.0.1 (Transmission never dials loopback peers).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -93,7 +98,12 @@ impl SpateDaemon {
         if self.proc.as_ref().is_some_and(|p| p.is_running()) {
             bail!("{} is already running", self.name);
         }
-        let mut cmd = self.spate.command(self.args());
+        let mut cmd =
+            if std::env::var("SPATE_DAEMON_UNDER_TEST").as_deref() == Ok("transmission-daemon") {
+                self.transmission_command()?
+            } else {
+                self.spate.command(self.args())
+            };
         let xdg = |sub: &str| self.root.join("xdg").join(sub);
         cmd.env("XDG_CONFIG_HOME", xdg("config"))
             .env("XDG_STATE_HOME", xdg("state"))
@@ -102,6 +112,26 @@ impl SpateDaemon {
         let p = Proc::spawn(&self.name, cmd, &self.log_dir)?;
         self.proc = Some(p);
         self.wait_ready(timeout)
+    }
+
+    /// `transmission-daemon -f -g STATE_DIR` with the same ports and download dir.
+    fn transmission_command(&self) -> Result<std::process::Command> {
+        let settings = self.state_dir.join("settings.json");
+        if !settings.exists() {
+            let extra = format!(
+                r#""ratio-limit-enabled": false, "idle-seeding-limit-enabled": false,
+    "rpc-enabled": true, "rpc-port": {}, "rpc-authentication-required": false"#,
+                self.rpc_port
+            );
+            std::fs::write(
+                &settings,
+                super::transmission::settings(self.peer_port, &self.download_dir, &extra),
+            )
+            .with_context(|| format!("writing {}", settings.display()))?;
+        }
+        let mut cmd = std::process::Command::new("transmission-daemon");
+        cmd.arg("-f").arg("-g").arg(&self.state_dir);
+        Ok(cmd)
     }
 
     fn wait_ready(&self, timeout: Duration) -> Result<()> {
