@@ -48,6 +48,7 @@ pub(crate) struct AnnounceCtx {
 
 pub(crate) struct AnnounceHandle {
     completed: Arc<Notify>,
+    reannounce: Arc<Notify>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,6 +63,11 @@ impl AnnounceHandle {
     /// link hands over to the torrent's own announcer, which announces `started` again).
     pub fn abort(self) {
         self.task.abort();
+    }
+
+    /// Announce now rather than at the next interval (a user's "ask for more peers").
+    pub fn reannounce(&self) {
+        self.reannounce.notify_one();
     }
 
     /// We started complete: no `completed` event will follow.
@@ -81,16 +87,23 @@ impl AnnounceHandle {
 
 pub(crate) fn spawn(ctx: AnnounceCtx) -> AnnounceHandle {
     let completed = Arc::new(Notify::new());
+    let reannounce = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(run(ctx, completed.clone(), stop_rx));
+    let task = tokio::spawn(run(ctx, completed.clone(), reannounce.clone(), stop_rx));
     AnnounceHandle {
         completed,
+        reannounce,
         stop: Some(stop_tx),
         task,
     }
 }
 
-async fn run(mut ctx: AnnounceCtx, completed: Arc<Notify>, mut stop: oneshot::Receiver<()>) {
+async fn run(
+    mut ctx: AnnounceCtx,
+    completed: Arc<Notify>,
+    reannounce: Arc<Notify>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let http = reqwest::Client::builder()
         .timeout(ANNOUNCE_BUDGET + Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(10))
@@ -142,6 +155,7 @@ async fn run(mut ctx: AnnounceCtx, completed: Arc<Notify>, mut stop: oneshot::Re
                 Duration::from_secs((15u64 << failures.min(6)).min(900))
             }
         };
+        let _ = ctx.events.send(Event::AnnounceScheduled(wait)).await;
         // `biased`: a download that completes and stops at once (`--no-seed`) still sends
         // `completed` before `stopped`, so the tracker counts the download.
         tokio::select! {
@@ -151,6 +165,7 @@ async fn run(mut ctx: AnnounceCtx, completed: Arc<Notify>, mut stop: oneshot::Re
                 send_stopped(&mut ctx, http.as_ref(), key).await;
                 return;
             }
+            _ = reannounce.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -669,6 +669,7 @@ pub(crate) fn spawn_peer_search(
     info_hash: InfoHash,
     announce_port: Option<u16>,
     events: mpsc::Sender<Event>,
+    search_now: Arc<tokio::sync::Notify>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut empty_rounds = 0u32;
@@ -707,6 +708,7 @@ pub(crate) fn spawn_peer_search(
             empty_rounds = if found == 0 { empty_rounds + 1 } else { 0 };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = search_now.notified() => {}
                 _ = events.closed() => return,
             }
         }

@@ -18,6 +18,7 @@
 //! optionally seeds, and returns when the torrent is done or the shutdown future fires.
 
 mod announce;
+mod client_name;
 pub mod dht;
 mod disk;
 mod error;
@@ -27,13 +28,20 @@ pub mod options;
 mod peer;
 mod pex;
 pub mod rate;
+pub mod router;
 mod torrent;
 
+pub use client_name::client_name;
 pub use dht::{DhtHandle, DhtOptions, LookupEvent};
 pub use error::ClientError;
 pub use metadata::{
     fetch_metadata, load_or_fetch_metadata, metadata_cache_path, torrent_file_bytes,
     MetadataOptions, MetadataStatus,
 };
-pub use options::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
+pub use options::{
+    Control, Details, PeerDetails, Phase, ResumeStore, SeedPolicy, Status, Summary, TorrentOptions,
+    TrackerDetails,
+};
+pub use rate::RateLimiter;
+pub use router::{IncomingPeer, PeerRouter};
 pub use torrent::{raise_nofile_limit, run_torrent};

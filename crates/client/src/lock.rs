@@ -131,8 +131,9 @@ mod tests {
         drop(first);
         let again = acquire(&o).unwrap();
         // Another folder is another lock.
-        let mut other = o.clone();
-        other.root = td.path().join("elsewhere");
+        let mut other =
+            TorrentOptions::new(o.torrent.clone(), td.path().join("elsewhere"), o.listen);
+        other.state_dir = o.state_dir.clone();
         let _b = acquire(&other).unwrap();
         drop(again);
     }

@@ -205,7 +205,13 @@ pub async fn fetch_metadata(
     };
     let dht_search = opts.dht.as_ref().map(|d| {
         let port = (opts.listen.port() != 0).then_some(opts.listen.port());
-        crate::dht::spawn_peer_search(d.clone(), magnet.info_hash, port, events_tx.clone())
+        crate::dht::spawn_peer_search(
+            d.clone(),
+            magnet.info_hash,
+            port,
+            events_tx.clone(),
+            Arc::default(),
+        )
     });
     let mut f = Fetch::new(
         magnet.info_hash,

@@ -2,9 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use metainfo::Torrent;
+use metainfo::{Bitfield, InfoHash, Torrent};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::rate::RateLimiter;
+use crate::router::IncomingPeer;
 
 /// When to stop after every piece is verified.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,7 +27,9 @@ pub enum SeedPolicy {
 pub const DEFAULT_MAX_PEERS_PER_IP: usize = 8;
 
 /// Everything one torrent needs to run.
-#[derive(Debug, Clone)]
+///
+/// Not `Clone`: it may hold the receiving ends of channels ([`TorrentOptions::incoming`],
+/// [`TorrentOptions::control`]), which belong to one run.
 pub struct TorrentOptions {
     pub torrent: Torrent,
     /// The folder that holds the torrent's data: files land at `root/<file path>`; for a
@@ -31,8 +38,13 @@ pub struct TorrentOptions {
     /// Use this name instead of the torrent's own for the top file or folder (`spate seed`
     /// of a renamed copy).
     pub rename_root: Option<String>,
-    /// Where to keep the resume record; `None` keeps it in `root/.spate/`.
+    /// Where to keep the resume record, the lock file and the parts file of a file
+    /// selection; `None` keeps them in `root/.spate/`. Must be set with
+    /// [`TorrentOptions::resume_store`].
     pub state_dir: Option<PathBuf>,
+    /// The address to listen on for peers. With [`TorrentOptions::incoming`] set nothing is
+    /// bound: this is then only the address (its port) announced to trackers and the DHT
+    /// and reported in [`Status::listen`].
     pub listen: SocketAddr,
     /// Peer addresses to dial directly (and keep re-dialling while they are useful).
     pub peers: Vec<SocketAddr>,
@@ -61,6 +73,126 @@ pub struct TorrentOptions {
     /// not selected go to the parts file beside the resume record, never into those files.
     /// An index out of range is an error ([`crate::ClientError::BadInput`]).
     pub only: Option<Vec<usize>>,
+    /// Incoming connections from a shared [`crate::PeerRouter`] (its
+    /// [`crate::PeerRouter::register`] for this torrent's info-hash): the torrent then binds
+    /// no listener of its own. `None` (the default): the torrent listens on `listen`.
+    pub incoming: Option<mpsc::Receiver<IncomingPeer>>,
+    /// Limits shared with other torrents (e.g. a session's global limits): every connection
+    /// waits on both its torrent's own limiter (`max_up` / `max_down`) and these.
+    pub global_up: Option<Arc<RateLimiter>>,
+    pub global_down: Option<Arc<RateLimiter>>,
+    /// Commands to the running torrent (see [`Control`]). When every sender is dropped the
+    /// torrent runs on as it was.
+    pub control: Option<mpsc::Receiver<Control>>,
+    /// Keep the resume record in the caller's store instead of the `.resume` file. The
+    /// record's bytes are the same as the file's (`storage::resume`); the store's `save` is
+    /// called only after the data it vouches for is synced. The lock file and the parts file
+    /// of a file selection still live in `state_dir`, which must then be set (else
+    /// [`crate::ClientError::BadInput`]).
+    pub resume_store: Option<Arc<dyn ResumeStore>>,
+}
+
+impl std::fmt::Debug for TorrentOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorrentOptions")
+            .field("info_hash", &self.torrent.info_hash)
+            .field("root", &self.root)
+            .field("rename_root", &self.rename_root)
+            .field("state_dir", &self.state_dir)
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("seed", &self.seed)
+            .field("max_down", &self.max_down)
+            .field("max_up", &self.max_up)
+            .field("use_trackers", &self.use_trackers)
+            .field("dht", &self.dht.is_some())
+            .field("pex", &self.pex)
+            .field("max_peers", &self.max_peers)
+            .field("max_peers_per_ip", &self.max_peers_per_ip)
+            .field("status_interval", &self.status_interval)
+            .field("only", &self.only)
+            .field("incoming", &self.incoming.is_some())
+            .field("global_up", &self.global_up.as_ref().map(|l| l.rate()))
+            .field("global_down", &self.global_down.as_ref().map(|l| l.rate()))
+            .field("control", &self.control.is_some())
+            .field("resume_store", &self.resume_store.is_some())
+            .finish()
+    }
+}
+
+/// Where resume records live when not in `.resume` files (a session's database). The
+/// record is opaque bytes (the format of `storage::resume`); `load` answers `None` when
+/// there is none. Both are called from the blocking pool.
+pub trait ResumeStore: Send + Sync {
+    fn load(&self, info_hash: InfoHash) -> Option<Vec<u8>>;
+    fn save(&self, info_hash: InfoHash, record: &[u8]) -> std::io::Result<()>;
+}
+
+/// A command to a running torrent, sent on [`TorrentOptions::control`].
+#[derive(Debug)]
+pub enum Control {
+    /// The torrent's own limits, bytes per second (`None`: unlimited).
+    SetLimits {
+        max_down: Option<u64>,
+        max_up: Option<u64>,
+    },
+    /// When to stop: checked at once (a ratio already reached ends the run).
+    SetSeedPolicy(SeedPolicy),
+    /// Upper bound on connected peers (capped by the open-file limit); peers beyond it are
+    /// dropped, the least useful first.
+    SetMaxPeers(usize),
+    /// Announce to the trackers now, and start a DHT lookup (if the DHT is on).
+    Reannounce,
+    /// A detailed snapshot, answered from the torrent task.
+    Details(oneshot::Sender<Details>),
+}
+
+/// What [`Control::Details`] answers: more than [`Status`], built only on request.
+#[derive(Debug, Clone, Default)]
+pub struct Details {
+    pub peers: Vec<PeerDetails>,
+    /// Verified bytes of each file of `torrent.info.files` (pad files: 0).
+    pub files: Vec<u64>,
+    pub trackers: Vec<TrackerDetails>,
+    /// Verified pieces.
+    pub have: Bitfield,
+    pub hash_failures: u32,
+}
+
+/// One connected peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerDetails {
+    pub addr: SocketAddr,
+    /// The client, from its peer id: `libtorrent 0.13.8`, `Transmission 3.00`,
+    /// `spate 0.1.0`, ...; else the id's printable start.
+    pub client: String,
+    /// It connected to us.
+    pub incoming: bool,
+    /// Payload bytes per second from it and to it, smoothed.
+    pub down_rate: f64,
+    pub up_rate: f64,
+    /// The share of the torrent's pieces it has, 0..=1.
+    pub progress: f64,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    /// Payload bytes received from it and sent to it on this connection.
+    pub downloaded: u64,
+    pub uploaded: u64,
+}
+
+/// One tracker of the torrent, in tier order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackerDetails {
+    pub url: String,
+    /// BEP 12 tier, from 0.
+    pub tier: usize,
+    /// The last announce to it: the number of peers it gave, or the error. `None` before
+    /// it was asked.
+    pub last: Option<Result<usize, String>>,
+    /// Seconds until the next regular announce, once one is scheduled.
+    pub next_announce_secs: Option<u64>,
 }
 
 impl TorrentOptions {
@@ -82,6 +214,11 @@ impl TorrentOptions {
             max_peers_per_ip: DEFAULT_MAX_PEERS_PER_IP,
             status_interval: Duration::from_millis(500),
             only: None,
+            incoming: None,
+            global_up: None,
+            global_down: None,
+            control: None,
+            resume_store: None,
         }
     }
 }
@@ -98,7 +235,7 @@ pub enum Phase {
 }
 
 /// A snapshot of a running torrent.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
     pub phase: Phase,
     /// While checking: pieces checked so far.
@@ -129,6 +266,13 @@ pub struct Status {
     pub tracker: Option<String>,
     /// A human-readable line about the last DHT lookup.
     pub dht: Option<String>,
+    /// Pieces that failed their hash check in this run, and their bytes.
+    pub hash_failures: u32,
+    pub corrupt_bytes: u64,
+    /// Peers that sent us payload in the last 10 s, or unchoke us while we want their data.
+    pub peers_sending: usize,
+    /// Peers we unchoke that want our data.
+    pub peers_getting: usize,
     /// While downloading with no data arriving: one line saying why, e.g.
     /// `no peers: tracker http://t/announce refused, peer 10.0.0.5:6881 refused, DHT off`.
     /// `None` while data flows (or when seeding).

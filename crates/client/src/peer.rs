@@ -63,6 +63,9 @@ pub(crate) struct ConnCtx {
     pub events: mpsc::Sender<Event>,
     pub up_limit: Arc<RateLimiter>,
     pub down_limit: Arc<RateLimiter>,
+    /// Limits shared with other torrents, waited on as well as this torrent's own.
+    pub global_up: Option<Arc<RateLimiter>>,
+    pub global_down: Option<Arc<RateLimiter>>,
     pub next_key: AtomicU64,
     /// Torrent-wide upload counter.
     pub uploaded: AtomicU64,
@@ -206,18 +209,42 @@ pub(crate) async fn accept(
     ctx: Arc<ConnCtx>,
     pending: PendingGuard,
 ) {
-    let _ = stream.set_nodelay(true);
-    let hs = match read_handshake_within(&mut stream, INCOMING_HANDSHAKE_TIMEOUT).await {
-        Ok(hs) => hs,
-        Err(reason) => {
-            tracing::debug!(%addr, "incoming handshake failed: {reason}");
-            return;
-        }
+    let Some(hs) = read_incoming_handshake(&mut stream, addr).await else {
+        return;
     };
     if hs.info_hash != ctx.info_hash {
         tracing::debug!(%addr, "incoming handshake for an unknown torrent {}", hs.info_hash);
         return;
     }
+    answer(stream, addr, hs, ctx, pending).await;
+}
+
+/// Reads the handshake of an incoming connection (within the incoming-handshake timeout);
+/// `None`, logged, when it does not come. Shared by a torrent's own listener and the
+/// [`crate::PeerRouter`].
+pub(crate) async fn read_incoming_handshake(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+) -> Option<Handshake> {
+    let _ = stream.set_nodelay(true);
+    match read_handshake_within(stream, INCOMING_HANDSHAKE_TIMEOUT).await {
+        Ok(hs) => Some(hs),
+        Err(reason) => {
+            tracing::debug!(%addr, "incoming handshake failed: {reason}");
+            None
+        }
+    }
+}
+
+/// An incoming connection whose handshake `hs` (for this torrent) was read: sends ours and
+/// runs the connection. `pending` is released once our handshake is sent.
+pub(crate) async fn answer(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    hs: Handshake,
+    ctx: Arc<ConnCtx>,
+    pending: PendingGuard,
+) {
     let ours = ctx.handshake();
     if timeout(INCOMING_HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
         .await
@@ -368,7 +395,9 @@ async fn reader(half: &mut OwnedReadHalf, key: PeerKey, ctx: &ConnCtx) -> String
             Ok(Ok(0)) => return "closed by peer".into(),
             Ok(Ok(n)) => n,
         };
-        ctx.down_limit.acquire(n as u64).await;
+        ctx.down_limit
+            .acquire_with(ctx.global_down.as_deref(), n as u64)
+            .await;
     }
 }
 
@@ -427,7 +456,9 @@ async fn writer(
             }
         }
         if payload > 0 {
-            ctx.up_limit.acquire(payload).await;
+            ctx.up_limit
+                .acquire_with(ctx.global_up.as_deref(), payload)
+                .await;
             // Counted as sent before the write: the peer may get (and ask again for) the
             // first blocks before `write_all` returns, and the engine's count of its
             // queued requests must never exceed what the peer really has in flight.

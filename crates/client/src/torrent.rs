@@ -23,10 +23,14 @@ use wire::Message;
 use crate::announce::{self, AnnounceHandle, SharedStats};
 use crate::disk::{verify_and_write, BlockHasher, PieceVerdict};
 use crate::error::ClientError;
-use crate::options::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
+use crate::options::{
+    Control, Details, PeerDetails, Phase, ResumeStore, SeedPolicy, Status, Summary, TorrentOptions,
+    TrackerDetails,
+};
 use crate::peer::{self, ConnCtx, Out, PeerKey, PeerLink};
 use crate::pex::{self, Advert, Pex, Received, RecvCtx};
 use crate::rate::{RateLimiter, RateMeter};
+use crate::router::{Acceptor, IncomingLimits, IncomingPeer};
 
 /// Everything that reaches the torrent task.
 pub(crate) enum Event {
@@ -62,6 +66,8 @@ pub(crate) enum Event {
     TrackerReport(Vec<(String, Result<usize, String>)>),
     /// A line about the last DHT lookup.
     DhtStatus(String),
+    /// The announcer's next regular announce is due after this long.
+    AnnounceScheduled(Duration),
 }
 
 /// Banned peers: by IP address, except on loopback, where every peer shares one address
@@ -138,6 +144,8 @@ struct PeerEntry {
     ut_metadata: Option<u8>,
     /// Metadata pieces sent to this peer (capped by [`MAX_METADATA_PIECES_SERVED`]).
     metadata_served: u32,
+    /// It connected to us.
+    incoming: bool,
     connected_at: Instant,
     /// Last time it sent us payload / we sent it payload.
     last_data_in: Option<Instant>,
@@ -173,6 +181,12 @@ const MAX_METADATA_PIECES_SERVED: u32 = 2048;
 const PEX_CANDIDATE_MAX_FAILURES: u32 = 3;
 
 const TICK: Duration = Duration::from_millis(250);
+/// The tick of an idle torrent: no peers, no dials, nothing in flight or being checked.
+/// Thousands of seeding torrents without peers sit in a session; this keeps each one's
+/// share of the CPU small. The first connection brings [`TICK`] back at once.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+/// A peer that sent payload this recently counts in [`Status::peers_sending`].
+const SENDING_RECENTLY: Duration = Duration::from_secs(10);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 const MAX_CONNECTING: usize = 16;
 /// Incoming connections in their handshake at once (each holds a socket).
@@ -206,10 +220,6 @@ const REDIAL: Duration = Duration::from_secs(5);
 const WAITING_AFTER: Duration = Duration::from_secs(3);
 /// A changed "no peers" line is logged at most this often (the first one at once).
 const WAITING_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// Accepting pauses this long (doubling up to [`ACCEPT_PAUSE_MAX`]) when the process is out
-/// of file descriptors: the listener stays readable, so retrying at once would spin.
-const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(100);
-const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Piece buffers kept for reuse (at most this many pieces' worth of memory sits idle).
 const MAX_SPARE_BUFFERS: usize = 8;
 
@@ -235,8 +245,18 @@ pub async fn run_torrent(
     let layout = layout_of(&info)?;
     let skip = skipped_files(&info, opts.only.as_deref())?;
     let wanted = wanted_pieces(&layout, &skip);
+    if opts.resume_store.is_some() && opts.state_dir.is_none() {
+        return Err(ClientError::BadInput(
+            "a resume store needs a state folder (TorrentOptions::state_dir) for the parts file"
+                .into(),
+        ));
+    }
     let resume_path = resume_path(&opts, info_hash);
     let parts_path = storage::resume::parts_path(&resume_path);
+    let resume = match &opts.resume_store {
+        Some(store) => ResumeTarget::Store(store.clone()),
+        None => ResumeTarget::File(resume_path),
+    };
     let any_file_existed = parts_path.exists()
         || info
             .files
@@ -257,7 +277,7 @@ pub async fn run_torrent(
         let layout = layout.clone();
         let open_opts = storage::OpenOptions {
             skip,
-            parts_file: Some(parts_path),
+            parts_file: Some(parts_path.clone()),
             max_open_files: limits.max_open_files,
             ..storage::OpenOptions::default()
         };
@@ -276,7 +296,7 @@ pub async fn run_torrent(
     let have = if !any_file_existed {
         Bitfield::new(lengths.num_pieces())
     } else {
-        match storage::resume::load(&resume_path, info_hash, &layout, &root) {
+        match resume.load(info_hash, &layout, &root, &parts_path).await {
             storage::resume::ResumeOutcome::Trusted(bits) => {
                 // Size and time can be kept by a change in place: spot-check a few pieces.
                 let (s, b) = (storage.clone(), bits.clone());
@@ -314,20 +334,29 @@ pub async fn run_torrent(
         .sum();
     let wanted_left = st.wanted_bytes - st.wanted_verified_bytes;
 
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| ClientError::Listen {
-            addr: opts.listen,
-            source,
-        })?;
-    let listen = listener
-        .local_addr()
-        .map_err(|source| ClientError::Listen {
-            addr: opts.listen,
-            source,
-        })?;
+    let mut opts = opts;
+    let (incoming, listen) = match opts.incoming.take() {
+        // A shared router accepts for us: `listen` is only what we announce.
+        Some(rx) => (Incoming::Routed(Some(rx)), opts.listen),
+        None => {
+            let listener =
+                TcpListener::bind(opts.listen)
+                    .await
+                    .map_err(|source| ClientError::Listen {
+                        addr: opts.listen,
+                        source,
+                    })?;
+            let listen = listener
+                .local_addr()
+                .map_err(|source| ClientError::Listen {
+                    addr: opts.listen,
+                    source,
+                })?;
+            tracing::info!(%listen, "listening for peers");
+            (Incoming::Listener(Acceptor::new(listener)), listen)
+        }
+    };
     st.listen = Some(listen);
-    tracing::info!(%listen, "listening for peers");
 
     let (events_tx, events_rx) = mpsc::channel(512);
     let peer_id = PeerId::generate(rand::random());
@@ -338,6 +367,8 @@ pub async fn run_torrent(
         events: events_tx.clone(),
         up_limit: Arc::new(RateLimiter::new(opts.max_up)),
         down_limit: Arc::new(RateLimiter::new(opts.max_down)),
+        global_up: opts.global_up.clone(),
+        global_down: opts.global_down.clone(),
         next_key: AtomicU64::new(1),
         uploaded: AtomicU64::new(0),
         live: std::sync::atomic::AtomicUsize::new(0),
@@ -372,12 +403,14 @@ pub async fn run_torrent(
     };
 
     // BEP 27: a private torrent gets its peers from its trackers only.
+    let dht_search_now = Arc::new(tokio::sync::Notify::new());
     let dht_search = match &opts.dht {
         Some(d) if !info.private => Some(crate::dht::spawn_peer_search(
             d.clone(),
             info_hash,
             Some(listen.port()),
             events_tx.clone(),
+            dht_search_now.clone(),
         )),
         _ => None,
     };
@@ -402,6 +435,7 @@ pub async fn run_torrent(
         status: st,
         status_tx: status,
         seed: opts.seed,
+        nofile: limits.nofile,
         max_peers: limits.max_peers,
         max_peers_per_ip: opts.max_peers_per_ip.max(1),
         max_connecting: limits.max_connecting,
@@ -420,9 +454,17 @@ pub async fn run_torrent(
         shared,
         announcer,
         storage,
-        resume_path,
+        resume,
         downloaded: 0,
         hash_failures: 0,
+        tracker_tiers: if opts.use_trackers {
+            opts.torrent.tracker_tiers()
+        } else {
+            Vec::new()
+        },
+        tracker_results: HashMap::new(),
+        next_announce: None,
+        dht_search_now: dht_search.as_ref().map(|_| dht_search_now),
         fatal: None,
         resume_dirty: false,
         events_tx,
@@ -435,7 +477,13 @@ pub async fn run_torrent(
         t.add_candidate(*addr, true);
     }
     let result = t
-        .run(events_rx, listener, opts.status_interval, shutdown)
+        .run(
+            events_rx,
+            incoming,
+            opts.control.take(),
+            opts.status_interval,
+            shutdown,
+        )
         .await;
     if let Some(search) = dht_search {
         search.abort();
@@ -476,6 +524,8 @@ struct TorrentTask {
     status: Status,
     status_tx: watch::Sender<Status>,
     seed: SeedPolicy,
+    /// The soft open-file limit at start, which caps `max_peers`.
+    nofile: Option<u64>,
     max_peers: usize,
     max_peers_per_ip: usize,
     max_connecting: usize,
@@ -494,9 +544,16 @@ struct TorrentTask {
     shared: Arc<SharedStats>,
     announcer: Option<AnnounceHandle>,
     storage: Arc<Storage>,
-    resume_path: PathBuf,
+    resume: ResumeTarget,
     downloaded: u64,
     hash_failures: u32,
+    /// The trackers in their tiers (for [`Details`]), what each last answered, and when the
+    /// next regular announce is due.
+    tracker_tiers: Vec<Vec<String>>,
+    tracker_results: HashMap<String, Result<usize, String>>,
+    next_announce: Option<Instant>,
+    /// Wakes the DHT peer search (when there is one) for [`Control::Reannounce`].
+    dht_search_now: Option<Arc<tokio::sync::Notify>>,
     /// A torrent-wide failure (disk full...): stop and report it.
     fatal: Option<ClientError>,
     resume_dirty: bool,
@@ -514,13 +571,15 @@ impl TorrentTask {
     async fn run(
         &mut self,
         mut events: mpsc::Receiver<Event>,
-        listener: TcpListener,
+        mut incoming: Incoming,
+        mut control: Option<mpsc::Receiver<Control>>,
         status_interval: Duration,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ClientError> {
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The tick is `TICK` while anything happens and `IDLE_TICK` while the torrent is
+        // idle (see `is_idle`); an event that ends idleness brings the next tick forward.
+        let mut next_tick = tokio::time::Instant::now() + TICK;
         let mut last_status = Instant::now() - status_interval;
         let mut last_rate_sample = Instant::now();
         let mut last_resume_save = Instant::now();
@@ -535,36 +594,19 @@ impl TorrentTask {
                 a.set_seeding();
             }
         }
-        // Set while accepting is paused (out of file descriptors), and the next pause.
-        let mut accept_paused: Option<tokio::time::Instant> = None;
-        let mut accept_pause = ACCEPT_PAUSE_MIN;
         while !finished && self.fatal.is_none() {
-            let resume = async {
-                match accept_paused {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let mut ticked = false;
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept(), if accept_paused.is_none() => {
-                    match accepted {
-                        Ok((stream, addr)) => {
-                            accept_pause = ACCEPT_PAUSE_MIN;
-                            self.on_incoming(stream, addr);
-                        }
-                        Err(e) if out_of_fds(&e) => {
-                            tracing::warn!(
-                                "cannot accept connections: {e}; pausing for {} ms",
-                                accept_pause.as_millis()
-                            );
-                            accept_paused = Some(tokio::time::Instant::now() + accept_pause);
-                            accept_pause = (accept_pause * 2).min(ACCEPT_PAUSE_MAX);
-                        }
-                        Err(e) => tracing::debug!("accept: {e}"),
-                    }
-                }
-                _ = resume => accept_paused = None,
+                peer = incoming.next() => match peer {
+                    Accepted::Stream(stream, addr) => self.on_incoming(stream, addr),
+                    Accepted::Routed(peer) => self.on_routed(peer),
+                },
+                cmd = recv_control(&mut control) => match cmd {
+                    Some(cmd) => self.on_control(cmd),
+                    // Every sender is gone: run on as we are.
+                    None => control = None,
+                },
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
                     self.handle_event(ev);
@@ -576,7 +618,8 @@ impl TorrentTask {
                         }
                     }
                 }
-                _ = tick.tick() => {
+                _ = tokio::time::sleep_until(next_tick) => {
+                    ticked = true;
                     let now = Instant::now();
                     self.feed_upload_stats(now);
                     self.engine.tick(now);
@@ -597,6 +640,12 @@ impl TorrentTask {
                     }
                 }
             }
+            let period = if self.is_idle() { IDLE_TICK } else { TICK };
+            if ticked {
+                next_tick = tokio::time::Instant::now() + period;
+            } else {
+                next_tick = next_tick.min(tokio::time::Instant::now() + period);
+            }
             finished = self.check_finished();
             if finished {
                 self.status.phase = Phase::Done;
@@ -610,6 +659,100 @@ impl TorrentTask {
         match self.fatal.take() {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Nothing to do but wait: no peers, no dials under way, no piece in flight or being
+    /// checked, no resume record to write. Such a torrent ticks every [`IDLE_TICK`].
+    fn is_idle(&self) -> bool {
+        self.peers.is_empty()
+            && self.pieces_checking == 0
+            && self.buffers.is_empty()
+            && !self.resume_dirty
+            && self.ctx.live.load(Ordering::Relaxed) == 0
+            && self.ctx.pending_in.total() == 0
+            && !self.candidates.values().any(|c| c.connecting)
+    }
+
+    /// A command from [`TorrentOptions::control`].
+    fn on_control(&mut self, cmd: Control) {
+        match cmd {
+            Control::SetLimits { max_down, max_up } => {
+                self.ctx.down_limit.set_rate(max_down);
+                self.ctx.up_limit.set_rate(max_up);
+            }
+            Control::SetSeedPolicy(p) => self.seed = p,
+            Control::SetMaxPeers(n) => {
+                self.max_peers = Limits::new(self.nofile, n.max(1)).max_peers;
+                let now = Instant::now();
+                while self.peers.len() > self.max_peers {
+                    let Some(k) = self.least_useful(now, Worth::Protected) else {
+                        break;
+                    };
+                    self.drop_for_room(k, now, "fewer peer slots");
+                }
+            }
+            Control::Reannounce => {
+                if let Some(a) = &self.announcer {
+                    a.reannounce();
+                }
+                if let Some(n) = &self.dht_search_now {
+                    n.notify_one();
+                }
+            }
+            Control::Details(reply) => {
+                let _ = reply.send(self.details());
+            }
+        }
+    }
+
+    /// What [`Control::Details`] answers.
+    fn details(&self) -> Details {
+        let pieces = self.info.lengths.num_pieces().max(1);
+        let peers = self
+            .peers
+            .iter()
+            .filter_map(|(&k, p)| {
+                // Every connected peer is in the engine.
+                let st = self.engine.peer_stats(k)?;
+                Some(PeerDetails {
+                    addr: p.addr,
+                    client: crate::client_name::client_name(&p.peer_id),
+                    incoming: p.incoming,
+                    down_rate: st.download_rate,
+                    up_rate: st.upload_rate,
+                    progress: (f64::from(st.pieces.max(p.have_count)) / f64::from(pieces)).min(1.0),
+                    am_choking: st.am_choking,
+                    am_interested: st.am_interested,
+                    peer_choking: st.choked,
+                    peer_interested: st.interested,
+                    downloaded: p.downloaded,
+                    uploaded: p.link.counters.uploaded.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        let next = self
+            .next_announce
+            .map(|t| t.saturating_duration_since(Instant::now()).as_secs());
+        let trackers = self
+            .tracker_tiers
+            .iter()
+            .enumerate()
+            .flat_map(|(tier, urls)| {
+                urls.iter().map(move |url| TrackerDetails {
+                    url: url.clone(),
+                    tier,
+                    last: self.tracker_results.get(url).cloned(),
+                    next_announce_secs: next,
+                })
+            })
+            .collect();
+        Details {
+            peers,
+            files: file_progress(&self.info, self.engine.have()),
+            trackers,
+            have: self.engine.have().clone(),
+            hash_failures: self.hash_failures,
         }
     }
 
@@ -665,7 +808,13 @@ impl TorrentTask {
                 self.connect_more(now);
             }
             Event::TrackerStatus(s) => self.status.tracker = Some(s),
-            Event::TrackerReport(r) => self.tracker_report = r,
+            Event::TrackerReport(r) => {
+                for (url, result) in &r {
+                    self.tracker_results.insert(url.clone(), result.clone());
+                }
+                self.tracker_report = r;
+            }
+            Event::AnnounceScheduled(wait) => self.next_announce = Some(now + wait),
             Event::DhtStatus(s) => self.status.dht = Some(s),
         }
         self.drain_actions();
@@ -730,6 +879,7 @@ impl TorrentTask {
                 have_count: 0,
                 ut_metadata: None,
                 metadata_served: 0,
+                incoming,
                 connected_at: now,
                 last_data_in: None,
                 last_data_out: None,
@@ -952,6 +1102,8 @@ impl TorrentTask {
             }
             PieceVerdict::HashMismatch { block_hashes } => {
                 self.hash_failures += 1;
+                self.status.hash_failures = self.hash_failures;
+                self.status.corrupt_bytes += u64::from(self.info.lengths.piece_len(piece));
                 tracing::warn!(piece, "piece failed its hash check; fetching it again");
                 self.engine
                     .piece_verified_with_blocks(piece, false, &block_hashes);
@@ -1264,12 +1416,42 @@ impl TorrentTask {
     }
 
     /// A connection the listener accepted: start its handshake, unless it is refused
-    /// (banned, too many from its IP or in their handshake, or every slot is taken by peers
-    /// worth keeping).
+    /// (see [`TorrentTask::incoming_refusal`]).
     fn on_incoming(&mut self, stream: tokio::net::TcpStream, addr: SocketAddr) {
+        match self.incoming_refusal(addr) {
+            Some(why) => tracing::trace!(%addr, "refusing incoming connection: {why}"),
+            None => {
+                let guard = self.ctx.pending_in.enter(addr.ip());
+                tokio::spawn(peer::accept(stream, addr, self.ctx.clone(), guard));
+            }
+        }
+    }
+
+    /// A connection the [`crate::PeerRouter`] accepted for us, its handshake read: the same
+    /// refusals as [`TorrentTask::on_incoming`], then our handshake and the connection.
+    fn on_routed(&mut self, p: IncomingPeer) {
+        let addr = p.addr;
+        match self.incoming_refusal(addr) {
+            Some(why) => tracing::trace!(%addr, "refusing incoming connection: {why}"),
+            None => {
+                let guard = self.ctx.pending_in.enter(addr.ip());
+                tokio::spawn(peer::answer(
+                    p.stream,
+                    addr,
+                    p.handshake,
+                    self.ctx.clone(),
+                    guard,
+                ));
+            }
+        }
+    }
+
+    /// Why an incoming connection from `addr` is refused: banned, too many from its IP or
+    /// in their handshake, or every slot is taken by peers worth keeping.
+    fn incoming_refusal(&self, addr: SocketAddr) -> Option<&'static str> {
         let now = Instant::now();
         let pending = &self.ctx.pending_in;
-        let refuse = if self.banned.contains(addr) {
+        if self.banned.contains(addr) {
             Some("banned")
         } else if pending.total() >= self.max_pending_in {
             Some("too many connections in their handshake")
@@ -1288,13 +1470,6 @@ impl TorrentTask {
             Some("no free slot")
         } else {
             None
-        };
-        match refuse {
-            Some(why) => tracing::trace!(%addr, "refusing incoming connection: {why}"),
-            None => {
-                let guard = pending.enter(addr.ip());
-                tokio::spawn(peer::accept(stream, addr, self.ctx.clone(), guard));
-            }
         }
     }
 
@@ -1592,31 +1767,49 @@ impl TorrentTask {
         }
     }
 
+    /// Publishes [`Status`] if anything in it changed since the last time (an idle torrent
+    /// wakes no watcher).
     fn publish_status(&mut self) {
         self.status.peers = self.peers.len();
         self.status.candidates = self.candidates.values().filter(|c| !c.connected).count();
         self.status.pex_learned = self.pex.learned();
         self.status.downloaded = self.downloaded;
         self.status.uploaded = self.ctx.uploaded.load(Ordering::Relaxed);
-        let _ = self.status_tx.send(self.status.clone());
+        let (mut sending, mut getting) = (0, 0);
+        if !self.peers.is_empty() {
+            let now = Instant::now();
+            for (&k, p) in &self.peers {
+                let recent = p
+                    .last_data_in
+                    .is_some_and(|t| now.duration_since(t) < SENDING_RECENTLY);
+                let st = self.engine.peer_stats(k);
+                if recent || st.as_ref().is_some_and(|s| !s.choked && s.am_interested) {
+                    sending += 1;
+                }
+                if st.is_some_and(|s| !s.am_choking && s.interested) {
+                    getting += 1;
+                }
+            }
+        }
+        self.status.peers_sending = sending;
+        self.status.peers_getting = getting;
+        let status = &self.status;
+        self.status_tx.send_if_modified(|current| {
+            if current == status {
+                false
+            } else {
+                current.clone_from(status);
+                true
+            }
+        });
     }
 
     async fn save_resume(&mut self) {
-        let path = self.resume_path.clone();
+        let target = self.resume.clone();
         let have = self.engine.have().clone();
         let info_hash = self.info_hash;
         let storage = self.storage.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| storage::StorageError::Io {
-                    op: storage::Op::CreateDir,
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-            }
-            storage::resume::save(&path, info_hash, &storage, &have)
-        })
-        .await;
+        let r = tokio::task::spawn_blocking(move || target.save(info_hash, &storage, &have)).await;
         match r {
             Ok(Ok(())) => self.resume_dirty = false,
             Ok(Err(e)) => tracing::warn!("cannot save resume record: {e}"),
@@ -1766,21 +1959,138 @@ fn nofile_limit() -> Option<u64> {
     None
 }
 
-/// The process (or the system) is out of file descriptors or socket buffers: accepting
-/// again at once fails the same way.
-fn out_of_fds(e: &std::io::Error) -> bool {
-    #[cfg(unix)]
-    {
-        matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-        )
+/// Where connections come from: our own listener, or a [`crate::PeerRouter`].
+enum Incoming {
+    Listener(Acceptor),
+    /// `None` once the router is gone (no more connections will come).
+    Routed(Option<mpsc::Receiver<IncomingPeer>>),
+}
+
+enum Accepted {
+    Stream(tokio::net::TcpStream, SocketAddr),
+    Routed(IncomingPeer),
+}
+
+impl Incoming {
+    /// The next connection; pending forever when there can be none.
+    async fn next(&mut self) -> Accepted {
+        match self {
+            Incoming::Listener(a) => {
+                let (stream, addr) = a.accept().await;
+                Accepted::Stream(stream, addr)
+            }
+            Incoming::Routed(rx) => {
+                if let Some(r) = rx {
+                    if let Some(p) = r.recv().await {
+                        return Accepted::Routed(p);
+                    }
+                    *rx = None;
+                }
+                std::future::pending().await
+            }
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = e;
-        false
+}
+
+/// The next command; `None` once every sender is gone; pending forever without a channel.
+async fn recv_control(control: &mut Option<mpsc::Receiver<Control>>) -> Option<Control> {
+    match control {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
+}
+
+/// Where the resume record lives: a `.resume` file, or the caller's [`ResumeStore`].
+#[derive(Clone)]
+enum ResumeTarget {
+    File(PathBuf),
+    Store(Arc<dyn ResumeStore>),
+}
+
+impl ResumeTarget {
+    /// What the record says (`parts`: the parts file). Reads the store on the blocking pool.
+    async fn load(
+        &self,
+        info_hash: InfoHash,
+        layout: &storage::Layout,
+        root: &Path,
+        parts: &Path,
+    ) -> storage::resume::ResumeOutcome {
+        match self {
+            ResumeTarget::File(path) => storage::resume::load(path, info_hash, layout, root),
+            ResumeTarget::Store(store) => {
+                let store = store.clone();
+                let bytes = tokio::task::spawn_blocking(move || store.load(info_hash))
+                    .await
+                    .ok()
+                    .flatten();
+                storage::resume::check_bytes(bytes.as_deref(), info_hash, layout, root, parts)
+            }
+        }
+    }
+
+    /// Syncs `storage`, then records `have` (blocking: call it on the blocking pool).
+    fn save(
+        &self,
+        info_hash: InfoHash,
+        storage: &Storage,
+        have: &Bitfield,
+    ) -> Result<(), storage::StorageError> {
+        match self {
+            ResumeTarget::File(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|source| storage::StorageError::Io {
+                        op: storage::Op::CreateDir,
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                storage::resume::save(path, info_hash, storage, have)
+            }
+            ResumeTarget::Store(store) => {
+                let bytes = storage::resume::record_bytes(info_hash, storage, have)?;
+                store
+                    .save(info_hash, &bytes)
+                    .map_err(|source| storage::StorageError::Resume {
+                        path: PathBuf::from("(resume store)"),
+                        source,
+                    })
+            }
+        }
+    }
+}
+
+/// How many incoming connections may be in their handshake at once, in all and per IP, as
+/// a torrent's own listener allows them (for the [`crate::PeerRouter`]).
+pub(crate) fn incoming_limits() -> IncomingLimits {
+    IncomingLimits {
+        max_pending: Limits::new(nofile_limit(), 1).max_pending_in,
+        max_pending_per_ip: crate::options::DEFAULT_MAX_PEERS_PER_IP,
+    }
+}
+
+/// Verified bytes of each file of `info` (pad files: 0), from the verified pieces.
+fn file_progress(info: &Info, have: &Bitfield) -> Vec<u64> {
+    let plen = u64::from(info.piece_length);
+    info.files
+        .iter()
+        .map(|f| {
+            if f.pad || f.length == 0 || plen == 0 {
+                return 0;
+            }
+            let (start, end) = (f.offset, f.offset + f.length);
+            let first = (start / plen) as u32;
+            let last = ((end - 1) / plen) as u32;
+            (first..=last)
+                .filter(|&p| have.get(p))
+                .map(|p| {
+                    let ps = u64::from(p) * plen;
+                    let pe = ps + u64::from(info.lengths.piece_len(p));
+                    end.min(pe) - start.max(ps)
+                })
+                .sum()
+        })
+        .collect()
 }
 
 /// Hashes everything on disk, publishing progress.
@@ -1895,6 +2205,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn file_progress_counts_verified_bytes_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        std::fs::create_dir_all(&root).unwrap();
+        // Three files across 32 KiB pieces: 40 000, 30 000 and 100 bytes.
+        for (name, len) in [("a", 40_000usize), ("b", 30_000), ("c", 100)] {
+            std::fs::write(root.join(name), vec![1u8; len]).unwrap();
+        }
+        let (_, t) = metainfo::create::create_torrent(
+            &metainfo::create::CreateOptions {
+                path: root,
+                trackers: vec![],
+                piece_length: Some(32 * 1024),
+                private: false,
+                web_seeds: vec![],
+                comment: None,
+                created_by: None,
+                creation_date: None,
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let info = &t.info;
+        let n = info.lengths.num_pieces();
+        assert_eq!(n, 3);
+        let lens: Vec<u64> = info
+            .files
+            .iter()
+            .map(|f| if f.pad { 0 } else { f.length })
+            .collect();
+        assert_eq!(file_progress(info, &Bitfield::full(n)), lens);
+        assert!(file_progress(info, &Bitfield::new(n))
+            .iter()
+            .all(|&b| b == 0));
+        let mut have = Bitfield::new(n);
+        have.set(1, true);
+        let p = file_progress(info, &have);
+        assert_eq!(p.iter().sum::<u64>(), u64::from(info.lengths.piece_len(1)));
+    }
+
+    #[test]
     fn limits_fit_the_descriptor_limit() {
         // Unknown or generous limits leave the caller's numbers alone.
         let l = Limits::new(None, 80);
@@ -1917,14 +2268,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn fd_exhaustion_is_recognised() {
-        assert!(out_of_fds(&std::io::Error::from_raw_os_error(libc::EMFILE)));
-        assert!(out_of_fds(&std::io::Error::from_raw_os_error(libc::ENFILE)));
-        assert!(!out_of_fds(&std::io::Error::from_raw_os_error(
-            libc::ECONNABORTED
-        )));
     }
 }

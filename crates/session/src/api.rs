@@ -72,9 +72,17 @@ pub struct AddOptions {
 /// What an add did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddOutcome {
-    Added { id: TorrentId, name: String, hash: String },
+    Added {
+        id: TorrentId,
+        name: String,
+        hash: String,
+    },
     /// That info-hash is in the session already (Transmission's `torrent-duplicate`).
-    Duplicate { id: TorrentId, name: String, hash: String },
+    Duplicate {
+        id: TorrentId,
+        name: String,
+        hash: String,
+    },
 }
 
 /// Transmission's status numbers, in its order.
@@ -390,15 +398,37 @@ pub struct Totals {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum SessionEvent {
-    Added { id: TorrentId, name: String },
+    Added {
+        id: TorrentId,
+        name: String,
+    },
     /// Every wanted piece is verified.
-    Completed { id: TorrentId, name: String },
-    Error { id: TorrentId, name: String, error: String },
-    Removed { id: TorrentId, name: String },
-    Started { id: TorrentId, name: String },
-    Stopped { id: TorrentId, name: String },
+    Completed {
+        id: TorrentId,
+        name: String,
+    },
+    Error {
+        id: TorrentId,
+        name: String,
+        error: String,
+    },
+    Removed {
+        id: TorrentId,
+        name: String,
+    },
+    Started {
+        id: TorrentId,
+        name: String,
+    },
+    Stopped {
+        id: TorrentId,
+        name: String,
+    },
     /// Seeding ended by the ratio or idle limit.
-    DoneSeeding { id: TorrentId, name: String },
+    DoneSeeding {
+        id: TorrentId,
+        name: String,
+    },
 }
 
 /// Why a session call failed. `Display` is a one-line message for RPC `result` strings.

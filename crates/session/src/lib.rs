@@ -9,6 +9,7 @@
 
 pub mod api;
 mod session;
+mod store;
 
 pub use api::*;
 pub use session::{free_space, OpenReport, Session, SessionConfig};

@@ -1,12 +1,43 @@
-//! The [`Session`]: a cheap, cloneable handle to the task that owns every torrent.
+//! The [`Session`]: a cheap, cloneable handle to the state that owns every torrent.
+//!
+//! All mutable state sits in one `Mutex<State>`, held only for short, non-blocking work
+//! (never across an `.await`, never around disk or store IO of size). Each running torrent
+//! is one task around [`client::run_torrent`]; a manager task ticks once a second to
+//! account counters, apply the queue, seeding limits, the alternative-speed schedule and the
+//! watch folder, and to save changed records.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::broadcast;
+use client::{Phase, SeedPolicy, Status, TorrentOptions};
+use metainfo::{InfoHash, Magnet, Torrent};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::api::*;
+use crate::store::{Record, Store};
+
+/// Largest `.torrent` accepted from a URL or a path.
+const MAX_TORRENT_BYTES: usize = 16 << 20;
+/// Deadline for fetching a `.torrent` from a URL.
+const URL_TIMEOUT: Duration = Duration::from_secs(30);
+const TICK: Duration = Duration::from_secs(1);
+/// Changed records are written at most this often (counters); state changes at once.
+const SAVE_INTERVAL: Duration = Duration::from_secs(15);
+const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a stop waits for a torrent to close its connections and save its record.
+const STOP_WAIT: Duration = Duration::from_secs(20);
+/// "Recently active" is this recent.
+const RECENT: Duration = Duration::from_secs(60);
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
 
 /// How to open a session.
 #[derive(Debug, Clone)]
@@ -16,8 +47,7 @@ pub struct SessionConfig {
     /// The one TCP port every torrent's peers connect to (and the DHT's UDP port).
     pub listen: SocketAddr,
     /// Settings to start with when the store has none (first start); afterwards the
-    /// store's win, except where the daemon's config file says otherwise (the daemon
-    /// passes `force_settings`).
+    /// store's win, unless `force_settings`.
     pub settings: Settings,
     /// Apply `settings` over whatever the store holds.
     pub force_settings: bool,
@@ -66,85 +96,716 @@ pub struct Session {
 }
 
 struct Inner {
+    cfg: SessionConfig,
+    store: Store,
+    state: Mutex<State>,
     events: broadcast::Sender<SessionEvent>,
+    /// The session's limits, shared by every torrent's connections.
+    global_down: Arc<client::rate::RateLimiter>,
+    global_up: Arc<client::rate::RateLimiter>,
+    dht: Option<client::DhtHandle>,
+    listen: SocketAddr,
+    router: Option<PeerPort>,
+    /// Fires when the session shuts down.
+    closing: watch::Sender<bool>,
+    started: Instant,
 }
+
+/// The session's one peer port.
+type PeerPort = client::PeerRouter;
+
+struct State {
+    settings: Settings,
+    torrents: BTreeMap<TorrentId, Entry>,
+    by_hash: HashMap<InfoHash, TorrentId>,
+    next_id: u64,
+    /// Totals of earlier runs (from the store) and of this one.
+    cumulative: Totals,
+    current: Totals,
+    removed: Vec<(TorrentId, Instant)>,
+    closed: bool,
+    /// Generation counter for runs (a late message from an old run is ignored).
+    next_gen: u64,
+}
+
+struct Entry {
+    id: TorrentId,
+    rec: Record,
+    /// The record changed since it was last stored.
+    dirty: bool,
+    info_hash: InfoHash,
+    torrent: Option<Arc<Torrent>>,
+    magnet: Option<Magnet>,
+    run: Option<Run>,
+    /// A re-check was asked for: the resume record is dropped before the next start.
+    verify: bool,
+    /// Stop once the check is done (a verify of a stopped torrent).
+    stop_after_check: bool,
+    /// The last status seen, and this run's counters already counted into the totals.
+    last: Status,
+    counted_down: u64,
+    counted_up: u64,
+    counted_corrupt: u64,
+    last_phase: Option<Phase>,
+    /// Last payload in either direction / upload, for stalled and idle-seeding limits.
+    last_data: Instant,
+    last_upload: Instant,
+    /// Verified bytes of each file (from the running torrent), when known.
+    files_done: Option<Vec<u64>>,
+}
+
+struct Run {
+    gen: u64,
+    stop: Option<oneshot::Sender<()>>,
+    status: watch::Receiver<Status>,
+    control: Option<tokio::sync::mpsc::Sender<client::Control>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    fetching_metadata: bool,
+}
+
+impl Entry {
+    fn new(id: TorrentId, rec: Record, info_hash: InfoHash) -> Entry {
+        let now = Instant::now();
+        Entry {
+            id,
+            rec,
+            dirty: false,
+            info_hash,
+            torrent: None,
+            magnet: None,
+            run: None,
+            verify: false,
+            stop_after_check: false,
+            last: Status::default(),
+            counted_down: 0,
+            counted_up: 0,
+            counted_corrupt: 0,
+            last_phase: None,
+            last_data: now,
+            last_upload: now,
+            files_done: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.rec.name.clone()
+    }
+
+    fn num_files(&self) -> Option<usize> {
+        self.torrent.as_ref().map(|t| t.info.files.len())
+    }
+
+    fn wanted(&self, i: usize) -> bool {
+        self.rec.wanted.get(i).copied().unwrap_or(true)
+    }
+
+    /// The files to download (`None`: all).
+    fn only(&self) -> Option<Vec<usize>> {
+        let n = self.num_files()?;
+        if (0..n).all(|i| self.wanted(i)) {
+            None
+        } else {
+            Some((0..n).filter(|&i| self.wanted(i)).collect())
+        }
+    }
+
+    /// Bytes of the wanted files (pad files excluded), and the torrent's total.
+    fn sizes(&self) -> (u64, u64) {
+        match &self.torrent {
+            Some(t) => {
+                let total = t.info.lengths.total_length();
+                let wanted = t
+                    .info
+                    .files
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, f)| !f.pad && self.wanted(*i))
+                    .map(|(_, f)| f.length)
+                    .sum();
+                (wanted, total)
+            }
+            None => (0, 0),
+        }
+    }
+
+    /// The wanted pieces are all verified (as far as we know).
+    fn complete(&self) -> bool {
+        if let Some(r) = self.run.as_ref().filter(|r| !r.fetching_metadata) {
+            let s = r.status.borrow();
+            if s.phase != Phase::Checking && (s.wanted_bytes > 0 || s.total_pieces > 0) {
+                return s.wanted_verified_bytes >= s.wanted_bytes;
+            }
+        }
+        self.rec.done_date > 0 && self.torrent.is_some()
+    }
+
+    fn stalled(&self, settings: &Settings, now: Instant) -> bool {
+        settings.queue_stalled_enabled
+            && self.run.is_some()
+            && now.duration_since(self.last_data)
+                >= Duration::from_secs(settings.queue_stalled_minutes * 60)
+    }
+
+    fn state(&self) -> State_ {
+        match &self.run {
+            Some(r) if r.fetching_metadata => State_::Downloading,
+            Some(_) => match self.last.phase {
+                Phase::Checking => State_::Checking,
+                Phase::Downloading => State_::Downloading,
+                Phase::Seeding | Phase::Done => State_::Seeding,
+            },
+            None if self.rec.running && self.rec.error.is_none() => {
+                if self.verify {
+                    State_::CheckWait
+                } else if self.complete() {
+                    State_::SeedWait
+                } else {
+                    State_::DownloadWait
+                }
+            }
+            None if self.verify => State_::CheckWait,
+            None => State_::Stopped,
+        }
+    }
+}
+
+use crate::api::State as State_;
 
 impl Session {
     /// Opens the store in `cfg.state_dir` (creating it), binds the peer port, starts the
     /// DHT, and starts the torrents that were running when the session last stopped.
     pub async fn open(cfg: SessionConfig) -> Result<(Session, OpenReport), SessionError> {
-        let _ = cfg;
-        Err(SessionError::ShuttingDown)
+        client::raise_nofile_limit();
+        let store_path = cfg.state_dir.join("spate.redb");
+        let existed = store_path.exists();
+        let path = store_path.clone();
+        let (store, kept) = tokio::task::spawn_blocking(move || Store::open(&path))
+            .await
+            .map_err(|e| SessionError::Store(e.to_string()))??;
+        let loaded = store.load()?;
+        let mut report = OpenReport {
+            fresh_store: !existed || kept.is_some(),
+            damaged_store_kept_at: kept,
+            lost: loaded.lost.clone(),
+            ..OpenReport::default()
+        };
+        let mut settings = match (&loaded.settings, cfg.force_settings) {
+            (Some(s), false) => s.clone(),
+            _ => cfg.settings.clone(),
+        };
+        if settings.download_dir.as_os_str().is_empty() {
+            settings.download_dir = cfg.settings.download_dir.clone();
+        }
+        store.put_settings(&settings)?;
+
+        let router =
+            PeerPort::bind(cfg.listen).map_err(|e| SessionError::Io(format!("peer port: {e}")))?;
+        let listen = router.local_addr();
+        let dht = if cfg.dht && settings.dht_enabled {
+            let mut o = client::DhtOptions::new(listen);
+            o.bootstrap = cfg.dht_bootstrap.iter().map(|a| a.to_string()).collect();
+            if o.bootstrap.is_empty() {
+                o.bootstrap = client::dht::DEFAULT_BOOTSTRAP
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            }
+            o.state_file = Some(cfg.state_dir.join("dht.dat"));
+            match client::DhtHandle::start(o).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!("DHT not started: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let mut state = State {
+            settings: settings.clone(),
+            torrents: BTreeMap::new(),
+            by_hash: HashMap::new(),
+            next_id: loaded.next_id,
+            cumulative: loaded.totals.clone(),
+            current: Totals {
+                session_count: 1,
+                ..Totals::default()
+            },
+            removed: Vec::new(),
+            closed: false,
+            next_gen: 1,
+        };
+        state.cumulative.session_count += 1;
+        for (id, rec, bytes) in loaded.torrents {
+            match restore_entry(id, rec, bytes) {
+                Ok(e) => {
+                    state.by_hash.insert(e.info_hash, id);
+                    state.torrents.insert(id, e);
+                }
+                Err(why) => report.lost.push(format!("torrent {id}: {why}")),
+            }
+        }
+        report.loaded = state.torrents.len();
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            cfg,
+            store,
+            state: Mutex::new(state),
+            events,
+            global_down: Arc::new(client::rate::RateLimiter::new(None)),
+            global_up: Arc::new(client::rate::RateLimiter::new(None)),
+            dht,
+            listen,
+            router: Some(router),
+            closing: watch::channel(false).0,
+            started: Instant::now(),
+        });
+        inner.apply_speed_limits(&settings);
+        let session = Session {
+            inner: inner.clone(),
+        };
+        tokio::spawn(manager(Arc::downgrade(&inner), inner.closing.subscribe()));
+        inner.schedule();
+        Ok((session, report))
     }
 
     /// Adds a torrent. A duplicate info-hash is not an error: it answers
     /// [`AddOutcome::Duplicate`] with the existing torrent.
     pub async fn add(&self, src: AddSource, opts: AddOptions) -> Result<AddOutcome, SessionError> {
-        let _ = (src, opts);
-        Err(SessionError::ShuttingDown)
+        let (torrent, magnet, metainfo_bytes) = match src {
+            AddSource::Metainfo(b) => parse_metainfo(b)?,
+            AddSource::Path(p) => {
+                let b = read_capped(&p)?;
+                parse_metainfo(b)
+                    .map_err(|e| SessionError::Invalid(format!("{}: {e}", p.display())))?
+            }
+            AddSource::Url(u) => parse_metainfo(fetch_url(&u).await?)
+                .map_err(|e| SessionError::Invalid(format!("{u}: {e}")))?,
+            AddSource::Magnet(m) => {
+                let magnet = Magnet::parse(&m)
+                    .map_err(|e| SessionError::Invalid(format!("bad magnet link: {e}")))?;
+                (None, Some(magnet), None)
+            }
+        };
+        let info_hash = match (&torrent, &magnet) {
+            (Some(t), _) => t.info_hash,
+            (None, Some(m)) => m.info_hash,
+            _ => unreachable!("a source gives a torrent or a magnet"),
+        };
+        let inner = &self.inner;
+        let (id, rec) = {
+            let mut st = inner.lock();
+            if st.closed {
+                return Err(SessionError::ShuttingDown);
+            }
+            if let Some(&id) = st.by_hash.get(&info_hash) {
+                let e = &st.torrents[&id];
+                return Ok(AddOutcome::Duplicate {
+                    id,
+                    name: e.name(),
+                    hash: info_hash.to_hex(),
+                });
+            }
+            let name = match (&torrent, &magnet) {
+                (Some(t), _) => t.info.name.clone(),
+                (None, Some(m)) => m.display_name.clone().unwrap_or_else(|| info_hash.to_hex()),
+                _ => unreachable!(),
+            };
+            let n_files = torrent.as_ref().map(|t| t.info.files.len());
+            let mut rec = Record {
+                hash: info_hash.to_hex(),
+                name: name.clone(),
+                magnet: magnet.as_ref().map(|_| match &magnet {
+                    Some(_) => String::new(),
+                    None => String::new(),
+                }),
+                download_dir: opts
+                    .download_dir
+                    .clone()
+                    .unwrap_or_else(|| st.settings.download_dir.clone()),
+                running: !opts.paused.unwrap_or(!st.settings.start_added_torrents),
+                added_date: unix_now(),
+                queue_position: st.torrents.len(),
+                labels: clean_labels(&opts.labels),
+                sequential: opts.sequential.unwrap_or(false),
+                peer_limit: st.settings.peer_limit_per_torrent,
+                peers: opts.peers.iter().map(|a| a.to_string()).collect(),
+                ..Record::default()
+            };
+            if let Some(m) = &magnet {
+                rec.magnet = Some(magnet_string(m));
+                if !m.select_only.is_empty() && opts.files_wanted.is_empty() {
+                    // BEP 53 `so=`: applied once the file list is known.
+                    rec.wanted = Vec::new();
+                }
+            }
+            if let Some(r) = opts.seed_ratio_limit {
+                rec.seed_ratio_limit = r;
+                rec.seed_ratio_mode = LimitMode::Single;
+            }
+            if let Some(m) = opts.seed_idle_limit {
+                rec.seed_idle_limit = m;
+                rec.seed_idle_mode = LimitMode::Single;
+            }
+            let patch = TorrentPatch {
+                files_wanted: opts.files_wanted.clone(),
+                files_unwanted: opts.files_unwanted.clone(),
+                priority_high: opts.priority_high.clone(),
+                priority_normal: opts.priority_normal.clone(),
+                priority_low: opts.priority_low.clone(),
+                ..TorrentPatch::default()
+            };
+            apply_file_patch(&mut rec, n_files, &patch)?;
+            if n_files.is_none() && !opts.files_wanted.is_empty() && opts.files_unwanted.is_empty()
+            {
+                // A magnet's "files-wanted" alone means just those files (the list is not
+                // known yet, so there is nothing else to mark unwanted).
+                for (i, w) in rec.wanted.iter_mut().enumerate() {
+                    *w = opts.files_wanted.contains(&i);
+                }
+                rec.unlisted_unwanted = true;
+            }
+            let id = st.next_id;
+            st.next_id += 1;
+            (id, rec)
+        };
+        {
+            let rec = rec.clone();
+            let bytes = metainfo_bytes.clone();
+            let store_rec = (id, rec);
+            self.blocking(move |s| s.store.add(store_rec.0, &store_rec.1, bytes.as_deref()))
+                .await?;
+        }
+        let name = rec.name.clone();
+        {
+            let mut st = inner.lock();
+            let mut e = Entry::new(id, rec, info_hash);
+            e.torrent = torrent.map(Arc::new);
+            e.magnet = magnet;
+            st.by_hash.insert(info_hash, id);
+            st.torrents.insert(id, e);
+            st.current.files_added += 1;
+            st.cumulative.files_added += 1;
+            inner.run_script(&st, id, ScriptKind::Added);
+        }
+        inner.emit(SessionEvent::Added {
+            id,
+            name: name.clone(),
+        });
+        inner.schedule();
+        Ok(AddOutcome::Added {
+            id,
+            name,
+            hash: info_hash.to_hex(),
+        })
     }
 
     /// Every torrent, by id.
     pub fn list(&self) -> Vec<TorrentView> {
-        Vec::new()
+        let st = self.inner.lock();
+        st.torrents.values().map(|e| view(e, &st)).collect()
     }
 
     /// These torrents (those that exist), by id.
     pub fn get(&self, ids: &[TorrentId]) -> Vec<TorrentView> {
-        let _ = ids;
-        Vec::new()
+        let st = self.inner.lock();
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.iter()
+            .filter_map(|id| st.torrents.get(id))
+            .map(|e| view(e, &st))
+            .collect()
     }
 
     /// The id of the torrent with this info-hash (40 hex digits, any case).
     pub fn id_of_hash(&self, hash: &str) -> Option<TorrentId> {
-        let _ = hash;
-        None
+        let ih = InfoHash::from_hex(hash.trim())?;
+        self.inner.lock().by_hash.get(&ih).copied()
     }
 
     /// Torrents active in the last minute (Transmission's "recently-active"), and ids
     /// removed in the last minute.
     pub fn recently_active(&self) -> (Vec<TorrentId>, Vec<TorrentId>) {
-        (Vec::new(), Vec::new())
+        let st = self.inner.lock();
+        let since = unix_now() - RECENT.as_secs() as i64;
+        let now = Instant::now();
+        let active = st
+            .torrents
+            .values()
+            .filter(|e| {
+                e.rec.activity_date >= since || e.rec.added_date >= since || e.run.is_some()
+            })
+            .map(|e| e.id)
+            .collect();
+        let removed = st
+            .removed
+            .iter()
+            .filter(|(_, t)| now.duration_since(*t) < RECENT)
+            .map(|(id, _)| *id)
+            .collect();
+        (active, removed)
     }
 
     /// Peers and piece map of a torrent (asks the running torrent; empty when stopped).
     pub async fn detail(&self, id: TorrentId) -> Result<TorrentDetail, SessionError> {
-        Err(SessionError::NoSuchTorrent(id))
+        let control = {
+            let st = self.inner.lock();
+            let e = st
+                .torrents
+                .get(&id)
+                .ok_or(SessionError::NoSuchTorrent(id))?;
+            e.run.as_ref().and_then(|r| r.control.clone())
+        };
+        let Some(control) = control else {
+            return Ok(TorrentDetail::default());
+        };
+        let (tx, rx) = oneshot::channel();
+        if control.send(client::Control::Details(tx)).await.is_err() {
+            return Ok(TorrentDetail::default());
+        }
+        let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(5), rx).await else {
+            return Ok(TorrentDetail::default());
+        };
+        Ok(detail_view(&d))
     }
 
     /// Starts torrents (through the queue; `now` bypasses it: force-start).
     pub async fn start(&self, ids: &[TorrentId], now: bool) -> Result<(), SessionError> {
-        let _ = (ids, now);
+        {
+            let mut st = self.inner.lock();
+            for id in ids {
+                if let Some(e) = st.torrents.get_mut(id) {
+                    e.rec.running = true;
+                    e.rec.force = now;
+                    e.rec.error = None;
+                    e.rec.finished = false;
+                    e.stop_after_check = false;
+                    // Fresh clocks: a torrent just started is neither stalled nor idle.
+                    e.last_data = Instant::now();
+                    e.last_upload = Instant::now();
+                    e.dirty = true;
+                }
+            }
+        }
+        self.inner.save_dirty().await;
+        self.inner.schedule();
         Ok(())
     }
 
     pub async fn stop(&self, ids: &[TorrentId]) -> Result<(), SessionError> {
-        let _ = ids;
+        {
+            let mut st = self.inner.lock();
+            for id in ids {
+                if let Some(e) = st.torrents.get_mut(id) {
+                    e.rec.running = false;
+                    e.rec.force = false;
+                    e.dirty = true;
+                }
+            }
+        }
+        self.inner.stop_runs(ids).await;
+        self.inner.save_dirty().await;
+        self.inner.schedule();
         Ok(())
     }
 
     /// Re-checks the data of these torrents against their piece hashes.
     pub async fn verify(&self, ids: &[TorrentId]) -> Result<(), SessionError> {
-        let _ = ids;
+        let ids: Vec<TorrentId> = {
+            let mut st = self.inner.lock();
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(e) = st.torrents.get_mut(id).filter(|e| e.torrent.is_some()) {
+                    e.verify = true;
+                    e.stop_after_check = !e.rec.running;
+                    e.rec.error = None;
+                    out.push(e.id);
+                }
+            }
+            out
+        };
+        self.inner.stop_runs(&ids).await;
+        self.inner.schedule();
         Ok(())
     }
 
     pub async fn reannounce(&self, ids: &[TorrentId]) -> Result<(), SessionError> {
-        let _ = ids;
+        let controls: Vec<_> = {
+            let st = self.inner.lock();
+            ids.iter()
+                .filter_map(|id| st.torrents.get(id))
+                .filter_map(|e| e.run.as_ref().and_then(|r| r.control.clone()))
+                .collect()
+        };
+        for c in controls {
+            let _ = c.send(client::Control::Reannounce).await;
+        }
         Ok(())
     }
 
     /// Removes torrents from the session; with `delete_data` their files too (only the
     /// torrent's own files, never anything else in the folder).
     pub async fn remove(&self, ids: &[TorrentId], delete_data: bool) -> Result<(), SessionError> {
-        let _ = (ids, delete_data);
+        self.inner.stop_runs(ids).await;
+        let mut gone = Vec::new();
+        {
+            let mut st = self.inner.lock();
+            for id in ids {
+                if let Some(e) = st.torrents.remove(id) {
+                    st.by_hash.remove(&e.info_hash);
+                    st.removed.push((*id, Instant::now()));
+                    gone.push(e);
+                }
+            }
+            // Queue positions stay dense.
+            renumber_queue(&mut st);
+        }
+        let state_dir = self.inner.cfg.state_dir.clone();
+        for e in gone {
+            let hash = e.info_hash;
+            let id = e.id;
+            let name = e.name();
+            let torrent = e.torrent.clone();
+            let dir = e.rec.download_dir.clone();
+            let renames = e.rec.renames.clone();
+            let state_dir = state_dir.clone();
+            let r = self
+                .blocking(move |s| {
+                    s.store.remove(id, hash.as_bytes())?;
+                    let tdir = state_dir.join("torrents");
+                    for ext in ["resume", "parts", "lock"] {
+                        let _ = std::fs::remove_file(tdir.join(format!("{}.{ext}", hash.to_hex())));
+                    }
+                    if delete_data {
+                        if let Some(t) = torrent {
+                            delete_files(&dir, &renamed(&t, &renames));
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(err) = r {
+                tracing::warn!("removing torrent {id}: {err}");
+            }
+            self.inner.emit(SessionEvent::Removed { id, name });
+        }
+        self.inner.schedule();
         Ok(())
     }
 
     /// Changes torrents' settings (`torrent-set`). A file index out of range is
     /// [`SessionError::Invalid`].
     pub async fn set(&self, ids: &[TorrentId], patch: TorrentPatch) -> Result<(), SessionError> {
-        let _ = (ids, patch);
+        let mut restart = Vec::new();
+        let mut limits = Vec::new();
+        {
+            let mut st = self.inner.lock();
+            // Check every index first: nothing changes on bad input.
+            for id in ids {
+                if let Some(e) = st.torrents.get(id) {
+                    let mut probe = e.rec.clone();
+                    apply_file_patch(&mut probe, e.num_files(), &patch)?;
+                }
+            }
+            let settings = st.settings.clone();
+            for id in ids {
+                let Some(e) = st.torrents.get_mut(id) else {
+                    continue;
+                };
+                let before_only = e.only();
+                let n_files = e.num_files();
+                apply_file_patch(&mut e.rec, n_files, &patch)?;
+                let r = &mut e.rec;
+                if let Some(l) = &patch.labels {
+                    r.labels = clean_labels(l);
+                }
+                if let Some(v) = patch.download_limit {
+                    r.download_limit = v;
+                }
+                if let Some(v) = patch.download_limited {
+                    r.download_limited = v;
+                }
+                if let Some(v) = patch.upload_limit {
+                    r.upload_limit = v;
+                }
+                if let Some(v) = patch.upload_limited {
+                    r.upload_limited = v;
+                }
+                if let Some(v) = patch.honors_session_limits {
+                    r.honors_session_limits = v;
+                }
+                if let Some(v) = patch.seed_ratio_limit {
+                    if v.is_finite() && v >= 0.0 {
+                        r.seed_ratio_limit = v;
+                    }
+                }
+                if let Some(v) = patch.seed_ratio_mode {
+                    r.seed_ratio_mode = v;
+                }
+                if let Some(v) = patch.seed_idle_limit {
+                    r.seed_idle_limit = v;
+                }
+                if let Some(v) = patch.seed_idle_mode {
+                    r.seed_idle_mode = v;
+                }
+                if let Some(v) = patch.peer_limit {
+                    r.peer_limit = v.max(1);
+                }
+                if let Some(v) = patch.sequential {
+                    r.sequential = v;
+                }
+                for t in &patch.tracker_add {
+                    let t = t.trim().to_string();
+                    if !t.is_empty() && !r.extra_trackers.contains(&t) {
+                        r.removed_trackers.retain(|x| x != &t);
+                        r.extra_trackers.push(t);
+                    }
+                }
+                for t in &patch.tracker_remove {
+                    r.extra_trackers.retain(|x| x != t);
+                    if !r.removed_trackers.contains(t) {
+                        r.removed_trackers.push(t.clone());
+                    }
+                }
+                e.dirty = true;
+                if let Some(run) = &e.run {
+                    if e.only() != before_only
+                        || !patch.tracker_add.is_empty()
+                        || !patch.tracker_remove.is_empty()
+                    {
+                        // A new selection (or tracker list) takes a restart: the resume
+                        // record makes it cheap, and only the new pieces are fetched.
+                        restart.push(e.id);
+                    } else if let Some(c) = &run.control {
+                        limits.push((c.clone(), torrent_limits(&e.rec, &settings)));
+                    }
+                }
+                if e.only() != before_only {
+                    e.rec.done_date = 0;
+                    e.files_done = None;
+                }
+            }
+            if let Some(pos) = patch.queue_position {
+                for id in ids {
+                    move_in_queue(&mut st, *id, pos);
+                }
+            }
+        }
+        for (c, (down, up)) in limits {
+            let _ = c
+                .send(client::Control::SetLimits {
+                    max_down: down,
+                    max_up: up,
+                })
+                .await;
+        }
+        if !restart.is_empty() {
+            self.inner.stop_runs(&restart).await;
+        }
+        self.inner.save_dirty().await;
+        self.inner.schedule();
         Ok(())
     }
 
@@ -155,7 +816,45 @@ impl Session {
         dir: PathBuf,
         move_data: bool,
     ) -> Result<(), SessionError> {
-        let _ = (ids, dir, move_data);
+        if move_data {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| SessionError::Io(format!("{}: {e}", dir.display())))?;
+        }
+        self.inner.stop_runs(ids).await;
+        for id in ids {
+            let job = {
+                let st = self.inner.lock();
+                st.torrents.get(id).map(|e| {
+                    (
+                        e.rec.download_dir.clone(),
+                        e.torrent.as_ref().map(|t| renamed(t, &e.rec.renames)),
+                    )
+                })
+            };
+            let Some((old, torrent)) = job else { continue };
+            if move_data && old != dir {
+                if let Some(t) = torrent {
+                    let (from, to) = (old.clone(), dir.clone());
+                    let moved =
+                        tokio::task::spawn_blocking(move || move_files(&from, &to, &t)).await;
+                    match moved {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            self.inner.set_error(*id, e.clone());
+                            return Err(SessionError::Io(e));
+                        }
+                        Err(e) => return Err(SessionError::Io(e.to_string())),
+                    }
+                }
+            }
+            let mut st = self.inner.lock();
+            if let Some(e) = st.torrents.get_mut(id) {
+                e.rec.download_dir = dir.clone();
+                e.dirty = true;
+            }
+        }
+        self.inner.save_dirty().await;
+        self.inner.schedule();
         Ok(())
     }
 
@@ -168,28 +867,179 @@ impl Session {
         path: &str,
         name: &str,
     ) -> Result<(String, String), SessionError> {
-        let _ = (path, name);
-        Err(SessionError::NoSuchTorrent(id))
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+        {
+            return Err(SessionError::Invalid(format!("invalid name {name:?}")));
+        }
+        let (torrent, dir, renames) = {
+            let st = self.inner.lock();
+            let e = st
+                .torrents
+                .get(&id)
+                .ok_or(SessionError::NoSuchTorrent(id))?;
+            let t = e
+                .torrent
+                .clone()
+                .ok_or_else(|| SessionError::Invalid("the metadata is not known yet".into()))?;
+            (t, e.rec.download_dir.clone(), e.rec.renames.clone())
+        };
+        let current = renamed(&torrent, &renames);
+        let old: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+        if old.is_empty() {
+            return Err(SessionError::Invalid("empty path".into()));
+        }
+        let depth = old.len() - 1;
+        let hits: Vec<usize> = current
+            .info
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.path.len() > depth && f.path[..old.len()] == old[..])
+            .map(|(i, _)| i)
+            .collect();
+        if hits.is_empty() {
+            return Err(SessionError::Invalid(format!(
+                "no file or folder {path:?} in this torrent"
+            )));
+        }
+        let was_running = {
+            let st = self.inner.lock();
+            st.torrents.get(&id).is_some_and(|e| e.run.is_some())
+        };
+        self.inner.stop_runs(&[id]).await;
+        let from = dir.join(old.iter().collect::<PathBuf>());
+        let mut new_prefix = old.clone();
+        new_prefix[depth] = name.to_string();
+        let to = dir.join(new_prefix.iter().collect::<PathBuf>());
+        if to.exists() && from != to {
+            return Err(SessionError::Invalid(format!(
+                "{} exists already",
+                to.display()
+            )));
+        }
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| {
+                SessionError::Io(format!("{} -> {}: {e}", from.display(), to.display()))
+            })?;
+        }
+        {
+            let mut st = self.inner.lock();
+            if let Some(e) = st.torrents.get_mut(&id) {
+                for i in hits {
+                    let mut p = current.info.files[i].path.clone();
+                    p[depth] = name.to_string();
+                    e.rec.renames.retain(|(j, _)| *j != i);
+                    e.rec.renames.push((i, p));
+                }
+                if depth == 0 {
+                    e.rec.name = name.to_string();
+                }
+                e.dirty = true;
+                let _ = was_running;
+            }
+        }
+        self.inner.save_dirty().await;
+        self.inner.schedule();
+        Ok((path.to_string(), name.to_string()))
     }
 
     pub async fn queue_move(&self, ids: &[TorrentId], to: QueueMove) -> Result<(), SessionError> {
-        let _ = (ids, to);
+        {
+            let mut st = self.inner.lock();
+            let n = st.torrents.len();
+            let mut ids: Vec<(usize, TorrentId)> = ids
+                .iter()
+                .filter_map(|id| st.torrents.get(id).map(|e| (e.rec.queue_position, *id)))
+                .collect();
+            ids.sort_unstable();
+            match to {
+                QueueMove::Top => {
+                    for (k, (_, id)) in ids.iter().enumerate() {
+                        move_in_queue(&mut st, *id, k);
+                    }
+                }
+                QueueMove::Bottom => {
+                    for (_, id) in &ids {
+                        move_in_queue(&mut st, *id, n.saturating_sub(1));
+                    }
+                }
+                QueueMove::Up => {
+                    for (pos, id) in &ids {
+                        move_in_queue(&mut st, *id, pos.saturating_sub(1));
+                    }
+                }
+                QueueMove::Down => {
+                    for (pos, id) in ids.iter().rev() {
+                        move_in_queue(&mut st, *id, (pos + 1).min(n.saturating_sub(1)));
+                    }
+                }
+            }
+        }
+        self.inner.save_dirty().await;
+        self.inner.schedule();
         Ok(())
     }
 
     pub fn settings(&self) -> Settings {
-        Settings::default()
+        self.inner.lock().settings.clone()
     }
 
     /// Replaces the settings (the RPC reads them, changes what `session-set` names, and
     /// writes them back); applied at once and stored.
     pub async fn set_settings(&self, s: Settings) -> Result<(), SessionError> {
-        let _ = s;
+        let changed_limits: Vec<_> = {
+            let mut st = self.inner.lock();
+            st.settings = s.clone();
+            st.torrents
+                .values()
+                .filter_map(|e| {
+                    let c = e.run.as_ref()?.control.clone()?;
+                    Some((c, torrent_limits(&e.rec, &s)))
+                })
+                .collect()
+        };
+        self.inner.apply_speed_limits(&s);
+        for (c, (down, up)) in changed_limits {
+            let _ = c
+                .send(client::Control::SetLimits {
+                    max_down: down,
+                    max_up: up,
+                })
+                .await;
+        }
+        self.blocking(move |i| i.store.put_settings(&s)).await?;
+        self.inner.schedule();
         Ok(())
     }
 
     pub fn stats(&self) -> Stats {
-        Stats::default()
+        let st = self.inner.lock();
+        let mut s = Stats {
+            torrent_count: st.torrents.len(),
+            current: st.current.clone(),
+            cumulative: st.cumulative.clone(),
+            ..Stats::default()
+        };
+        s.current.seconds_active = self.inner.started.elapsed().as_secs();
+        s.cumulative.seconds_active += s.current.seconds_active;
+        for e in st.torrents.values() {
+            if e.run.is_some() {
+                s.active_torrent_count += 1;
+                s.download_speed += e.last.down_rate as u64;
+                s.upload_speed += e.last.up_rate as u64;
+            } else {
+                s.paused_torrent_count += 1;
+            }
+        }
+        s
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
@@ -198,15 +1048,1455 @@ impl Session {
 
     /// The peer port's address.
     pub fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 0))
+        self.inner.listen
+    }
+
+    /// The state folder (store, parts files).
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.cfg.state_dir
     }
 
     /// Stops every torrent (announcing `stopped`), saves state and closes the store.
-    pub async fn shutdown(&self) {}
+    /// Torrents keep their started/stopped state for the next start.
+    pub async fn shutdown(&self) {
+        let ids: Vec<TorrentId> = {
+            let mut st = self.inner.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            st.torrents.keys().copied().collect()
+        };
+        let _ = self.inner.closing.send(true);
+        self.inner.stop_runs(&ids).await;
+        self.inner.save_all().await;
+        if let Some(d) = &self.inner.dht {
+            d.shutdown().await;
+        }
+        if let Some(r) = &self.inner.router {
+            r.shutdown();
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, SessionError> + Send + 'static,
+    ) -> Result<T, SessionError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| SessionError::Store(e.to_string()))?
+    }
 }
 
 /// Free bytes for an unprivileged user on the file system holding `path`.
 pub fn free_space(path: &Path) -> std::io::Result<u64> {
-    let _ = path;
-    Ok(0)
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated string and `s` a valid out-pointer.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+#[derive(Clone, Copy)]
+enum ScriptKind {
+    Added,
+    Done,
+    DoneSeeding,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, ev: SessionEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn set_error(&self, id: TorrentId, error: String) {
+        let name = {
+            let mut st = self.lock();
+            let Some(e) = st.torrents.get_mut(&id) else {
+                return;
+            };
+            e.rec.error = Some(error.clone());
+            e.dirty = true;
+            e.name()
+        };
+        tracing::warn!("torrent {id} ({name}): {error}");
+        self.emit(SessionEvent::Error { id, name, error });
+    }
+
+    /// The session's rate limits now: the alternative pair when it is on (by hand or by
+    /// its schedule), else the normal one.
+    fn apply_speed_limits(&self, s: &Settings) {
+        let (down, up) = if alt_speed_active(s) {
+            (Some(s.alt_speed_down), Some(s.alt_speed_up))
+        } else {
+            (
+                s.speed_limit_down_enabled.then_some(s.speed_limit_down),
+                s.speed_limit_up_enabled.then_some(s.speed_limit_up),
+            )
+        };
+        if self.global_down.rate() != down.filter(|r| *r > 0) {
+            self.global_down.set_rate(down);
+        }
+        if self.global_up.rate() != up.filter(|r| *r > 0) {
+            self.global_up.set_rate(up);
+        }
+    }
+
+    /// Asks the manager to run the queue soon (it also runs every second).
+    fn schedule(self: &Arc<Self>) {
+        run_queue(self);
+    }
+
+    /// Stops the runs of these torrents and waits (bounded) until each has closed its
+    /// connections and saved its resume record.
+    async fn stop_runs(&self, ids: &[TorrentId]) {
+        let mut tasks = Vec::new();
+        {
+            let mut st = self.lock();
+            for id in ids {
+                if let Some(run) = st.torrents.get_mut(id).and_then(|e| e.run.as_mut()) {
+                    if let Some(s) = run.stop.take() {
+                        let _ = s.send(());
+                    }
+                    if let Some(t) = run.task.take() {
+                        tasks.push(t);
+                    }
+                }
+            }
+        }
+        for t in tasks {
+            let _ = tokio::time::timeout(STOP_WAIT, t).await;
+        }
+    }
+
+    async fn save_dirty(&self) {
+        let recs: Vec<(TorrentId, Record)> = {
+            let mut st = self.lock();
+            st.torrents
+                .values_mut()
+                .filter(|e| e.dirty)
+                .map(|e| {
+                    e.dirty = false;
+                    (e.id, e.rec.clone())
+                })
+                .collect()
+        };
+        if recs.is_empty() {
+            return;
+        }
+        let refs: Vec<(TorrentId, &Record)> = recs.iter().map(|(i, r)| (*i, r)).collect();
+        if let Err(e) = self.store.put_records(&refs) {
+            tracing::error!("cannot save torrent records: {e}");
+        }
+    }
+
+    async fn save_all(&self) {
+        {
+            let mut st = self.lock();
+            for e in st.torrents.values_mut() {
+                e.dirty = true;
+            }
+        }
+        self.save_dirty().await;
+        let totals = {
+            let st = self.lock();
+            let mut t = st.cumulative.clone();
+            t.seconds_active += self.started.elapsed().as_secs();
+            t
+        };
+        if let Err(e) = self.store.put_totals(&totals) {
+            tracing::error!("cannot save totals: {e}");
+        }
+    }
+
+    /// Runs the user's script for `kind` (if set), with Transmission's `TR_TORRENT_*`
+    /// environment. Never through a shell: names are someone else's input.
+    fn run_script(&self, st: &State, id: TorrentId, kind: ScriptKind) {
+        let s = &st.settings;
+        let (on, path) = match kind {
+            ScriptKind::Added => (
+                s.script_torrent_added_enabled,
+                &s.script_torrent_added_filename,
+            ),
+            ScriptKind::Done => (
+                s.script_torrent_done_enabled,
+                &s.script_torrent_done_filename,
+            ),
+            ScriptKind::DoneSeeding => (
+                s.script_torrent_done_seeding_enabled,
+                &s.script_torrent_done_seeding_filename,
+            ),
+        };
+        if !on || path.is_empty() {
+            return;
+        }
+        let Some(e) = st.torrents.get(&id) else {
+            return;
+        };
+        let mut cmd = tokio::process::Command::new(path);
+        cmd.stdin(std::process::Stdio::null())
+            .env("TR_APP_VERSION", env!("CARGO_PKG_VERSION"))
+            .env("TR_TIME_LOCALTIME", unix_now().to_string())
+            .env("TR_TORRENT_DIR", &e.rec.download_dir)
+            .env("TR_TORRENT_HASH", &e.rec.hash)
+            .env("TR_TORRENT_ID", id.to_string())
+            .env("TR_TORRENT_NAME", &e.rec.name)
+            .env("TR_TORRENT_LABELS", e.rec.labels.join(","))
+            .env(
+                "TR_TORRENT_BYTES_DOWNLOADED",
+                e.rec.downloaded_ever.to_string(),
+            )
+            .env(
+                "TR_TORRENT_TRACKERS",
+                e.torrent
+                    .as_ref()
+                    .map(|t| t.tracker_tiers().concat().join(","))
+                    .unwrap_or_default(),
+            );
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let path = path.clone();
+                tokio::spawn(async move {
+                    match child.wait().await {
+                        Ok(s) if !s.success() => tracing::warn!("script {path} exited with {s}"),
+                        Err(e) => tracing::warn!("script {path}: {e}"),
+                        _ => {}
+                    }
+                });
+            }
+            Err(err) => tracing::warn!("cannot run script {path}: {err}"),
+        }
+    }
+
+    /// Builds the options of a run and starts its task. Called with the state locked.
+    fn launch(self: &Arc<Self>, st: &mut State, id: TorrentId) {
+        let settings = st.settings.clone();
+        let gen = st.next_gen;
+        st.next_gen += 1;
+        let Some(e) = st.torrents.get_mut(&id) else {
+            return;
+        };
+        let (status_tx, status_rx) = watch::channel(Status::default());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+        let verify = std::mem::take(&mut e.verify);
+        e.counted_down = 0;
+        e.counted_up = 0;
+        e.counted_corrupt = 0;
+        e.last = Status::default();
+        e.last_phase = None;
+        e.last_data = Instant::now();
+        e.last_upload = Instant::now();
+        e.rec.start_date = unix_now();
+        e.rec.error = None;
+        e.dirty = true;
+        let job = Job {
+            id,
+            gen,
+            info_hash: e.info_hash,
+            torrent: e.torrent.clone(),
+            magnet: e.magnet.clone(),
+            rec: e.rec.clone(),
+            limits: torrent_limits(&e.rec, &settings),
+            verify,
+            incoming: self.router.as_ref().and_then(|r| r.register(e.info_hash)),
+        };
+        e.run = Some(Run {
+            gen,
+            stop: Some(stop_tx),
+            status: status_rx,
+            control: Some(control_tx),
+            task: None,
+            fetching_metadata: e.torrent.is_none(),
+        });
+        let weak = Arc::downgrade(self);
+        // A run that leaves its check (now seeding, or downloading) may free or take a
+        // queue slot: run the queue then, not at the next tick.
+        tokio::spawn(watch_phase(
+            weak.clone(),
+            e.run.as_ref().map(|r| r.status.clone()),
+        ));
+        let task = tokio::spawn(run_job(weak, job, status_tx, stop_rx, control_rx));
+        if let Some(run) = e.run.as_mut() {
+            run.task = Some(task);
+        }
+        let name = e.name();
+        self.emit(SessionEvent::Started { id, name });
+    }
+
+    fn tick(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        {
+            let mut st = self.lock();
+            let settings = st.settings.clone();
+            let mut down_total = 0u64;
+            let mut up_total = 0u64;
+            let mut to_stop = Vec::new();
+            let ids: Vec<TorrentId> = st.torrents.keys().copied().collect();
+            for id in ids {
+                let Some(e) = st.torrents.get_mut(&id) else {
+                    continue;
+                };
+                let Some(run) = e.run.as_ref() else { continue };
+                let s = run.status.borrow().clone();
+                let fetching = run.fetching_metadata;
+                let secs = TICK.as_secs();
+                let dd = s.downloaded.saturating_sub(e.counted_down);
+                let du = s.uploaded.saturating_sub(e.counted_up);
+                let dc = s.corrupt_bytes.saturating_sub(e.counted_corrupt);
+                e.counted_down = s.downloaded.max(e.counted_down);
+                e.counted_up = s.uploaded.max(e.counted_up);
+                e.counted_corrupt = s.corrupt_bytes.max(e.counted_corrupt);
+                e.rec.downloaded_ever += dd;
+                e.rec.uploaded_ever += du;
+                e.rec.corrupt_ever += dc;
+                down_total += dd;
+                up_total += du;
+                if dd + du > 0 {
+                    e.rec.activity_date = unix_now();
+                    e.last_data = now;
+                    e.dirty = true;
+                }
+                if du > 0 {
+                    e.last_upload = now;
+                }
+                if !fetching {
+                    match s.phase {
+                        Phase::Downloading => e.rec.seconds_downloading += secs,
+                        Phase::Seeding | Phase::Done => e.rec.seconds_seeding += secs,
+                        Phase::Checking => {}
+                    }
+                    let complete = s.wanted_bytes > 0 && s.wanted_verified_bytes >= s.wanted_bytes
+                        || (s.wanted_bytes == 0 && s.phase != Phase::Checking);
+                    if complete && s.phase != Phase::Checking && e.rec.done_date == 0 {
+                        e.rec.done_date = unix_now();
+                        e.dirty = true;
+                        if e.last_phase == Some(Phase::Downloading) {
+                            events.push((id, SessionEvent::Completed { id, name: e.name() }));
+                        }
+                    }
+                    if !complete && s.phase == Phase::Downloading && e.rec.done_date != 0 {
+                        e.rec.done_date = 0;
+                        e.dirty = true;
+                    }
+                    if e.stop_after_check && s.phase != Phase::Checking && e.last_phase.is_some() {
+                        e.stop_after_check = false;
+                        to_stop.push(id);
+                    }
+                    if matches!(s.phase, Phase::Seeding | Phase::Done)
+                        && seeding_limit_reached(e, &settings, now)
+                    {
+                        e.rec.running = false;
+                        e.rec.finished = true;
+                        e.dirty = true;
+                        to_stop.push(id);
+                        events.push((id, SessionEvent::DoneSeeding { id, name: e.name() }));
+                    }
+                    e.last_phase = Some(s.phase);
+                }
+                e.last = s;
+            }
+            st.current.downloaded_bytes += down_total;
+            st.current.uploaded_bytes += up_total;
+            st.cumulative.downloaded_bytes += down_total;
+            st.cumulative.uploaded_bytes += up_total;
+            for (id, ev) in &events {
+                match ev {
+                    SessionEvent::Completed { .. } => self.run_script(&st, *id, ScriptKind::Done),
+                    SessionEvent::DoneSeeding { .. } => {
+                        self.run_script(&st, *id, ScriptKind::DoneSeeding)
+                    }
+                    _ => {}
+                }
+            }
+            st.removed.retain(|(_, t)| now.duration_since(*t) < RECENT);
+            drop(st);
+            if !to_stop.is_empty() {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.stop_runs(&to_stop).await;
+                    run_queue(&me);
+                });
+            }
+            self.apply_speed_limits(&settings);
+        }
+        for (_, ev) in events {
+            self.emit(ev);
+        }
+        run_queue(self);
+    }
+
+    /// A run ended (stopped, or failed): forget it, keep its error.
+    fn run_ended(self: &Arc<Self>, id: TorrentId, gen: u64, result: Result<(), String>) {
+        let event;
+        {
+            let mut st = self.lock();
+            let Some(e) = st.torrents.get_mut(&id) else {
+                return;
+            };
+            if e.run.as_ref().map(|r| r.gen) != Some(gen) {
+                return;
+            }
+            if let Some(run) = e.run.take() {
+                let s = run.status.borrow().clone();
+                let dd = s.downloaded.saturating_sub(e.counted_down);
+                let du = s.uploaded.saturating_sub(e.counted_up);
+                e.rec.downloaded_ever += dd;
+                e.rec.uploaded_ever += du;
+                if s.wanted_bytes > 0
+                    && s.wanted_verified_bytes >= s.wanted_bytes
+                    && e.rec.done_date == 0
+                {
+                    e.rec.done_date = unix_now();
+                }
+                e.last = s;
+                e.last.down_rate = 0.0;
+                e.last.up_rate = 0.0;
+                e.last.peers = 0;
+            }
+            e.dirty = true;
+            match result {
+                Ok(()) => {
+                    event = Some(SessionEvent::Stopped { id, name: e.name() });
+                }
+                Err(err) => {
+                    e.rec.error = Some(err.clone());
+                    event = Some(SessionEvent::Error {
+                        id,
+                        name: e.name(),
+                        error: err,
+                    });
+                }
+            }
+            if let Some(r) = &self.router {
+                r.unregister(e.info_hash);
+            }
+        }
+        if let Some(ev) = event {
+            if let SessionEvent::Error { id, name, error } = &ev {
+                tracing::warn!("torrent {id} ({name}): {error}");
+            }
+            self.emit(ev);
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.save_dirty().await;
+            run_queue(&me);
+        });
+    }
+
+    /// The magnet's metadata arrived: keep it (store and entry) and apply `so=`.
+    fn metadata_fetched(&self, id: TorrentId, gen: u64, torrent: &Torrent) -> Option<Record> {
+        let mut st = self.lock();
+        let e = st.torrents.get_mut(&id)?;
+        if e.run.as_ref().map(|r| r.gen) != Some(gen) {
+            return None;
+        }
+        let n = torrent.info.files.len();
+        if e.rec.wanted.is_empty() {
+            if let Some(m) = &e.magnet {
+                if !m.select_only.is_empty() {
+                    e.rec.wanted = (0..n)
+                        .map(|i| m.select_only.contains(&(i as u32)))
+                        .collect();
+                    if !e.rec.wanted.iter().any(|w| *w) {
+                        e.rec.wanted.clear();
+                    }
+                }
+            }
+        }
+        if e.rec.unlisted_unwanted {
+            e.rec.wanted.resize(n, false);
+            e.rec.unlisted_unwanted = false;
+        }
+        e.rec.wanted.truncate(n);
+        e.rec.priorities.truncate(n);
+        e.rec.name = torrent.info.name.clone();
+        e.torrent = Some(Arc::new(torrent.clone()));
+        if let Some(r) = e.run.as_mut() {
+            r.fetching_metadata = false;
+        }
+        e.dirty = false;
+        Some(e.rec.clone())
+    }
+}
+
+async fn watch_phase(weak: Weak<Inner>, rx: Option<watch::Receiver<Status>>) {
+    let Some(mut rx) = rx else { return };
+    let mut last = rx.borrow().phase;
+    while rx.changed().await.is_ok() {
+        let p = rx.borrow().phase;
+        if p != last {
+            last = p;
+            match weak.upgrade() {
+                Some(inner) => run_queue(&inner),
+                None => return,
+            }
+        }
+    }
+}
+
+/// Everything a run needs, taken from the entry when it starts.
+struct Job {
+    id: TorrentId,
+    gen: u64,
+    info_hash: InfoHash,
+    torrent: Option<Arc<Torrent>>,
+    magnet: Option<Magnet>,
+    rec: Record,
+    limits: (Option<u64>, Option<u64>),
+    verify: bool,
+    incoming: Option<tokio::sync::mpsc::Receiver<client::IncomingPeer>>,
+}
+
+async fn run_job(
+    weak: Weak<Inner>,
+    job: Job,
+    status: watch::Sender<Status>,
+    stop: oneshot::Receiver<()>,
+    control: tokio::sync::mpsc::Receiver<client::Control>,
+) {
+    let (id, gen) = (job.id, job.gen);
+    let result = run_job_inner(&weak, job, status, stop, control).await;
+    if let Some(inner) = weak.upgrade() {
+        inner.run_ended(id, gen, result);
+    }
+}
+
+async fn run_job_inner(
+    weak: &Weak<Inner>,
+    job: Job,
+    status: watch::Sender<Status>,
+    mut stop: oneshot::Receiver<()>,
+    control: tokio::sync::mpsc::Receiver<client::Control>,
+) -> Result<(), String> {
+    let (cfg, listen, dht, global_down, global_up, store) = {
+        let Some(inner) = weak.upgrade() else {
+            return Ok(());
+        };
+        (
+            inner.cfg.clone(),
+            inner.listen,
+            inner.dht.clone(),
+            inner.global_down.clone(),
+            inner.global_up.clone(),
+            StoreRef(weak.clone()),
+        )
+    };
+    let peers: Vec<SocketAddr> = job
+        .rec
+        .peers
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let torrent = match (&job.torrent, &job.magnet) {
+        (Some(t), _) => (**t).clone(),
+        (None, Some(m)) => {
+            let mut o = client::MetadataOptions::new(listen);
+            o.peers = peers.clone();
+            for p in &m.peers {
+                if let Ok(a) = p.parse() {
+                    o.peers.push(a);
+                }
+            }
+            o.use_trackers = cfg.use_trackers;
+            o.dht = dht.clone();
+            o.timeout = Duration::from_secs(365 * 24 * 3600);
+            let (tx, _rx) = watch::channel(client::MetadataStatus::default());
+            let fetched = tokio::select! {
+                r = client::fetch_metadata(m, o, tx) => r,
+                _ = &mut stop => return Ok(()),
+            };
+            let t = fetched.map_err(|e| format!("fetching metadata: {e}"))?;
+            let Some(inner) = weak.upgrade() else {
+                return Ok(());
+            };
+            let bytes = client::torrent_file_bytes(&t.info_bytes, &m.trackers);
+            if let Some(rec) = inner.metadata_fetched(job.id, job.gen, &t) {
+                let store = inner.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    store.store.put_metainfo(job.id, &rec, &bytes)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                r.map_err(|e| e.to_string())?;
+            }
+            let Ok(reparsed) =
+                Torrent::from_bytes(&client::torrent_file_bytes(&t.info_bytes, &m.trackers))
+            else {
+                return Err("the fetched metadata does not parse".into());
+            };
+            reparsed
+        }
+        (None, None) => return Err("no metadata and no magnet link".into()),
+    };
+    let rec = match weak.upgrade() {
+        Some(inner) => {
+            let st = inner.lock();
+            match st.torrents.get(&job.id) {
+                Some(e) => e.rec.clone(),
+                None => return Ok(()),
+            }
+        }
+        None => return Ok(()),
+    };
+    let mut t = renamed(&torrent, &rec.renames);
+    apply_trackers(&mut t, &rec);
+    let only = {
+        let n = t.info.files.len();
+        let w = |i: usize| rec.wanted.get(i).copied().unwrap_or(true);
+        if (0..n).all(w) {
+            None
+        } else {
+            Some((0..n).filter(|&i| w(i)).collect())
+        }
+    };
+    if job.verify {
+        store.delete_resume(job.info_hash);
+    }
+    if let Err(e) = std::fs::create_dir_all(&rec.download_dir) {
+        return Err(format!("{}: {e}", rec.download_dir.display()));
+    }
+    let mut opts = TorrentOptions::new(t, rec.download_dir.clone(), listen);
+    opts.state_dir = Some(cfg.state_dir.join("torrents"));
+    opts.peers = peers;
+    opts.seed = SeedPolicy::Forever;
+    opts.max_down = job.limits.0;
+    opts.max_up = job.limits.1;
+    opts.use_trackers = cfg.use_trackers;
+    opts.dht = dht;
+    opts.pex = true;
+    opts.max_peers = rec.peer_limit.max(1);
+    opts.max_peers_per_ip = cfg.max_peers_per_ip;
+    opts.status_interval = Duration::from_millis(1000);
+    opts.only = only;
+    if rec.honors_session_limits {
+        opts.global_down = Some(global_down);
+        opts.global_up = Some(global_up);
+    }
+    opts.incoming = job.incoming;
+    opts.control = Some(control);
+    opts.resume_store = Some(Arc::new(store));
+    client::run_torrent(opts, status, async move {
+        let _ = stop.await;
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// The store, as the client's resume-record sink.
+struct StoreRef(Weak<Inner>);
+
+impl StoreRef {
+    fn delete_resume(&self, ih: InfoHash) {
+        if let Some(i) = self.0.upgrade() {
+            if let Err(e) = i.store.delete_resume(ih.as_bytes()) {
+                tracing::warn!("cannot drop the resume record of {ih}: {e}");
+            }
+        }
+    }
+}
+
+impl client::ResumeStore for StoreRef {
+    fn load(&self, info_hash: InfoHash) -> Option<Vec<u8>> {
+        self.0.upgrade()?.store.resume(info_hash.as_bytes())
+    }
+
+    fn save(&self, info_hash: InfoHash, record: &[u8]) -> std::io::Result<()> {
+        let Some(i) = self.0.upgrade() else {
+            return Err(std::io::Error::other("session closed"));
+        };
+        i.store
+            .put_resume(info_hash.as_bytes(), record)
+            .map_err(std::io::Error::other)
+    }
+}
+
+/// Starts what the queue lets start.
+fn run_queue(inner: &Arc<Inner>) {
+    let mut st = inner.lock();
+    if st.closed {
+        return;
+    }
+    let now = Instant::now();
+    let settings = st.settings.clone();
+    let mut downloading = 0usize;
+    let mut seeding = 0usize;
+    for e in st.torrents.values() {
+        if e.run.is_none() || e.rec.force {
+            continue;
+        }
+        if e.complete() {
+            seeding += 1;
+        } else if !e.stalled(&settings, now) {
+            downloading += 1;
+        }
+    }
+    let mut waiting: Vec<(usize, TorrentId)> = st
+        .torrents
+        .values()
+        .filter(|e| e.run.is_none() && (e.rec.running || e.verify) && e.rec.error.is_none())
+        .map(|e| (e.rec.queue_position, e.id))
+        .collect();
+    waiting.sort_unstable();
+    for (_, id) in waiting {
+        let e = &st.torrents[&id];
+        let may = if e.rec.force || e.verify {
+            true
+        } else if e.complete() {
+            !settings.seed_queue_enabled || seeding < settings.seed_queue_size
+        } else {
+            !settings.download_queue_enabled || downloading < settings.download_queue_size
+        };
+        if !may {
+            continue;
+        }
+        if !e.rec.force && !e.verify {
+            if e.complete() {
+                seeding += 1;
+            } else {
+                downloading += 1;
+            }
+        }
+        inner.launch(&mut st, id);
+    }
+}
+
+async fn manager(weak: Weak<Inner>, mut closing: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_save = Instant::now();
+    let mut last_watch = Instant::now() - WATCH_INTERVAL;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = closing.changed() => return,
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        if *closing.borrow() {
+            return;
+        }
+        inner.tick();
+        refresh_files(&inner).await;
+        if last_save.elapsed() >= SAVE_INTERVAL {
+            last_save = Instant::now();
+            inner.save_dirty().await;
+            let totals = {
+                let st = inner.lock();
+                let mut t = st.cumulative.clone();
+                t.seconds_active += inner.started.elapsed().as_secs();
+                t
+            };
+            let _ = inner.store.put_totals(&totals);
+        }
+        if last_watch.elapsed() >= WATCH_INTERVAL {
+            last_watch = Instant::now();
+            scan_watch_dir(&inner).await;
+        }
+    }
+}
+
+/// Per-file progress of downloading torrents (seeding ones are complete).
+async fn refresh_files(inner: &Arc<Inner>) {
+    let asks: Vec<(TorrentId, tokio::sync::mpsc::Sender<client::Control>)> = {
+        let st = inner.lock();
+        st.torrents
+            .values()
+            .filter_map(|e| {
+                let r = e.run.as_ref()?;
+                if r.fetching_metadata {
+                    return None;
+                }
+                if e.last.phase == Phase::Downloading || e.files_done.is_none() {
+                    Some((e.id, r.control.clone()?))
+                } else {
+                    None
+                }
+            })
+            .take(64)
+            .collect()
+    };
+    for (id, c) in asks {
+        let (tx, rx) = oneshot::channel();
+        if c.try_send(client::Control::Details(tx)).is_err() {
+            continue;
+        }
+        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+            let mut st = inner.lock();
+            if let Some(e) = st.torrents.get_mut(&id) {
+                e.files_done = Some(d.files.clone());
+            }
+        }
+    }
+}
+
+async fn scan_watch_dir(inner: &Arc<Inner>) {
+    let (dir, on) = {
+        let st = inner.lock();
+        (st.settings.watch_dir.clone(), st.settings.watch_dir_enabled)
+    };
+    let (Some(dir), true) = (dir, on) else { return };
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let session = Session {
+        inner: inner.clone(),
+    };
+    for ent in rd.flatten().take(1000) {
+        let path = ent.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("torrent") || !path.is_file() {
+            continue;
+        }
+        let outcome = session
+            .add(AddSource::Path(path.clone()), AddOptions::default())
+            .await;
+        let suffix = match &outcome {
+            Ok(_) => "added",
+            Err(e) => {
+                tracing::warn!("watch folder: {e}");
+                "invalid"
+            }
+        };
+        let mut to = path.clone().into_os_string();
+        to.push(".");
+        to.push(suffix);
+        if let Err(e) = std::fs::rename(&path, &to) {
+            tracing::warn!("watch folder: cannot rename {}: {e}", path.display());
+        }
+    }
+}
+
+fn restore_entry(id: TorrentId, rec: Record, bytes: Option<Vec<u8>>) -> Result<Entry, String> {
+    let (torrent, magnet, info_hash) = match (&bytes, &rec.magnet) {
+        (Some(b), _) => {
+            let t = Torrent::from_bytes(b).map_err(|e| format!("stored metainfo: {e}"))?;
+            let ih = t.info_hash;
+            let m = rec.magnet.as_deref().and_then(|m| Magnet::parse(m).ok());
+            (Some(Arc::new(t)), m, ih)
+        }
+        (None, Some(m)) => {
+            let m = Magnet::parse(m).map_err(|e| format!("stored magnet link: {e}"))?;
+            let ih = m.info_hash;
+            (None, Some(m), ih)
+        }
+        (None, None) => {
+            return Err(format!(
+                "{}: no metainfo and no magnet link stored",
+                rec.name
+            ))
+        }
+    };
+    if info_hash.to_hex() != rec.hash {
+        return Err(format!(
+            "{}: stored metainfo has another info-hash",
+            rec.name
+        ));
+    }
+    let mut e = Entry::new(id, rec, info_hash);
+    e.torrent = torrent;
+    e.magnet = magnet;
+    Ok(e)
+}
+
+fn parse_metainfo(
+    bytes: Vec<u8>,
+) -> Result<(Option<Torrent>, Option<Magnet>, Option<Vec<u8>>), SessionError> {
+    let t = Torrent::from_bytes(&bytes)
+        .map_err(|e| SessionError::Invalid(format!("invalid or corrupt torrent: {e}")))?;
+    Ok((Some(t), None, Some(bytes)))
+}
+
+fn read_capped(p: &Path) -> Result<Vec<u8>, SessionError> {
+    use std::io::Read;
+    let f =
+        std::fs::File::open(p).map_err(|e| SessionError::Io(format!("{}: {e}", p.display())))?;
+    let mut v = Vec::new();
+    f.take(MAX_TORRENT_BYTES as u64 + 1)
+        .read_to_end(&mut v)
+        .map_err(|e| SessionError::Io(format!("{}: {e}", p.display())))?;
+    if v.len() > MAX_TORRENT_BYTES {
+        return Err(SessionError::Invalid(format!(
+            "{}: larger than {} bytes",
+            p.display(),
+            MAX_TORRENT_BYTES
+        )));
+    }
+    Ok(v)
+}
+
+async fn fetch_url(url: &str) -> Result<Vec<u8>, SessionError> {
+    let client = reqwest::Client::builder()
+        .timeout(URL_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+        .map_err(|e| SessionError::Io(e.to_string()))?;
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| SessionError::Io(format!("{url}: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(SessionError::Io(format!("{url}: HTTP {}", resp.status())));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| SessionError::Io(format!("{url}: {e}")))?
+    {
+        out.extend_from_slice(&chunk);
+        if out.len() > MAX_TORRENT_BYTES {
+            return Err(SessionError::Invalid(format!(
+                "{url}: larger than {MAX_TORRENT_BYTES} bytes"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn magnet_string(m: &Magnet) -> String {
+    let mut s = format!("magnet:?xt=urn:btih:{}", m.info_hash.to_hex());
+    if let Some(dn) = &m.display_name {
+        s.push_str("&dn=");
+        s.push_str(&url_escape(dn));
+    }
+    for t in &m.trackers {
+        s.push_str("&tr=");
+        s.push_str(&url_escape(t));
+    }
+    for p in &m.peers {
+        s.push_str("&x.pe=");
+        s.push_str(&url_escape(p));
+    }
+    if !m.select_only.is_empty() {
+        s.push_str("&so=");
+        s.push_str(
+            &m.select_only
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    s
+}
+
+fn url_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn clean_labels(l: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in l {
+        let s = s.trim();
+        if !s.is_empty() && !s.contains(',') && !out.iter().any(|x| x == s) {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
+/// Applies the file parts of a patch to a record; indices must be below `n_files` (when
+/// the file list is known; for a magnet link they wait, unchecked, for it).
+fn apply_file_patch(
+    rec: &mut Record,
+    n_files: Option<usize>,
+    p: &TorrentPatch,
+) -> Result<(), SessionError> {
+    let lists = [
+        &p.files_wanted,
+        &p.files_unwanted,
+        &p.priority_high,
+        &p.priority_normal,
+        &p.priority_low,
+    ];
+    let max = lists.iter().flat_map(|l| l.iter()).copied().max();
+    let Some(max) = max else { return Ok(()) };
+    let n = match n_files {
+        Some(n) => {
+            if max >= n {
+                return Err(SessionError::Invalid(format!(
+                    "file index {max} is out of range: the torrent has {n} files"
+                )));
+            }
+            n
+        }
+        None => max + 1,
+    };
+    if rec.wanted.len() < n {
+        rec.wanted.resize(n, true);
+    }
+    if rec.priorities.len() < n {
+        rec.priorities.resize(n, Priority::Normal);
+    }
+    for &i in &p.files_wanted {
+        rec.wanted[i] = true;
+    }
+    for &i in &p.files_unwanted {
+        rec.wanted[i] = false;
+    }
+    for (list, prio) in [
+        (&p.priority_high, Priority::High),
+        (&p.priority_normal, Priority::Normal),
+        (&p.priority_low, Priority::Low),
+    ] {
+        for &i in list {
+            rec.priorities[i] = prio;
+        }
+    }
+    Ok(())
+}
+
+/// The torrent's own limits (bytes/s) as its run applies them.
+fn torrent_limits(rec: &Record, _s: &Settings) -> (Option<u64>, Option<u64>) {
+    (
+        rec.download_limited.then_some(rec.download_limit),
+        rec.upload_limited.then_some(rec.upload_limit),
+    )
+}
+
+fn alt_speed_active(s: &Settings) -> bool {
+    if s.alt_speed_enabled {
+        return true;
+    }
+    if !s.alt_speed_time_enabled {
+        return false;
+    }
+    let (day, minute) = local_day_minute();
+    if s.alt_speed_time_day & (1 << day) == 0 {
+        return false;
+    }
+    let (b, e) = (s.alt_speed_time_begin, s.alt_speed_time_end);
+    if b <= e {
+        minute >= b && minute < e
+    } else {
+        minute >= b || minute < e
+    }
+}
+
+/// Local weekday (0 Sunday) and minute of the day.
+fn local_day_minute() -> (u32, u32) {
+    let t = unix_now() as libc::time_t;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to a time_t and a tm owned by this frame.
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if !ok {
+        return (0, 0);
+    }
+    (tm.tm_wday as u32, (tm.tm_hour * 60 + tm.tm_min) as u32)
+}
+
+fn seeding_limit_reached(e: &Entry, s: &Settings, now: Instant) -> bool {
+    let ratio_limit = match e.rec.seed_ratio_mode {
+        LimitMode::Global => s.seed_ratio_limited.then_some(s.seed_ratio_limit),
+        LimitMode::Single => Some(e.rec.seed_ratio_limit),
+        LimitMode::Unlimited => None,
+    };
+    if let Some(limit) = ratio_limit {
+        if ratio(e) >= limit {
+            return true;
+        }
+    }
+    let idle = match e.rec.seed_idle_mode {
+        LimitMode::Global => s.idle_seeding_limit_enabled.then_some(s.idle_seeding_limit),
+        LimitMode::Single => Some(e.rec.seed_idle_limit),
+        LimitMode::Unlimited => None,
+    };
+    if let Some(min) = idle {
+        if now.duration_since(e.last_upload) >= Duration::from_secs(min * 60) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Uploaded over downloaded (or over what we have, for a torrent that came complete).
+fn ratio(e: &Entry) -> f64 {
+    let base = if e.rec.downloaded_ever > 0 {
+        e.rec.downloaded_ever
+    } else {
+        e.last
+            .wanted_verified_bytes
+            .max(if e.rec.done_date > 0 { e.sizes().0 } else { 0 })
+    };
+    if base == 0 {
+        return 0.0;
+    }
+    e.rec.uploaded_ever as f64 / base as f64
+}
+
+fn move_in_queue(st: &mut State, id: TorrentId, pos: usize) {
+    let mut order: Vec<(usize, TorrentId)> = st
+        .torrents
+        .values()
+        .map(|e| (e.rec.queue_position, e.id))
+        .collect();
+    order.sort_unstable();
+    let mut ids: Vec<TorrentId> = order
+        .into_iter()
+        .map(|(_, i)| i)
+        .filter(|i| *i != id)
+        .collect();
+    if !st.torrents.contains_key(&id) {
+        return;
+    }
+    ids.insert(pos.min(ids.len()), id);
+    for (k, i) in ids.into_iter().enumerate() {
+        if let Some(e) = st.torrents.get_mut(&i) {
+            if e.rec.queue_position != k {
+                e.rec.queue_position = k;
+                e.dirty = true;
+            }
+        }
+    }
+}
+
+fn renumber_queue(st: &mut State) {
+    if let Some(&id) = st.torrents.keys().next() {
+        let pos = st.torrents[&id].rec.queue_position;
+        move_in_queue(st, id, pos);
+    }
+}
+
+/// The torrent with the user's renames applied to its file paths.
+fn renamed(t: &Torrent, renames: &[(usize, Vec<String>)]) -> Torrent {
+    let mut t = t.clone();
+    for (i, p) in renames {
+        if let Some(f) = t.info.files.get_mut(*i) {
+            if !p.is_empty() {
+                f.path = p.clone();
+            }
+        }
+    }
+    if let Some(first) = t.info.files.first() {
+        if t.info.multi_file {
+            if let Some(top) = first.path.first() {
+                t.info.name = top.clone();
+            }
+        } else if let Some(last) = first.path.last() {
+            t.info.name = last.clone();
+        }
+    }
+    t
+}
+
+fn apply_trackers(t: &mut Torrent, rec: &Record) {
+    if rec.extra_trackers.is_empty() && rec.removed_trackers.is_empty() {
+        return;
+    }
+    let mut tiers = t.tracker_tiers();
+    for tier in tiers.iter_mut() {
+        tier.retain(|u| !rec.removed_trackers.contains(u));
+    }
+    tiers.retain(|t| !t.is_empty());
+    for u in &rec.extra_trackers {
+        tiers.push(vec![u.clone()]);
+    }
+    t.announce = tiers.first().and_then(|t| t.first()).cloned();
+    t.announce_list = tiers;
+}
+
+/// Deletes the torrent's own files under `dir`, then the folders they leave empty (up to,
+/// not including, `dir`). Paths come from the sanitised file list: nothing outside `dir`.
+fn delete_files(dir: &Path, t: &Torrent) {
+    let mut folders = Vec::new();
+    for f in t.info.files.iter().filter(|f| !f.pad) {
+        let p = dir.join(f.path.iter().collect::<PathBuf>());
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot delete {}: {e}", p.display()),
+        }
+        let mut q = p.parent().map(Path::to_path_buf);
+        while let Some(d) = q {
+            if d == dir || !d.starts_with(dir) {
+                break;
+            }
+            folders.push(d.clone());
+            q = d.parent().map(Path::to_path_buf);
+        }
+    }
+    folders.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    folders.dedup();
+    for d in folders {
+        let _ = std::fs::remove_dir(&d); // only succeeds when empty
+    }
+}
+
+/// Moves the torrent's files from `from` to `to` (rename, or copy and delete across file
+/// systems), keeping modification times so the resume record still holds.
+fn move_files(from: &Path, to: &Path, t: &Torrent) -> Result<(), String> {
+    for f in t.info.files.iter().filter(|f| !f.pad) {
+        let rel: PathBuf = f.path.iter().collect();
+        let (src, dst) = (from.join(&rel), to.join(&rel));
+        if !src.exists() {
+            continue;
+        }
+        if dst.exists() {
+            return Err(format!("{} exists already", dst.display()));
+        }
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        if std::fs::rename(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst)
+                .map_err(|e| format!("{} -> {}: {e}", src.display(), dst.display()))?;
+            if let Ok(m) = std::fs::metadata(&src).and_then(|m| m.modified()) {
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&dst)
+                    .and_then(|f| f.set_modified(m));
+            }
+            std::fs::remove_file(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+        }
+    }
+    delete_files(from, t);
+    Ok(())
+}
+
+fn view(e: &Entry, st: &State) -> TorrentView {
+    let (size_when_done, total) = e.sizes();
+    let running = e.run.is_some();
+    let s = &e.last;
+    let fetching = e.run.as_ref().is_some_and(|r| r.fetching_metadata);
+    let checking = running && s.phase == Phase::Checking;
+    let complete = e.complete();
+    let have_valid = if e.torrent.is_none() {
+        0
+    } else if complete {
+        size_when_done.max(s.verified_bytes.min(total))
+    } else {
+        s.verified_bytes
+    };
+    let wanted_done = if complete {
+        size_when_done
+    } else {
+        s.wanted_verified_bytes.min(size_when_done)
+    };
+    let left = size_when_done.saturating_sub(wanted_done);
+    let percent_done = if size_when_done == 0 {
+        if e.torrent.is_some() {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        wanted_done as f64 / size_when_done as f64
+    };
+    let rate_down = if running { s.down_rate as u64 } else { 0 };
+    let rate_up = if running { s.up_rate as u64 } else { 0 };
+    let eta = if left == 0 || rate_down == 0 || !running {
+        None
+    } else {
+        Some((left / rate_down.max(1)) as i64)
+    };
+    let t = e.torrent.as_ref().map(|t| renamed(t, &e.rec.renames));
+    let files = match &t {
+        Some(t) => t
+            .info
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FileView {
+                name: f.path.join("/"),
+                length: f.length,
+                bytes_completed: if f.pad {
+                    0
+                } else if complete && e.wanted(i) {
+                    f.length
+                } else {
+                    e.files_done
+                        .as_ref()
+                        .and_then(|v| v.get(i).copied())
+                        .unwrap_or(0)
+                        .min(f.length)
+                },
+                wanted: e.wanted(i),
+                priority: e.rec.priorities.get(i).copied().unwrap_or_default(),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let trackers = match &t {
+        Some(t) => {
+            let mut tiers = t.tracker_tiers();
+            for tier in tiers.iter_mut() {
+                tier.retain(|u| !e.rec.removed_trackers.contains(u));
+            }
+            for u in &e.rec.extra_trackers {
+                tiers.push(vec![u.clone()]);
+            }
+            tracker_views(&tiers, s.tracker.as_deref())
+        }
+        None => match &e.magnet {
+            Some(m) => tracker_views(
+                &m.trackers
+                    .iter()
+                    .map(|t| vec![t.clone()])
+                    .collect::<Vec<_>>(),
+                None,
+            ),
+            None => Vec::new(),
+        },
+    };
+    let settings = &st.settings;
+    let ratio = ratio(e);
+    TorrentView {
+        id: e.id,
+        hash: e.rec.hash.clone(),
+        name: e.rec.name.clone(),
+        state: e.state(),
+        error: e.rec.error.clone(),
+        fetching_metadata: fetching || e.torrent.is_none(),
+        total_size: total,
+        size_when_done,
+        left_until_done: left,
+        have_valid,
+        percent_done,
+        recheck_progress: if checking && s.total_pieces > 0 {
+            s.checked_pieces as f64 / s.total_pieces as f64
+        } else {
+            0.0
+        },
+        rate_download: rate_down,
+        rate_upload: rate_up,
+        eta,
+        downloaded_ever: e.rec.downloaded_ever,
+        uploaded_ever: e.rec.uploaded_ever,
+        corrupt_ever: e.rec.corrupt_ever,
+        upload_ratio: ratio,
+        is_finished: e.rec.finished,
+        is_stalled: e.stalled(settings, Instant::now()) && !complete,
+        peers_connected: if running { s.peers } else { 0 },
+        peers_sending_to_us: if running { s.peers_sending } else { 0 },
+        peers_getting_from_us: if running { s.peers_getting } else { 0 },
+        download_dir: e.rec.download_dir.clone(),
+        added_date: e.rec.added_date,
+        done_date: e.rec.done_date,
+        activity_date: e.rec.activity_date,
+        start_date: e.rec.start_date,
+        queue_position: e.rec.queue_position,
+        seed_ratio_limit: e.rec.seed_ratio_limit,
+        seed_ratio_mode: e.rec.seed_ratio_mode,
+        seed_idle_limit: e.rec.seed_idle_limit,
+        seed_idle_mode: e.rec.seed_idle_mode,
+        seconds_downloading: e.rec.seconds_downloading,
+        seconds_seeding: e.rec.seconds_seeding,
+        magnet_link: match (&e.torrent, &e.magnet) {
+            (Some(t), _) => t.magnet_link(),
+            (None, Some(m)) => magnet_string(m),
+            _ => String::new(),
+        },
+        piece_count: t.as_ref().map_or(0, |t| t.info.lengths.num_pieces()),
+        piece_size: t.as_ref().map_or(0, |t| t.info.piece_length),
+        labels: e.rec.labels.clone(),
+        comment: t
+            .as_ref()
+            .and_then(|t| t.comment.clone())
+            .unwrap_or_default(),
+        creator: t
+            .as_ref()
+            .and_then(|t| t.created_by.clone())
+            .unwrap_or_default(),
+        date_created: t.as_ref().and_then(|t| t.creation_date).unwrap_or(0),
+        is_private: t.as_ref().is_some_and(|t| t.info.private),
+        sequential: e.rec.sequential,
+        download_limit: e.rec.download_limit,
+        download_limited: e.rec.download_limited,
+        upload_limit: e.rec.upload_limit,
+        upload_limited: e.rec.upload_limited,
+        honors_session_limits: e.rec.honors_session_limits,
+        peer_limit: e.rec.peer_limit,
+        files,
+        trackers,
+    }
+}
+
+fn tracker_views(tiers: &[Vec<String>], last: Option<&str>) -> Vec<TrackerView> {
+    let mut out = Vec::new();
+    for (tier, urls) in tiers.iter().enumerate() {
+        for u in urls {
+            let host = url_host(u);
+            out.push(TrackerView {
+                id: out.len(),
+                announce: u.clone(),
+                tier,
+                host,
+                last_announce_succeeded: None,
+                last_announce_result: last.unwrap_or("").to_string(),
+                last_announce_peer_count: 0,
+                last_announce_time: 0,
+                next_announce_time: 0,
+            });
+        }
+    }
+    out
+}
+
+fn url_host(u: &str) -> String {
+    let rest = u.split_once("://").map_or(u, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    hostport.to_string()
+}
+
+fn detail_view(d: &client::Details) -> TorrentDetail {
+    TorrentDetail {
+        peers: d
+            .peers
+            .iter()
+            .map(|p| {
+                let mut flags = String::new();
+                if p.peer_interested && !p.am_choking {
+                    flags.push('U');
+                }
+                if p.am_interested && !p.peer_choking {
+                    flags.push('D');
+                }
+                if p.am_interested && p.peer_choking {
+                    flags.push('d');
+                }
+                if p.peer_interested && p.am_choking {
+                    flags.push('u');
+                }
+                if p.incoming {
+                    flags.push('I');
+                }
+                PeerView {
+                    address: p.addr.ip().to_string(),
+                    port: p.addr.port(),
+                    client_name: p.client.clone(),
+                    incoming: p.incoming,
+                    progress: p.progress,
+                    rate_to_client: p.down_rate as u64,
+                    rate_to_peer: p.up_rate as u64,
+                    client_is_choked: p.peer_choking,
+                    client_is_interested: p.am_interested,
+                    peer_is_choked: p.am_choking,
+                    peer_is_interested: p.peer_interested,
+                    flags,
+                }
+            })
+            .collect(),
+        pieces: d.have.as_bytes().to_vec(),
+    }
 }

@@ -265,6 +265,34 @@ pub fn save(
     storage: &Storage,
     have: &Bitfield,
 ) -> Result<(), StorageError> {
+    let bytes = synced_record(path, info_hash, storage, have)?;
+    write_atomic(path, &bytes).map_err(|source| StorageError::Resume {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The bytes of the record [`save`] would write (the same format), for a caller that keeps
+/// records elsewhere (a session's database). Like `save` it syncs `storage` first, so the
+/// data the record vouches for is on stable storage before the caller can store it; the
+/// caller's part is the same as `save`'s (see the module documentation). Read such bytes
+/// back with [`check_bytes`].
+pub fn record_bytes(
+    info_hash: InfoHash,
+    storage: &Storage,
+    have: &Bitfield,
+) -> Result<Vec<u8>, StorageError> {
+    synced_record(Path::new("(resume record)"), info_hash, storage, have)
+}
+
+/// Checks `have` against the layout, syncs `storage` and encodes the record; `path` only
+/// names the record in an error.
+fn synced_record(
+    path: &Path,
+    info_hash: InfoHash,
+    storage: &Storage,
+    have: &Bitfield,
+) -> Result<Vec<u8>, StorageError> {
     let layout = storage.layout();
     if have.len() != layout.num_pieces() {
         return Err(StorageError::Resume {
@@ -305,10 +333,7 @@ pub fn save(
             parted: false,
         }),
     };
-    write_atomic(path, &record.to_bytes()).map_err(|source| StorageError::Resume {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(record.to_bytes())
 }
 
 /// Writes `bytes` to `path` so that a crash at any point leaves either the old file or the
@@ -350,20 +375,46 @@ pub fn parts_path(record: &Path) -> PathBuf {
 }
 
 pub fn load(path: &Path, info_hash: InfoHash, layout: &Layout, root: &Path) -> ResumeOutcome {
-    match check(path, info_hash, layout, root) {
+    outcome(
+        read_record(path)
+            .and_then(|bytes| check(&bytes, info_hash, layout, root, &parts_path(path))),
+    )
+}
+
+/// [`load`] for record bytes kept elsewhere than a file ([`record_bytes`] made them); `None`
+/// is a missing record. `parts` is where the parts file of a file selection lives (what
+/// was passed as [`crate::OpenOptions::parts_file`]). Has no side effects; call it before
+/// [`Storage::open`], as `load`.
+pub fn check_bytes(
+    bytes: Option<&[u8]>,
+    info_hash: InfoHash,
+    layout: &Layout,
+    root: &Path,
+    parts: &Path,
+) -> ResumeOutcome {
+    outcome(bytes.ok_or(RecheckReason::Missing).and_then(|bytes| {
+        if bytes.len() as u64 > MAX_RECORD_LEN {
+            return Err(RecheckReason::NotARecord);
+        }
+        check(bytes, info_hash, layout, root, parts)
+    }))
+}
+
+fn outcome(checked: Result<Bitfield, RecheckReason>) -> ResumeOutcome {
+    match checked {
         Ok(have) => ResumeOutcome::Trusted(have),
         Err(reason) => ResumeOutcome::Recheck(reason),
     }
 }
 
 fn check(
-    path: &Path,
+    bytes: &[u8],
     info_hash: InfoHash,
     layout: &Layout,
     root: &Path,
+    parts: &Path,
 ) -> Result<Bitfield, RecheckReason> {
-    let bytes = read_record(path)?;
-    let record = ResumeRecord::from_bytes(&bytes)?;
+    let record = ResumeRecord::from_bytes(bytes)?;
     if record.info_hash != info_hash {
         return Err(RecheckReason::WrongInfoHash);
     }
@@ -414,7 +465,7 @@ fn check(
         }
     }
     if let Some(stamp) = record.parts {
-        let path = parts_path(path);
+        let path = parts.to_path_buf();
         let meta = match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => m,
             _ => return Err(RecheckReason::FileMissing(path)),

@@ -404,3 +404,32 @@ fn sample_catches_a_file_changed_in_place_and_writes_nothing() {
     assert_eq!(rechecked.count_ones(), have.count_ones() - 1);
     assert!(!rechecked.get(((10_240 + 4500) / 4096) as u32));
 }
+
+#[test]
+fn record_bytes_are_the_file_and_check_alike() {
+    let f = fixture();
+    let s = f.open();
+    let have = f.write_and_save(&s, &[0, 2]);
+    let bytes = resume::record_bytes(HASH, &s, &have).unwrap();
+    assert_eq!(
+        bytes,
+        fs::read(&f.record).unwrap(),
+        "same format as the file"
+    );
+    let parts = resume::parts_path(&f.record);
+    let check = |b: Option<&[u8]>| resume::check_bytes(b, HASH, &f.layout, &f.root, &parts);
+    assert_eq!(check(Some(&bytes)), ResumeOutcome::Trusted(have.clone()));
+    assert_eq!(recheck_reason(check(None)), RecheckReason::Missing);
+    let mut bad = bytes.clone();
+    bad[20] ^= 1;
+    assert_eq!(
+        recheck_reason(check(Some(&bad))),
+        RecheckReason::BadChecksum
+    );
+    // A change to a file after the record: re-check, as with the file-based record.
+    set_mtime(&f.file("t/a"), SystemTime::now() + Duration::from_secs(10));
+    assert!(matches!(
+        recheck_reason(check(Some(&bytes))),
+        RecheckReason::FileModified(_)
+    ));
+}

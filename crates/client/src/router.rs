@@ -1,0 +1,293 @@
+//! One listening port for many torrents: [`PeerRouter`] accepts connections, reads each
+//! one's 68-byte handshake and hands the connection to the torrent its info-hash names.
+//!
+//! A torrent run with [`crate::TorrentOptions::incoming`] set binds no listener of its own;
+//! it receives [`IncomingPeer`]s from the router, applies its own refusals (bans, the per-IP
+//! cap, free slots), sends its handshake and runs the connection exactly as one it accepted
+//! itself (`peer::answer`).
+//!
+//! The router bounds what a crowd of silent connections can hold, as a torrent's own accept
+//! loop does: at most [`Limits`](crate::torrent) `max_pending_in` connections in their
+//! handshake in all (32 with a generous open-file limit) and
+//! [`crate::options::DEFAULT_MAX_PEERS_PER_IP`] per source IP, each with the incoming-handshake
+//! timeout (10 s); out of file descriptors, it pauses accepting (100 ms doubling to 1 s).
+//! A connection for an info-hash nobody registered, or for a torrent whose channel is full,
+//! is closed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metainfo::InfoHash;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::ClientError;
+use crate::peer::{self, PendingIncoming};
+
+/// A connection whose handshake the router read: the torrent answers it with its own.
+#[derive(Debug)]
+pub struct IncomingPeer {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    pub handshake: wire::Handshake,
+}
+
+/// Connections handed to one torrent and not yet taken by it. A torrent takes them at once
+/// unless its task is busy; a full channel closes newcomers rather than queue sockets.
+const ROUTE_CAPACITY: usize = 32;
+
+type Routes = Arc<Mutex<HashMap<InfoHash, mpsc::Sender<IncomingPeer>>>>;
+
+/// A listening socket shared by many torrents (see the module doc). Cheap to clone; the
+/// accept task ends (and the port closes) when the last clone is dropped or on
+/// [`PeerRouter::shutdown`].
+#[derive(Clone, Debug)]
+pub struct PeerRouter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    local: SocketAddr,
+    routes: Routes,
+    /// Dropping it (with the last clone) or sending `true` stops the accept task.
+    stop: watch::Sender<bool>,
+}
+
+impl PeerRouter {
+    /// Binds `addr` and starts the accept task. Call it from within a tokio runtime (the
+    /// task runs on it).
+    pub fn bind(addr: SocketAddr) -> Result<PeerRouter, ClientError> {
+        let listener = listen(addr).map_err(|source| ClientError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ClientError::Listen { addr, source })?;
+        let limits = crate::torrent::incoming_limits();
+        let routes: Routes = Arc::default();
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(accept_loop(
+            Acceptor::new(listener),
+            routes.clone(),
+            stop_rx,
+            limits,
+        ));
+        tracing::info!(%local, "listening for peers of every torrent");
+        Ok(PeerRouter {
+            inner: Arc::new(Inner {
+                local,
+                routes,
+                stop,
+            }),
+        })
+    }
+
+    /// The address the router listens on (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Routes connections for `info_hash` to the returned receiver (pass it as
+    /// [`crate::TorrentOptions::incoming`]). `None` if that info-hash is registered already.
+    /// Dropping the receiver, or [`PeerRouter::unregister`], ends the registration.
+    pub fn register(&self, info_hash: InfoHash) -> Option<mpsc::Receiver<IncomingPeer>> {
+        let mut routes = lock(&self.inner.routes);
+        if routes.get(&info_hash).is_some_and(|tx| !tx.is_closed()) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(ROUTE_CAPACITY);
+        routes.insert(info_hash, tx);
+        Some(rx)
+    }
+
+    /// Stops routing connections for `info_hash` (they are closed from now on).
+    pub fn unregister(&self, info_hash: InfoHash) {
+        lock(&self.inner.routes).remove(&info_hash);
+    }
+
+    /// Stops accepting, for every clone, and closes the listening socket.
+    pub fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+    }
+}
+
+/// A listening socket on `addr`, as `TcpListener::bind` makes it (`SO_REUSEADDR`), without
+/// waiting: no name to resolve.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How many connections may sit in their handshake: in all, and from one IP.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IncomingLimits {
+    pub max_pending: usize,
+    pub max_pending_per_ip: usize,
+}
+
+async fn accept_loop(
+    mut acceptor: Acceptor,
+    routes: Routes,
+    mut stop: watch::Receiver<bool>,
+    limits: IncomingLimits,
+) {
+    let pending = Arc::new(PendingIncoming::default());
+    loop {
+        let (stream, addr) = tokio::select! {
+            // A send of `true` or the last PeerRouter dropped.
+            _ = stop.changed() => break,
+            a = acceptor.accept() => a,
+        };
+        if pending.total() >= limits.max_pending {
+            tracing::trace!(%addr, "refusing incoming connection: too many in their handshake");
+            continue;
+        }
+        if pending.count_for(addr.ip()) >= limits.max_pending_per_ip {
+            tracing::trace!(%addr, "refusing incoming connection: too many from its IP");
+            continue;
+        }
+        let guard = pending.enter(addr.ip());
+        let routes = routes.clone();
+        tokio::spawn(async move {
+            let mut stream = stream;
+            let Some(handshake) = peer::read_incoming_handshake(&mut stream, addr).await else {
+                return;
+            };
+            drop(guard);
+            route(
+                &routes,
+                IncomingPeer {
+                    stream,
+                    addr,
+                    handshake,
+                },
+            );
+        });
+    }
+    tracing::debug!("peer router stopped");
+}
+
+/// Hands `peer` to its torrent, or closes it (by dropping it).
+fn route(routes: &Routes, peer: IncomingPeer) {
+    let info_hash = peer.handshake.info_hash;
+    let addr = peer.addr;
+    let mut routes = lock(routes);
+    let Some(tx) = routes.get(&info_hash) else {
+        tracing::debug!(%addr, "incoming handshake for an unknown torrent {info_hash}");
+        return;
+    };
+    match tx.try_send(peer) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::debug!(%addr, "torrent {info_hash} is not taking connections fast enough: closing");
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            tracing::debug!(%addr, "incoming handshake for a stopped torrent {info_hash}");
+            routes.remove(&info_hash);
+        }
+    }
+}
+
+/// Accepting pauses this long (doubling up to [`ACCEPT_PAUSE_MAX`]) when the process is out
+/// of file descriptors: the listener stays readable, so retrying at once would spin.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(100);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// A listener whose `accept` backs off when the process is out of file descriptors (used by
+/// the router and by a torrent that listens itself).
+pub(crate) struct Acceptor {
+    listener: TcpListener,
+    /// Set while accepting is paused, and the next pause.
+    paused_until: Option<tokio::time::Instant>,
+    pause: Duration,
+}
+
+impl Acceptor {
+    pub fn new(listener: TcpListener) -> Self {
+        Acceptor {
+            listener,
+            paused_until: None,
+            pause: ACCEPT_PAUSE_MIN,
+        }
+    }
+
+    /// The next connection. Cancel-safe: a pause under way is remembered across calls.
+    pub async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            if let Some(t) = self.paused_until {
+                tokio::time::sleep_until(t).await;
+                self.paused_until = None;
+            }
+            match self.listener.accept().await {
+                Ok(a) => {
+                    self.pause = ACCEPT_PAUSE_MIN;
+                    return a;
+                }
+                Err(e) if out_of_fds(&e) => {
+                    tracing::warn!(
+                        "cannot accept connections: {e}; pausing for {} ms",
+                        self.pause.as_millis()
+                    );
+                    self.paused_until = Some(tokio::time::Instant::now() + self.pause);
+                    self.pause = (self.pause * 2).min(ACCEPT_PAUSE_MAX);
+                }
+                Err(e) => tracing::debug!("accept: {e}"),
+            }
+        }
+    }
+}
+
+/// The process (or the system) is out of file descriptors or socket buffers: accepting
+/// again at once fails the same way.
+pub(crate) fn out_of_fds(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_exhaustion_is_recognised() {
+        assert!(out_of_fds(&std::io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(out_of_fds(&std::io::Error::from_raw_os_error(libc::ENFILE)));
+        assert!(!out_of_fds(&std::io::Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
+    }
+
+    #[tokio::test]
+    async fn register_is_exclusive_until_dropped() {
+        let r = PeerRouter::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let h = InfoHash([1; 20]);
+        let rx = r.register(h).expect("first registration");
+        assert!(r.register(h).is_none(), "registered twice");
+        drop(rx);
+        let rx = r.register(h).expect("a dropped receiver unregisters");
+        r.unregister(h);
+        assert!(r.register(h).is_some());
+        drop(rx);
+    }
+}
