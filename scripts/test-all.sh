@@ -3,7 +3,10 @@
 #
 #   1. installs the Debian packages the interop tests need, if any is missing
 #      (python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent
-#      iproute2), and cargo-fuzz if missing;
+#      iproute2 python3-venv), and cargo-fuzz if missing; then the Python venv of the daemon
+#      tests (PyPI transmission-rpc, qbittorrent-api, prometheus-client), if missing, at
+#      $SPATE_TEST_VENV (default ${XDG_CACHE_HOME:-$HOME/.cache}/spate-test-venv), whose
+#      python the tests get as SPATE_TEST_PYTHON;
 #   2. builds every test outside the network namespace (cargo may fetch crates there);
 #   3. runs `cargo test --workspace` inside a fresh network namespace that has only `lo` up,
 #      with SPATE_REQUIRE_INTEROP=1 so a missing client fails instead of skipping
@@ -16,7 +19,8 @@
 # non-zero if any step failed. Its last line is the test count:
 #   tests: N passed, N failed, N skipped
 #
-# Environment: FUZZ_SECONDS (20), SKIP_FUZZ=1 (skip step 4), CARGO_TARGET_DIR (respected).
+# Environment: FUZZ_SECONDS (20), SKIP_FUZZ=1 (skip step 4), CARGO_TARGET_DIR (respected),
+# SPATE_TEST_VENV (where the venv lives).
 # shellcheck disable=SC2317  # step functions are called indirectly, through run_step
 set -euo pipefail
 
@@ -73,7 +77,8 @@ warn() {
 
 # --- 1. packages ------------------------------------------------------------------------
 
-PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent iproute2)
+PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent iproute2
+    python3-venv)
 
 missing_packages() {
     local m=()
@@ -85,6 +90,8 @@ missing_packages() {
     command -v opentracker >/dev/null 2>&1 || m+=(opentracker)
     command -v mktorrent >/dev/null 2>&1 || m+=(mktorrent)
     command -v ip >/dev/null 2>&1 || m+=(iproute2)
+    # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
+    /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || m+=(python3-venv)
     echo "${m[*]:-}"
 }
 
@@ -125,6 +132,47 @@ install_packages() {
     fi
 }
 
+# The daemon tests drive `spate daemon` with the clients *arr apps and scripts use, from
+# PyPI: a venv made by Debian's python3 with --system-site-packages (so libtorrent stays
+# importable from it). It lives outside the work tree and survives between runs; the tests,
+# which run without network, find its python through SPATE_TEST_PYTHON (make_test_cmd).
+SPATE_TEST_VENV=${SPATE_TEST_VENV:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/spate-test-venv}
+# PyPI package and the module it provides.
+VENV_PACKAGES=(transmission-rpc:transmission_rpc qbittorrent-api:qbittorrentapi
+    prometheus-client:prometheus_client)
+
+missing_venv_packages() {
+    local m=() pm
+    for pm in "${VENV_PACKAGES[@]}"; do
+        "$SPATE_TEST_VENV/bin/python" -c "import ${pm#*:}" >/dev/null 2>&1 || m+=("${pm%%:*}")
+    done
+    echo "${m[*]:-}"
+}
+
+install_venv() {
+    local missing
+    if ! "$SPATE_TEST_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        echo "making the test venv $SPATE_TEST_VENV"
+        rm -rf "$SPATE_TEST_VENV"
+        mkdir -p "$(dirname "$SPATE_TEST_VENV")" || return $?
+        /usr/bin/python3 -m venv --system-site-packages "$SPATE_TEST_VENV" || return $?
+    fi
+    missing=$(missing_venv_packages)
+    if [ -z "$missing" ]; then
+        echo "test venv $SPATE_TEST_VENV has every package"
+        return 0
+    fi
+    echo "installing into $SPATE_TEST_VENV: $missing"
+    # shellcheck disable=SC2086  # one word per package
+    "$SPATE_TEST_VENV/bin/python" -m pip install --disable-pip-version-check --no-input \
+        $missing || return $?
+    missing=$(missing_venv_packages)
+    if [ -n "$missing" ]; then
+        echo "still missing from the venv after pip install: $missing"
+        return 1
+    fi
+}
+
 # --- 2. build ---------------------------------------------------------------------------
 
 build_tests() {
@@ -139,6 +187,7 @@ make_test_cmd() {
     # SPATE_NO_DHT=1: no spate process joins a DHT unless its test gives it loopback nodes
     # (the DHT tests clear it for the processes they start); never the public routers.
     local envs=(SPATE_REQUIRE_INTEROP=1 SPATE_NO_DHT=1 "PATH=$PATH" "HOME=${HOME:-/root}"
+        "SPATE_TEST_PYTHON=$SPATE_TEST_VENV/bin/python"
         "RUST_LIB_BACKTRACE=$RUST_LIB_BACKTRACE" "CARGO_TERM_COLOR=$CARGO_TERM_COLOR")
     local v
     for v in CARGO_HOME RUSTUP_HOME CARGO_TARGET_DIR RUST_BACKTRACE SPATE_KEEP_TMP SPATE_LOG TMPDIR; do
@@ -221,6 +270,7 @@ run_clippy() {
 
 TOTAL_START=$SECONDS
 run_step "install packages" install_packages
+run_step "install test venv" install_venv
 run_step "build tests" build_tests
 run_step "cargo test (network namespace)" run_tests
 run_step "fuzz" run_fuzz

@@ -14,29 +14,34 @@
 //! - [`Proc`]: a spawned process with its output in log files, `wait_timeout`, and reports
 //!   with the last log lines for failure messages.
 //! - [`clients`]: launchers for libtorrent, Transmission, aria2, opentracker, mktorrent and
-//!   the `spate` binary under test.
+//!   the `spate` binary under test; [`SpateDaemon`] runs `spate daemon` (kill -9, restart,
+//!   SIGTERM) and [`TransmissionRemote`] drives any Transmission RPC server.
+//! - [`http`]: a raw HTTP/1.1 client and a Transmission RPC client (the 409 session-id
+//!   dance), for requests no real client would send.
 //! - [`FakeSeeder`]: a minimal in-process BitTorrent seeder (no external tool needed), for
 //!   torrents no real client would serve (e.g. path traversal in file names).
-//! - [`require_tool`]: skip (or fail, with `SPATE_REQUIRE_INTEROP=1`) when a tool is missing.
+//! - [`require_tool`]: skip (or fail, with `SPATE_REQUIRE_INTEROP=1`) when a tool is missing;
+//!   [`test_python`]: the test venv's python (PyPI transmission-rpc and friends).
 
 pub mod bencode;
 pub mod clients;
 pub mod data;
 mod dir;
 mod fake_seeder;
+pub mod http;
 mod net;
 mod proc;
 mod tools;
 
 pub use clients::{
-    parse_done_downloaded, Aria2, Libtorrent, Mktorrent, OpenTracker, Spate, Transmission,
-    TransmissionSeeder,
+    parse_done_downloaded, Aria2, Libtorrent, Mktorrent, OpenTracker, Spate, SpateDaemon,
+    Transmission, TransmissionRemote, TransmissionSeeder,
 };
 pub use dir::TestDir;
 pub use fake_seeder::FakeSeeder;
 pub use net::{free_port, wait_port};
 pub use proc::{describe_status, report_all, run, run_ok, split_lines, Finished, Proc};
-pub use tools::{require_tool, require_tools, which, SYSTEM_PYTHON};
+pub use tools::{require_tool, require_tools, test_python, which, SYSTEM_PYTHON};
 
 use std::time::{Duration, Instant};
 

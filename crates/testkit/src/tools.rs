@@ -7,6 +7,34 @@ use std::sync::Mutex;
 /// The interpreter python3-libtorrent is built for.
 pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
+/// The python of the test venv that scripts/test-all.sh makes (PyPI `transmission-rpc`,
+/// `qbittorrent-api`, `prometheus-client`; Debian's python3 with `--system-site-packages`,
+/// so libtorrent imports too): `SPATE_TEST_PYTHON` if set, else
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/spate-test-venv/bin/python` if that exists (a test run
+/// by hand after test-all.sh made the venv). `None`: no venv.
+pub fn test_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SPATE_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let p = cache.join("spate-test-venv/bin/python");
+    p.exists().then_some(p)
+}
+
+/// Does `python -c "import MODULE"` succeed?
+fn python_imports(python: &Path, module: &str) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 static CACHE: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
 
 /// Finds an executable on PATH.
@@ -25,13 +53,16 @@ fn is_executable(p: &Path) -> bool {
 fn probe(name: &str) -> bool {
     match name {
         // The Python module, imported by Debian's interpreter.
-        "libtorrent" => std::process::Command::new(SYSTEM_PYTHON)
-            .args(["-c", "import libtorrent"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success()),
+        "libtorrent" => python_imports(Path::new(SYSTEM_PYTHON), "libtorrent"),
+        // PyPI packages, imported by the test venv's python.
+        "transmission-rpc" | "qbittorrent-api" | "prometheus-client" => {
+            let module = match name {
+                "transmission-rpc" => "transmission_rpc",
+                "qbittorrent-api" => "qbittorrentapi",
+                _ => "prometheus_client",
+            };
+            test_python().is_some_and(|p| python_imports(&p, module))
+        }
         "transmission" => [
             "transmission-cli",
             "transmission-daemon",
@@ -55,20 +86,32 @@ fn installed(name: &str) -> bool {
     v
 }
 
-/// The Debian package that provides `name`.
-fn package_of(name: &str) -> &str {
-    match name {
+/// How to install `name`.
+fn install_hint(name: &str) -> String {
+    let debian = match name {
         "libtorrent" => "python3-libtorrent",
         "transmission" => "transmission-cli transmission-daemon",
+        "transmission-remote" => "transmission-cli",
         "aria2" | "aria2c" => "aria2",
         "time" | "/usr/bin/time" => "time",
+        "transmission-rpc" | "qbittorrent-api" | "prometheus-client" => {
+            return format!(
+                "install the PyPI package `{name}` into the test venv, whose python is \
+                 SPATE_TEST_PYTHON (now {}); scripts/test-all.sh makes it",
+                test_python().map_or("unset, and no ~/.cache/spate-test-venv".into(), |p| p
+                    .display()
+                    .to_string())
+            )
+        }
         other => other,
-    }
+    };
+    format!("install the Debian package(s) `{debian}` (scripts/test-all.sh does this)")
 }
 
 /// Is the tool installed? Names: `libtorrent` (the Python module for /usr/bin/python3),
-/// `transmission` (cli, daemon and remote), `aria2`, `opentracker`, `mktorrent`, or any
-/// executable name.
+/// `transmission` (cli, daemon and remote), `transmission-remote` (alone), `aria2`,
+/// `opentracker`, `mktorrent`, `transmission-rpc`, `qbittorrent-api`, `prometheus-client`
+/// (PyPI modules of the test venv, see [`test_python`]), or any executable name.
 ///
 /// When it is missing: with `SPATE_REQUIRE_INTEROP=1` this panics with a clear message;
 /// otherwise it prints `skipped: <tool> not installed` and returns false, and the test should
@@ -79,9 +122,8 @@ pub fn require_tool(name: &str) -> bool {
     }
     if std::env::var_os("SPATE_REQUIRE_INTEROP").is_some_and(|v| v == "1") {
         panic!(
-            "{name} is not installed and SPATE_REQUIRE_INTEROP=1: install the Debian package(s) `{}` \
-             (scripts/test-all.sh does this)",
-            package_of(name)
+            "{name} is not installed and SPATE_REQUIRE_INTEROP=1: {}",
+            install_hint(name)
         );
     }
     eprintln!("skipped: {name} not installed");

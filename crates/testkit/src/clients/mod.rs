@@ -10,16 +10,20 @@ mod libtorrent;
 mod mktorrent;
 mod opentracker;
 mod spate;
+mod spate_daemon;
 mod transmission;
+mod transmission_remote;
 
 pub use aria2::{Aria2, Aria2Peer};
 pub use libtorrent::{Libtorrent, LtPeer};
 pub use mktorrent::Mktorrent;
 pub use opentracker::OpenTracker;
 pub use spate::{parse_done_downloaded, Spate, SpateDownload, SpateSeed};
+pub use spate_daemon::SpateDaemon;
 pub use transmission::{
     Transmission, TransmissionLeech, TransmissionMagnet, TransmissionSeed, TransmissionSeeder,
 };
+pub use transmission_remote::{parse_info, parse_list, ListRow, TransmissionRemote};
 
 use std::path::{Path, PathBuf};
 

@@ -51,7 +51,7 @@ impl Transmission {
 }
 
 /// settings.json for a loopback-only Transmission (INTEROP.md).
-fn settings(peer_port: u16, dir: &Path, extra: &str) -> String {
+pub(crate) fn settings(peer_port: u16, dir: &Path, extra: &str) -> String {
     format!(
         r#"{{
     "dht-enabled": false,
