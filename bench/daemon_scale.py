@@ -172,6 +172,7 @@ def run_one(label, start, torrents, data_dir, idle, work):
             r = rpc.call("torrent-add", {"metainfo": b64, "download-dir": data_dir})
             if r.get("result") != "success":
                 raise RuntimeError("torrent-add: %s" % r.get("result"))
+        result["add_all_s"] = time.time() - t0
         deadline = t0 + 1800
         while True:
             r = rpc.call("torrent-get", {"fields": ["id", "status"]})
@@ -212,6 +213,7 @@ def main():
     ap.add_argument("--spate", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "spate"))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--only", choices=["spate", "transmission"], help="run one daemon only")
     a = ap.parse_args()
     if not shutil.which("transmission-daemon"):
         sys.exit("transmission-daemon is missing (apt-get install transmission-daemon)")
@@ -221,6 +223,8 @@ def main():
         data_dir, torrents = make_torrents(n, base)
         for label, start in (("spate", lambda w, port: start_spate(a.spate, w, port)),
                              ("transmission", start_transmission)):
+            if a.only and a.only != label:
+                continue
             work = os.path.join(base, label)
             os.makedirs(work)
             r = run_one(label, start, torrents, data_dir, a.idle, work)

@@ -185,6 +185,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// Thousands of seeding torrents without peers sit in a session; this keeps each one's
 /// share of the CPU small. The first connection brings [`TICK`] back at once.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// The idle tick of a torrent whose wanted pieces are all verified.
+const IDLE_TICK_COMPLETE: Duration = Duration::from_secs(5);
 /// A peer that sent payload this recently counts in [`Status::peers_sending`].
 const SENDING_RECENTLY: Duration = Duration::from_secs(10);
 const RESUME_SAVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -583,7 +585,7 @@ impl TorrentTask {
         // One timer, moved only when the deadline changes (not re-armed at every event).
         let tick = tokio::time::sleep_until(next_tick);
         tokio::pin!(tick);
-        let mut last_status = Instant::now() - status_interval;
+        let mut last_status;
         let mut last_rate_sample = Instant::now();
         let mut last_resume_save = Instant::now();
         self.status.phase = if self.engine.is_wanted_complete() {
@@ -597,6 +599,10 @@ impl TorrentTask {
                 a.set_seeding();
             }
         }
+        // The end of the check is news at once (a session's queue waits for it), not at
+        // the first tick.
+        self.publish_status();
+        last_status = Instant::now();
         while !finished && self.fatal.is_none() {
             let mut ticked = false;
             tokio::select! {
@@ -685,12 +691,19 @@ impl TorrentTask {
             return TICK;
         }
         let complete = self.engine.is_wanted_complete();
+        // A complete torrent with nobody to talk to has nothing to do until a peer or a
+        // command arrives (each wakes the task): thousands of them idle in a daemon.
+        let idle = if complete {
+            IDLE_TICK_COMPLETE
+        } else {
+            IDLE_TICK
+        };
         self.candidates
             .iter()
             .filter(|(a, c)| self.dialable(**a, c, complete))
             .map(|(_, c)| c.next_try.saturating_duration_since(now))
             .min()
-            .map_or(IDLE_TICK, |d| d.clamp(TICK, IDLE_TICK))
+            .map_or(idle, |d| d.clamp(TICK, idle))
     }
 
     /// A command from [`TorrentOptions::control`].

@@ -141,6 +141,8 @@ struct Entry {
     verify: bool,
     /// Stop once the check is done (a verify of a stopped torrent).
     stop_after_check: bool,
+    /// Its files are being moved, renamed or deleted: the queue must not start it.
+    busy: bool,
     /// The last status seen, and this run's counters already counted into the totals.
     last: Status,
     counted_down: u64,
@@ -176,6 +178,7 @@ impl Entry {
             run: None,
             verify: false,
             stop_after_check: false,
+            busy: false,
             last: Status::default(),
             counted_down: 0,
             counted_up: 0,
@@ -648,7 +651,7 @@ impl Session {
     /// Removes torrents from the session; with `delete_data` their files too (only the
     /// torrent's own files, never anything else in the folder).
     pub async fn remove(&self, ids: &[TorrentId], delete_data: bool) -> Result<(), SessionError> {
-        self.inner.stop_runs(ids).await;
+        self.inner.hold(ids).await;
         let mut gone = Vec::new();
         {
             let mut st = self.inner.lock();
@@ -820,7 +823,20 @@ impl Session {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| SessionError::Io(format!("{}: {e}", dir.display())))?;
         }
-        self.inner.stop_runs(ids).await;
+        self.inner.hold(ids).await;
+        let r = self.move_to(ids, &dir, move_data).await;
+        self.inner.release(ids);
+        self.inner.save_dirty().await;
+        self.inner.schedule();
+        r
+    }
+
+    async fn move_to(
+        &self,
+        ids: &[TorrentId],
+        dir: &Path,
+        move_data: bool,
+    ) -> Result<(), SessionError> {
         for id in ids {
             let job = {
                 let st = self.inner.lock();
@@ -834,7 +850,7 @@ impl Session {
             let Some((old, torrent)) = job else { continue };
             if move_data && old != dir {
                 if let Some(t) = torrent {
-                    let (from, to) = (old.clone(), dir.clone());
+                    let (from, to) = (old.clone(), dir.to_path_buf());
                     let moved =
                         tokio::task::spawn_blocking(move || move_files(&from, &to, &t)).await;
                     match moved {
@@ -849,12 +865,10 @@ impl Session {
             }
             let mut st = self.inner.lock();
             if let Some(e) = st.torrents.get_mut(id) {
-                e.rec.download_dir = dir.clone();
+                e.rec.download_dir = dir.to_path_buf();
                 e.dirty = true;
             }
         }
-        self.inner.save_dirty().await;
-        self.inner.schedule();
         Ok(())
     }
 
@@ -910,11 +924,6 @@ impl Session {
                 "no file or folder {path:?} in this torrent"
             )));
         }
-        let was_running = {
-            let st = self.inner.lock();
-            st.torrents.get(&id).is_some_and(|e| e.run.is_some())
-        };
-        self.inner.stop_runs(&[id]).await;
         let from = dir.join(old.iter().collect::<PathBuf>());
         let mut new_prefix = old.clone();
         new_prefix[depth] = name.to_string();
@@ -925,10 +934,17 @@ impl Session {
                 to.display()
             )));
         }
+        self.inner.hold(&[id]).await;
         if from.exists() {
-            std::fs::rename(&from, &to).map_err(|e| {
-                SessionError::Io(format!("{} -> {}: {e}", from.display(), to.display()))
-            })?;
+            if let Err(e) = std::fs::rename(&from, &to) {
+                self.inner.release(&[id]);
+                self.inner.schedule();
+                return Err(SessionError::Io(format!(
+                    "{} -> {}: {e}",
+                    from.display(),
+                    to.display()
+                )));
+            }
         }
         {
             let mut st = self.inner.lock();
@@ -943,9 +959,9 @@ impl Session {
                     e.rec.name = name.to_string();
                 }
                 e.dirty = true;
-                let _ = was_running;
             }
         }
+        self.inner.release(&[id]);
         self.inner.save_dirty().await;
         self.inner.schedule();
         Ok((path.to_string(), name.to_string()))
@@ -1031,7 +1047,18 @@ impl Session {
         s.current.seconds_active = self.inner.started.elapsed().as_secs();
         s.cumulative.seconds_active += s.current.seconds_active;
         for e in st.torrents.values() {
-            if e.run.is_some() {
+            if let Some(r) = &e.run {
+                // What the run moved since the manager last counted it.
+                let live = r.status.borrow();
+                let (dd, du) = (
+                    live.downloaded.saturating_sub(e.counted_down),
+                    live.uploaded.saturating_sub(e.counted_up),
+                );
+                drop(live);
+                for t in [&mut s.current, &mut s.cumulative] {
+                    t.downloaded_bytes += dd;
+                    t.uploaded_bytes += du;
+                }
                 s.active_torrent_count += 1;
                 s.download_speed += e.last.down_rate as u64;
                 s.upload_speed += e.last.up_rate as u64;
@@ -1155,6 +1182,29 @@ impl Inner {
     /// Asks the manager to run the queue soon (it also runs every second).
     fn schedule(self: &Arc<Self>) {
         run_queue(self);
+    }
+
+    /// Marks torrents busy (the queue leaves them alone) and stops their runs: for work
+    /// on their files. [`Inner::release`] ends it.
+    async fn hold(&self, ids: &[TorrentId]) {
+        {
+            let mut st = self.lock();
+            for id in ids {
+                if let Some(e) = st.torrents.get_mut(id) {
+                    e.busy = true;
+                }
+            }
+        }
+        self.stop_runs(ids).await;
+    }
+
+    fn release(&self, ids: &[TorrentId]) {
+        let mut st = self.lock();
+        for id in ids {
+            if let Some(e) = st.torrents.get_mut(id) {
+                e.busy = false;
+            }
+        }
     }
 
     /// Stops the runs of these torrents and waits (bounded) until each has closed its
@@ -1440,6 +1490,7 @@ impl Inner {
     /// A run ended (stopped, or failed): forget it, keep its error.
     fn run_ended(self: &Arc<Self>, id: TorrentId, gen: u64, result: Result<(), String>) {
         let event;
+        let mut pending_totals = (0, 0);
         {
             let mut st = self.lock();
             let Some(e) = st.torrents.get_mut(&id) else {
@@ -1454,6 +1505,7 @@ impl Inner {
                 let du = s.uploaded.saturating_sub(e.counted_up);
                 e.rec.downloaded_ever += dd;
                 e.rec.uploaded_ever += du;
+                pending_totals = (dd, du);
                 if s.wanted_bytes > 0
                     && s.wanted_verified_bytes >= s.wanted_bytes
                     && e.rec.done_date == 0
@@ -1481,6 +1533,12 @@ impl Inner {
             }
             if let Some(r) = &self.router {
                 r.unregister(e.info_hash);
+            }
+            let (dd, du) = pending_totals;
+            let st = &mut *st;
+            for t in [&mut st.current, &mut st.cumulative] {
+                t.downloaded_bytes += dd;
+                t.uploaded_bytes += du;
             }
         }
         if let Some(ev) = event {
@@ -1594,22 +1652,26 @@ async fn run_job_inner(
             StoreRef(weak.clone()),
         )
     };
-    let peers: Vec<SocketAddr> = job
+    // The peers given at add time and a magnet link's `x.pe` hints: dialled for the
+    // metadata and, once it is in, for the data.
+    let mut peers: Vec<SocketAddr> = job
         .rec
         .peers
         .iter()
         .filter_map(|p| p.parse().ok())
         .collect();
+    for p in job.magnet.iter().flat_map(|m| m.peers.iter()) {
+        if let Ok(a) = p.parse::<SocketAddr>() {
+            if !peers.contains(&a) {
+                peers.push(a);
+            }
+        }
+    }
     let torrent = match (&job.torrent, &job.magnet) {
         (Some(t), _) => (**t).clone(),
         (None, Some(m)) => {
             let mut o = client::MetadataOptions::new(listen);
             o.peers = peers.clone();
-            for p in &m.peers {
-                if let Ok(a) = p.parse() {
-                    o.peers.push(a);
-                }
-            }
             o.use_trackers = cfg.use_trackers;
             o.dht = dht.clone();
             o.timeout = Duration::from_secs(365 * 24 * 3600);
@@ -1651,7 +1713,7 @@ async fn run_job_inner(
         }
         None => return Ok(()),
     };
-    let mut t = renamed(&torrent, &rec.renames);
+    let mut t = apply_renames(torrent, &rec.renames);
     apply_trackers(&mut t, &rec);
     let only = {
         let n = t.info.files.len();
@@ -1747,7 +1809,9 @@ fn run_queue(inner: &Arc<Inner>) {
     let mut waiting: Vec<(usize, TorrentId)> = st
         .torrents
         .values()
-        .filter(|e| e.run.is_none() && (e.rec.running || e.verify) && e.rec.error.is_none())
+        .filter(|e| {
+            e.run.is_none() && (e.rec.running || e.verify) && e.rec.error.is_none() && !e.busy
+        })
         .map(|e| (e.rec.queue_position, e.id))
         .collect();
     waiting.sort_unstable();
@@ -1819,7 +1883,8 @@ async fn refresh_files(inner: &Arc<Inner>) {
                 if r.fetching_metadata {
                     return None;
                 }
-                if e.last.phase == Phase::Downloading || e.files_done.is_none() {
+                // A complete torrent's files are complete: nothing to ask.
+                if e.last.phase == Phase::Downloading || (e.files_done.is_none() && !e.complete()) {
                     Some((e.id, r.control.clone()?))
                 } else {
                     None
@@ -2180,7 +2245,13 @@ fn renumber_queue(st: &mut State) {
 
 /// The torrent with the user's renames applied to its file paths.
 fn renamed(t: &Torrent, renames: &[(usize, Vec<String>)]) -> Torrent {
-    let mut t = t.clone();
+    apply_renames(t.clone(), renames)
+}
+
+fn apply_renames(mut t: Torrent, renames: &[(usize, Vec<String>)]) -> Torrent {
+    if renames.is_empty() {
+        return t;
+    }
     for (i, p) in renames {
         if let Some(f) = t.info.files.get_mut(*i) {
             if !p.is_empty() {

@@ -134,6 +134,16 @@ pub struct Loaded {
     pub lost: Vec<String>,
 }
 
+/// redb's page cache grows up to 1 GiB by default; the session's tables are small (a few
+/// KiB per torrent) and read at start, so a small cache keeps the daemon's memory down.
+const CACHE_BYTES: usize = 8 << 20;
+
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+}
+
 pub struct Store {
     db: Database,
 }
@@ -151,7 +161,7 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| SessionError::Io(format!("{}: {e}", dir.display())))?;
         }
-        match Database::create(path) {
+        match open_db(path) {
             Ok(db) => Ok((Store { db }, None)),
             Err(e) if path.exists() => {
                 let kept =
@@ -163,7 +173,7 @@ impl Store {
                 );
                 std::fs::rename(path, &kept)
                     .map_err(|e| SessionError::Io(format!("{}: {e}", path.display())))?;
-                let db = Database::create(path).map_err(err)?;
+                let db = open_db(path).map_err(err)?;
                 Ok((Store { db }, Some(kept)))
             }
             Err(e) => Err(SessionError::Store(format!("{}: {e}", path.display()))),

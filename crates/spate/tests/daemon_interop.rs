@@ -443,14 +443,21 @@ fn remote_stop_start_verify_limits_move_stats_remove() -> Result<()> {
         .map_err(|e| e.context(d.report()))?;
     same_file(&f.file, &lt_out.join(&f.name), &leecher)?;
 
-    // Stats: this session downloaded and uploaded something.
-    let st = r.ok(&["-st"])?;
-    let stats = parse_info(&st).into_iter().next().unwrap_or_default();
-    ensure!(
-        stats.get("Downloaded").is_some_and(|v| v != "None")
-            && stats.get("Uploaded").is_some_and(|v| v != "None"),
-        "-st after a download and an upload:\n{st}"
-    );
+    // Stats: this session downloaded and uploaded something (the counters follow the
+    // torrents' status, published at most once a second: give them a moment).
+    wait_for(
+        &dl,
+        &d,
+        &[],
+        "-st to count the download and the upload",
+        || {
+            let st = r.ok(&["-st"])?;
+            let stats = parse_info(&st).into_iter().next().unwrap_or_default();
+            let both = stats.get("Downloaded").is_some_and(|v| v != "None")
+                && stats.get("Uploaded").is_some_and(|v| v != "None");
+            Ok(if both { Ok(()) } else { Err(st) })
+        },
+    )?;
 
     // Remove and delete.
     r.success(&["-t", &t, "--remove-and-delete"])?;
