@@ -1975,9 +1975,10 @@ fn restore_entry(id: TorrentId, rec: Record, bytes: Option<Vec<u8>>) -> Result<E
     Ok(e)
 }
 
-fn parse_metainfo(
-    bytes: Vec<u8>,
-) -> Result<(Option<Torrent>, Option<Magnet>, Option<Vec<u8>>), SessionError> {
+/// An add's source, read: the torrent (or the magnet link) and the `.torrent` bytes.
+type Parsed = (Option<Torrent>, Option<Magnet>, Option<Vec<u8>>);
+
+fn parse_metainfo(bytes: Vec<u8>) -> Result<Parsed, SessionError> {
     let t = Torrent::from_bytes(&bytes)
         .map_err(|e| SessionError::Invalid(format!("invalid or corrupt torrent: {e}")))?;
     Ok((Some(t), None, Some(bytes)))
