@@ -284,6 +284,9 @@ fn main() -> ExitCode {
 fn runtime() -> CliResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Disk and hashing jobs: far more threads than cores only add memory (a daemon
+        // starting thousands of torrents at once spawned hundreds; tokio's default is 512).
+        .max_blocking_threads(64)
         .build()
         .map_err(|e| CliError::runtime(format!("cannot start the async runtime: {e}")))
 }
