@@ -73,6 +73,10 @@ pub struct TorrentOptions {
     /// not selected go to the parts file beside the resume record, never into those files.
     /// An index out of range is an error ([`crate::ClientError::BadInput`]).
     pub only: Option<Vec<usize>>,
+    /// Take the one-run-per-torrent-and-folder lock (`<state dir>/<info-hash>.lock`). A
+    /// session that owns its state folder (its store is locked already) turns it off: the
+    /// lock costs a descriptor per torrent, and a daemon holds thousands.
+    pub lock: bool,
     /// Incoming connections from a shared [`crate::PeerRouter`] (its
     /// [`crate::PeerRouter::register`] for this torrent's info-hash): the torrent then binds
     /// no listener of its own. `None` (the default): the torrent listens on `listen`.
@@ -111,6 +115,7 @@ impl std::fmt::Debug for TorrentOptions {
             .field("max_peers_per_ip", &self.max_peers_per_ip)
             .field("status_interval", &self.status_interval)
             .field("only", &self.only)
+            .field("lock", &self.lock)
             .field("incoming", &self.incoming.is_some())
             .field("global_up", &self.global_up.as_ref().map(|l| l.rate()))
             .field("global_down", &self.global_down.as_ref().map(|l| l.rate()))
@@ -214,6 +219,7 @@ impl TorrentOptions {
             max_peers_per_ip: DEFAULT_MAX_PEERS_PER_IP,
             status_interval: Duration::from_millis(500),
             only: None,
+            lock: true,
             incoming: None,
             global_up: None,
             global_down: None,

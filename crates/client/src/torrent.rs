@@ -232,7 +232,12 @@ pub async fn run_torrent(
     status: watch::Sender<Status>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, ClientError> {
-    let _lock = crate::lock::acquire(&opts)?; // one run per torrent and folder (lock.rs)
+    // One run per torrent and folder (lock.rs), unless the caller owns the folder.
+    let _lock = if opts.lock {
+        Some(crate::lock::acquire(&opts)?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut info = opts.torrent.info.clone();
     if let Some(name) = &opts.rename_root {
@@ -637,6 +642,12 @@ impl TorrentTask {
                     self.manage_slots(now);
                     self.connect_more(now);
                     self.update_waiting(now);
+                    if self.is_idle() {
+                        // Nobody to serve: give the data files' descriptors back (they
+                        // reopen on the next read). Thousands of idle torrents in a daemon
+                        // would otherwise hold one each.
+                        self.storage.close_files();
+                    }
                     let dt = now.duration_since(last_rate_sample).as_secs_f64();
                     if dt >= 1.0 {
                         self.status.down_rate = self.down_meter.update(self.downloaded, dt);

@@ -1743,6 +1743,8 @@ async fn run_job_inner(
     opts.max_peers_per_ip = cfg.max_peers_per_ip;
     opts.status_interval = Duration::from_millis(1000);
     opts.only = only;
+    // The session owns its state folder (the store is locked by redb).
+    opts.lock = false;
     if rec.honors_session_limits {
         opts.global_down = Some(global_down);
         opts.global_up = Some(global_up);

@@ -456,6 +456,12 @@ impl Storage {
         Ok(self.lock_cache().insert(index, file, writable))
     }
 
+    /// Closes every cached file handle (each closes once no I/O under way holds it);
+    /// later I/O opens them again.
+    pub fn close_files(&self) {
+        self.lock_cache().clear();
+    }
+
     fn lock_cache(&self) -> MutexGuard<'_, HandleCache> {
         // A panic elsewhere while holding the lock leaves the map consistent.
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
