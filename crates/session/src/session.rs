@@ -204,12 +204,7 @@ impl Entry {
 
     /// The files to download (`None`: all).
     fn only(&self) -> Option<Vec<usize>> {
-        let n = self.num_files()?;
-        if (0..n).all(|i| self.wanted(i)) {
-            None
-        } else {
-            Some((0..n).filter(|&i| self.wanted(i)).collect())
-        }
+        selection(&self.rec, self.num_files()?)
     }
 
     /// Bytes of the wanted files (pad files excluded), and the torrent's total.
@@ -419,10 +414,7 @@ impl Session {
             let mut rec = Record {
                 hash: info_hash.to_hex(),
                 name: name.clone(),
-                magnet: magnet.as_ref().map(|_| match &magnet {
-                    Some(_) => String::new(),
-                    None => String::new(),
-                }),
+                magnet: magnet.as_ref().map(|m| m.to_string()),
                 download_dir: opts
                     .download_dir
                     .clone()
@@ -436,13 +428,6 @@ impl Session {
                 peers: opts.peers.iter().map(|a| a.to_string()).collect(),
                 ..Record::default()
             };
-            if let Some(m) = &magnet {
-                rec.magnet = Some(magnet_string(m));
-                if !m.select_only.is_empty() && opts.files_wanted.is_empty() {
-                    // BEP 53 `so=`: applied once the file list is known.
-                    rec.wanted = Vec::new();
-                }
-            }
             if let Some(r) = opts.seed_ratio_limit {
                 rec.seed_ratio_limit = r;
                 rec.seed_ratio_mode = LimitMode::Single;
@@ -712,7 +697,6 @@ impl Session {
                     apply_file_patch(&mut probe, e.num_files(), &patch)?;
                 }
             }
-            let settings = st.settings.clone();
             for id in ids {
                 let Some(e) = st.torrents.get_mut(id) else {
                     continue;
@@ -782,7 +766,7 @@ impl Session {
                         // record makes it cheap, and only the new pieces are fetched.
                         restart.push(e.id);
                     } else if let Some(c) = &run.control {
-                        limits.push((c.clone(), torrent_limits(&e.rec, &settings)));
+                        limits.push((c.clone(), torrent_limits(&e.rec)));
                     }
                 }
                 if e.only() != before_only {
@@ -1018,7 +1002,7 @@ impl Session {
                 .values()
                 .filter_map(|e| {
                     let c = e.run.as_ref()?.control.clone()?;
-                    Some((c, torrent_limits(&e.rec, &s)))
+                    Some((c, torrent_limits(&e.rec)))
                 })
                 .collect()
         };
@@ -1330,7 +1314,6 @@ impl Inner {
 
     /// Builds the options of a run and starts its task. Called with the state locked.
     fn launch(self: &Arc<Self>, st: &mut State, id: TorrentId) {
-        let settings = st.settings.clone();
         let gen = st.next_gen;
         st.next_gen += 1;
         let Some(e) = st.torrents.get_mut(&id) else {
@@ -1357,7 +1340,7 @@ impl Inner {
             torrent: e.torrent.clone(),
             magnet: e.magnet.clone(),
             rec: e.rec.clone(),
-            limits: torrent_limits(&e.rec, &settings),
+            limits: torrent_limits(&e.rec),
             verify,
             incoming: self.router.as_ref().and_then(|r| r.register(e.info_hash)),
         };
@@ -1685,6 +1668,10 @@ async fn run_job_inner(
                 return Ok(());
             };
             let bytes = client::torrent_file_bytes(&t.info_bytes, &m.trackers);
+            // Read back as a .torrent: the magnet's trackers become the torrent's.
+            let Ok(with_trackers) = Torrent::from_bytes(&bytes) else {
+                return Err("the fetched metadata does not parse".into());
+            };
             if let Some(rec) = inner.metadata_fetched(job.id, job.gen, &t) {
                 let store = inner.clone();
                 let r = tokio::task::spawn_blocking(move || {
@@ -1694,12 +1681,7 @@ async fn run_job_inner(
                 .map_err(|e| e.to_string())?;
                 r.map_err(|e| e.to_string())?;
             }
-            let Ok(reparsed) =
-                Torrent::from_bytes(&client::torrent_file_bytes(&t.info_bytes, &m.trackers))
-            else {
-                return Err("the fetched metadata does not parse".into());
-            };
-            reparsed
+            with_trackers
         }
         (None, None) => return Err("no metadata and no magnet link".into()),
     };
@@ -1715,15 +1697,7 @@ async fn run_job_inner(
     };
     let mut t = apply_renames(torrent, &rec.renames);
     apply_trackers(&mut t, &rec);
-    let only = {
-        let n = t.info.files.len();
-        let w = |i: usize| rec.wanted.get(i).copied().unwrap_or(true);
-        if (0..n).all(w) {
-            None
-        } else {
-            Some((0..n).filter(|&i| w(i)).collect())
-        }
-    };
+    let only = selection(&rec, t.info.files.len());
     if job.verify {
         store.delete_resume(job.info_hash);
     }
@@ -2034,43 +2008,15 @@ async fn fetch_url(url: &str) -> Result<Vec<u8>, SessionError> {
     Ok(out)
 }
 
-fn magnet_string(m: &Magnet) -> String {
-    let mut s = format!("magnet:?xt=urn:btih:{}", m.info_hash.to_hex());
-    if let Some(dn) = &m.display_name {
-        s.push_str("&dn=");
-        s.push_str(&url_escape(dn));
+/// The files of `n` to download (`None`: all), from the record's wanted list (files past
+/// its end are wanted).
+fn selection(rec: &Record, n: usize) -> Option<Vec<usize>> {
+    let wanted = |i: usize| rec.wanted.get(i).copied().unwrap_or(true);
+    if (0..n).all(wanted) {
+        None
+    } else {
+        Some((0..n).filter(|&i| wanted(i)).collect())
     }
-    for t in &m.trackers {
-        s.push_str("&tr=");
-        s.push_str(&url_escape(t));
-    }
-    for p in &m.peers {
-        s.push_str("&x.pe=");
-        s.push_str(&url_escape(p));
-    }
-    if !m.select_only.is_empty() {
-        s.push_str("&so=");
-        s.push_str(
-            &m.select_only
-                .iter()
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-    }
-    s
-}
-
-fn url_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn clean_labels(l: &[String]) -> Vec<String> {
@@ -2136,7 +2082,7 @@ fn apply_file_patch(
 }
 
 /// The torrent's own limits (bytes/s) as its run applies them.
-fn torrent_limits(rec: &Record, _s: &Settings) -> (Option<u64>, Option<u64>) {
+fn torrent_limits(rec: &Record) -> (Option<u64>, Option<u64>) {
     (
         rec.download_limited.then_some(rec.download_limit),
         rec.upload_limited.then_some(rec.upload_limit),
@@ -2274,10 +2220,9 @@ fn apply_renames(mut t: Torrent, renames: &[(usize, Vec<String>)]) -> Torrent {
     t
 }
 
-fn apply_trackers(t: &mut Torrent, rec: &Record) {
-    if rec.extra_trackers.is_empty() && rec.removed_trackers.is_empty() {
-        return;
-    }
+/// The torrent's tracker tiers with the user's removals and additions (each added URL its
+/// own tier): what a run announces to and what `trackers` shows.
+fn tracker_tiers(t: &Torrent, rec: &Record) -> Vec<Vec<String>> {
     let mut tiers = t.tracker_tiers();
     for tier in tiers.iter_mut() {
         tier.retain(|u| !rec.removed_trackers.contains(u));
@@ -2286,6 +2231,14 @@ fn apply_trackers(t: &mut Torrent, rec: &Record) {
     for u in &rec.extra_trackers {
         tiers.push(vec![u.clone()]);
     }
+    tiers
+}
+
+fn apply_trackers(t: &mut Torrent, rec: &Record) {
+    if rec.extra_trackers.is_empty() && rec.removed_trackers.is_empty() {
+        return;
+    }
+    let tiers = tracker_tiers(t, rec);
     t.announce = tiers.first().and_then(|t| t.first()).cloned();
     t.announce_list = tiers;
 }
@@ -2420,16 +2373,7 @@ fn view(e: &Entry, st: &State) -> TorrentView {
         None => Vec::new(),
     };
     let trackers = match &t {
-        Some(t) => {
-            let mut tiers = t.tracker_tiers();
-            for tier in tiers.iter_mut() {
-                tier.retain(|u| !e.rec.removed_trackers.contains(u));
-            }
-            for u in &e.rec.extra_trackers {
-                tiers.push(vec![u.clone()]);
-            }
-            tracker_views(&tiers, s.tracker.as_deref())
-        }
+        Some(t) => tracker_views(&tracker_tiers(t, &e.rec), s.tracker.as_deref()),
         None => match &e.magnet {
             Some(m) => tracker_views(
                 &m.trackers
@@ -2486,7 +2430,7 @@ fn view(e: &Entry, st: &State) -> TorrentView {
         seconds_seeding: e.rec.seconds_seeding,
         magnet_link: match (&e.torrent, &e.magnet) {
             (Some(t), _) => t.magnet_link(),
-            (None, Some(m)) => magnet_string(m),
+            (None, Some(m)) => m.to_string(),
             _ => String::new(),
         },
         piece_count: t.as_ref().map_or(0, |t| t.info.lengths.num_pieces()),
