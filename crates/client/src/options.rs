@@ -26,6 +26,9 @@ pub enum SeedPolicy {
 /// not for one host to fill every slot.
 pub const DEFAULT_MAX_PEERS_PER_IP: usize = 8;
 
+/// Default of [`TorrentOptions::max_peers`].
+pub const DEFAULT_MAX_PEERS: usize = 80;
+
 /// Everything one torrent needs to run.
 ///
 /// Not `Clone`: it may hold the receiving ends of channels ([`TorrentOptions::incoming`],
@@ -215,7 +218,7 @@ impl TorrentOptions {
             use_trackers: true,
             dht: None,
             pex: true,
-            max_peers: 80,
+            max_peers: DEFAULT_MAX_PEERS,
             max_peers_per_ip: DEFAULT_MAX_PEERS_PER_IP,
             status_interval: Duration::from_millis(500),
             only: None,

@@ -67,6 +67,15 @@ pub struct AddOptions {
     pub seed_ratio_limit: Option<f64>,
     /// Minutes of no upload after which seeding stops (sets `seed_idle_mode` to `Single`).
     pub seed_idle_limit: Option<u64>,
+    /// This torrent's own rate limits, bytes per second.
+    pub download_limit: Option<u64>,
+    pub upload_limit: Option<u64>,
+    /// How the run itself ends once complete, for this session only (not stored): a
+    /// one-command session (`spate download`) stops as soon as the data is verified, or at
+    /// a ratio. `None`: seed until the session's seeding limits say stop.
+    pub run_until: Option<client::SeedPolicy>,
+    /// The top file or folder is on disk under this name, not the torrent's.
+    pub rename_root: Option<String>,
 }
 
 /// What an add did.

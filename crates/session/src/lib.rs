@@ -12,4 +12,4 @@ mod session;
 mod store;
 
 pub use api::*;
-pub use session::{free_space, OpenReport, Session, SessionConfig};
+pub use session::{free_space, Follow, OpenReport, Session, SessionConfig};

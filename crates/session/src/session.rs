@@ -59,6 +59,15 @@ pub struct SessionConfig {
     pub use_trackers: bool,
     /// At most this many connections from one IP address (loopback tests raise it).
     pub max_peers_per_ip: usize,
+    /// Peer exchange (BEP 11) for public torrents.
+    pub pex: bool,
+    /// A session for one command (`spate download`, `spate seed`): the store lives in
+    /// memory, and each torrent keeps its resume record, lock and parts file in `.spate/`
+    /// beside its data, where the next run of the same command finds them.
+    pub ephemeral: bool,
+    /// Use this DHT node (started by the caller) instead of starting one; the session
+    /// shuts it down with itself.
+    pub dht_node: Option<client::DhtHandle>,
 }
 
 impl SessionConfig {
@@ -72,9 +81,23 @@ impl SessionConfig {
             dht_bootstrap: Vec::new(),
             use_trackers: true,
             max_peers_per_ip: client::options::DEFAULT_MAX_PEERS_PER_IP,
+            pex: true,
+            ephemeral: false,
+            dht_node: None,
         }
     }
 }
+
+/// Follows one run of a torrent (see [`Session::follow`]).
+pub struct Follow {
+    /// The run's status, as it publishes it.
+    pub status: watch::Receiver<Status>,
+    /// The run's end: its summary (`None` when it was stopped before its metadata
+    /// arrived), or the error that ended it.
+    pub ended: oneshot::Receiver<Result<Option<client::Summary>, client::ClientError>>,
+}
+
+type RunResult = Result<Option<client::Summary>, client::ClientError>;
 
 /// What opening found in the store: torrents loaded, and anything that could not be
 /// recovered (each a one-line reason naming the torrent).
@@ -154,6 +177,8 @@ struct Entry {
     last_upload: Instant,
     /// Verified bytes of each file (from the running torrent), when known.
     files_done: Option<Vec<u64>>,
+    /// [`AddOptions::run_until`].
+    run_until: Option<SeedPolicy>,
 }
 
 struct Run {
@@ -163,6 +188,8 @@ struct Run {
     control: Option<tokio::sync::mpsc::Sender<client::Control>>,
     task: Option<tokio::task::JoinHandle<()>>,
     fetching_metadata: bool,
+    /// Told how the run ended ([`Session::follow`]).
+    followers: Vec<oneshot::Sender<RunResult>>,
 }
 
 impl Entry {
@@ -187,6 +214,7 @@ impl Entry {
             last_data: now,
             last_upload: now,
             files_done: None,
+            run_until: None,
         }
     }
 
@@ -275,11 +303,15 @@ impl Session {
     pub async fn open(cfg: SessionConfig) -> Result<(Session, OpenReport), SessionError> {
         client::raise_nofile_limit();
         let store_path = cfg.state_dir.join("spate.redb");
-        let existed = store_path.exists();
+        let existed = !cfg.ephemeral && store_path.exists();
         let path = store_path.clone();
-        let (store, kept) = tokio::task::spawn_blocking(move || Store::open(&path))
-            .await
-            .map_err(|e| SessionError::Store(e.to_string()))??;
+        let (store, kept) = if cfg.ephemeral {
+            (Store::in_memory()?, None)
+        } else {
+            tokio::task::spawn_blocking(move || Store::open(&path))
+                .await
+                .map_err(|e| SessionError::Store(e.to_string()))??
+        };
         let loaded = store.load()?;
         let mut report = OpenReport {
             fresh_store: !existed || kept.is_some(),
@@ -299,7 +331,9 @@ impl Session {
         let router =
             PeerPort::bind(cfg.listen).map_err(|e| SessionError::Io(format!("peer port: {e}")))?;
         let listen = router.local_addr();
-        let dht = if cfg.dht && settings.dht_enabled {
+        let dht = if let Some(node) = cfg.dht_node.clone() {
+            Some(node)
+        } else if cfg.dht && settings.dht_enabled {
             let mut o = client::DhtOptions::new(listen);
             o.bootstrap = cfg.dht_bootstrap.iter().map(|a| a.to_string()).collect();
             if o.bootstrap.is_empty() {
@@ -436,6 +470,15 @@ impl Session {
                 rec.seed_idle_limit = m;
                 rec.seed_idle_mode = LimitMode::Single;
             }
+            if let Some(l) = opts.download_limit {
+                rec.download_limit = l;
+                rec.download_limited = true;
+            }
+            if let Some(l) = opts.upload_limit {
+                rec.upload_limit = l;
+                rec.upload_limited = true;
+            }
+            rec.rename_root = opts.rename_root.clone();
             let patch = TorrentPatch {
                 files_wanted: opts.files_wanted.clone(),
                 files_unwanted: opts.files_unwanted.clone(),
@@ -471,6 +514,7 @@ impl Session {
             let mut e = Entry::new(id, rec, info_hash);
             e.torrent = torrent.map(Arc::new);
             e.magnet = magnet;
+            e.run_until = opts.run_until;
             st.by_hash.insert(info_hash, id);
             st.torrents.insert(id, e);
             st.current.files_added += 1;
@@ -560,6 +604,24 @@ impl Session {
     }
 
     /// Starts torrents (through the queue; `now` bypasses it: force-start).
+    /// Follows the torrent's current run: its status as published, and how it ends.
+    /// `None` when it is not running.
+    pub fn follow(&self, id: TorrentId) -> Option<Follow> {
+        let mut st = self.inner.lock();
+        let run = st.torrents.get_mut(&id)?.run.as_mut()?;
+        let (tx, rx) = oneshot::channel();
+        run.followers.push(tx);
+        Some(Follow {
+            status: run.status.clone(),
+            ended: rx,
+        })
+    }
+
+    /// The torrent's last error, if it stands.
+    pub fn error_of(&self, id: TorrentId) -> Option<String> {
+        self.inner.lock().torrents.get(&id)?.rec.error.clone()
+    }
+
     pub async fn start(&self, ids: &[TorrentId], now: bool) -> Result<(), SessionError> {
         {
             let mut st = self.inner.lock();
@@ -1343,6 +1405,7 @@ impl Inner {
             limits: torrent_limits(&e.rec),
             verify,
             incoming: self.router.as_ref().and_then(|r| r.register(e.info_hash)),
+            run_until: e.run_until,
         };
         e.run = Some(Run {
             gen,
@@ -1351,6 +1414,7 @@ impl Inner {
             control: Some(control_tx),
             task: None,
             fetching_metadata: e.torrent.is_none(),
+            followers: Vec::new(),
         });
         let weak = Arc::downgrade(self);
         // A run that leaves its check (now seeding, or downloading) may free or take a
@@ -1471,8 +1535,9 @@ impl Inner {
     }
 
     /// A run ended (stopped, or failed): forget it, keep its error.
-    fn run_ended(self: &Arc<Self>, id: TorrentId, gen: u64, result: Result<(), String>) {
+    fn run_ended(self: &Arc<Self>, id: TorrentId, gen: u64, result: RunResult) {
         let event;
+        let mut followers = Vec::new();
         let mut pending_totals = (0, 0);
         {
             let mut st = self.lock();
@@ -1482,7 +1547,17 @@ impl Inner {
             if e.run.as_ref().map(|r| r.gen) != Some(gen) {
                 return;
             }
-            if let Some(run) = e.run.take() {
+            if let Some(mut run) = e.run.take() {
+                followers = std::mem::take(&mut run.followers);
+                // A run that ends without being told to (its `run_until` policy was met)
+                // is done: it stays stopped.
+                let stopped_itself = run.stop.is_some();
+                if stopped_itself {
+                    if let Ok(Some(sum)) = &result {
+                        e.rec.running = false;
+                        e.rec.finished = sum.complete;
+                    }
+                }
                 let s = run.status.borrow().clone();
                 let dd = s.downloaded.saturating_sub(e.counted_down);
                 let du = s.uploaded.saturating_sub(e.counted_up);
@@ -1501,11 +1576,12 @@ impl Inner {
                 e.last.peers = 0;
             }
             e.dirty = true;
-            match result {
-                Ok(()) => {
+            match &result {
+                Ok(_) => {
                     event = Some(SessionEvent::Stopped { id, name: e.name() });
                 }
                 Err(err) => {
+                    let err = err.to_string();
                     e.rec.error = Some(err.clone());
                     event = Some(SessionEvent::Error {
                         id,
@@ -1524,9 +1600,25 @@ impl Inner {
                 t.uploaded_bytes += du;
             }
         }
+        // A follower reports the error itself (`spate download`): no second line here.
+        let followed = !followers.is_empty();
+        let mut result = Some(result);
+        for f in followers {
+            // The first follower gets the error itself (its kind decides an exit code).
+            let r = match result.take() {
+                Some(r) => r,
+                None => match &event {
+                    Some(SessionEvent::Error { error, .. }) => Err(other(error.clone())),
+                    _ => Ok(None),
+                },
+            };
+            let _ = f.send(r);
+        }
         if let Some(ev) = event {
             if let SessionEvent::Error { id, name, error } = &ev {
-                tracing::warn!("torrent {id} ({name}): {error}");
+                if !followed {
+                    tracing::warn!("torrent {id} ({name}): {error}");
+                }
             }
             self.emit(ev);
         }
@@ -1599,6 +1691,7 @@ struct Job {
     limits: (Option<u64>, Option<u64>),
     verify: bool,
     incoming: Option<tokio::sync::mpsc::Receiver<client::IncomingPeer>>,
+    run_until: Option<SeedPolicy>,
 }
 
 async fn run_job(
@@ -1621,10 +1714,10 @@ async fn run_job_inner(
     status: watch::Sender<Status>,
     mut stop: oneshot::Receiver<()>,
     control: tokio::sync::mpsc::Receiver<client::Control>,
-) -> Result<(), String> {
+) -> RunResult {
     let (cfg, listen, dht, global_down, global_up, store) = {
         let Some(inner) = weak.upgrade() else {
-            return Ok(());
+            return Ok(None);
         };
         (
             inner.cfg.clone(),
@@ -1661,16 +1754,16 @@ async fn run_job_inner(
             let (tx, _rx) = watch::channel(client::MetadataStatus::default());
             let fetched = tokio::select! {
                 r = client::fetch_metadata(m, o, tx) => r,
-                _ = &mut stop => return Ok(()),
+                _ = &mut stop => return Ok(None),
             };
-            let t = fetched.map_err(|e| format!("fetching metadata: {e}"))?;
+            let t = fetched.map_err(|e| other(format!("fetching metadata: {e}")))?;
             let Some(inner) = weak.upgrade() else {
-                return Ok(());
+                return Ok(None);
             };
             let bytes = client::torrent_file_bytes(&t.info_bytes, &m.trackers);
             // Read back as a .torrent: the magnet's trackers become the torrent's.
             let Ok(with_trackers) = Torrent::from_bytes(&bytes) else {
-                return Err("the fetched metadata does not parse".into());
+                return Err(other("the fetched metadata does not parse"));
             };
             if let Some(rec) = inner.metadata_fetched(job.id, job.gen, &t) {
                 let store = inner.clone();
@@ -1678,22 +1771,22 @@ async fn run_job_inner(
                     store.store.put_metainfo(job.id, &rec, &bytes)
                 })
                 .await
-                .map_err(|e| e.to_string())?;
-                r.map_err(|e| e.to_string())?;
+                .map_err(|e| other(e.to_string()))?;
+                r.map_err(|e| other(e.to_string()))?;
             }
             with_trackers
         }
-        (None, None) => return Err("no metadata and no magnet link".into()),
+        (None, None) => return Err(other("no metadata and no magnet link")),
     };
     let rec = match weak.upgrade() {
         Some(inner) => {
             let st = inner.lock();
             match st.torrents.get(&job.id) {
                 Some(e) => e.rec.clone(),
-                None => return Ok(()),
+                None => return Ok(None),
             }
         }
-        None => return Ok(()),
+        None => return Ok(None),
     };
     let mut t = apply_renames(torrent, &rec.renames);
     apply_trackers(&mut t, &rec);
@@ -1702,36 +1795,44 @@ async fn run_job_inner(
         store.delete_resume(job.info_hash);
     }
     if let Err(e) = std::fs::create_dir_all(&rec.download_dir) {
-        return Err(format!("{}: {e}", rec.download_dir.display()));
+        return Err(other(format!("{}: {e}", rec.download_dir.display())));
     }
     let mut opts = TorrentOptions::new(t, rec.download_dir.clone(), listen);
-    opts.state_dir = Some(cfg.state_dir.join("torrents"));
+    opts.rename_root = rec.rename_root.clone();
     opts.peers = peers;
-    opts.seed = SeedPolicy::Forever;
+    opts.seed = job.run_until.unwrap_or(SeedPolicy::Forever);
     opts.max_down = job.limits.0;
     opts.max_up = job.limits.1;
     opts.use_trackers = cfg.use_trackers;
     opts.dht = dht;
-    opts.pex = true;
+    opts.pex = cfg.pex;
     opts.max_peers = rec.peer_limit.max(1);
     opts.max_peers_per_ip = cfg.max_peers_per_ip;
-    opts.status_interval = Duration::from_millis(1000);
     opts.only = only;
-    // The session owns its state folder (the store is locked by redb).
-    opts.lock = false;
+    if !cfg.ephemeral {
+        // The session owns its state folder (the store is locked by redb) and keeps the
+        // resume records in its store. A one-command session keeps the client's defaults:
+        // `.spate/` beside the data, locked, where the next run of the command looks.
+        opts.state_dir = Some(cfg.state_dir.join("torrents"));
+        opts.status_interval = Duration::from_millis(1000);
+        opts.lock = false;
+        opts.resume_store = Some(Arc::new(store));
+    }
     if rec.honors_session_limits {
         opts.global_down = Some(global_down);
         opts.global_up = Some(global_up);
     }
     opts.incoming = job.incoming;
     opts.control = Some(control);
-    opts.resume_store = Some(Arc::new(store));
     client::run_torrent(opts, status, async move {
         let _ = stop.await;
     })
     .await
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    .map(Some)
+}
+
+fn other(msg: impl Into<String>) -> client::ClientError {
+    client::ClientError::Other(msg.into())
 }
 
 /// The store, as the client's resume-record sink.

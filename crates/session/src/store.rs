@@ -76,6 +76,9 @@ pub struct Record {
     pub removed_trackers: Vec<String>,
     /// Peers given at add time, dialled on every start.
     pub peers: Vec<String>,
+    /// The top file or folder is on disk under this name, not the torrent's (`spate seed`
+    /// of a renamed copy).
+    pub rename_root: Option<String>,
 }
 
 impl Default for Record {
@@ -118,6 +121,7 @@ impl Default for Record {
             extra_trackers: Vec::new(),
             removed_trackers: Vec::new(),
             peers: Vec::new(),
+            rename_root: None,
         }
     }
 }
@@ -178,6 +182,14 @@ impl Store {
             }
             Err(e) => Err(SessionError::Store(format!("{}: {e}", path.display()))),
         }
+    }
+
+    /// A store that lives in memory only (a session for one command).
+    pub fn in_memory() -> Result<Store, SessionError> {
+        let db = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(err)?;
+        Ok(Store { db })
     }
 
     /// Reads everything. Records that do not decode are reported in `lost`, not dropped

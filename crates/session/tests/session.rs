@@ -565,3 +565,59 @@ async fn a_full_disk_stops_only_the_torrent_that_filled_it() {
     assert_eq!(session.list().len(), 2);
     session.shutdown().await;
 }
+
+/// The one-command session (`spate download`): nothing stored on disk but the torrent's own
+/// `.spate/` beside its data; the run ends by itself once verified (`run_until: NoSeed`),
+/// its follower gets the summary, and the torrent stays stopped and finished. A second run
+/// of the same command resumes from the record the first left beside the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_session_runs_until_verified_and_resumes_beside_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let (t, b, _) = make_data(&src, "once", 9, 400_000);
+    let s = seeder(&t, &src).await;
+    let dl = dir.path().join("dl");
+    let state = dl.join(".spate");
+    let mut cfg = config(&state, &dl);
+    cfg.ephemeral = true;
+    let run = |cfg: SessionConfig, b: Vec<u8>, peer: SocketAddr| async move {
+        let (session, _) = Session::open(cfg).await.unwrap();
+        let id = added_id(
+            session
+                .add(
+                    AddSource::Metainfo(b),
+                    AddOptions {
+                        peers: vec![peer],
+                        run_until: Some(SeedPolicy::NoSeed),
+                        ..AddOptions::default()
+                    },
+                )
+                .await
+                .unwrap(),
+        );
+        let follow = session.follow(id).expect("running");
+        let summary = tokio::time::timeout(Duration::from_secs(60), follow.ended)
+            .await
+            .expect("the run ends by itself")
+            .unwrap()
+            .unwrap()
+            .expect("a summary");
+        let v = session.get(&[id]).pop().unwrap();
+        session.shutdown().await;
+        (summary, v)
+    };
+    let (sum, v) = run(cfg.clone(), b.clone(), s.addr).await;
+    assert!(sum.complete, "{sum:?}");
+    assert_eq!(sum.verified_at_start, 0);
+    assert!(sum.downloaded >= t.info.lengths.total_length());
+    assert_eq!(v.state, State::Stopped, "{v:?}");
+    assert!(v.is_finished, "{v:?}");
+    assert!(!state.join("spate.redb").exists(), "no store on disk");
+    let got = std::fs::read(dl.join("once/a.bin")).unwrap();
+    assert_eq!(got, std::fs::read(src.join("once/a.bin")).unwrap());
+    // Again: everything is found verified beside the data, nothing is fetched.
+    let (sum, _) = run(cfg, b, s.addr).await;
+    assert!(sum.complete);
+    assert_eq!(sum.downloaded, 0, "{sum:?}");
+    assert_eq!(sum.verified_at_start, t.info.lengths.total_length());
+}

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use client::{Phase, SeedPolicy, Status, Summary, TorrentOptions};
+use client::{Phase, SeedPolicy, Status, Summary};
 use metainfo::Torrent;
+use session::{AddOptions, AddOutcome, AddSource, Session, SessionConfig, SessionError, Settings};
 use tokio::sync::watch;
 
 use crate::dht_cmd::DhtArgs;
@@ -93,10 +94,12 @@ fn parse_per_ip(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Reads and parses a .torrent file; every failure is bad input (exit code 2).
-pub fn load_torrent(path: &str) -> CliResult<Torrent> {
+/// Reads and parses a .torrent file; every failure is bad input (exit code 2). Returns the
+/// file's bytes too (the session is given those).
+pub fn load_torrent(path: &str) -> CliResult<(Torrent, Vec<u8>)> {
     let bytes = std::fs::read(path).map_err(|e| CliError::input(format!("{path}: {e}")))?;
-    Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{path}: {e}")))
+    let t = Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{path}: {e}")))?;
+    Ok((t, bytes))
 }
 
 /// The address to listen on, with a concrete port (the DHT's UDP socket and the trackers
@@ -147,7 +150,7 @@ pub async fn download(a: DownloadArgs) -> CliResult {
         Some(_) => None,
     };
     // A bad --only fails before anything is created (a magnet's file count comes later).
-    if let (Some(t), Some(list)) = (&torrent, &a.only) {
+    if let (Some((t, _)), Some(list)) = (&torrent, &a.only) {
         parse_only(list, t.info.files.len())
             .map_err(|e| CliError::input(format!("--only {list}: {e} ({})", a.torrent)))?;
     }
@@ -157,25 +160,30 @@ pub async fn download(a: DownloadArgs) -> CliResult {
     // BEP 27: no DHT for a private torrent (a magnet link's privacy is unknown until its
     // metadata arrives; the torrent task checks again).
     let dht = match &torrent {
-        Some(t) if t.info.private => None,
+        Some((t, _)) if t.info.private => None,
         _ => a.dht.start(listen).await?,
     };
-    let result = download_with(a, torrent, magnet, listen, dht.clone()).await;
-    if let Some(d) = dht {
-        d.shutdown().await;
-    }
-    result
+    download_with(a, torrent, magnet, listen, dht).await
 }
 
+/// Runs the download; `dht` is shut down before it returns.
 async fn download_with(
     mut a: DownloadArgs,
-    torrent: Option<Torrent>,
+    torrent: Option<(Torrent, Vec<u8>)>,
     magnet: Option<metainfo::Magnet>,
     listen: SocketAddr,
     dht: Option<client::DhtHandle>,
 ) -> CliResult {
     let so = magnet.as_ref().map(|m| m.select_only.clone());
-    let torrent = match (torrent, magnet) {
+    if let Some(r) = a.seed_ratio {
+        if !(r.is_finite() && r >= 0.0) {
+            shutdown_dht(dht).await;
+            return Err(CliError::input(format!(
+                "--seed-ratio {r}: must be a number >= 0"
+            )));
+        }
+    }
+    let (torrent, bytes) = match (torrent, magnet) {
         (Some(t), _) => t,
         (None, Some(m)) => {
             let req = MetadataRequest {
@@ -184,26 +192,32 @@ async fn download_with(
                 timeout_secs: a.metadata_timeout,
                 cache: a.output.join(".spate"),
             };
-            let t = magnet_metadata(&m, req, listen, dht.clone()).await?;
+            let t = match magnet_metadata(&m, req, listen, dht.clone()).await {
+                Ok(t) => t,
+                Err(e) => {
+                    shutdown_dht(dht).await;
+                    return Err(e);
+                }
+            };
             add_magnet_peers(&m, &mut a.peers);
-            t
+            let bytes = client::torrent_file_bytes(&t.info_bytes, &m.trackers);
+            (t, bytes)
         }
         (None, None) => unreachable!("one of the two is set"),
     };
-    if let Some(r) = a.seed_ratio {
-        if !(r.is_finite() && r >= 0.0) {
-            return Err(CliError::input(format!(
-                "--seed-ratio {r}: must be a number >= 0"
-            )));
-        }
-    }
     let name = torrent.info.name.clone();
     let only =
         match (&a.only, &so) {
             (Some(list), _) => Some(parse_only(list, torrent.info.files.len()).map_err(|e| {
                 CliError::input(format!("--only {list}: {e} ({})", a.torrent_label()))
             })?),
-            (None, Some(so)) if !so.is_empty() => Some(magnet_selection(so, &torrent)?),
+            (None, Some(so)) if !so.is_empty() => match magnet_selection(so, &torrent) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    shutdown_dht(dht).await;
+                    return Err(e);
+                }
+            },
             _ => None,
         };
     if let Some(only) = &only {
@@ -220,20 +234,25 @@ async fn download_with(
             fmt::bytes(torrent.info.lengths.total_length())
         );
     }
-    let mut opts = TorrentOptions::new(torrent, a.output.clone(), listen);
-    opts.only = only;
-    opts.peers = a.peers;
-    opts.seed = match a.seed_ratio {
-        Some(r) if r > 0.0 => SeedPolicy::Ratio(r),
-        _ => SeedPolicy::NoSeed,
+    let run = OneRun {
+        bytes,
+        dir: a.output.clone(),
+        rename_root: None,
+        only: only.map(|o| (o, torrent.info.files.len())),
+        peers: a.peers.clone(),
+        until: match a.seed_ratio {
+            Some(r) if r > 0.0 => SeedPolicy::Ratio(r),
+            _ => SeedPolicy::NoSeed,
+        },
+        max_down: a.max_down,
+        max_up: a.max_up,
+        use_trackers: !a.no_trackers,
+        max_peers_per_ip: a.max_peers_per_ip,
+        pex: !a.dht.no_pex,
+        listen,
+        dht,
     };
-    opts.max_down = a.max_down;
-    opts.max_up = a.max_up;
-    opts.use_trackers = !a.no_trackers;
-    opts.max_peers_per_ip = a.max_peers_per_ip;
-    opts.dht = dht;
-    opts.pex = !a.dht.no_pex;
-    let (summary, interrupted, last) = run_with_progress(opts, name.clone()).await?;
+    let (summary, interrupted, last) = run_with_progress(run, name.clone()).await?;
     if interrupted && !summary.complete {
         return Err(CliError::runtime(format!(
             "interrupted: {name} is incomplete ({} of {} verified; downloaded {} bytes this run); run the same command again to resume",
@@ -430,7 +449,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         )));
     }
     let listen = listen_or_default(a.listen)?;
-    let (torrent, dht) = if a.torrent.trim_start().starts_with("magnet:") {
+    let loaded = if a.torrent.trim_start().starts_with("magnet:") {
         let m = metainfo::Magnet::parse(&a.torrent)
             .map_err(|e| CliError::input(format!("{}: {e}", a.torrent)))?;
         // A magnet's privacy is unknown until its metadata arrives (the torrent task
@@ -439,48 +458,48 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         match seed_magnet_metadata(&m, &a, listen, dht.clone()).await {
             Ok(t) => {
                 add_magnet_peers(&m, &mut a.peers);
-                (t, dht)
+                let bytes = client::torrent_file_bytes(&t.info_bytes, &m.trackers);
+                (t, bytes, dht)
             }
             Err(e) => {
-                if let Some(d) = dht {
-                    d.shutdown().await;
-                }
+                shutdown_dht(dht).await;
                 return Err(e);
             }
         }
     } else {
-        let torrent = load_torrent(&a.torrent)?;
+        let (torrent, bytes) = load_torrent(&a.torrent)?;
         let dht = if torrent.info.private {
             None
         } else {
             a.dht.start(listen).await?
         };
-        (torrent, dht)
+        (torrent, bytes, dht)
     };
+    let (torrent, bytes, dht) = loaded;
     let (root, rename) = match seed_root(&a.path, &torrent.info.name) {
         Ok(r) => r,
         Err(e) => {
-            if let Some(d) = dht {
-                d.shutdown().await;
-            }
+            shutdown_dht(dht).await;
             return Err(e);
         }
     };
     let name = torrent.info.name.clone();
-    let mut opts = TorrentOptions::new(torrent, root, listen);
-    opts.rename_root = rename;
-    opts.peers = a.peers;
-    opts.seed = SeedPolicy::Forever;
-    opts.max_up = a.max_up;
-    opts.use_trackers = !a.no_trackers;
-    opts.max_peers_per_ip = a.max_peers_per_ip;
-    opts.dht = dht.clone();
-    opts.pex = !a.dht.no_pex;
-    let result = run_with_progress(opts, name).await;
-    if let Some(d) = dht {
-        d.shutdown().await;
-    }
-    let (summary, _, _) = result?;
+    let run = OneRun {
+        bytes,
+        dir: root,
+        rename_root: rename,
+        only: None,
+        peers: a.peers,
+        until: SeedPolicy::Forever,
+        max_down: None,
+        max_up: a.max_up,
+        use_trackers: !a.no_trackers,
+        max_peers_per_ip: a.max_peers_per_ip,
+        pex: !a.dht.no_pex,
+        listen,
+        dht,
+    };
+    let (summary, _, _) = run_with_progress(run, name).await?;
     outln!(
         "stopped: uploaded {} bytes, downloaded {} bytes in {}",
         summary.uploaded,
@@ -588,34 +607,142 @@ fn seed_root(path: &Path, name: &str) -> CliResult<(PathBuf, Option<String>)> {
     Ok((parent, rename))
 }
 
-/// Runs a torrent with a progress display until it finishes or Ctrl-C / SIGTERM arrives.
-/// Returns the summary and whether the run was interrupted.
-async fn run_with_progress(
-    opts: TorrentOptions,
+async fn shutdown_dht(dht: Option<client::DhtHandle>) {
+    if let Some(d) = dht {
+        d.shutdown().await;
+    }
+}
+
+/// What `spate download` and `spate seed` hand to their session.
+struct OneRun {
+    /// The .torrent (for a magnet link, made from its fetched metadata and trackers).
+    bytes: Vec<u8>,
+    dir: PathBuf,
+    rename_root: Option<String>,
+    /// The files to download, and how many the torrent has.
+    only: Option<(Vec<usize>, usize)>,
+    peers: Vec<SocketAddr>,
+    until: SeedPolicy,
+    max_down: Option<u64>,
+    max_up: Option<u64>,
+    use_trackers: bool,
+    max_peers_per_ip: usize,
+    pex: bool,
+    listen: SocketAddr,
+    /// Handed to the session, which shuts it down.
+    dht: Option<client::DhtHandle>,
+}
+
+fn session_error(e: SessionError) -> CliError {
+    match e {
+        SessionError::Invalid(m) => CliError::input(m),
+        other => CliError::runtime(other.to_string()),
+    }
+}
+
+/// Runs one torrent in a session of its own (the daemon's engine path: the same
+/// [`Session`], with its store in memory and the torrent's resume record beside its data)
+/// with a progress display, until the run ends by itself or Ctrl-C / SIGTERM arrives.
+/// Returns the summary, whether the run was interrupted, and its last status.
+async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool, Status)> {
+    let settings = Settings {
+        download_dir: r.dir.clone(),
+        download_queue_enabled: false,
+        seed_queue_enabled: false,
+        queue_stalled_enabled: false,
+        peer_limit_per_torrent: client::options::DEFAULT_MAX_PEERS,
+        start_added_torrents: true,
+        dht_enabled: r.dht.is_some(),
+        pex_enabled: r.pex,
+        ..Settings::default()
+    };
+    let mut cfg = SessionConfig::new(r.dir.join(".spate"), r.listen);
+    cfg.ephemeral = true;
+    cfg.settings = settings;
+    cfg.force_settings = true;
+    cfg.dht = false;
+    cfg.dht_node = r.dht.clone();
+    cfg.use_trackers = r.use_trackers;
+    cfg.max_peers_per_ip = r.max_peers_per_ip;
+    cfg.pex = r.pex;
+    let session = match Session::open(cfg).await {
+        Ok((s, _)) => s,
+        Err(e) => {
+            shutdown_dht(r.dht).await;
+            return Err(session_error(e));
+        }
+    };
+    let result = follow_one(&session, r, label).await;
+    session.shutdown().await;
+    result
+}
+
+async fn follow_one(
+    session: &Session,
+    r: OneRun,
     label: String,
 ) -> CliResult<(Summary, bool, Status)> {
-    let (tx, rx) = watch::channel(Status::default());
+    let (files_wanted, files_unwanted) = match &r.only {
+        Some((only, n)) => (
+            only.clone(),
+            (0..*n).filter(|i| !only.contains(i)).collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let opts = AddOptions {
+        download_dir: Some(r.dir.clone()),
+        paused: Some(false),
+        files_wanted,
+        files_unwanted,
+        peers: r.peers,
+        download_limit: r.max_down,
+        upload_limit: r.max_up,
+        run_until: Some(r.until),
+        rename_root: r.rename_root,
+        ..AddOptions::default()
+    };
+    let id = match session
+        .add(AddSource::Metainfo(r.bytes), opts)
+        .await
+        .map_err(session_error)?
+    {
+        AddOutcome::Added { id, .. } | AddOutcome::Duplicate { id, .. } => id,
+    };
+    let Some(follow) = session.follow(id) else {
+        return Err(CliError::runtime(
+            session
+                .error_of(id)
+                .unwrap_or_else(|| format!("{label}: the torrent did not start")),
+        ));
+    };
+    let rx = follow.status;
     let last = rx.clone();
     let shown = tokio::spawn(progress::show(rx.clone(), label.clone()));
     let reported = tokio::spawn(report_check(rx.clone(), label.clone()));
-    let first = tokio::spawn(report_first_piece(rx, label));
-    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = interrupted.clone();
-    let shutdown = async move {
-        wait_for_signal().await;
-        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = tokio::spawn(report_first_piece(rx, label.clone()));
+    let mut ended = follow.ended;
+    let mut interrupted = false;
+    let result = tokio::select! {
+        r = &mut ended => r,
+        _ = wait_for_signal() => {
+            interrupted = true;
+            // Stops the run as the daemon does: `stopped` announced, resume record saved.
+            session.stop(&[id]).await.map_err(session_error)?;
+            ended.await
+        }
     };
-    let result = client::run_torrent(opts, tx, shutdown).await;
     let _ = shown.await;
     reported.abort();
     first.abort();
-    let summary = result?;
+    let summary = match result {
+        Ok(Ok(Some(s))) => s,
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(None)) | Err(_) => {
+            return Err(CliError::runtime(format!("{label}: the run ended early")));
+        }
+    };
     let last = last.borrow().clone();
-    Ok((
-        summary,
-        interrupted.load(std::sync::atomic::Ordering::SeqCst),
-        last,
-    ))
+    Ok((summary, interrupted, last))
 }
 
 /// Says once how much valid data was found on disk.

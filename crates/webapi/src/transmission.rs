@@ -873,8 +873,7 @@ pub(crate) fn parse_add(args: &Args) -> Result<(AddSource, AddOptions, Option<us
         labels,
         peers: Vec::new(),
         sequential: args.bool("sequential_download")?,
-        seed_ratio_limit: None,
-        seed_idle_limit: None,
+        ..AddOptions::default()
     };
     // `bandwidthPriority` and `cookies` are accepted and ignored.
     args.int("bandwidth_priority")?;
