@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Many small seeding torrents in one daemon: spate daemon vs transmission-daemon, one run.
 
-  bench/daemon_scale.py [--counts 1000,10000] [--idle 60] [--spate PATH]
+  bench/daemon_scale.py [--counts 1000,10000] [--settle 30] [--idle 60] [--spate PATH]
 
 For each count N it makes N single-file torrents of 16 KiB each (one piece; data written
 beside them), starts each daemon in turn on 127.0.0.1 with DHT, LSD, PEX, UPnP and trackers
@@ -10,7 +10,10 @@ out of the way (the torrents name no tracker), adds all N over its Transmission 
 measures:
   - time from the first add until every torrent is seeding (status 6),
   - peak RSS (VmHWM) of the daemon,
-  - CPU seconds used over `--idle` seconds of idling once all seed,
+  - CPU seconds used over `--idle` seconds of idling, `--settle` seconds after all seed
+    (spate parks a torrent that has had nothing to do for 10 s: the settled state is the
+    one a long-running daemon spends its days in),
+  - RSS (VmRSS) at the end of that idle time,
   - the latency of one `torrent-get` of the *arr field list for all torrents (median of 5).
 Prints a table and the ratios spate/transmission. Only 127.0.0.1 is used.
 """
@@ -121,10 +124,10 @@ def proc_stat(pid):
     return (int(parts[11]) + int(parts[12])) / tick
 
 
-def vmhwm_mib(pid):
+def vmhwm_mib(pid, field="VmHWM"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -160,7 +163,7 @@ def start_transmission(work, rpc_port):
                             start_new_session=True)
 
 
-def run_one(label, start, torrents, data_dir, idle, work):
+def run_one(label, start, torrents, data_dir, idle, work, settle=0):
     port = free_port()
     p = start(work, port)
     rpc = Rpc(port)
@@ -184,6 +187,7 @@ def run_one(label, start, torrents, data_dir, idle, work):
                 raise RuntimeError("only %d of %d seeding after 30 min" % (seeding, len(torrents)))
             time.sleep(0.5)
         result["to_all_seeding_s"] = time.time() - t0
+        time.sleep(settle)
         cpu0 = proc_stat(p.pid)
         time.sleep(idle)
         result["idle_cpu_s"] = proc_stat(p.pid) - cpu0
@@ -195,6 +199,7 @@ def run_one(label, start, torrents, data_dir, idle, work):
             assert len(r["arguments"]["torrents"]) == len(torrents)
         result["get_all_ms"] = statistics.median(lat) * 1000
         result["peak_rss_mib"] = vmhwm_mib(p.pid)
+        result["rss_after_idle_mib"] = vmhwm_mib(p.pid, "VmRSS")
     except Exception as e:  # noqa: BLE001 - reported in the table
         result["error"] = str(e)
     finally:
@@ -210,6 +215,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--counts", default="1000,10000")
     ap.add_argument("--idle", type=int, default=60)
+    ap.add_argument("--settle", type=int, default=30)
     ap.add_argument("--spate", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "spate"))
     ap.add_argument("--keep", action="store_true")
@@ -227,20 +233,21 @@ def main():
                 continue
             work = os.path.join(base, label)
             os.makedirs(work)
-            r = run_one(label, start, torrents, data_dir, a.idle, work)
+            r = run_one(label, start, torrents, data_dir, a.idle, work, a.settle)
             r["n"] = n
             print(json.dumps(r), flush=True)
             rows.append(r)
         if not a.keep:
             shutil.rmtree(base, ignore_errors=True)
     print()
-    print("%-13s %7s %14s %12s %14s %14s" % ("daemon", "N", "to seeding s", "peak RSS", "idle CPU s", "get-all ms"))
+    print("%-13s %7s %14s %12s %14s %14s %14s" % ("daemon", "N", "to seeding s", "peak RSS", "RSS idle", "idle CPU s", "get-all ms"))
     for r in rows:
         if "error" in r:
             print("%-13s %7d  error: %s" % (r["label"], r["n"], r["error"]))
             continue
-        print("%-13s %7d %14.1f %9.1f MiB %14.2f %14.1f" % (
-            r["label"], r["n"], r["to_all_seeding_s"], r["peak_rss_mib"], r["idle_cpu_s"], r["get_all_ms"]))
+        print("%-13s %7d %14.1f %9.1f MiB %10.1f MiB %14.2f %14.1f" % (
+            r["label"], r["n"], r["to_all_seeding_s"], r["peak_rss_mib"], r["rss_after_idle_mib"],
+            r["idle_cpu_s"], r["get_all_ms"]))
     for n in sorted({r["n"] for r in rows}):
         s = next((r for r in rows if r["n"] == n and r["label"] == "spate" and "error" not in r), None)
         t = next((r for r in rows if r["n"] == n and r["label"] == "transmission" and "error" not in r), None)

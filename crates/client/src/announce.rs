@@ -44,6 +44,9 @@ pub(crate) struct AnnounceCtx {
     pub port: u16,
     pub stats: Arc<SharedStats>,
     pub events: mpsc::Sender<Event>,
+    /// The first announce's event: `started`, or none when the trackers know us already
+    /// (a parked run woken up).
+    pub first_event: TrackerEvent,
 }
 
 pub(crate) struct AnnounceHandle {
@@ -98,21 +101,33 @@ pub(crate) fn spawn(ctx: AnnounceCtx) -> AnnounceHandle {
     }
 }
 
+/// The HTTP client every announce uses: one per process. A client holds its connection
+/// pool and its TLS roots (a parsed copy of the webpki root store): one per torrent cost a
+/// daemon with thousands of torrents hundreds of KiB each.
+fn http_client() -> Option<reqwest::Client> {
+    static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(ANNOUNCE_BUDGET + Duration::from_secs(5))
+                .connect_timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .user_agent(concat!("spate/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .ok()
+        })
+        .clone()
+}
+
 async fn run(
     mut ctx: AnnounceCtx,
     completed: Arc<Notify>,
     reannounce: Arc<Notify>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let http = reqwest::Client::builder()
-        .timeout(ANNOUNCE_BUDGET + Duration::from_secs(5))
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent(concat!("spate/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .ok();
+    let http = http_client();
     let key: u32 = rand::random();
-    let mut event = TrackerEvent::Started;
+    let mut event = ctx.first_event;
     let mut failures = 0u32;
     loop {
         // A shutdown does not wait for an announce under way (a stalled tracker would
@@ -569,6 +584,7 @@ mod tests {
             port: 1,
             stats: Arc::new(SharedStats::default()),
             events: tx,
+            first_event: TrackerEvent::Started,
         };
         let t0 = Instant::now();
         let r = announce_tiers(
@@ -603,6 +619,7 @@ mod tests {
             port: 1,
             stats: Arc::new(SharedStats::default()),
             events: tx,
+            first_event: TrackerEvent::Started,
         });
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         tokio::time::sleep(Duration::from_millis(300)).await;

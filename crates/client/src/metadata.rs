@@ -199,6 +199,7 @@ pub async fn fetch_metadata(
             port: opts.listen.port(),
             stats,
             events: events_tx.clone(),
+            first_event: tracker_proto::Event::Started,
         }))
     } else {
         None

@@ -83,7 +83,7 @@ pub struct TorrentOptions {
     /// Incoming connections from a shared [`crate::PeerRouter`] (its
     /// [`crate::PeerRouter::register`] for this torrent's info-hash): the torrent then binds
     /// no listener of its own. `None` (the default): the torrent listens on `listen`.
-    pub incoming: Option<mpsc::Receiver<IncomingPeer>>,
+    pub incoming: Option<mpsc::Receiver<Box<IncomingPeer>>>,
     /// Limits shared with other torrents (e.g. a session's global limits): every connection
     /// waits on both its torrent's own limiter (`max_up` / `max_down`) and these.
     pub global_up: Option<Arc<RateLimiter>>,
@@ -97,6 +97,14 @@ pub struct TorrentOptions {
     /// of a file selection still live in `state_dir`, which must then be set (else
     /// [`crate::ClientError::BadInput`]).
     pub resume_store: Option<Arc<dyn ResumeStore>>,
+    /// Park the run once it has been complete with nothing to do (no peer, nothing to dial)
+    /// for this long; needs [`TorrentOptions::incoming`] (a router wakes it). See
+    /// [`crate::run_torrent`]. `None` (the default): never.
+    pub park_after: Option<Duration>,
+    /// Connections to take at start (the peers that woke a parked run).
+    pub first_incoming: Vec<Box<IncomingPeer>>,
+    /// Announce `started` to the trackers at start (off after a park: they know us).
+    pub announce_started: bool,
 }
 
 impl std::fmt::Debug for TorrentOptions {
@@ -124,6 +132,7 @@ impl std::fmt::Debug for TorrentOptions {
             .field("global_down", &self.global_down.as_ref().map(|l| l.rate()))
             .field("control", &self.control.is_some())
             .field("resume_store", &self.resume_store.is_some())
+            .field("park_after", &self.park_after)
             .finish()
     }
 }
@@ -228,6 +237,9 @@ impl TorrentOptions {
             global_down: None,
             control: None,
             resume_store: None,
+            park_after: None,
+            first_incoming: Vec::new(),
+            announce_started: true,
         }
     }
 }
@@ -286,6 +298,9 @@ pub struct Status {
     /// `no peers: tracker http://t/announce refused, peer 10.0.0.5:6881 refused, DHT off`.
     /// `None` while data flows (or when seeding).
     pub waiting: Option<String>,
+    /// The run is parked (see [`TorrentOptions::park_after`]): complete, with nothing to
+    /// do, holding almost nothing until a peer, a command or its next announce wakes it.
+    pub parked: bool,
 }
 
 /// What a finished run did.

@@ -320,13 +320,13 @@ async fn run(
     };
     if ctx
         .events
-        .send(Event::Connected {
+        .send(Event::Connected(Box::new(crate::torrent::ConnectedPeer {
             key,
             addr,
             handshake: hs,
             incoming,
             link,
-        })
+        })))
         .await
         .is_err()
     {

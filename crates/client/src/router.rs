@@ -38,7 +38,9 @@ pub struct IncomingPeer {
 /// unless its task is busy; a full channel closes newcomers rather than queue sockets.
 const ROUTE_CAPACITY: usize = 32;
 
-type Routes = Arc<Mutex<HashMap<InfoHash, mpsc::Sender<IncomingPeer>>>>;
+/// Boxed in the channels: a channel holds blocks of 32 slots, and every torrent of a
+/// daemon has one (4 KiB a torrent unboxed, 256 bytes boxed).
+type Routes = Arc<Mutex<HashMap<InfoHash, mpsc::Sender<Box<IncomingPeer>>>>>;
 
 /// A listening socket shared by many torrents (see the module doc). Cheap to clone; the
 /// accept task ends (and the port closes) when the last clone is dropped or on
@@ -91,7 +93,7 @@ impl PeerRouter {
     /// Routes connections for `info_hash` to the returned receiver (pass it as
     /// [`crate::TorrentOptions::incoming`]). `None` if that info-hash is registered already.
     /// Dropping the receiver, or [`PeerRouter::unregister`], ends the registration.
-    pub fn register(&self, info_hash: InfoHash) -> Option<mpsc::Receiver<IncomingPeer>> {
+    pub fn register(&self, info_hash: InfoHash) -> Option<mpsc::Receiver<Box<IncomingPeer>>> {
         let mut routes = lock(&self.inner.routes);
         if routes.get(&info_hash).is_some_and(|tx| !tx.is_closed()) {
             return None;
@@ -167,11 +169,11 @@ async fn accept_loop(
             drop(guard);
             route(
                 &routes,
-                IncomingPeer {
+                Box::new(IncomingPeer {
                     stream,
                     addr,
                     handshake,
-                },
+                }),
             );
         });
     }
@@ -179,7 +181,7 @@ async fn accept_loop(
 }
 
 /// Hands `peer` to its torrent, or closes it (by dropping it).
-fn route(routes: &Routes, peer: IncomingPeer) {
+fn route(routes: &Routes, peer: Box<IncomingPeer>) {
     let info_hash = peer.handshake.info_hash;
     let addr = peer.addr;
     let mut routes = lock(routes);

@@ -33,14 +33,11 @@ use crate::rate::{RateLimiter, RateMeter};
 use crate::router::{Acceptor, IncomingLimits, IncomingPeer};
 
 /// Everything that reaches the torrent task.
+///
+/// Kept small (64 bytes): a channel of these holds blocks of 32 slots, and a daemon holds
+/// thousands of channels. The rare, large variants are boxed.
 pub(crate) enum Event {
-    Connected {
-        key: PeerKey,
-        addr: SocketAddr,
-        handshake: wire::Handshake,
-        incoming: bool,
-        link: PeerLink,
-    },
+    Connected(Box<ConnectedPeer>),
     DialFailed {
         addr: SocketAddr,
         reason: String,
@@ -53,12 +50,7 @@ pub(crate) enum Event {
         key: PeerKey,
         reason: String,
     },
-    PieceChecked {
-        piece: u32,
-        verdict: PieceVerdict,
-        /// The piece's buffer, handed back for reuse.
-        buffer: Vec<u8>,
-    },
+    PieceChecked(Box<PieceChecked>),
     /// Peer addresses from a tracker.
     Peers(Vec<SocketAddr>),
     TrackerStatus(String),
@@ -68,6 +60,23 @@ pub(crate) enum Event {
     DhtStatus(String),
     /// The announcer's next regular announce is due after this long.
     AnnounceScheduled(Duration),
+}
+
+/// A connection whose handshake is done.
+pub(crate) struct ConnectedPeer {
+    pub key: PeerKey,
+    pub addr: SocketAddr,
+    pub handshake: wire::Handshake,
+    pub incoming: bool,
+    pub link: PeerLink,
+}
+
+/// A piece checked (and written) on the blocking pool.
+pub(crate) struct PieceChecked {
+    pub piece: u32,
+    pub verdict: PieceVerdict,
+    /// The piece's buffer, handed back for reuse.
+    pub buffer: Vec<u8>,
 }
 
 /// Banned peers: by IP address, except on loopback, where every peer shares one address
@@ -225,10 +234,21 @@ const WAITING_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Piece buffers kept for reuse (at most this many pieces' worth of memory sits idle).
 const MAX_SPARE_BUFFERS: usize = 8;
 
+/// A parked torrent (see [`TorrentOptions::park_after`]) with trackers or the DHT wakes at
+/// least this often to announce itself.
+const PARKED_DHT_WAKE: Duration = Duration::from_secs(15 * 60);
+
 /// Runs one torrent until it is done (by its [`SeedPolicy`]) or `shutdown` fires, publishing
 /// [`Status`] snapshots on `status`.
+///
+/// With [`TorrentOptions::park_after`] (and a router's `incoming`), a complete torrent that
+/// has had nothing to do for that long *parks*: its connections, buffers, storage, announcer
+/// and task state are dropped, and the run waits, holding only its options, for what wakes
+/// it: a peer the router hands it (it then starts again from its resume record, and takes
+/// that peer), its next announce, a command, or `shutdown`. What it publishes and returns
+/// counts across parks as one run.
 pub async fn run_torrent(
-    opts: TorrentOptions,
+    mut opts: TorrentOptions,
     status: watch::Sender<Status>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, ClientError> {
@@ -238,7 +258,149 @@ pub async fn run_torrent(
     } else {
         None
     };
-    let started = Instant::now();
+    let park_after = opts.park_after.filter(|_| opts.incoming.is_some());
+    let mut carried = Carried {
+        started: Instant::now(),
+        downloaded: 0,
+        uploaded: 0,
+        hash_failures: 0,
+        corrupt_bytes: 0,
+        verified_at_start: None,
+        banned: Vec::new(),
+    };
+    tokio::pin!(shutdown);
+    loop {
+        // Boxed: a parked run holds only this function's small state, not a run's.
+        let end = Box::pin(run_once(
+            &mut opts,
+            status.clone(),
+            &carried,
+            park_after,
+            shutdown.as_mut(),
+        ))
+        .await?;
+        let Some(parked) = end.parked else {
+            return Ok(end.summary);
+        };
+        tracing::debug!(
+            "{}: parked (nothing to do); wakes for a peer, a command or in {:?}",
+            opts.torrent.info.name,
+            parked.wake_after
+        );
+        carried.downloaded = end.summary.downloaded;
+        carried.uploaded = end.summary.uploaded;
+        carried.hash_failures = end.summary.hash_failures;
+        carried.corrupt_bytes = parked.corrupt_bytes;
+        carried
+            .verified_at_start
+            .get_or_insert(end.summary.verified_at_start);
+        carried.banned = end.summary.banned.clone();
+        let mut summary = end.summary;
+        match wait_parked(&mut opts, &parked, shutdown.as_mut()).await {
+            Wake::Shutdown => {
+                summary.elapsed = carried.started.elapsed();
+                return Ok(summary);
+            }
+            Wake::Peer(p) => opts.first_incoming.push(p),
+            Wake::Announce => {}
+        }
+        // Woken: the trackers know us already (no `stopped` was sent at the park).
+        opts.announce_started = false;
+    }
+}
+
+/// What a run carries over its parks.
+struct Carried {
+    started: Instant,
+    downloaded: u64,
+    uploaded: u64,
+    hash_failures: u32,
+    corrupt_bytes: u64,
+    verified_at_start: Option<u64>,
+    banned: Vec<(SocketAddr, u32)>,
+}
+
+/// How one stretch of a run ended.
+struct RunEnd {
+    summary: Summary,
+    parked: Option<Parked>,
+}
+
+/// A parked run's memory: what it answers while parked, and when it must wake.
+struct Parked {
+    wake_after: Option<Duration>,
+    details: Details,
+    corrupt_bytes: u64,
+}
+
+enum Wake {
+    Shutdown,
+    Peer(Box<IncomingPeer>),
+    Announce,
+}
+
+/// Waits while parked. Commands are taken as they come (limits and policies apply at the
+/// next start; details are answered from the park's snapshot).
+async fn wait_parked(
+    opts: &mut TorrentOptions,
+    parked: &Parked,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Wake {
+    let timer = async {
+        match parked.wake_after {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timer);
+    loop {
+        let incoming = async {
+            match opts.incoming.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.as_mut() => return Wake::Shutdown,
+            _ = &mut timer => return Wake::Announce,
+            p = incoming => match p {
+                Some(p) => return Wake::Peer(p),
+                // The router is gone: no peer will come.
+                None => opts.incoming = None,
+            },
+            cmd = recv_control(&mut opts.control) => match cmd {
+                Some(Control::SetLimits { max_down, max_up }) => {
+                    opts.max_down = max_down;
+                    opts.max_up = max_up;
+                }
+                Some(Control::SetSeedPolicy(p)) => {
+                    opts.seed = p;
+                    // A parked torrent is complete: a policy that stops at completion
+                    // (or at a ratio already reached) ends the run; the next start checks.
+                    if p != SeedPolicy::Forever {
+                        return Wake::Announce;
+                    }
+                }
+                Some(Control::SetMaxPeers(n)) => opts.max_peers = n,
+                Some(Control::Reannounce) => return Wake::Announce,
+                Some(Control::Details(reply)) => {
+                    let _ = reply.send(parked.details.clone());
+                }
+                None => opts.control = None,
+            },
+        }
+    }
+}
+
+/// One stretch of a run: from the start (or a wake) to the end, or to a park.
+async fn run_once(
+    opts: &mut TorrentOptions,
+    status: watch::Sender<Status>,
+    carried: &Carried,
+    park_after: Option<Duration>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunEnd, ClientError> {
+    let started = carried.started;
     let mut info = opts.torrent.info.clone();
     if let Some(name) = &opts.rename_root {
         rename_root(&mut info, name);
@@ -258,7 +420,7 @@ pub async fn run_torrent(
                 .into(),
         ));
     }
-    let resume_path = resume_path(&opts, info_hash);
+    let resume_path = resume_path(opts, info_hash);
     let parts_path = storage::resume::parts_path(&resume_path);
     let resume = match &opts.resume_store {
         Some(store) => ResumeTarget::Store(store.clone()),
@@ -298,12 +460,22 @@ pub async fn run_torrent(
         phase: Phase::Checking,
         total_pieces: lengths.num_pieces(),
         total_bytes: total,
+        hash_failures: carried.hash_failures,
+        corrupt_bytes: carried.corrupt_bytes,
         ..Status::default()
     };
     let have = if !any_file_existed {
         Bitfield::new(lengths.num_pieces())
     } else {
         match resume.load(info_hash, &layout, &root, &parts_path).await {
+            // Woken from a park: the record was checked (sizes, times and a sample of
+            // pieces) when the run began, and nothing else wrote since; its sizes and times
+            // are checked again (in `load`), the sample is not read again.
+            storage::resume::ResumeOutcome::Trusted(bits)
+                if carried.verified_at_start.is_some() =>
+            {
+                bits
+            }
             storage::resume::ResumeOutcome::Trusted(bits) => {
                 // Size and time can be kept by a change in place: spot-check a few pieces.
                 let (s, b) = (storage.clone(), bits.clone());
@@ -341,8 +513,7 @@ pub async fn run_torrent(
         .sum();
     let wanted_left = st.wanted_bytes - st.wanted_verified_bytes;
 
-    let mut opts = opts;
-    let (incoming, listen) = match opts.incoming.take() {
+    let (mut incoming, listen) = match opts.incoming.take() {
         // A shared router accepts for us: `listen` is only what we announce.
         Some(rx) => (Incoming::Routed(Some(rx)), opts.listen),
         None => {
@@ -377,7 +548,7 @@ pub async fn run_torrent(
         global_up: opts.global_up.clone(),
         global_down: opts.global_down.clone(),
         next_key: AtomicU64::new(1),
-        uploaded: AtomicU64::new(0),
+        uploaded: AtomicU64::new(carried.uploaded),
         live: std::sync::atomic::AtomicUsize::new(0),
         pending_in: Arc::new(peer::PendingIncoming::default()),
         dht_port: match &opts.dht {
@@ -401,6 +572,11 @@ pub async fn run_torrent(
                 port: listen.port(),
                 stats: shared.clone(),
                 events: events_tx.clone(),
+                first_event: if opts.announce_started {
+                    tracker_proto::Event::Started
+                } else {
+                    tracker_proto::Event::None
+                },
             }))
         } else {
             None
@@ -462,8 +638,8 @@ pub async fn run_torrent(
         announcer,
         storage,
         resume,
-        downloaded: 0,
-        hash_failures: 0,
+        downloaded: carried.downloaded,
+        hash_failures: carried.hash_failures,
         tracker_tiers: if opts.use_trackers {
             opts.torrent.tracker_tiers()
         } else {
@@ -479,32 +655,70 @@ pub async fn run_torrent(
         up_meter: RateMeter::default(),
         first_piece_published: false,
         dht: opts.dht.clone().filter(|_| !info.private),
+        park_after,
+        idle_since: None,
+        parked: false,
     };
     for addr in &opts.peers {
         t.add_candidate(*addr, true);
     }
+    // Peers that woke a parked run.
+    for p in opts.first_incoming.drain(..) {
+        t.on_routed(*p);
+    }
+    let mut control = opts.control.take();
     let result = t
         .run(
             events_rx,
-            incoming,
-            opts.control.take(),
+            &mut incoming,
+            &mut control,
             opts.status_interval,
             shutdown,
         )
         .await;
+    opts.control = control;
+    if let Incoming::Routed(rx) = incoming {
+        opts.incoming = rx;
+    }
+    let dht_on = dht_search.is_some();
     if let Some(search) = dht_search {
         search.abort();
     }
+    let mut banned = carried.banned.clone();
+    banned.extend(t.ban_log.iter().copied());
     let summary = Summary {
         complete: t.engine.is_wanted_complete(),
-        verified_at_start,
+        verified_at_start: carried.verified_at_start.unwrap_or(verified_at_start),
         downloaded: t.downloaded,
         uploaded: t.ctx.uploaded.load(Ordering::Relaxed),
         hash_failures: t.hash_failures,
         elapsed: started.elapsed(),
-        banned: t.ban_log.clone(),
+        banned,
     };
-    result.map(|_| summary)
+    result?;
+    let parked = t.parked.then(|| {
+        let now = Instant::now();
+        let tracker = t.announcer.as_ref().map(|_| {
+            t.next_announce
+                .map_or(Duration::ZERO, |at| at.saturating_duration_since(now))
+        });
+        let dht = dht_on.then_some(PARKED_DHT_WAKE);
+        Parked {
+            wake_after: match (tracker, dht) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            details: t.details(),
+            corrupt_bytes: t.status.corrupt_bytes,
+        }
+    });
+    if parked.is_some() {
+        // No `stopped`: the trackers keep us listed while we are parked.
+        if let Some(a) = t.announcer.take() {
+            a.abort();
+        }
+    }
+    Ok(RunEnd { summary, parked })
 }
 
 struct TorrentTask {
@@ -572,14 +786,20 @@ struct TorrentTask {
     /// The first piece verified in this run has been published at once (not at the next
     /// status interval): time to first piece is what streaming and the DHT benchmark see.
     first_piece_published: bool,
+    /// [`TorrentOptions::park_after`], when the run may park.
+    park_after: Option<Duration>,
+    /// Since when the torrent has had nothing to do (complete, idle, nobody to dial).
+    idle_since: Option<Instant>,
+    /// The run loop ended to park.
+    parked: bool,
 }
 
 impl TorrentTask {
     async fn run(
         &mut self,
         mut events: mpsc::Receiver<Event>,
-        mut incoming: Incoming,
-        mut control: Option<mpsc::Receiver<Control>>,
+        incoming: &mut Incoming,
+        control: &mut Option<mpsc::Receiver<Control>>,
         status_interval: Duration,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ClientError> {
@@ -608,18 +828,18 @@ impl TorrentTask {
         // the first tick.
         self.publish_status();
         last_status = Instant::now();
-        while !finished && self.fatal.is_none() {
+        while !finished && self.fatal.is_none() && !self.parked {
             let mut ticked = false;
             tokio::select! {
                 _ = &mut shutdown => break,
                 peer = incoming.next() => match peer {
                     Accepted::Stream(stream, addr) => self.on_incoming(stream, addr),
-                    Accepted::Routed(peer) => self.on_routed(peer),
+                    Accepted::Routed(peer) => self.on_routed(*peer),
                 },
-                cmd = recv_control(&mut control) => match cmd {
+                cmd = recv_control(control) => match cmd {
                     Some(cmd) => self.on_control(cmd),
                     // Every sender is gone: run on as we are.
-                    None => control = None,
+                    None => *control = None,
                 },
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
@@ -648,6 +868,7 @@ impl TorrentTask {
                         // would otherwise hold one each.
                         self.storage.close_files();
                     }
+                    self.consider_parking(now);
                     let dt = now.duration_since(last_rate_sample).as_secs_f64();
                     if dt >= 1.0 {
                         self.status.down_rate = self.down_meter.update(self.downloaded, dt);
@@ -675,10 +896,46 @@ impl TorrentTask {
                 last_status = Instant::now();
             }
         }
-        self.shutdown(events).await;
+        if self.parked {
+            // Nothing is connected or in flight (idle): no connection to close, no piece
+            // to wait for, the resume record is saved. Show the rest state.
+            self.status.down_rate = 0.0;
+            self.status.up_rate = 0.0;
+            self.status.parked = true;
+            self.publish_status();
+        } else {
+            self.shutdown(events).await;
+        }
         match self.fatal.take() {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Parks the run (see [`run_torrent`]) once it has been complete, idle and without an
+    /// address to dial for [`TorrentOptions::park_after`].
+    fn consider_parking(&mut self, now: Instant) {
+        let Some(after) = self.park_after else { return };
+        let complete = self.engine.is_wanted_complete();
+        // Not before the first announce has an answer (its next one sets the wake-up),
+        // nor before the first DHT lookup has run: a parked torrent must be findable.
+        let announced = self.announcer.is_none() || self.next_announce.is_some();
+        let looked_up = self.dht_search_now.is_none() || self.status.dht.is_some();
+        let restful = complete
+            && announced
+            && looked_up
+            && self.is_idle()
+            && !self
+                .candidates
+                .iter()
+                .any(|(a, c)| self.dialable(*a, c, complete));
+        if !restful {
+            self.idle_since = None;
+            return;
+        }
+        let since = *self.idle_since.get_or_insert(now);
+        if now.duration_since(since) >= after {
+            self.parked = true;
         }
     }
 
@@ -802,13 +1059,16 @@ impl TorrentTask {
     fn handle_event(&mut self, ev: Event) {
         let now = Instant::now();
         match ev {
-            Event::Connected {
-                key,
-                addr,
-                handshake,
-                incoming,
-                link,
-            } => self.on_connected(key, addr, handshake, incoming, link, now),
+            Event::Connected(c) => {
+                let ConnectedPeer {
+                    key,
+                    addr,
+                    handshake,
+                    incoming,
+                    link,
+                } = *c;
+                self.on_connected(key, addr, handshake, incoming, link, now)
+            }
             Event::DialFailed { addr, reason } => {
                 tracing::debug!(%addr, "dial failed: {reason}");
                 if let Some(c) = self.candidates.get_mut(&addr) {
@@ -834,11 +1094,12 @@ impl TorrentTask {
                 let clean = reason == "closed by peer";
                 self.drop_peer_as(key, now, Dropped::Closed { clean, reason });
             }
-            Event::PieceChecked {
-                piece,
-                verdict,
-                buffer,
-            } => {
+            Event::PieceChecked(c) => {
+                let PieceChecked {
+                    piece,
+                    verdict,
+                    buffer,
+                } = *c;
                 if self.spare_buffers.len() < MAX_SPARE_BUFFERS && buffer.capacity() > 0 {
                     self.spare_buffers.push(buffer);
                 }
@@ -1109,11 +1370,11 @@ impl TorrentTask {
             .await
             .unwrap_or_else(|e| (PieceVerdict::TaskFailed(e.to_string()), Vec::new()));
             let _ = tx
-                .send(Event::PieceChecked {
+                .send(Event::PieceChecked(Box::new(PieceChecked {
                     piece,
                     verdict,
                     buffer,
-                })
+                })))
                 .await;
         });
     }
@@ -1875,9 +2136,7 @@ impl TorrentTask {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while self.pieces_checking > 0 {
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(Event::PieceChecked { piece, verdict, .. })) => {
-                    self.on_piece_checked(piece, verdict)
-                }
+                Ok(Some(Event::PieceChecked(c))) => self.on_piece_checked(c.piece, c.verdict),
                 Ok(Some(_)) => {}
                 _ => break,
             }
@@ -2010,12 +2269,12 @@ fn nofile_limit() -> Option<u64> {
 enum Incoming {
     Listener(Acceptor),
     /// `None` once the router is gone (no more connections will come).
-    Routed(Option<mpsc::Receiver<IncomingPeer>>),
+    Routed(Option<mpsc::Receiver<Box<IncomingPeer>>>),
 }
 
 enum Accepted {
     Stream(tokio::net::TcpStream, SocketAddr),
-    Routed(IncomingPeer),
+    Routed(Box<IncomingPeer>),
 }
 
 impl Incoming {
@@ -2315,5 +2574,29 @@ mod tests {
                 );
             }
         }
+    }
+}
+/// What a daemon holds per torrent stays small: these sizes are multiplied by thousands.
+#[cfg(test)]
+mod sizes {
+    #[test]
+    fn events_and_run_futures_stay_small() {
+        // A channel of events holds blocks of 32 slots.
+        assert!(std::mem::size_of::<super::Event>() <= 64);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let t = metainfo::Torrent::from_bytes(
+                b"d4:infod6:lengthi1e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee",
+            )
+            .unwrap();
+            let o = crate::TorrentOptions::new(t, std::env::temp_dir(), "127.0.0.1:0".parse().unwrap());
+            let (tx, _rx) = tokio::sync::watch::channel(crate::Status::default());
+            // A parked run holds this future only: the running part is boxed.
+            let f = super::run_torrent(o, tx, std::future::pending::<()>());
+            let size = std::mem::size_of_val(&f);
+            assert!(size <= 3 * 1024, "run_torrent's future is {size} bytes");
+        });
     }
 }

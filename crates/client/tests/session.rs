@@ -483,3 +483,43 @@ async fn idle_seeding_torrents_cpu() {
         r.stop().await;
     }
 }
+
+/// A complete torrent with nothing to do parks (`park_after`): it still answers details,
+/// takes limits, and a leecher that dials the router wakes it and gets the whole file; after
+/// the leecher leaves it parks again, and what it reports counts across its parks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_seeder_parks_and_a_peer_wakes_it() {
+    let td = tempfile::tempdir().unwrap();
+    let router = PeerRouter::bind(loopback()).unwrap();
+    let src = td.path().join("src");
+    let len = 700_000;
+    let t = make(&src, "parked.bin", len, 9);
+    let mut o = routed_seeder(&router, &t, &src);
+    o.park_after = Some(Duration::from_millis(300));
+    let mut seeder = start(o);
+    seeder.wait_for(LIMIT, |s| s.parked).await;
+    let d = seeder.details().await;
+    assert_eq!(d.have.count_ones(), d.have.len() as u32, "{d:?}");
+    assert!(d.peers.is_empty());
+    seeder
+        .control
+        .send(Control::SetLimits {
+            max_down: None,
+            max_up: Some(50_000_000),
+        })
+        .await
+        .unwrap();
+    for round in 0..2 {
+        let out = td.path().join(format!("out{round}"));
+        let l = start(leecher(&t, &out, router.local_addr()));
+        seeder.wait_for(LIMIT, |s| !s.parked).await;
+        finished(l, &src.join("parked.bin"), &out.join("parked.bin")).await;
+        seeder.wait_for(LIMIT, |s| s.parked && s.peers == 0).await;
+    }
+    let s = seeder.status.borrow().clone();
+    assert!(s.uploaded >= 2 * len as u64, "{s:?}");
+    let summary = seeder.stop().await;
+    assert!(summary.complete);
+    assert!(summary.uploaded >= 2 * len as u64, "{summary:?}");
+    assert_eq!(summary.verified_at_start, len as u64);
+}

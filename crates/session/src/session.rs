@@ -29,6 +29,8 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(15);
 const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a stop waits for a torrent to close its connections and save its record.
 const STOP_WAIT: Duration = Duration::from_secs(20);
+/// A complete torrent with nothing to do parks after this long (see `client::run_torrent`).
+const PARK_AFTER: Duration = Duration::from_secs(10);
 /// "Recently active" is this recent.
 const RECENT: Duration = Duration::from_secs(60);
 
@@ -1395,7 +1397,7 @@ impl Inner {
         e.rec.start_date = unix_now();
         e.rec.error = None;
         e.dirty = true;
-        let job = Job {
+        let job = Box::new(Job {
             id,
             gen,
             info_hash: e.info_hash,
@@ -1406,7 +1408,7 @@ impl Inner {
             verify,
             incoming: self.router.as_ref().and_then(|r| r.register(e.info_hash)),
             run_until: e.run_until,
-        };
+        });
         e.run = Some(Run {
             gen,
             stop: Some(stop_tx),
@@ -1445,9 +1447,14 @@ impl Inner {
                 let Some(e) = st.torrents.get_mut(&id) else {
                     continue;
                 };
-                let Some(run) = e.run.as_ref() else { continue };
-                let s = run.status.borrow().clone();
+                let Some(run) = e.run.as_mut() else { continue };
+                // Copied only when the run published something new (thousands of parked
+                // torrents publish nothing): `e.last` is the latest otherwise.
+                if run.status.has_changed().unwrap_or(true) {
+                    e.last = run.status.borrow_and_update().clone();
+                }
                 let fetching = run.fetching_metadata;
+                let s = std::mem::take(&mut e.last);
                 let secs = TICK.as_secs();
                 let dd = s.downloaded.saturating_sub(e.counted_down);
                 let du = s.uploaded.saturating_sub(e.counted_up);
@@ -1690,31 +1697,51 @@ struct Job {
     rec: Record,
     limits: (Option<u64>, Option<u64>),
     verify: bool,
-    incoming: Option<tokio::sync::mpsc::Receiver<client::IncomingPeer>>,
+    incoming: Option<tokio::sync::mpsc::Receiver<Box<client::IncomingPeer>>>,
     run_until: Option<SeedPolicy>,
 }
 
 async fn run_job(
     weak: Weak<Inner>,
-    job: Job,
+    job: Box<Job>,
     status: watch::Sender<Status>,
     stop: oneshot::Receiver<()>,
     control: tokio::sync::mpsc::Receiver<client::Control>,
 ) {
     let (id, gen) = (job.id, job.gen);
-    let result = run_job_inner(&weak, job, status, stop, control).await;
+    let mut stop = stop;
+    // This task lives as long as the torrent runs (parked too): everything large is boxed
+    // and gone before the long await, so the task itself stays a few hundred bytes.
+    let prepared = Box::pin(prepare_run(&weak, job, &mut stop, control)).await;
+    let opts = match prepared {
+        Ok(Some(opts)) => opts,
+        other => {
+            if let Some(inner) = weak.upgrade() {
+                inner.run_ended(id, gen, other.map(|_| None));
+            }
+            return;
+        }
+    };
+    let result = Box::pin(client::run_torrent(opts, status, async move {
+        let _ = stop.await;
+    }))
+    .await
+    .map(Some);
     if let Some(inner) = weak.upgrade() {
         inner.run_ended(id, gen, result);
     }
 }
 
-async fn run_job_inner(
+/// Everything a run needs before it starts: the metadata of a magnet link (fetched),
+/// the torrent as the user changed it, and the client's options. `Ok(None)`: stopped, or
+/// the session is gone.
+async fn prepare_run(
     weak: &Weak<Inner>,
-    job: Job,
-    status: watch::Sender<Status>,
-    mut stop: oneshot::Receiver<()>,
+    job: Box<Job>,
+    stop: &mut oneshot::Receiver<()>,
     control: tokio::sync::mpsc::Receiver<client::Control>,
-) -> RunResult {
+) -> Result<Option<TorrentOptions>, client::ClientError> {
+    let job = *job;
     let (cfg, listen, dht, global_down, global_up, store) = {
         let Some(inner) = weak.upgrade() else {
             return Ok(None);
@@ -1753,8 +1780,8 @@ async fn run_job_inner(
             o.timeout = Duration::from_secs(365 * 24 * 3600);
             let (tx, _rx) = watch::channel(client::MetadataStatus::default());
             let fetched = tokio::select! {
-                r = client::fetch_metadata(m, o, tx) => r,
-                _ = &mut stop => return Ok(None),
+                r = Box::pin(client::fetch_metadata(m, o, tx)) => r,
+                _ = &mut *stop => return Ok(None),
             };
             let t = fetched.map_err(|e| other(format!("fetching metadata: {e}")))?;
             let Some(inner) = weak.upgrade() else {
@@ -1817,6 +1844,9 @@ async fn run_job_inner(
         opts.status_interval = Duration::from_millis(1000);
         opts.lock = false;
         opts.resume_store = Some(Arc::new(store));
+        // Thousands of seeding torrents wait for peers: parked, each costs its record and
+        // a few small channels, not a running task's state (see `client::run_torrent`).
+        opts.park_after = Some(PARK_AFTER);
     }
     if rec.honors_session_limits {
         opts.global_down = Some(global_down);
@@ -1824,11 +1854,7 @@ async fn run_job_inner(
     }
     opts.incoming = job.incoming;
     opts.control = Some(control);
-    client::run_torrent(opts, status, async move {
-        let _ = stop.await;
-    })
-    .await
-    .map(Some)
+    Ok(Some(opts))
 }
 
 fn other(msg: impl Into<String>) -> client::ClientError {
@@ -2625,5 +2651,34 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
             })
             .collect(),
         pieces: d.have.as_bytes().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// The task of a torrent lives as long as it runs, parked or not, in every torrent of a
+    /// daemon: its own state stays small (the run and its preparation are boxed).
+    #[test]
+    fn a_torrent_task_is_small() {
+        let (status, _) = watch::channel(Status::default());
+        let (_stop_tx, stop) = oneshot::channel();
+        let (_ctl_tx, control) = tokio::sync::mpsc::channel(1);
+        let job = Box::new(Job {
+            id: 1,
+            gen: 1,
+            info_hash: InfoHash([0; 20]),
+            torrent: None,
+            magnet: None,
+            rec: Record::default(),
+            limits: (None, None),
+            verify: false,
+            incoming: None,
+            run_until: None,
+        });
+        let f = run_job(Weak::new(), job, status, stop, control);
+        let size = std::mem::size_of_val(&f);
+        assert!(size <= 1024, "a torrent's task is {size} bytes");
     }
 }

@@ -167,6 +167,18 @@ impl Store {
         }
         match open_db(path) {
             Ok(db) => Ok((Store { db }, None)),
+            // In use, or not ours to read: not damage. Setting it aside would take a live
+            // store away from the daemon using it.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(SessionError::Store(format!(
+                "{} is in use by another process (another spate daemon with the same state \
+                 folder?)",
+                path.display()
+            ))),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Err(SessionError::Store(format!("{}: {e}", path.display())))
+            }
             Err(e) if path.exists() => {
                 let kept =
                     path.with_extension(format!("redb.damaged-{}", crate::session::unix_now()));

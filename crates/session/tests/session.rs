@@ -477,6 +477,28 @@ async fn a_damaged_store_starts_empty_and_says_where_the_old_one_is() {
     session.shutdown().await;
 }
 
+/// A store in use by a running session is refused, never set aside as damaged (a second
+/// daemon on the same state folder must not take the first one's store away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_use_is_refused_not_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let dl = dir.path().join("dl");
+    let (first, _) = Session::open(config(&state, &dl)).await.unwrap();
+    let err = match Session::open(config(&state, &dl)).await {
+        Ok(_) => panic!("a second session opened the same store"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("in use"), "{err}");
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("damaged")), "{names:?}");
+    assert!(state.join("spate.redb").exists());
+    first.shutdown().await;
+}
+
 /// Mounts a tmpfs of `kib` KiB at `at` (root only); `None` where mounting is not allowed.
 fn small_tmpfs(at: &Path, kib: u64) -> Option<TmpfsGuard> {
     std::fs::create_dir_all(at).ok()?;
