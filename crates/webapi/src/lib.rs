@@ -79,6 +79,12 @@ pub(crate) struct App {
     pub settings_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
+impl axum::extract::FromRef<App> for Arc<guard::Guard> {
+    fn from_ref(app: &App) -> Self {
+        app.guard.clone()
+    }
+}
+
 fn build(session: Session, cfg: RpcConfig) -> (Router, watch::Sender<bool>) {
     let (closing, _) = watch::channel(false);
     let guard = Arc::new(guard::Guard::new(&cfg));
@@ -103,6 +109,11 @@ fn build(session: Session, cfg: RpcConfig) -> (Router, watch::Sender<bool>) {
         ));
     let router = Router::new()
         .route("/spate/events", get(events::stream))
+        .route(guard::LOGIN_PATH, post(guard::login))
+        .route(
+            "/api/v2/auth/logout",
+            post(guard::logout).get(guard::logout),
+        )
         .merge(rpc)
         .layer(middleware::from_fn_with_state(guard, guard::check))
         .with_state(app);
@@ -135,7 +146,9 @@ pub async fn serve(
         // shutdown open forever.
         closing2.send_replace(true);
     };
-    axum::serve(listener, router)
+    // The peer address: failed logins are counted per address.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(signal)
         .await
 }
