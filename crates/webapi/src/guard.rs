@@ -111,6 +111,15 @@ impl Guard {
         }
     }
 
+    /// A password is set: requests must authenticate.
+    pub fn auth_required(&self) -> bool {
+        self.password_hash.is_some()
+    }
+
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
     async fn authorized(&self, headers: &HeaderMap) -> bool {
         if self.password_hash.is_none() {
             return true;
