@@ -1412,10 +1412,10 @@ async fn add(app: &App, p: &Params) -> Answer {
             return Err(bad(format!("not a magnet link or URL: {u:?}")));
         }
     }
+    // Every uploaded file is a torrent, whatever its field is called (qBittorrent reads
+    // them all; `qbittorrent-api` names the fields after the files).
     for f in &p.files {
-        if f.name == "torrents" || f.name.starts_with("torrent") {
-            sources.push(AddSource::Metainfo(f.data.clone()));
-        }
+        sources.push(AddSource::Metainfo(f.data.clone()));
     }
     if sources.is_empty() {
         return Err(bad("Missing required parameter: urls or torrents"));
