@@ -1935,4 +1935,37 @@ mod tests {
         assert!(!valid_tag("category:x"));
         assert_eq!(split_tags(" a, ,b "), vec!["a", "b"]);
     }
+
+    /// Mangled bodies never panic the parser (truncations, flipped bytes, spliced
+    /// delimiters).
+    #[test]
+    fn multipart_mangled_bodies_do_not_panic() {
+        use rand::{Rng, SeedableRng};
+        let good = b"--b\r\nContent-Disposition: form-data; name=\"a\"; filename=\"x\"\r\n\r\nDATA\r\n--b\r\nContent-Disposition: form-data; name=\"c\"\r\n\r\nv\r\n--b--\r\n";
+        assert_eq!(parse_multipart(good, "b").unwrap().len(), 2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = b"-b\r\n\";=:; ";
+        for _ in 0..20_000 {
+            let mut body = good.to_vec();
+            for _ in 0..rng.random_range(1..6) {
+                match rng.random_range(0..3) {
+                    0 => body.truncate(rng.random_range(0..=body.len())),
+                    1 if !body.is_empty() => {
+                        let i = rng.random_range(0..body.len());
+                        body[i] = alphabet[rng.random_range(0..alphabet.len())];
+                    }
+                    _ => {
+                        let i = rng.random_range(0..=body.len());
+                        body.insert(i, alphabet[rng.random_range(0..alphabet.len())]);
+                    }
+                }
+            }
+            let _ = parse_multipart(&body, "b");
+            let _ = parse_params(
+                Some("a=%zz&b"),
+                Some("multipart/form-data; boundary=b"),
+                &body,
+            );
+        }
+    }
 }

@@ -665,3 +665,93 @@ async fn metrics_text_format() {
     assert!(!m.contains("spate_dht_nodes"), "{m}");
     session.shutdown().await;
 }
+
+#[tokio::test]
+async fn preferences_transfer_and_labels_from_transmission() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = open_session(dir.path()).await;
+    let c = Client {
+        router: webapi::router(session.clone(), RpcConfig::default()),
+        cookie: None,
+    };
+    let p = c.get("/api/v2/app/preferences").await.json();
+    for k in [
+        "save_path",
+        "queueing_enabled",
+        "max_active_downloads",
+        "max_ratio_enabled",
+        "max_ratio",
+        "dl_limit",
+        "up_limit",
+        "dht",
+        "listen_port",
+        "bypass_local_auth",
+    ] {
+        assert!(p.get(k).is_some(), "preferences lack {k}: {p}");
+    }
+    assert_eq!(p["bypass_local_auth"], true);
+    assert_eq!(p["listen_port"], session.listen_addr().port());
+    c.ok(
+        "/api/v2/app/setPreferences",
+        &[(
+            "json",
+            r#"{"dl_limit": 250000, "max_ratio_enabled": true, "max_ratio": 1.25, "unknown": 1}"#,
+        )],
+    )
+    .await;
+    let st = session.settings();
+    assert!(st.speed_limit_down_enabled);
+    assert_eq!(st.speed_limit_down, 250_000);
+    assert!(st.seed_ratio_limited);
+    assert_eq!(st.seed_ratio_limit, 1.25);
+    let a = c
+        .post("/api/v2/app/setPreferences", &[("json", "[1,2]")])
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    let t = c.get("/api/v2/transfer/info").await.json();
+    for k in [
+        "dl_info_speed",
+        "dl_info_data",
+        "up_info_speed",
+        "up_info_data",
+        "dl_rate_limit",
+        "up_rate_limit",
+        "dht_nodes",
+        "connection_status",
+    ] {
+        assert!(t.get(k).is_some(), "transfer/info lacks {k}: {t}");
+    }
+    assert_eq!(t["dl_rate_limit"], 250_000);
+    assert_eq!(c.get("/api/v2/transfer/speedLimitsMode").await.body, "0");
+    c.ok("/api/v2/transfer/toggleSpeedLimitsMode", &[]).await;
+    assert_eq!(c.get("/api/v2/transfer/speedLimitsMode").await.body, "1");
+    assert!(session.settings().alt_speed_enabled);
+
+    // A label set on the Transmission side is a category and a tag here.
+    let (bytes, hash) = tiny_torrent(dir.path(), "tiny");
+    session
+        .add(
+            session::AddSource::Metainfo(bytes),
+            session::AddOptions {
+                paused: Some(true),
+                labels: vec!["sonarr".into(), "category:movies".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let t = &c
+        .get(&format!("/api/v2/torrents/info?hashes={hash}"))
+        .await
+        .json()[0];
+    assert_eq!(t["category"], "movies");
+    assert_eq!(t["tags"], "sonarr");
+    let cats = c.get("/api/v2/torrents/categories").await.json();
+    assert_eq!(cats["movies"]["savePath"], "");
+    assert_eq!(
+        c.get("/api/v2/torrents/tags").await.json(),
+        json!(["sonarr"])
+    );
+    session.shutdown().await;
+}
