@@ -588,15 +588,16 @@ const FILTERS: &[&str] = &[
 fn filter_matches(filter: &str, v: &TorrentView) -> Option<bool> {
     let s = state_name(v);
     let stopped = v.state == TState::Stopped;
-    let active = v.rate_download > 0 || v.rate_upload > 0;
+    let active = v.rate_download > 0 || v.rate_upload > 0 || s == "metaDL";
     Some(match filter {
         "all" => true,
-        "downloading" => {
-            matches!(
-                s,
-                "downloading" | "metaDL" | "stalledDL" | "checkingDL" | "queuedDL" | "stoppedDL"
-            ) && !stopped
-        }
+        // qBittorrent counts stopped and queued torrents that are not complete as
+        // "downloading" (TorrentImpl::isDownloading), but not stopped complete ones as
+        // "seeding".
+        "downloading" => matches!(
+            s,
+            "downloading" | "metaDL" | "stalledDL" | "checkingDL" | "queuedDL" | "stoppedDL"
+        ),
         "seeding" => matches!(s, "uploading" | "stalledUP" | "checkingUP" | "queuedUP"),
         "completed" => complete(v),
         "paused" | "stopped" => stopped,
@@ -883,7 +884,7 @@ async fn route(app: &App, path: &str, p: &Params) -> Answer {
         "torrents/categories" => {
             let meta = load_meta(app).await;
             let mut out = Map::new();
-            for (name, path) in all_categories(s, &meta) {
+            for (name, path) in all_categories(&s.list(), &meta) {
                 out.insert(name.clone(), json!({ "name": name, "savePath": path }));
             }
             ok_json(Value::Object(out))
@@ -936,7 +937,7 @@ async fn route(app: &App, path: &str, p: &Params) -> Answer {
             let cat = p.need("category")?.trim().to_string();
             if !cat.is_empty() {
                 let meta = load_meta(app).await;
-                if !all_categories(s, &meta).contains_key(&cat) {
+                if !all_categories(&s.list(), &meta).contains_key(&cat) {
                     return Err(conflict("Incorrect category name"));
                 }
             }
@@ -947,7 +948,7 @@ async fn route(app: &App, path: &str, p: &Params) -> Answer {
         }
         "torrents/tags" => {
             let meta = load_meta(app).await;
-            ok_json(json!(all_tags(s, &meta)))
+            ok_json(json!(all_tags(&s.list(), &meta)))
         }
         "torrents/createTags" => {
             let tags = split_tags(p.need("tags")?);
@@ -1086,9 +1087,9 @@ async fn update_meta(app: &App, f: impl FnOnce(&mut Meta) -> Result<(), Fail>) -
 
 /// Defined categories, and those torrents carry without a definition (from the
 /// Transmission side: a `category:x` label).
-fn all_categories(s: &Session, meta: &Meta) -> BTreeMap<String, String> {
+fn all_categories(views: &[TorrentView], meta: &Meta) -> BTreeMap<String, String> {
     let mut out = meta.categories.clone();
-    for v in s.list() {
+    for v in views {
         let c = category_of(&v.labels);
         if !c.is_empty() {
             out.entry(c).or_default();
@@ -1097,9 +1098,9 @@ fn all_categories(s: &Session, meta: &Meta) -> BTreeMap<String, String> {
     out
 }
 
-fn all_tags(s: &Session, meta: &Meta) -> BTreeSet<String> {
+fn all_tags(views: &[TorrentView], meta: &Meta) -> BTreeSet<String> {
     let mut out = meta.tags.clone();
-    for v in s.list() {
+    for v in views {
         out.extend(tags_of(&v.labels));
     }
     out
@@ -1541,14 +1542,14 @@ async fn transfer_info(s: &Session) -> Value {
     })
 }
 
-async fn server_state(s: &Session) -> Map<String, Value> {
+async fn server_state(s: &Session, views: &[TorrentView]) -> Map<String, Value> {
     let stats = s.stats();
     let st = s.settings();
     let mut m = match transfer_info(s).await {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    let peers: usize = s.list().iter().map(|v| v.peers_connected).sum();
+    let peers: usize = views.iter().map(|v| v.peers_connected).sum();
     let ratio = if stats.cumulative.downloaded_bytes > 0 {
         stats.cumulative.uploaded_bytes as f64 / stats.cumulative.downloaded_bytes as f64
     } else {
@@ -1606,11 +1607,12 @@ async fn maindata(app: &App, p: &Params) -> Answer {
     let st = s.settings();
     let now = crate::unix_now();
     let meta = load_meta(app).await;
-    let categories = all_categories(s, &meta);
-    let tags = all_tags(s, &meta);
-    let server = server_state(s).await;
-    let torrents: Vec<(String, Map<String, Value>)> = s
-        .list()
+    // One snapshot of the torrents for the whole answer.
+    let views = s.list();
+    let categories = all_categories(&views, &meta);
+    let tags = all_tags(&views, &meta);
+    let server = server_state(s, &views).await;
+    let torrents: Vec<(String, Map<String, Value>)> = views
         .iter()
         .map(|v| {
             let mut m = torrent_json(v, &st, now);

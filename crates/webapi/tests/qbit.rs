@@ -324,7 +324,9 @@ async fn add_info_files_categories_tags() {
     for (q, n) in [
         ("filter=stopped", 1),
         ("filter=paused", 1),
-        ("filter=downloading", 0),
+        ("filter=downloading", 1),
+        ("filter=seeding", 0),
+        ("filter=running", 0),
         ("filter=completed", 0),
         ("category=tv", 1),
         ("category=", 0),
