@@ -19,7 +19,8 @@ async fn open_session(dir: &Path) -> Session {
     cfg.settings.download_dir = dir.join("downloads");
     cfg.settings.lpd_enabled = false;
     cfg.force_settings = true;
-    let (session, _report) = Session::open(cfg).await.expect("Session::open");
+    let (session, report) = Session::open(cfg).await.expect("Session::open");
+    assert!(report.damaged_store_kept_at.is_none(), "{report:?}");
     session
 }
 
@@ -755,5 +756,50 @@ async fn preferences_transfer_and_labels_from_transmission() {
         c.get("/api/v2/torrents/tags").await.json(),
         json!(["sonarr"])
     );
+    session.shutdown().await;
+}
+
+#[tokio::test]
+async fn categories_and_tags_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = open_session(dir.path()).await;
+    let c = Client {
+        router: webapi::router(session.clone(), RpcConfig::default()),
+        cookie: None,
+    };
+    c.ok(
+        "/api/v2/torrents/createCategory",
+        &[("category", "tv/hd"), ("savePath", "/srv/tv")],
+    )
+    .await;
+    c.ok("/api/v2/torrents/createTags", &[("tags", "keep,me")])
+        .await;
+    session.shutdown().await;
+    // The store is closed when the last handle goes.
+    drop(c);
+    drop(session);
+
+    let session = open_session(dir.path()).await;
+    let c = Client {
+        router: webapi::router(session.clone(), RpcConfig::default()),
+        cookie: None,
+    };
+    assert_eq!(
+        c.get("/api/v2/torrents/categories").await.json(),
+        json!({"tv/hd": {"name": "tv/hd", "savePath": "/srv/tv"}})
+    );
+    assert_eq!(
+        c.get("/api/v2/torrents/tags").await.json(),
+        json!(["keep", "me"])
+    );
+    c.ok(
+        "/api/v2/torrents/editCategory",
+        &[("category", "tv/hd"), ("savePath", "/srv/tv2")],
+    )
+    .await;
+    let a = c
+        .post("/api/v2/torrents/editCategory", &[("category", "nope")])
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
     session.shutdown().await;
 }
