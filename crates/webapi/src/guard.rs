@@ -1,7 +1,10 @@
 //! The layers in front of the handlers, in Transmission's order:
 //!
 //! 1. [`check`] (every route): Basic auth when a password is set (401 with
-//!    `WWW-Authenticate: Basic realm="Transmission"`), then the Host header against
+//!    `WWW-Authenticate: Basic realm="Transmission"`, left out for requests marked
+//!    `X-Requested-With: XMLHttpRequest`, as the web UI's are, so that the browser shows the
+//!    UI's login page rather than its own password popup; the UI's own files need no auth),
+//!    then the Host header against
 //!    localhost, IP literals and the whitelist (421 Misdirected Request), the defence
 //!    against DNS rebinding.
 //! 2. [`csrf_and_body`] (the Transmission RPC route): the `X-Transmission-Session-Id`
@@ -180,12 +183,19 @@ fn text(status: StatusCode, body: String) -> Response {
 
 /// Auth, then Host: on every route.
 pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
-    if !guard.authorized(req.headers()).await {
+    let public = crate::ui::is_public(req.method(), req.uri().path());
+    if !public && !guard.authorized(req.headers()).await {
         let mut resp = text(StatusCode::UNAUTHORIZED, "401: Unauthorized\n".into());
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"Transmission\""),
-        );
+        let from_script = req
+            .headers()
+            .get("x-requested-with")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
+        if !from_script {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Transmission\""),
+            );
+        }
         return resp;
     }
     if !guard.host_allowed(req.headers()) {
@@ -271,6 +281,7 @@ mod tests {
             .route("/transmission/rpc", post(echo).get(echo))
             .route_layer(middleware::from_fn_with_state(guard.clone(), csrf_and_body))
             .route("/spate/events", axum::routing::get(|| async { "events" }))
+            .fallback(crate::ui::serve)
             .layer(middleware::from_fn_with_state(guard.clone(), check));
         (router, guard)
     }
@@ -459,6 +470,36 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(send(&router, req).await.0, StatusCode::UNAUTHORIZED);
+
+        // The web UI's requests get a 401 without the header that makes a browser show its
+        // password popup; the UI's files need no credentials, anything else does.
+        let req = axum::http::Request::post("/transmission/rpc")
+            .header("host", "localhost")
+            .header("x-requested-with", "XMLHttpRequest")
+            .header(SESSION_ID_HEADER, &id)
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, headers, _) = send(&router, req).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(headers.get("www-authenticate").is_none());
+        for (path, want) in [
+            ("/", StatusCode::OK),
+            ("/app.js", StatusCode::OK),
+            ("/nope", StatusCode::UNAUTHORIZED),
+            ("/../app.js", StatusCode::UNAUTHORIZED),
+        ] {
+            let req = axum::http::Request::get(path)
+                .header("host", "localhost")
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(send(&router, req).await.0, want, "{path}");
+        }
+        // ...but the Host check still applies to them.
+        let req = axum::http::Request::get("/")
+            .header("host", "evil.com")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&router, req).await.0, StatusCode::MISDIRECTED_REQUEST);
 
         // No user name configured: any user name with the right password.
         let cfg = RpcConfig {

@@ -8,6 +8,8 @@
 //!   rebinding) and those of the Transmission route (the CSRF session id, the body limit).
 //! - `transmission`: `POST /transmission/rpc`, legacy (rpc-version 17) and JSON-RPC 2.0.
 //! - `events`: `GET /spate/events`.
+//! - `ui`: the web UI at `/`, embedded in the binary (everything else that is not a route
+//!   is a 404).
 //! - `password`: salted PBKDF2-SHA256 hashes of the RPC password.
 
 use std::future::Future;
@@ -23,6 +25,7 @@ mod events;
 mod guard;
 mod password;
 mod transmission;
+mod ui;
 
 pub use password::{hash_password, verify_password};
 
@@ -104,6 +107,7 @@ fn build(session: Session, cfg: RpcConfig) -> (Router, watch::Sender<bool>) {
     let router = Router::new()
         .route("/spate/events", get(events::stream))
         .merge(rpc)
+        .fallback(ui::serve)
         .layer(middleware::from_fn_with_state(guard, guard::check))
         .with_state(app);
     (router, closing)
