@@ -197,26 +197,59 @@ function notify(title, body) {
   }
 }
 
+// Events come in bursts (10,000 adds from a script are 10,000 events): the torrents they
+// name are fetched together, at most one request in flight, a quarter second after the
+// first; the list is redrawn at most every 100 ms.
+const pending = new Set();
+let flushTimer = 0;
+let flushing = false;
+let updateTimer = 0;
+
+function refreshSoon(id) {
+  pending.add(id);
+  if (!flushTimer) flushTimer = setTimeout(flushPending, 250);
+}
+
+async function flushPending() {
+  flushTimer = 0;
+  if (flushing) { flushTimer = setTimeout(flushPending, 250); return; }
+  const ids = [...pending];
+  pending.clear();
+  flushing = true;
+  try {
+    if (ids.length > 1000) await fullLoad();
+    else await refreshIds(ids);
+  } finally {
+    flushing = false;
+  }
+}
+
+function updateSoon() {
+  if (!updateTimer) updateTimer = setTimeout(() => { updateTimer = 0; update(); }, 100);
+}
+
 function onEvent(name, ev) {
   switch (name) {
     case 'removed':
       torrents.delete(ev.id);
+      pending.delete(ev.id);
       if (details.id === ev.id) details.close();
-      update();
+      updateSoon();
       break;
     case 'completed':
       notify('Download complete', ev.name);
-      refreshIds([ev.id]);
+      refreshSoon(ev.id);
       break;
     case 'error':
       notify('Torrent error', ev.name + ': ' + ev.error);
-      refreshIds([ev.id]);
+      refreshSoon(ev.id);
       break;
     case 'lagged':
+      pending.clear();
       fullLoad();
       break;
     default:
-      if (ev.id !== undefined) refreshIds([ev.id]);
+      if (ev.id !== undefined) refreshSoon(ev.id);
   }
 }
 

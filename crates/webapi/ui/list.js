@@ -1,11 +1,12 @@
 // The torrent list: virtualised (only the rows in view, plus a few, are in the DOM; a
 // spacer gives the scroll height), sortable by any column, multi-select by mouse and keys.
 
-import { el, fmtBytes, fmtRate, fmtEta, fmtRatio, fmtDate, fmtPct, statusText } from './util.js';
+import { el, fmtBytes, fmtRate, fmtEta, fmtRatio, fmtDate, fmtShortDate, fmtPct, statusText } from './util.js';
 
 const etaKey = (t) => (t.eta >= 0 ? t.eta : t.eta === -2 ? 1e12 : 1e13);
 
 export const COLUMNS = [
+  { key: 'queue', label: '#', title: 'Queue position', num: true, value: (t) => String((t.queue_position ?? 0) + 1), sort: (t) => t.queue_position || 0 },
   { key: 'name', label: 'Name', value: (t) => t.name || '', sort: (t) => (t.name || '').toLowerCase() },
   { key: 'size', label: 'Size', num: true, value: (t) => fmtBytes(t.size_when_done || t.total_size), sort: (t) => t.size_when_done || t.total_size || 0 },
   { key: 'progress', label: 'Progress', sort: (t) => (t.status === 2 ? t.recheck_progress : t.percent_done) || 0 },
@@ -15,9 +16,8 @@ export const COLUMNS = [
   { key: 'eta', label: 'ETA', num: true, value: (t) => fmtEta(t.eta), sort: etaKey },
   { key: 'ratio', label: 'Ratio', num: true, value: (t) => fmtRatio(t.upload_ratio), sort: (t) => t.upload_ratio || 0 },
   { key: 'peers', label: 'Peers', title: 'Peers connected (sending to us)', num: true, value: (t) => (t.peers_connected ? `${t.peers_connected} (${t.peers_sending_to_us})` : ''), sort: (t) => t.peers_connected || 0 },
-  { key: 'added', label: 'Added', num: true, value: (t) => fmtDate(t.added_date), sort: (t) => t.added_date || 0 },
+  { key: 'added', label: 'Added', num: true, value: (t) => fmtShortDate(t.added_date), sort: (t) => t.added_date || 0 },
   { key: 'label', label: 'Label', value: (t) => (t.labels || []).join(', '), sort: (t) => (t.labels || []).join(',').toLowerCase() },
-  { key: 'queue', label: 'Queue', hidden: true, sort: (t) => t.queue_position || 0 },
 ];
 
 function barClass(t) {
@@ -176,7 +176,7 @@ export class VirtualList {
       if (r.vals.sel !== sel) { r.vals.sel = sel; r.setAttribute('aria-selected', sel); }
       r.classList.toggle('focus', this.focusId === t.id);
       r.classList.toggle('err', !!t.error);
-      r.title = t.name || '';
+      r.title = (t.name || '') + (t.added_date ? '\nAdded ' + fmtDate(t.added_date) : '');
     }
     if (this.focusId !== null && this.pos.has(this.focusId)) this.root.setAttribute('aria-activedescendant', 'row-' + this.focusId);
     else this.root.removeAttribute('aria-activedescendant');

@@ -53,6 +53,15 @@ export function fmtEta(s) {
   return d > 3650 ? '∞' : d + ' d ' + (h % 24) + ' h';
 }
 
+/** A short date for the list: "12-07 01:39" this year, "2025-12-07" before. */
+export function fmtShortDate(unix) {
+  if (!unix) return '';
+  const d = new Date(unix * 1000);
+  const p = (x) => String(x).padStart(2, '0');
+  if (d.getFullYear() !== new Date().getFullYear()) return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
+  return `${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
 export function fmtDate(unix) {
   if (!unix) return '';
   const d = new Date(unix * 1000);
