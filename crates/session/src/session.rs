@@ -1067,6 +1067,55 @@ impl Session {
         &self.inner.cfg.state_dir
     }
 
+    /// A value a front end (an RPC layer) keeps in the session's store; `None` if never
+    /// set. Front ends own their keys' format (the qBittorrent API keeps JSON there).
+    pub fn front_end_value(&self, key: &str) -> Option<Vec<u8>> {
+        self.inner.store.front_end_value(key)
+    }
+
+    /// Stores a front end's value (durable when it returns).
+    pub async fn set_front_end_value(&self, key: &str, bytes: Vec<u8>) -> Result<(), SessionError> {
+        let key = key.to_string();
+        self.blocking(move |i| i.store.put_front_end_value(&key, &bytes))
+            .await
+    }
+
+    /// Nodes in the DHT's routing tables; `None` when the DHT is off.
+    pub async fn dht_nodes(&self) -> Option<usize> {
+        Some(self.inner.dht.as_ref()?.stats().await?.nodes)
+    }
+
+    /// Renames a torrent as shown (its name in views), leaving its files as they are
+    /// (qBittorrent's `torrents/rename`; `rename_path` renames files).
+    pub async fn set_name(&self, id: TorrentId, name: &str) -> Result<(), SessionError> {
+        let name = name.trim();
+        if name.is_empty() || name.contains('\0') {
+            return Err(SessionError::Invalid(format!("invalid name {name:?}")));
+        }
+        {
+            let mut st = self.inner.lock();
+            let e = st
+                .torrents
+                .get_mut(&id)
+                .ok_or(SessionError::NoSuchTorrent(id))?;
+            e.rec.name = name.to_string();
+            e.dirty = true;
+        }
+        self.inner.save_dirty().await;
+        Ok(())
+    }
+
+    /// Pieces that failed their hash check in the current runs of all torrents (the
+    /// runs' counters: they restart with each run).
+    pub fn hash_failures(&self) -> u64 {
+        let st = self.inner.lock();
+        st.torrents
+            .values()
+            .filter_map(|e| e.run.as_ref())
+            .map(|r| r.status.borrow().hash_failures as u64)
+            .sum()
+    }
+
     /// Stops every torrent (announcing `stopped`), saves state and closes the store.
     /// Torrents keep their started/stopped state for the next start.
     pub async fn shutdown(&self) {

@@ -4,7 +4,8 @@
 //! - `torrents`: id -> the torrent's record (JSON of [`Record`]): its settings and counters;
 //! - `metainfo`: id -> the `.torrent` bytes (absent while a magnet's metadata is fetched);
 //! - `resume`: info-hash -> the resume record bytes (`storage::resume`'s format);
-//! - `meta`: `settings`, `next_id`, `totals` (JSON).
+//! - `meta`: `settings`, `next_id`, `totals` (JSON), and `fe.<key>`: what front ends keep
+//!   (the qBittorrent API's categories and tags).
 //!
 //! Every write is one redb transaction, durable when it returns (redb's default
 //! `Durability::Immediate`: an fsync'd commit). A `kill -9` leaves the last committed
@@ -343,6 +344,19 @@ impl Store {
     pub fn put_totals(&self, t: &Totals) -> Result<(), SessionError> {
         let bytes = serde_json::to_vec(&StoredTotals::from(t)).map_err(err)?;
         self.put_meta("totals", &bytes)
+    }
+
+    /// A value a front end keeps in the store (key `fe.<key>` of `meta`), e.g. the
+    /// qBittorrent API's category definitions.
+    pub fn front_end_value(&self, key: &str) -> Option<Vec<u8>> {
+        let tx = self.db.begin_read().ok()?;
+        let t = tx.open_table(META).ok()?;
+        let v = t.get(format!("fe.{key}").as_str()).ok()??;
+        Some(v.value().to_vec())
+    }
+
+    pub fn put_front_end_value(&self, key: &str, bytes: &[u8]) -> Result<(), SessionError> {
+        self.put_meta(&format!("fe.{key}"), bytes)
     }
 
     fn put_meta(&self, key: &str, bytes: &[u8]) -> Result<(), SessionError> {

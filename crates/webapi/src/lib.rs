@@ -1,29 +1,36 @@
-//! webapi: spate's HTTP server. Today it speaks the Transmission RPC (so
-//! `transmission-remote`, Sonarr/Radarr and the Python `transmission-rpc` package drive a
-//! [`session::Session`] unchanged) and streams [`session::SessionEvent`]s as Server-Sent
-//! Events; a web UI and the qBittorrent WebAPI will be further routes on the same
-//! [`axum::Router`].
+//! webapi: spate's HTTP server. It speaks the Transmission RPC (so `transmission-remote`,
+//! Sonarr/Radarr and the Python `transmission-rpc` package drive a [`session::Session`]
+//! unchanged), a subset of qBittorrent's WebAPI v2 (Sonarr/Radarr, qbit_manage, the
+//! `qbittorrent-api` package), streams [`session::SessionEvent`]s as Server-Sent Events and
+//! serves Prometheus metrics and a web UI, all on one [`axum::Router`].
 //!
-//! - `guard`: the layers every route shares (Basic auth, the Host check against DNS
-//!   rebinding) and those of the Transmission route (the CSRF session id, the body limit).
+//! - `guard`: the layers every route shares (Basic auth or the `SID` login cookie, the
+//!   Host check against DNS rebinding, the cross-site check) and those of the Transmission
+//!   route (the CSRF session id, the body limit); qBittorrent's `auth/login`/`auth/logout`.
 //! - `transmission`: `POST /transmission/rpc`, legacy (rpc-version 17) and JSON-RPC 2.0.
+//! - `qbit`: `/api/v2/*`, qBittorrent's WebAPI.
 //! - `events`: `GET /spate/events`.
+//! - `metrics`: `GET /metrics`, Prometheus text format 0.0.4.
 //! - `ui`: the web UI at `/`, embedded in the binary (everything else that is not a route
 //!   is a 404).
 //! - `password`: salted PBKDF2-SHA256 hashes of the RPC password.
+
+#![recursion_limit = "256"]
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{middleware, Router};
 use session::Session;
 use tokio::sync::watch;
 
 mod events;
 mod guard;
+mod metrics;
 mod password;
+mod qbit;
 mod transmission;
 mod ui;
 
@@ -80,6 +87,23 @@ pub(crate) struct App {
     pub closing: watch::Sender<bool>,
     /// `session-set` reads, changes and writes the settings back: one at a time.
     pub settings_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The qBittorrent API's categories, tags and `sync/maindata` history.
+    pub qbit: Arc<qbit::Qbit>,
+    /// Requests by API, for `/metrics`.
+    pub counters: Arc<metrics::Counters>,
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl axum::extract::FromRef<App> for Arc<guard::Guard> {
+    fn from_ref(app: &App) -> Self {
+        app.guard.clone()
+    }
 }
 
 fn build(session: Session, cfg: RpcConfig) -> (Router, watch::Sender<bool>) {
@@ -90,7 +114,10 @@ fn build(session: Session, cfg: RpcConfig) -> (Router, watch::Sender<bool>) {
         guard: guard.clone(),
         closing: closing.clone(),
         settings_lock: Arc::new(tokio::sync::Mutex::new(())),
+        qbit: Arc::new(qbit::Qbit::default()),
+        counters: Arc::new(metrics::Counters::default()),
     };
+    let counters = app.counters.clone();
     let rpc = Router::new()
         .route(
             "/transmission/rpc",
@@ -106,9 +133,17 @@ fn build(session: Session, cfg: RpcConfig) -> (Router, watch::Sender<bool>) {
         ));
     let router = Router::new()
         .route("/spate/events", get(events::stream))
+        .route("/metrics", get(metrics::metrics))
+        .route(guard::LOGIN_PATH, post(guard::login))
+        .route(
+            "/api/v2/auth/logout",
+            post(guard::logout).get(guard::logout),
+        )
+        .route("/api/v2/{*rest}", any(qbit::handle))
         .merge(rpc)
         .fallback(ui::serve)
         .layer(middleware::from_fn_with_state(guard, guard::check))
+        .layer(middleware::from_fn_with_state(counters, metrics::count))
         .with_state(app);
     (router, closing)
 }
@@ -139,7 +174,9 @@ pub async fn serve(
         // shutdown open forever.
         closing2.send_replace(true);
     };
-    axum::serve(listener, router)
+    // The peer address: failed logins are counted per address.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(signal)
         .await
 }

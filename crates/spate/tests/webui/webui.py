@@ -477,6 +477,12 @@ def step_login():
     wait(lambda: js("return window.spatePerf.polls.length") >= 2, "polls with the login", 20)
     check(D.find_element(By.ID, "sb-free").text.startswith("Free"), "session data shown")
     say("logged in through the page's form")
+    # The cookie login: the SID cookie is HttpOnly (no script sees it) and survives a reload.
+    check("SID" not in js("return document.cookie"), "the SID cookie is not readable by scripts")
+    D.refresh()
+    wait(lambda: visible("#app") and js("return window.spatePerf && window.spatePerf.fullLoad !== null"), "still logged in after a reload")
+    check(not visible("#login"), "no login page after a reload")
+    say("a reload keeps the login (SID cookie, HttpOnly)")
 
 
 def step_no_js_errors():

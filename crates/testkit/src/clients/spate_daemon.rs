@@ -92,7 +92,8 @@ impl SpateDaemon {
     }
 
     /// Spawns the daemon (logs `spate-daemon-N.stdout/.stderr`, `.1`, `.2`... for later
-    /// starts) and waits until its RPC answers (a 409, 200 or 401 to a `session-get` POST).
+    /// starts) and waits until its RPC answers (a 409 or a 200 to a `session-get` POST; a
+    /// 401 when a password is configured).
     /// Fails at once, with its logs, if it exits first.
     pub fn start(&mut self, timeout: Duration) -> Result<()> {
         if self.proc.as_ref().is_some_and(|p| p.is_running()) {
@@ -155,8 +156,7 @@ impl SpateDaemon {
                 body,
                 Duration::from_secs(2),
             ) {
-                // 401: it answers, and wants a password (the test set one).
-                Ok(r) if r.status == 409 || r.status == 200 || r.status == 401 => return Ok(()),
+                Ok(r) if matches!(r.status, 409 | 200 | 401) => return Ok(()),
                 Ok(r) => format!("HTTP {} {}", r.status, r.text()),
                 Err(e) => format!("{e:#}"),
             };
