@@ -72,6 +72,7 @@ async function start() {
   $('login').hidden = true;
   $('app').hidden = false;
   started = true;
+  if (sessionStorage.getItem('spate-login') === '1') $('btn-logout').hidden = false;
   list.measure();
   await fullLoad();
   schedulePoll();
@@ -89,6 +90,8 @@ async function onLogin(e) {
     if (r === 'fail') { $('login-error').textContent = 'Wrong user name or password.'; return; }
     rpc.basic = r === 'absent' ? basicHeader(user, pass) : null;
     await refreshSession();
+    $('btn-logout').hidden = false;
+    sessionStorage.setItem('spate-login', '1');
   } catch (err) {
     rpc.basic = null;
     $('login-error').textContent = err.name === 'AuthError' ? 'Wrong user name or password.' : 'Cannot log in: ' + err.message;
@@ -559,6 +562,15 @@ function init() {
   $('btn-theme').addEventListener('click', toggleTheme);
   $('btn-settings').addEventListener('click', () => guarded(() => settings.open()));
   $('btn-help').addEventListener('click', () => $('dlg-help').showModal());
+  $('btn-logout').addEventListener('click', async () => {
+    if (!rpc.basic) {
+      await fetch('/api/v2/auth/logout', { method: 'POST', credentials: 'same-origin', headers: { 'X-Requested-With': 'XMLHttpRequest' } }).catch(() => {});
+    }
+    rpc.basic = null;
+    $('btn-logout').hidden = true;
+    sessionStorage.removeItem('spate-login');
+    authLost();
+  });
   $('details-close').addEventListener('click', () => { details.close(); $('list').focus(); });
   $('btn-menu').addEventListener('click', () => {
     const open = $('sidebar').classList.toggle('open');

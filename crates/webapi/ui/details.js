@@ -99,7 +99,10 @@ export class Details {
   general(t) {
     const dl = $('general');
     clear(dl);
-    const row = (k, v, cls) => { dl.append(el('dt', {}, k), el('dd', { className: cls || '' }, v === undefined || v === null ? '' : String(v))); };
+    const row = (k, v, cls) => {
+      if (v === undefined || v === null || v === '') return;
+      dl.append(el('dt', {}, k), el('dd', { className: cls || '' }, String(v)));
+    };
     row('Status', statusText(t), t.error ? 'err' : '');
     row('Progress', fmtPct(t.percent_done) + ' of ' + fmtBytes(t.size_when_done));
     row('Size', fmtBytes(t.total_size) + (t.piece_count ? ` (${t.piece_count} pieces of ${fmtBytes(t.piece_size)})` : ''));
@@ -108,11 +111,12 @@ export class Details {
     row('Uploaded', fmtBytes(t.uploaded_ever) + ' (ratio ' + fmtRatio(t.upload_ratio) + ')');
     row('Speed', '↓ ' + (fmtRate(t.rate_download) || '0') + '  ↑ ' + (fmtRate(t.rate_upload) || '0'));
     row('ETA', fmtEta(t.eta));
+    row('Peers', t.peers_connected ? String(t.peers_connected) : '');
     row('Info-hash', t.hash_string);
     row('Save path', t.download_dir);
     row('Added', fmtDate(t.added_date));
     row('Completed', fmtDate(t.done_date));
-    row('Created', fmtDate(t.date_created) + (t.creator ? ' by ' + t.creator : ''));
+    row('Created', [fmtDate(t.date_created), t.creator ? 'by ' + t.creator : ''].filter(Boolean).join(' '));
     row('Last activity', fmtDate(t.activity_date));
     row('Labels', (t.labels || []).join(', '));
     row('Queue position', t.queue_position);

@@ -63,15 +63,17 @@ export function drawSpeed(canvas, hist, labels = true) {
  * allow: a cell is then as dark as the share of its pieces present). */
 export function drawPieces(canvas, bits, count) {
   if (!canvas.isConnected || canvas.getClientRects().length === 0) return;
-  const { w, h } = fit(canvas);
+  const { w, h, dpr } = fit(canvas);
   const g = canvas.getContext('2d');
   g.clearRect(0, 0, w, h);
   if (!count) return;
   const cells = Math.min(count, 4000);
-  const cols = Math.max(1, Math.ceil(Math.sqrt((cells * w) / h)));
-  const rows = Math.ceil(cells / cols);
-  const cw = w / cols;
-  const ch = h / rows;
+  // Square-ish cells, at most 24 px: a few pieces are a row of blocks, many a grid.
+  let size = Math.min(24 * dpr, Math.sqrt((w * h) / cells));
+  let cols = Math.max(1, Math.floor(w / size));
+  while (Math.ceil(cells / cols) * size > h && size > 1) { size *= 0.9; cols = Math.max(1, Math.floor(w / size)); }
+  const cw = size;
+  const ch = size;
   const have = (i) => (bits[i >> 3] >> (7 - (i & 7))) & 1;
   const bar = css('--bar');
   const empty = css('--bar-bg');

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from selenium import webdriver
@@ -306,11 +307,11 @@ def step_details():
 
 def step_magnet():
     m = CFG["magnet"]
-    click("#btn-add")
-    wait(lambda: visible("#dlg-add"), "the add dialog")
-    box = D.find_element(By.ID, "add-url")
-    box.clear()
-    box.send_keys(m["link"])
+    # What the browser opens when the page is the magnet: handler (/#add=%s).
+    D.get(URL + "#add=" + urllib.parse.quote(m["link"], safe=""))
+    wait(lambda: visible("#dlg-add"), "the add dialog from the #add= link")
+    check(D.find_element(By.ID, "add-url").get_attribute("value") == m["link"], "the magnet link filled in")
+    check(not js("return location.hash"), "the #add= hash is consumed")
     click("#add-ok")
     wait(lambda: not visible("#dlg-add"), "the add dialog to close")
     wait(lambda: (row(m["name"]) or {}).get("progress") == "100.0%", "%s to complete by magnet link" % m["name"], 120)
@@ -355,9 +356,15 @@ def step_label_filter():
 
 def step_xss():
     x = CFG["xss"]
-    click("#btn-add")
-    wait(lambda: visible("#dlg-add"), "the add dialog")
-    D.find_element(By.ID, "add-file").send_keys(x["torrent"])
+    # Dropped on the page (a synthetic drop of a File with the .torrent's bytes: selenium
+    # cannot drag from the desktop).
+    data = base64.b64encode(open(x["torrent"], "rb").read()).decode()
+    js("""const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], 'hostile.torrent', {type: 'application/x-bittorrent'}));
+        for (const type of ['dragenter', 'dragover', 'drop'])
+          document.body.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));""", data)
+    wait(lambda: visible("#dlg-add"), "the add dialog after the drop")
     wait(lambda: D.find_element(By.ID, "add-name").text == x["name"], "the hostile name shown as text in the dialog")
     paused = D.find_element(By.ID, "add-paused")
     if not paused.is_selected():
@@ -483,6 +490,11 @@ def step_login():
     wait(lambda: visible("#app") and js("return window.spatePerf && window.spatePerf.fullLoad !== null"), "still logged in after a reload")
     check(not visible("#login"), "no login page after a reload")
     say("a reload keeps the login (SID cookie, HttpOnly)")
+    click("#btn-logout")
+    wait(lambda: visible("#login") and not visible("#app"), "the login page after logging out")
+    D.refresh()
+    wait(lambda: visible("#login"), "still logged out after a reload")
+    say("logout ends the cookie session")
 
 
 def step_no_js_errors():
