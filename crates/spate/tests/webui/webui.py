@@ -284,6 +284,16 @@ def step_details():
                           [s["priority"] for s in RPC.torrent(album["hash"], ["file_stats"])["file_stats"]]))[low] == -1,
          "priority of %s set to low" % low, 20)
     say("details: general shows hash and path; files show the skip and priorities; %s set to low" % low)
+    # Unchecking a file in the details while the torrent runs, then checking it again.
+    def wanted_of(name):
+        t = RPC.torrent(album["hash"], ["files", "file_stats"])
+        return dict(zip([f["name"].split("/")[-1] for f in t["files"]], [s["wanted"] for s in t["file_stats"]]))[name]
+    file_node(low).find_element(By.CSS_SELECTOR, "input").click()
+    wait(lambda: wanted_of(low) is False, "%s unwanted after unchecking it in the details" % low, 20)
+    wait(lambda: not file_node(low).find_element(By.CSS_SELECTOR, "input").is_selected(), "the box stays unchecked", 10)
+    file_node(low).find_element(By.CSS_SELECTOR, "input").click()
+    wait(lambda: wanted_of(low) is True, "%s wanted again" % low, 20)
+    say("details: %s unchecked and checked again while it runs" % low)
     shot("details-files")
     click("#tab-peers")
     wait(lambda: D.find_element(By.ID, "peers").text != "", "the peers tab")
@@ -383,6 +393,28 @@ def step_xss():
     no_alert()
     click("#details-close")
     say("the torrent named %s renders as text; no alert, no <img>" % x["name"])
+
+
+def step_queue_verify_announce():
+    x = CFG["xss"]
+    m = CFG["magnet"]
+    pos = lambda h: RPC.torrent(h, ["queue_position"])["queue_position"]
+    xh = wait(lambda: next((t["hashString"] for t in RPC.post({"method": "torrent-get", "arguments": {"fields": ["hashString", "name"]}})["arguments"]["torrents"] if t["name"] == x["name"]), None), "the hostile torrent's hash")
+    select_only(x["name"])
+    check(pos(xh) > 0, "the newest torrent is not first in the queue yet")
+    D.find_element(By.ID, "list").send_keys(Keys.SHIFT, Keys.HOME)
+    wait(lambda: pos(xh) == 0, "Shift+Home moves it to the top of the queue", 10)
+    wait(lambda: js("return [...document.querySelectorAll('#list .row:not([hidden])')].find(r => r.querySelector('.c-name').textContent === arguments[0]).querySelector('.c-queue').textContent", x["name"]) == "1", "the # column shows 1", 10)
+    click('button[data-act="queue-down"]')
+    wait(lambda: pos(xh) == 1, "queue down by the button", 10)
+    select_only(m["name"])
+    click('button[data-act="verify"]')
+    wait(lambda: RPC.torrent(m["hash"], ["status", "percent_done"])["status"] in (5, 6), "verified and seeding again", 30)
+    check(RPC.torrent(m["hash"], ["percent_done"])["percent_done"] == 1, "still complete after the verify")
+    click('button[data-act="reannounce"]')
+    wait(lambda: "Announcing 1 torrent" in D.find_element(By.ID, "toasts").text, "the re-announce confirmed", 10)
+    check(not D.find_elements(By.CSS_SELECTOR, "#toasts .toast.err"), "no error toast: %r" % D.find_element(By.ID, "toasts").text)
+    say("queue top (Shift+Home) and down (button), verify, re-announce")
 
 
 def step_remove_with_data():
@@ -588,7 +620,7 @@ def step_scale():
 
 def main():
     steps = [step_open, step_idle_cpu, step_add_file, step_details, step_magnet, step_stop_start,
-             step_label_filter, step_xss, step_remove_with_data, step_settings_turtle, step_views,
+             step_label_filter, step_xss, step_queue_verify_announce, step_remove_with_data, step_settings_turtle, step_views,
              step_no_js_errors, step_scale, step_no_js_errors]
     if CFG.get("login"):
         steps = [step_login, step_no_js_errors]
