@@ -15,6 +15,11 @@ const LIST_FIELDS = ['id', 'name', 'status', 'error', 'error_string', 'percent_d
   'size_when_done', 'left_until_done', 'rate_download', 'rate_upload', 'eta', 'upload_ratio', 'peers_connected',
   'peers_sending_to_us', 'added_date', 'labels', 'queue_position', 'trackers', 'metadata_percent_complete', 'is_finished',
   'hash_string'];
+/** What a poll asks of the changed torrents: what moves (the name, trackers, hash and
+ * dates of a torrent come with its first fetch, and again after an action or event). */
+const POLL_FIELDS = ['id', 'status', 'error', 'error_string', 'percent_done', 'recheck_progress', 'total_size',
+  'size_when_done', 'left_until_done', 'rate_download', 'rate_upload', 'eta', 'upload_ratio', 'peers_connected',
+  'peers_sending_to_us', 'labels', 'queue_position', 'metadata_percent_complete', 'is_finished'];
 const POLL_MS = 2000;
 
 const rpc = new Rpc();
@@ -148,13 +153,15 @@ async function poll() {
   polling = true;
   const t0 = performance.now();
   try {
-    const calls = [['torrent_get', { ids: 'recently_active', fields: LIST_FIELDS }], ['session_stats', {}]];
+    const calls = [['torrent_get', { ids: 'recently_active', fields: POLL_FIELDS }], ['session_stats', {}]];
     if (pollCount % 5 === 0) calls.push(['session_get', {}]);
     pollCount++;
     const [tg, stats, values] = await rpc.batch(calls);
     const t1 = performance.now();
     if (!(tg instanceof Error)) {
-      merge(tg.torrents);
+      // A torrent not seen yet gets all its fields by itself.
+      for (const t of tg.torrents) if (!torrents.has(t.id)) refreshSoon(t.id);
+      merge(tg.torrents.filter((t) => torrents.has(t.id)));
       for (const id of tg.removed || []) torrents.delete(id);
       if (tg.torrents.length || (tg.removed || []).length) update();
       else list.render();

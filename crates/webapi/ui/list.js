@@ -67,8 +67,11 @@ export class VirtualList {
 
   markSort() {
     for (const b of this.head.querySelectorAll('button')) {
-      if (b.dataset.key === this.sortKey) b.setAttribute('aria-sort', this.sortDir > 0 ? 'ascending' : 'descending');
-      else b.removeAttribute('aria-sort');
+      const on = b.dataset.key === this.sortKey;
+      const dir = this.sortDir > 0 ? 'ascending' : 'descending';
+      if (on) b.dataset.sort = dir; else delete b.dataset.sort;
+      b.setAttribute('aria-pressed', String(on));
+      b.setAttribute('aria-label', b.textContent + (on ? ', sorted ' + dir : ''));
     }
   }
 
