@@ -108,6 +108,8 @@ fn web_ui_in_chromium() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let art = artifacts();
+    let bad_dir = td.join("not-a-folder");
+    std::fs::write(&bad_dir, "a file where the page will ask for a folder")?;
     let cfg = json!({
         "url": format!("http://127.0.0.1:{}/", daemon.rpc_port),
         "rpc_port": daemon.rpc_port,
@@ -115,6 +117,7 @@ fn web_ui_in_chromium() -> Result<()> {
         "download_dir": s(&daemon.download_dir),
         "artifacts": s(&art),
         "scale": scale,
+        "bad_dir": s(&bad_dir),
         "album": {
             "torrent": s(&album_torrent),
             "name": "album",

@@ -125,6 +125,19 @@ def js(script, *args):
     return D.execute_script(script, *args)
 
 
+def stub_notifications():
+    # A stand-in for the Notification API, as if the user had allowed notifications
+    # (headless Chromium shows none): records what the page raises.
+    js("""window.__notes = window.__notes || [];
+        window.Notification = class { static permission = 'granted';
+          static requestPermission() { return Promise.resolve('granted'); }
+          constructor(title, opts) { window.__notes.push([title, opts && opts.body]); } };""")
+
+
+def notes():
+    return js("return window.__notes || []")
+
+
 def shot(name):
     path = os.path.join(ART, name + ".png")
     D.save_screenshot(path)
@@ -322,12 +335,14 @@ def step_magnet():
     wait(lambda: visible("#dlg-add"), "the add dialog from the #add= link")
     check(D.find_element(By.ID, "add-url").get_attribute("value") == m["link"], "the magnet link filled in")
     check(not js("return location.hash"), "the #add= hash is consumed")
+    stub_notifications()
     click("#add-ok")
     wait(lambda: not visible("#dlg-add"), "the add dialog to close")
     wait(lambda: (row(m["name"]) or {}).get("progress") == "100.0%", "%s to complete by magnet link" % m["name"], 120)
     # The completion event came over the SSE stream: a toast says so.
     wait(lambda: "Download complete: " + m["name"] in D.find_element(By.ID, "toasts").text, "the completion toast (SSE)", 20)
-    say("magnet link %s complete; the 'completed' event showed" % m["name"])
+    wait(lambda: ["Download complete", m["name"]] in notes(), "a browser notification of the completion", 10)
+    say("magnet link %s complete; the 'completed' event showed as a toast and a notification" % m["name"])
     data = open(os.path.join(CFG["download_dir"], m["name"]), "rb").read()
     check(data == open(m["src"], "rb").read(), "the magnet download has the seeder's bytes")
 
@@ -435,6 +450,36 @@ def step_remove_with_data():
     wait(lambda: RPC.torrent(album["hash"], ["id"]) is None, "the torrent gone from the daemon", 20)
     wait(lambda: not os.path.exists(folder), "the album's files deleted", 30)
     say("removed %s with its data: %s is gone" % (album["name"], folder))
+
+
+def step_error():
+    # The album again, into a "folder" that is a file: the torrent fails, the list says so,
+    # the error filter finds it, and the 'error' event raises a notification.
+    album = CFG["album"]
+    stub_notifications()
+    click("#btn-add")
+    wait(lambda: visible("#dlg-add"), "the add dialog")
+    D.find_element(By.ID, "add-file").send_keys(album["torrent"])
+    wait(lambda: visible("#add-meta"), "the file tree")
+    box = D.find_element(By.ID, "add-dir")
+    box.clear()
+    box.send_keys(CFG["bad_dir"])
+    click("#add-ok")
+    wait(lambda: not visible("#dlg-add"), "the add dialog to close")
+    wait(lambda: (row(album["name"]) or {}).get("status", "").startswith("Error"), "the error shown in the list", 60)
+    status = row(album["name"])["status"]
+    wait(lambda: any(n[0] == "Torrent error" and album["name"] in (n[1] or "") for n in notes()), "an error notification", 20)
+    D.find_element(By.CSS_SELECTOR, '#status-filters button[data-filter="error"]').click()
+    wait(lambda: [r["name"] for r in rows()] == [album["name"]], "the error filter shows only it")
+    shot("error")
+    D.find_element(By.CSS_SELECTOR, '#status-filters button[data-filter="all"]').click()
+    select_only(album["name"])
+    D.find_element(By.ID, "list").send_keys(Keys.DELETE)
+    wait(lambda: visible("#dlg-remove"), "the remove dialog (Delete key)")
+    click("#remove-ok")
+    wait(lambda: row(album["name"]) is None, "the failed torrent removed")
+    check(os.path.isfile(CFG["bad_dir"]), "the file in the way is untouched")
+    say("error shown (%s), filtered, notified; removed with the Delete key" % status)
 
 
 def step_settings_turtle():
@@ -620,7 +665,7 @@ def step_scale():
 
 def main():
     steps = [step_open, step_idle_cpu, step_add_file, step_details, step_magnet, step_stop_start,
-             step_label_filter, step_xss, step_queue_verify_announce, step_remove_with_data, step_settings_turtle, step_views,
+             step_label_filter, step_xss, step_queue_verify_announce, step_remove_with_data, step_error, step_settings_turtle, step_views,
              step_no_js_errors, step_scale, step_no_js_errors]
     if CFG.get("login"):
         steps = [step_login, step_no_js_errors]
