@@ -422,14 +422,27 @@ def step_queue_verify_announce():
     wait(lambda: js("return [...document.querySelectorAll('#list .row:not([hidden])')].find(r => r.querySelector('.c-name').textContent === arguments[0]).querySelector('.c-queue').textContent", x["name"]) == "1", "the # column shows 1", 10)
     click('button[data-act="queue-down"]')
     wait(lambda: pos(xh) == 1, "queue down by the button", 10)
+    # Verify finds a changed byte: stopped, one byte flipped on disk, verified (V) -> less
+    # than complete; started -> the seeder's piece again, complete, the same bytes.
     select_only(m["name"])
-    click('button[data-act="verify"]')
-    wait(lambda: RPC.torrent(m["hash"], ["status", "percent_done"])["status"] in (5, 6), "verified and seeding again", 30)
-    check(RPC.torrent(m["hash"], ["percent_done"])["percent_done"] == 1, "still complete after the verify")
+    D.find_element(By.ID, "list").send_keys("p")
+    wait(lambda: RPC.torrent(m["hash"], ["status"])["status"] == 0, "stopped for the verify", 20)
+    path = os.path.join(CFG["download_dir"], m["name"])
+    with open(path, "r+b") as f:
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 0xFF]))
+    D.find_element(By.ID, "list").send_keys("v")
+    wait(lambda: RPC.torrent(m["hash"], ["percent_done", "status"])["percent_done"] < 1, "the verify to find the changed byte", 30)
+    wait(lambda: row(m["name"])["progress"] != "100.0%", "the list to show it incomplete", 20)
+    click('button[data-act="start"]')
+    wait(lambda: RPC.torrent(m["hash"], ["percent_done"])["percent_done"] == 1, "the piece fetched again", 60)
+    check(open(path, "rb").read() == open(m["src"], "rb").read(), "the repaired file has the seeder's bytes")
     click('button[data-act="reannounce"]')
     wait(lambda: "Announcing 1 torrent" in D.find_element(By.ID, "toasts").text, "the re-announce confirmed", 10)
     check(not D.find_elements(By.CSS_SELECTOR, "#toasts .toast.err"), "no error toast: %r" % D.find_element(By.ID, "toasts").text)
-    say("queue top (Shift+Home) and down (button), verify, re-announce")
+    say("queue top (Shift+Home) and down (button); verify (V) found a flipped byte, start repaired it; re-announce")
 
 
 def step_remove_with_data():
