@@ -537,11 +537,12 @@ function setupDrop() {
 /** `/#add=magnet:...` (what the browser opens as the magnet: handler) opens the add dialog. */
 function handleHash() {
   const h = location.hash;
-  if (!h.startsWith('#add=')) return;
+  // Kept until the app runs (a login may come first); start() calls this again.
+  if (!h.startsWith('#add=') || !started) return;
   let url = h.slice(5);
   try { url = decodeURIComponent(url); } catch { /* as is */ }
   history.replaceState(null, '', location.pathname);
-  if (started) adder.open({ url });
+  adder.open({ url });
 }
 
 // --- wiring -----------------------------------------------------------------------------------------
