@@ -3,7 +3,8 @@
 #
 #   1. installs the Debian packages the interop tests need, if any is missing
 #      (python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent
-#      iproute2 python3-venv), and cargo-fuzz if missing; then the Python venv of the daemon
+#      iproute2 python3-venv; chromium chromium-driver python3-selenium for the web UI's
+#      browser test, fonts-noto-color-emoji for its screenshots), and cargo-fuzz if missing; then the Python venv of the daemon
 #      tests (PyPI transmission-rpc, qbittorrent-api, prometheus-client), if missing, at
 #      $SPATE_TEST_VENV (default ${XDG_CACHE_HOME:-$HOME/.cache}/spate-test-venv), whose
 #      python the tests get as SPATE_TEST_PYTHON;
@@ -78,7 +79,7 @@ warn() {
 # --- 1. packages ------------------------------------------------------------------------
 
 PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent iproute2
-    python3-venv)
+    python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji)
 
 missing_packages() {
     local m=()
@@ -92,6 +93,11 @@ missing_packages() {
     command -v ip >/dev/null 2>&1 || m+=(iproute2)
     # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || m+=(python3-venv)
+    # The web UI's test (crates/spate/tests/webui.rs): headless Chromium through selenium.
+    command -v chromium >/dev/null 2>&1 || m+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || m+=(chromium-driver)
+    /usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || m+=(python3-selenium)
+    [ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || m+=(fonts-noto-color-emoji)
     echo "${m[*]:-}"
 }
 

@@ -54,6 +54,8 @@ fn probe(name: &str) -> bool {
     match name {
         // The Python module, imported by Debian's interpreter.
         "libtorrent" => python_imports(Path::new(SYSTEM_PYTHON), "libtorrent"),
+        // Debian's python3-selenium, for the web UI's browser tests.
+        "selenium" => python_imports(Path::new(SYSTEM_PYTHON), "selenium"),
         // PyPI packages, imported by the test venv's python.
         "transmission-rpc" | "qbittorrent-api" | "prometheus-client" => {
             let module = match name {
@@ -90,6 +92,8 @@ fn installed(name: &str) -> bool {
 fn install_hint(name: &str) -> String {
     let debian = match name {
         "libtorrent" => "python3-libtorrent",
+        "selenium" => "python3-selenium",
+        "chromedriver" => "chromium-driver",
         "transmission" => "transmission-cli transmission-daemon",
         "transmission-remote" => "transmission-cli",
         "aria2" | "aria2c" => "aria2",
@@ -108,7 +112,8 @@ fn install_hint(name: &str) -> String {
     format!("install the Debian package(s) `{debian}` (scripts/test-all.sh does this)")
 }
 
-/// Is the tool installed? Names: `libtorrent` (the Python module for /usr/bin/python3),
+/// Is the tool installed? Names: `libtorrent` and `selenium` (Python modules for
+/// /usr/bin/python3),
 /// `transmission` (cli, daemon and remote), `transmission-remote` (alone), `aria2`,
 /// `opentracker`, `mktorrent`, `transmission-rpc`, `qbittorrent-api`, `prometheus-client`
 /// (PyPI modules of the test venv, see [`test_python`]), or any executable name.

@@ -9,8 +9,10 @@
 //!      - HTTP Basic auth, as Transmission does.
 //!
 //!      Otherwise `/api/v2/*` answers 403 Forbidden (what qBittorrent answers) and every
-//!      other route 401 with `WWW-Authenticate: Basic realm="Transmission"`. The login
-//!      route itself needs no authentication. With no password set (only allowed on a
+//!      other route 401 with `WWW-Authenticate: Basic realm="Transmission"`, left out for
+//!      requests marked `X-Requested-With: XMLHttpRequest` (the web UI's), so that the
+//!      browser shows the UI's login page rather than its own password popup. The login
+//!      route and the web UI's own files (they hold no data) need no authentication. With no password set (only allowed on a
 //!      loopback bind, see [`crate::check_bind`]) nothing is required and the login always
 //!      succeeds, like qBittorrent's localhost bypass.
 //!    - **Host**: the Host header must be localhost, an IP literal or whitelisted (421
@@ -350,15 +352,22 @@ fn text(status: StatusCode, body: String) -> Response {
 pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let qbit = path.starts_with("/api/v2/");
-    if path != LOGIN_PATH && !guard.authorized(req.headers()).await {
+    let public = path == LOGIN_PATH || crate::ui::is_public(req.method(), path);
+    if !public && !guard.authorized(req.headers()).await {
         if qbit {
             return text(StatusCode::FORBIDDEN, "Forbidden".into());
         }
         let mut resp = text(StatusCode::UNAUTHORIZED, "401: Unauthorized\n".into());
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"Transmission\""),
-        );
+        let from_script = req
+            .headers()
+            .get("x-requested-with")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
+        if !from_script {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Transmission\""),
+            );
+        }
         return resp;
     }
     if !guard.host_allowed(req.headers()) {
@@ -562,6 +571,7 @@ mod tests {
                 "/api/v2/auth/logout",
                 post(logout).get(logout).with_state::<()>(guard.clone()),
             )
+            .fallback(crate::ui::serve)
             .layer(middleware::from_fn_with_state(guard.clone(), check));
         (router, guard)
     }
@@ -750,6 +760,36 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(send(&router, req).await.0, StatusCode::UNAUTHORIZED);
+
+        // The web UI's requests get a 401 without the header that makes a browser show its
+        // password popup; the UI's files need no credentials, anything else does.
+        let req = axum::http::Request::post("/transmission/rpc")
+            .header("host", "localhost")
+            .header("x-requested-with", "XMLHttpRequest")
+            .header(SESSION_ID_HEADER, &id)
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, headers, _) = send(&router, req).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(headers.get("www-authenticate").is_none());
+        for (path, want) in [
+            ("/", StatusCode::OK),
+            ("/app.js", StatusCode::OK),
+            ("/nope", StatusCode::UNAUTHORIZED),
+            ("/../app.js", StatusCode::UNAUTHORIZED),
+        ] {
+            let req = axum::http::Request::get(path)
+                .header("host", "localhost")
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(send(&router, req).await.0, want, "{path}");
+        }
+        // ...but the Host check still applies to them.
+        let req = axum::http::Request::get("/")
+            .header("host", "evil.com")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&router, req).await.0, StatusCode::MISDIRECTED_REQUEST);
 
         // No user name configured: any user name with the right password.
         let cfg = RpcConfig {

@@ -2,7 +2,7 @@
 //! Sonarr/Radarr and the Python `transmission-rpc` package drive a [`session::Session`]
 //! unchanged), a subset of qBittorrent's WebAPI v2 (Sonarr/Radarr, qbit_manage, the
 //! `qbittorrent-api` package), streams [`session::SessionEvent`]s as Server-Sent Events and
-//! serves Prometheus metrics; a web UI will be further routes on the same [`axum::Router`].
+//! serves Prometheus metrics and a web UI, all on one [`axum::Router`].
 //!
 //! - `guard`: the layers every route shares (Basic auth or the `SID` login cookie, the
 //!   Host check against DNS rebinding, the cross-site check) and those of the Transmission
@@ -11,6 +11,8 @@
 //! - `qbit`: `/api/v2/*`, qBittorrent's WebAPI.
 //! - `events`: `GET /spate/events`.
 //! - `metrics`: `GET /metrics`, Prometheus text format 0.0.4.
+//! - `ui`: the web UI at `/`, embedded in the binary (everything else that is not a route
+//!   is a 404).
 //! - `password`: salted PBKDF2-SHA256 hashes of the RPC password.
 
 #![recursion_limit = "256"]
@@ -30,6 +32,7 @@ mod metrics;
 mod password;
 mod qbit;
 mod transmission;
+mod ui;
 
 pub use password::{hash_password, verify_password};
 
@@ -138,6 +141,7 @@ fn build(session: Session, cfg: RpcConfig) -> (Router, watch::Sender<bool>) {
         )
         .route("/api/v2/{*rest}", any(qbit::handle))
         .merge(rpc)
+        .fallback(ui::serve)
         .layer(middleware::from_fn_with_state(guard, guard::check))
         .layer(middleware::from_fn_with_state(counters, metrics::count))
         .with_state(app);

@@ -436,3 +436,106 @@ async fn auth_and_host_over_a_socket() {
     assert_eq!(r.status(), 421);
     srv.shutdown().await;
 }
+
+/// One raw HTTP/1.1 request (bytes as given, nothing normalised by a client library);
+/// returns the status code and the whole answer.
+async fn raw_get(addr: SocketAddr, target: &str, extra: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req =
+        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+/// Every traversal attempt is refused: 404 from the UI's table (401 from the guard when a
+/// password is set, as the path is no UI file), or 400 when the HTTP parser refuses the
+/// target itself; never a file's content.
+async fn no_file_reachable(addr: SocketAddr, password: bool) {
+    for target in [
+        "/../Cargo.toml",
+        "/../../Cargo.toml",
+        "/..%2fCargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/%2e%2e%2f%2e%2e%2fetc/passwd",
+        "/..\\Cargo.toml",
+        "/..\\..\\secret.txt",
+        "/%5c..%5cCargo.toml",
+        "//etc/passwd",
+        "/secret.txt",
+        "/state/../secret.txt",
+        "/app.js/../../Cargo.toml",
+        "/index.html%00",
+        "/.%2e/Cargo.toml",
+    ] {
+        let (code, text) = raw_get(addr, target, "").await;
+        let allowed: &[u16] = if password {
+            &[400, 401, 404]
+        } else {
+            &[400, 404]
+        };
+        assert!(allowed.contains(&code), "{target}: {text}");
+        assert!(
+            !text.contains("[package]") && !text.contains("TOP-SECRET") && !text.contains("root:"),
+            "{target}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn web_ui_over_a_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file a traversal could aim at, beside the session's folders (the crate's
+    // Cargo.toml is in the test's working directory).
+    std::fs::write(dir.path().join("secret.txt"), "TOP-SECRET").unwrap();
+    let cfg = RpcConfig {
+        username: Some("u".into()),
+        password_hash: Some(webapi::hash_password("p")),
+        ..RpcConfig::default()
+    };
+    let srv = start(dir.path(), cfg).await;
+    // The page and its files need no password (the page asks for one itself).
+    let (code, text) = raw_get(srv.addr, "/", "").await;
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("content-security-policy: default-src 'self'"));
+    assert!(text.contains("x-content-type-options: nosniff"));
+    let (code, text) = raw_get(srv.addr, "/app.js", "").await;
+    assert_eq!(code, 200);
+    assert!(text.contains("content-type: text/javascript"));
+    no_file_reachable(srv.addr, true).await;
+    // The UI's requests get a bare 401 (the page shows its login); others the Basic
+    // challenge.
+    let xhr = "X-Requested-With: XMLHttpRequest\r\n";
+    let (code, text) = raw_get(srv.addr, "/spate/events", xhr).await;
+    assert_eq!(code, 401);
+    assert!(
+        !text.to_ascii_lowercase().contains("www-authenticate"),
+        "{text}"
+    );
+    let (code, text) = raw_get(srv.addr, "/spate/events", "").await;
+    assert_eq!(code, 401);
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{text}"
+    );
+    srv.shutdown().await;
+    // No password: the UI's own 404s.
+    let open = dir.path().join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    let srv = start(&open, RpcConfig::default()).await;
+    no_file_reachable(srv.addr, false).await;
+    assert_eq!(raw_get(srv.addr, "/nope", "").await.0, 404);
+    srv.shutdown().await;
+}
