@@ -181,6 +181,10 @@ struct Entry {
     files_done: Option<Vec<u64>>,
     /// [`AddOptions::run_until`].
     run_until: Option<SeedPolicy>,
+    /// Last change a client polling "recently active" should see (its record saved, its
+    /// run started or ended, its phase or peer count changed).
+    edited: Instant,
+    last_peers: usize,
 }
 
 struct Run {
@@ -217,6 +221,8 @@ impl Entry {
             last_upload: now,
             files_done: None,
             run_until: None,
+            edited: now,
+            last_peers: 0,
         }
     }
 
@@ -569,7 +575,17 @@ impl Session {
             .torrents
             .values()
             .filter(|e| {
-                e.rec.activity_date >= since || e.rec.added_date >= since || e.run.is_some()
+                // Not every running torrent: thousands seed (or are parked) with nothing new
+                // to show, and a UI polling every few seconds would fetch them all.
+                let busy = e.run.as_ref().is_some_and(|r| {
+                    r.fetching_metadata
+                        || matches!(e.last.phase, Phase::Checking | Phase::Downloading)
+                        || e.last.down_rate > 0.0
+                        || e.last.up_rate > 0.0
+                });
+                busy || e.rec.activity_date >= since
+                    || e.rec.added_date >= since
+                    || now.duration_since(e.edited) < RECENT
             })
             .map(|e| e.id)
             .collect();
@@ -1334,6 +1350,7 @@ impl Inner {
                 .filter(|e| e.dirty)
                 .map(|e| {
                     e.dirty = false;
+                    e.edited = Instant::now();
                     (e.id, e.rec.clone())
                 })
                 .collect()
@@ -1504,6 +1521,10 @@ impl Inner {
                 }
                 let fetching = run.fetching_metadata;
                 let s = std::mem::take(&mut e.last);
+                if s.phase != e.last_phase.unwrap_or(s.phase) || s.peers != e.last_peers {
+                    e.edited = now;
+                }
+                e.last_peers = s.peers;
                 let secs = TICK.as_secs();
                 let dd = s.downloaded.saturating_sub(e.counted_down);
                 let du = s.uploaded.saturating_sub(e.counted_up);
