@@ -105,6 +105,12 @@ pub struct TorrentOptions {
     pub first_incoming: Vec<Box<IncomingPeer>>,
     /// Announce `started` to the trackers at start (off after a park: they know us).
     pub announce_started: bool,
+    /// Per-file priority, indexed like `torrent.info.files`: below zero low, zero normal,
+    /// above zero high (missing entries: normal). A piece takes the highest priority of
+    /// the files it holds; higher pieces are fetched first.
+    pub file_priorities: Vec<i8>,
+    /// Fetch pieces in order (streaming, previews) instead of rarest first.
+    pub sequential: bool,
 }
 
 impl std::fmt::Debug for TorrentOptions {
@@ -162,6 +168,9 @@ pub enum Control {
     Reannounce,
     /// A detailed snapshot, answered from the torrent task.
     Details(oneshot::Sender<Details>),
+    /// New file priorities and piece order (see [`TorrentOptions::file_priorities`] and
+    /// [`TorrentOptions::sequential`]), applied to the pieces not started yet.
+    SetPriorities { files: Vec<i8>, sequential: bool },
 }
 
 /// What [`Control::Details`] answers: more than [`Status`], built only on request.
@@ -240,6 +249,8 @@ impl TorrentOptions {
             park_after: None,
             first_incoming: Vec::new(),
             announce_started: true,
+            file_priorities: Vec::new(),
+            sequential: false,
         }
     }
 }

@@ -382,6 +382,11 @@ async fn wait_parked(
                     }
                 }
                 Some(Control::SetMaxPeers(n)) => opts.max_peers = n,
+                // A parked torrent is complete: the order matters from the next start.
+                Some(Control::SetPriorities { files, sequential }) => {
+                    opts.file_priorities = files;
+                    opts.sequential = sequential;
+                }
                 Some(Control::Reannounce) => return Wake::Announce,
                 Some(Control::Details(reply)) => {
                     let _ = reply.send(parked.details.clone());
@@ -599,6 +604,12 @@ async fn run_once(
     };
     let mut engine = engine::Torrent::new(lengths, have, engine::Config::default());
     engine.set_wanted(&wanted);
+    if opts.file_priorities.iter().any(|&p| p != 0) {
+        engine.set_priorities(&piece_tiers(&layout, &opts.file_priorities));
+    }
+    if opts.sequential {
+        engine.set_sequential(true);
+    }
     let mut t = TorrentTask {
         info: info.clone(),
         info_bytes: bytes::Bytes::from(opts.torrent.info_bytes.clone()),
@@ -1002,6 +1013,12 @@ impl TorrentTask {
             }
             Control::Details(reply) => {
                 let _ = reply.send(self.details());
+            }
+            Control::SetPriorities { files, sequential } => {
+                self.engine
+                    .set_priorities(&piece_tiers(self.storage.layout(), &files));
+                self.engine.set_sequential(sequential);
+                self.drain_actions();
             }
         }
     }
@@ -2464,6 +2481,32 @@ fn skipped_files(info: &Info, only: Option<&[usize]>) -> Result<Vec<bool>, Clien
 }
 
 /// The pieces holding bytes of files not skipped (all pieces without a selection).
+/// Each piece's priority tier: the highest of its files' priorities (below zero low, zero
+/// normal, above zero high; files past the end of `prios` are normal; pad files count not).
+fn piece_tiers(layout: &storage::Layout, prios: &[i8]) -> Vec<u8> {
+    let n = layout.num_pieces() as usize;
+    let tier = |p: i8| match p {
+        p if p < 0 => engine::PRIORITY_LOW,
+        0 => engine::PRIORITY_NORMAL,
+        _ => engine::PRIORITY_HIGH,
+    };
+    let mut tiers: Vec<Option<u8>> = vec![None; n];
+    for (i, f) in layout.files().iter().enumerate() {
+        if f.pad {
+            continue;
+        }
+        let t = tier(prios.get(i).copied().unwrap_or(0));
+        for p in layout.file_pieces(i) {
+            let slot = &mut tiers[p as usize];
+            *slot = Some(slot.map_or(t, |old| old.max(t)));
+        }
+    }
+    tiers
+        .into_iter()
+        .map(|t| t.unwrap_or(engine::PRIORITY_NORMAL))
+        .collect()
+}
+
 fn wanted_pieces(layout: &storage::Layout, skip: &[bool]) -> Bitfield {
     let n = layout.num_pieces();
     if skip.is_empty() {

@@ -523,3 +523,76 @@ async fn an_idle_seeder_parks_and_a_peer_wakes_it() {
     assert!(summary.uploaded >= 2 * len as u64, "{summary:?}");
     assert_eq!(summary.verified_at_start, len as u64);
 }
+
+/// Sequential order and a file priority, end to end: from a slow source, a sequential
+/// leecher verifies pieces from the start (what it has is always a prefix but for the few in
+/// flight); switched to "second file high, rarest first" while it runs, the second file
+/// completes while most of the first is still missing (only the pieces already in the
+/// request pipeline, a few seconds of data, finish first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_order_and_a_raised_priority_while_running() {
+    let td = tempfile::tempdir().unwrap();
+    let src = td.path().join("src");
+    let root = src.join("two");
+    std::fs::create_dir_all(&root).unwrap();
+    const PIECE: usize = 32 * 1024;
+    for (name, pieces, seed) in [("a.bin", 64, 3u8), ("b.bin", 16, 4u8)] {
+        let data: Vec<u8> = (0..pieces * PIECE)
+            .map(|i| ((i * 13 + seed as usize) % 251) as u8)
+            .collect();
+        std::fs::write(root.join(name), data).unwrap();
+    }
+    let t = common::torrent_of(&root, false);
+    let pieces = t.info.lengths.num_pieces();
+    assert_eq!(pieces, 80);
+    let mut so = TorrentOptions::new(t.clone(), src.clone(), loopback());
+    so.seed = SeedPolicy::Forever;
+    let mut seeder = start(so);
+    let addr = seeder
+        .wait_for(LIMIT, |s| s.listen.is_some())
+        .await
+        .listen
+        .unwrap();
+    let out = td.path().join("out");
+    let mut lo = leecher(&t, &out, addr);
+    lo.sequential = true;
+    // Slow enough to watch the order (and to change it midway).
+    lo.max_down = Some(128 * 1024);
+    let l = start(lo);
+    let mut prefix = 0;
+    while prefix < 4 {
+        let d = l.details().await;
+        let have = d.have.count_ones();
+        prefix = (0..pieces).find(|&p| !d.have.get(p)).unwrap_or(pieces);
+        assert!(
+            prefix + 4 >= have,
+            "{have} pieces verified but piece {prefix} is missing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    l.control
+        .send(Control::SetPriorities {
+            files: vec![0, 1],
+            sequential: false,
+        })
+        .await
+        .unwrap();
+    let first_done = tokio::time::timeout(LIMIT, async {
+        loop {
+            let d = l.details().await;
+            if (64..80).all(|p| d.have.get(p)) {
+                return (0..64).filter(|&p| d.have.get(p)).count();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the second file completes");
+    // Rarest first without the priority would finish the second file only near the end.
+    assert!(
+        first_done <= 40,
+        "the second file completed only after {first_done} of the first file's 64 pieces"
+    );
+    let _ = l.stop().await;
+    seeder.stop().await;
+}

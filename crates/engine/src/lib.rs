@@ -117,6 +117,7 @@ use std::time::Duration;
 
 use metainfo::BlockRef;
 
+pub use picker::{PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL};
 pub use requests::MAX_REQUESTERS;
 pub use smartban::MAX_FAILED_PIECES;
 pub use torrent::{Torrent, MAX_REQUEST_LEN, WASTED_REQUEST_SLACK};

@@ -1,14 +1,16 @@
 //! Piece and block states, availability, rarest-first order and the memory budget.
 //!
 //! Every piece is in exactly one [`PieceState`]. Pieces we want and nobody works on sit in
-//! availability buckets (`buckets[a]` holds the wanted pieces that `a` non-seed peers have),
-//! each bucket in random order, so "rarest first, random tie-break" is a walk from the lowest
-//! bucket. Pieces in flight have a [`Partial`] with one [`BlockState`] per block. Peers are
+//! availability buckets (`buckets[t][a]` holds the wanted pieces of priority tier `t` that
+//! `a` non-seed peers have), each bucket in random order, so "higher priority first, then
+//! rarest first, random tie-break" is a walk from the lowest bucket of the highest tier. In
+//! sequential mode the walk is by piece index instead (still by tier). Pieces in flight have a [`Partial`] with one [`BlockState`] per block. Peers are
 //! known only by key (as requesters are counted, and contributors remembered).
 //!
 //! Per-block work (request, receive, cancel) is O(1) plus a B-tree lookup of the partial
 //! piece; only starting a new piece walks the buckets. See STATE.md for the invariants.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use metainfo::{Bitfield, BlockRef, Lengths};
@@ -18,6 +20,12 @@ use rand::Rng;
 use crate::PeerKey;
 
 const NONE: u32 = u32::MAX;
+
+/// Piece priority tiers: low, normal, high (pieces of a higher tier are started first).
+pub const PRIORITY_LOW: u8 = 0;
+pub const PRIORITY_NORMAL: u8 = 1;
+pub const PRIORITY_HIGH: u8 = 2;
+const TIERS: usize = 3;
 
 /// The lifecycle of one piece: `Wanted -> Partial -> Verifying -> Have`, and back to `Wanted`
 /// when a partial piece loses all its requests and blocks, or fails its hash.
@@ -84,7 +92,14 @@ pub(crate) struct Picker {
     /// Non-seed peers having each piece (seeds are counted in `seeds`).
     avail: Vec<u32>,
     seeds: u32,
-    buckets: Vec<Vec<u32>>,
+    /// `buckets[tier][availability]`.
+    buckets: [Vec<Vec<u32>>; TIERS],
+    /// Priority tier of each piece.
+    prio: Vec<u8>,
+    /// Pick by piece index rather than rarest first (streaming, previews).
+    sequential: bool,
+    /// No piece below this index is `Wanted` (a lower bound kept by sequential walks).
+    seq_from: Cell<u32>,
     /// Index of a wanted piece inside its bucket, else `NONE`.
     pos: Vec<u32>,
     partials: BTreeMap<u32, Partial>,
@@ -118,7 +133,10 @@ impl Picker {
             state: vec![PieceState::Have; n as usize],
             avail: vec![0; n as usize],
             seeds: 0,
-            buckets: vec![Vec::new()],
+            buckets: [vec![Vec::new()], vec![Vec::new()], vec![Vec::new()]],
+            prio: vec![PRIORITY_NORMAL; n as usize],
+            sequential: false,
+            seq_from: Cell::new(0),
             pos: vec![NONE; n as usize],
             partials: BTreeMap::new(),
             open: Vec::new(),
@@ -285,10 +303,14 @@ impl Picker {
 
     fn bucket_insert(&mut self, piece: u32) {
         let a = self.avail[piece as usize] as usize;
-        if self.buckets.len() <= a {
-            self.buckets.resize_with(a + 1, Vec::new);
+        let tier = &mut self.buckets[self.prio[piece as usize] as usize];
+        if tier.len() <= a {
+            tier.resize_with(a + 1, Vec::new);
         }
-        let b = &mut self.buckets[a];
+        if piece < self.seq_from.get() {
+            self.seq_from.set(piece);
+        }
+        let b = &mut tier[a];
         b.push(piece);
         let last = b.len() - 1;
         let j = self.rng.random_range(0..=last);
@@ -303,7 +325,7 @@ impl Picker {
         if i == NONE {
             return;
         }
-        let b = &mut self.buckets[a];
+        let b = &mut self.buckets[self.prio[piece as usize] as usize][a];
         b.swap_remove(i as usize);
         if let Some(&moved) = b.get(i as usize) {
             self.pos[moved as usize] = i;
@@ -318,11 +340,70 @@ impl Picker {
     pub fn pick_new(&self, from_zero: bool, mut ok: impl FnMut(u32) -> bool) -> Option<u32> {
         // A non-seed peer counts itself in the availability of what it has.
         let start = if from_zero { 0 } else { 1 };
-        self.buckets
-            .iter()
-            .skip(start)
-            .flat_map(|b| b.iter().copied())
-            .find(|&p| ok(p))
+        if self.sequential {
+            return self.pick_in_order(start as u32, ok);
+        }
+        self.buckets.iter().rev().find_map(|tier| {
+            tier.iter()
+                .skip(start)
+                .flat_map(|b| b.iter().copied())
+                .find(|&p| ok(p))
+        })
+    }
+
+    /// Sequential mode: the lowest-index wanted piece of the highest tier that has it.
+    fn pick_in_order(&self, min_avail: u32, mut ok: impl FnMut(u32) -> bool) -> Option<u32> {
+        let n = self.lengths.num_pieces();
+        let from = self.seq_from.get();
+        // Everything below the first wanted piece is done: later walks start there.
+        match (from..n).find(|&p| self.pos[p as usize] != NONE) {
+            Some(first) => self.seq_from.set(first),
+            None => {
+                self.seq_from.set(n);
+                return None;
+            }
+        }
+        let from = self.seq_from.get();
+        for tier in (0..TIERS as u8).rev() {
+            let hit = (from..n).find(|&p| {
+                self.pos[p as usize] != NONE
+                    && self.prio[p as usize] == tier
+                    && self.avail[p as usize] >= min_avail
+                    && ok(p)
+            });
+            if hit.is_some() {
+                return hit;
+            }
+        }
+        None
+    }
+
+    /// Sets the priority tier of a piece ([`PRIORITY_LOW`] .. [`PRIORITY_HIGH`]); higher
+    /// ones are started first. Out-of-range pieces and tiers are ignored.
+    pub fn set_priority(&mut self, piece: u32, tier: u8) {
+        let i = piece as usize;
+        if i >= self.prio.len() || tier as usize >= TIERS || self.prio[i] == tier {
+            return;
+        }
+        let bucketed = self.pos[i] != NONE;
+        if bucketed {
+            self.bucket_remove(piece);
+        }
+        self.prio[i] = tier;
+        if bucketed {
+            self.bucket_insert(piece);
+        }
+        // A search that failed may find a piece now.
+        self.generation += 1;
+    }
+
+    /// Sequential (by index) or rarest-first picking.
+    pub fn set_sequential(&mut self, on: bool) {
+        if self.sequential != on {
+            self.sequential = on;
+            self.seq_from.set(0);
+            self.generation += 1;
+        }
     }
 
     /// Whether starting `piece` stays within the budget of bytes in flight.
@@ -629,7 +710,11 @@ impl Picker {
                 return Err(format!("piece {i}: state {st:?} vs bucket membership"));
             }
             if st == PieceState::Wanted {
-                let b = &self.buckets[self.avail[i as usize] as usize];
+                if i < self.seq_from.get() {
+                    return Err(format!("piece {i}: wanted below the sequential cursor"));
+                }
+                let b =
+                    &self.buckets[self.prio[i as usize] as usize][self.avail[i as usize] as usize];
                 if b.get(self.pos[i as usize] as usize) != Some(&i) {
                     return Err(format!("piece {i}: wrong bucket position"));
                 }

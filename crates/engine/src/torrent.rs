@@ -202,6 +202,35 @@ impl Torrent {
         true
     }
 
+    /// Piece priority tiers, one per piece ([`crate::PRIORITY_LOW`], normal, high):
+    /// higher tiers are started first, rarest first within a tier. A slice of the wrong
+    /// length changes nothing and returns false. Pieces in flight finish as they are.
+    pub fn set_priorities(&mut self, tiers: &[u8]) -> bool {
+        let n = self.picker.lengths().num_pieces();
+        if tiers.len() != n as usize {
+            return false;
+        }
+        for (piece, &t) in tiers.iter().enumerate() {
+            self.picker.set_priority(piece as u32, t);
+        }
+        self.after_order_change();
+        true
+    }
+
+    /// Start pieces in index order (streaming, previews) instead of rarest first.
+    pub fn set_sequential(&mut self, on: bool) {
+        self.picker.set_sequential(on);
+        self.after_order_change();
+    }
+
+    /// Peers that found nothing new to start may find something now.
+    fn after_order_change(&mut self) {
+        for p in self.peers.values_mut() {
+            p.new_piece_failed = None;
+        }
+        self.fill_all();
+    }
+
     /// A message from a peer (every kind but `Piece`, which goes to
     /// [`Torrent::handle_block`] and is ignored here). `Err` is a protocol violation.
     pub fn handle_message(

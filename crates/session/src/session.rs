@@ -846,7 +846,13 @@ impl Session {
                         // record makes it cheap, and only the new pieces are fetched.
                         restart.push(e.id);
                     } else if let Some(c) = &run.control {
-                        limits.push((c.clone(), torrent_limits(&e.rec)));
+                        // Limits, priorities and order change in place.
+                        limits.push((
+                            c.clone(),
+                            torrent_limits(&e.rec),
+                            file_priorities(&e.rec),
+                            e.rec.sequential,
+                        ));
                     }
                 }
                 if e.only() != before_only {
@@ -860,12 +866,15 @@ impl Session {
                 }
             }
         }
-        for (c, (down, up)) in limits {
+        for (c, (down, up), files, sequential) in limits {
             let _ = c
                 .send(client::Control::SetLimits {
                     max_down: down,
                     max_up: up,
                 })
+                .await;
+            let _ = c
+                .send(client::Control::SetPriorities { files, sequential })
                 .await;
         }
         if !restart.is_empty() {
@@ -1906,6 +1915,8 @@ async fn prepare_run(
     opts.max_peers = rec.peer_limit.max(1);
     opts.max_peers_per_ip = cfg.max_peers_per_ip;
     opts.only = only;
+    opts.file_priorities = file_priorities(&rec);
+    opts.sequential = rec.sequential;
     if !cfg.ephemeral {
         // The session owns its state folder (the store is locked by redb) and keeps the
         // resume records in its store. A one-command session keeps the client's defaults:
@@ -2214,6 +2225,18 @@ fn selection(rec: &Record, n: usize) -> Option<Vec<usize>> {
     } else {
         Some((0..n).filter(|&i| wanted(i)).collect())
     }
+}
+
+/// The client's per-file priorities (below zero low, zero normal, above zero high).
+fn file_priorities(rec: &Record) -> Vec<i8> {
+    rec.priorities
+        .iter()
+        .map(|p| match p {
+            Priority::Low => -1,
+            Priority::Normal => 0,
+            Priority::High => 1,
+        })
+        .collect()
 }
 
 fn clean_labels(l: &[String]) -> Vec<String> {

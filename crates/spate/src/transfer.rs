@@ -54,6 +54,10 @@ pub struct DownloadArgs {
     /// e.g. `0,2-3`. Overrides a magnet link's `so=`.
     #[arg(long, value_name = "LIST")]
     pub only: Option<String>,
+    /// Fetch pieces in order, from the start (to play or preview a file while it downloads)
+    /// instead of rarest first.
+    #[arg(long)]
+    pub sequential: bool,
 }
 
 #[derive(Args, Debug)]
@@ -251,6 +255,7 @@ async fn download_with(
         pex: !a.dht.no_pex,
         listen,
         dht,
+        sequential: a.sequential,
     };
     let (summary, interrupted, last) = run_with_progress(run, name.clone()).await?;
     if interrupted && !summary.complete {
@@ -498,6 +503,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         pex: !a.dht.no_pex,
         listen,
         dht,
+        sequential: false,
     };
     let (summary, _, _) = run_with_progress(run, name).await?;
     outln!(
@@ -631,6 +637,7 @@ struct OneRun {
     listen: SocketAddr,
     /// Handed to the session, which shuts it down.
     dht: Option<client::DhtHandle>,
+    sequential: bool,
 }
 
 fn session_error(e: SessionError) -> CliError {
@@ -699,6 +706,7 @@ async fn follow_one(
         upload_limit: r.max_up,
         run_until: Some(r.until),
         rename_root: r.rename_root,
+        sequential: Some(r.sequential),
         ..AddOptions::default()
     };
     let id = match session

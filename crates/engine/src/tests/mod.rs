@@ -3,6 +3,7 @@
 
 mod behaviour;
 mod picker;
+mod priority;
 mod props;
 mod upload;
 mod wanted;

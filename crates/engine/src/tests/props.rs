@@ -39,6 +39,8 @@ enum Op {
     Interested(u64, bool),
     /// A new selection: bit `i` of the mask is piece `i`.
     SetWanted(u8),
+    /// New priority tiers (two bits a piece, 3 read as high) and order.
+    SetPriorities(u16, bool),
 }
 
 const PIECES: u32 = 6;
@@ -63,6 +65,7 @@ fn op() -> impl Strategy<Value = Op> {
         (k.clone(), 1u32..6).prop_map(|(k, r)| Op::Reqq(k, r)),
         (k, any::<bool>()).prop_map(|(k, i)| Op::Interested(k, i)),
         any::<u8>().prop_map(Op::SetWanted),
+        (any::<u16>(), any::<bool>()).prop_map(|(t, s)| Op::SetPriorities(t, s)),
     ]
 }
 
@@ -164,6 +167,13 @@ fn run(ops: Vec<Op>, budget_pieces: u64) -> Result<(), TestCaseError> {
                     w.set(i, mask & (1 << i) != 0);
                 }
                 prop_assert!(h.t.set_wanted(&w));
+            }
+            Op::SetPriorities(bits, sequential) => {
+                let tiers: Vec<u8> = (0..PIECES)
+                    .map(|i| (((bits >> (2 * i)) & 3) as u8).min(crate::PRIORITY_HIGH))
+                    .collect();
+                prop_assert!(h.t.set_priorities(&tiers));
+                h.t.set_sequential(sequential);
             }
         }
         while let Some(a) = h.t.poll_action() {
