@@ -25,6 +25,7 @@ mod demo;
 mod dht_cmd;
 mod fmt;
 mod info;
+mod open;
 mod progress;
 mod remote;
 mod tracker_cmd;
@@ -107,6 +108,9 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Add torrents to a running daemon.
     Add(remote::AddArgs),
+    /// Open a magnet link or .torrent from the desktop: add it to the running daemon, or
+    /// download it here when none answers (what contrib/desktop/spate.desktop runs).
+    Open(open::OpenArgs),
     /// List the daemon's torrents (like transmission-remote -l).
     List(remote::ListArgs),
     /// Start torrents (through the queue; --now skips it).
@@ -255,6 +259,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(demo::run(a))),
         Command::Daemon(a) => runtime().and_then(|rt| rt.block_on(daemon::run(a))),
         Command::Add(a) => small_runtime(remote::add(a)),
+        Command::Open(a) => runtime().and_then(|rt| rt.block_on(open::open(a))),
         Command::List(a) => small_runtime(remote::list(a)),
         Command::Start(a) => small_runtime(remote::start(a)),
         Command::Stop(a) => small_runtime(remote::simple("torrent-stop", a, Default::default())),

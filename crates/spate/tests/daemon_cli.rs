@@ -705,3 +705,58 @@ fn remote_drives_transmission_daemon() -> Result<()> {
     ensure!(f.stdout.trim() == "[]", "{}", f.stdout);
     Ok(())
 }
+
+/// `spate open` (the desktop's handler for magnet links and .torrent files): a `file://`
+/// URI of a .torrent goes to the running daemon; with no daemon answering, the torrent is
+/// downloaded here (its data already on disk: verified and done at once, no peer needed);
+/// a missing file is bad input (exit 2) before anything is sent.
+#[test]
+fn open_adds_to_the_daemon_or_downloads_here() -> Result<()> {
+    let td = TestDir::new("daemon-open")?;
+    let dl = Deadline::after(Duration::from_secs(120));
+    let d = start_daemon(&td, &dl)?;
+    let t = write_torrent(&td, "opened.bin")?;
+    let uri = url::Url::from_file_path(&t).unwrap().to_string();
+    let f = remote(&td, &d, &["open", &uri])?;
+    ensure!(f.stdout.starts_with("added "), "{}", f.stdout);
+    ensure!(
+        status_of(&list_json(&td, &d)?, "opened.bin").is_some(),
+        "not in the daemon"
+    );
+    stop_daemon(&d)?;
+
+    // No daemon: downloaded here. The data is already in the output folder.
+    let out = td.sub("here")?;
+    std::fs::write(out.join("opened.bin"), random_bytes(200_000, 7))?;
+    let gone = format!("http://127.0.0.1:{}/transmission/rpc", free_port());
+    let mut c = cmd(
+        &td,
+        [
+            "open",
+            t.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--rpc-url",
+            &gone,
+        ],
+    );
+    // Loopback only: the download started here runs without the DHT.
+    c.env("SPATE_NO_DHT", "1");
+    let f = run(&td.unique("open-here"), c, &td.logs(), QUICK)?;
+    ensure!(
+        f.code() == Some(0) && f.stderr.contains("downloading here") && f.stdout.contains("done"),
+        "spate open without a daemon: {}\nstdout: {}\nstderr: {}",
+        describe_status(f.status),
+        f.stdout,
+        f.stderr
+    );
+
+    let missing = td.join("missing.torrent");
+    let f = run_spate(
+        &td,
+        "open-missing",
+        &["open", missing.to_str().unwrap(), "--rpc-url", &gone],
+    )?;
+    expect_one_line("open of a missing file", &f, 2, &["missing.torrent"])?;
+    Ok(())
+}
