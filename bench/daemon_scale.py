@@ -11,7 +11,7 @@ measures:
   - time from the first add until every torrent is seeding (status 6),
   - peak RSS (VmHWM) of the daemon,
   - CPU seconds used over `--idle` seconds of idling, `--settle` seconds after all seed
-    (spate parks a torrent that has had nothing to do for 10 s: the settled state is the
+    (spate parks a torrent that has had nothing to do for 5 s: the settled state is the
     one a long-running daemon spends its days in),
   - RSS (VmRSS) at the end of that idle time,
   - the latency of one `torrent-get` of the *arr field list for all torrents (median of 5).

@@ -30,7 +30,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a stop waits for a torrent to close its connections and save its record.
 const STOP_WAIT: Duration = Duration::from_secs(20);
 /// A complete torrent with nothing to do parks after this long (see `client::run_torrent`).
-const PARK_AFTER: Duration = Duration::from_secs(10);
+const PARK_AFTER: Duration = Duration::from_secs(5);
 /// "Recently active" is this recent.
 const RECENT: Duration = Duration::from_secs(60);
 
