@@ -39,6 +39,7 @@
 //! cost about 2% of one core.
 
 mod announce;
+mod budget;
 mod client_name;
 pub mod dht;
 mod disk;
@@ -52,6 +53,7 @@ pub mod rate;
 pub mod router;
 mod torrent;
 
+pub use budget::{BudgetSlot, PeerBudget};
 pub use client_name::client_name;
 pub use dht::{DhtHandle, DhtOptions, LookupEvent};
 pub use error::ClientError;

@@ -111,6 +111,9 @@ pub struct TorrentOptions {
     pub file_priorities: Vec<i8>,
     /// Fetch pieces in order (streaming, previews) instead of rarest first.
     pub sequential: bool,
+    /// A connection limit shared with other torrents (a session's global peer limit), on
+    /// top of [`TorrentOptions::max_peers`].
+    pub peer_budget: Option<Arc<crate::PeerBudget>>,
 }
 
 impl std::fmt::Debug for TorrentOptions {
@@ -251,6 +254,7 @@ impl TorrentOptions {
             announce_started: true,
             file_priorities: Vec::new(),
             sequential: false,
+            peer_budget: None,
         }
     }
 }

@@ -163,6 +163,8 @@ struct PeerEntry {
     last_active: Instant,
     /// Bytes counted at the last housekeeping round (to see data move).
     seen_uploaded: u64,
+    /// Its place in the session-wide connection limit (given back when it is dropped).
+    _slot: Option<crate::BudgetSlot>,
 }
 
 /// How much a connected peer is worth keeping, for the slot manager. Lower is dropped first.
@@ -669,6 +671,7 @@ async fn run_once(
         park_after,
         idle_since: None,
         parked: false,
+        peer_budget: opts.peer_budget.clone(),
     };
     for addr in &opts.peers {
         t.add_candidate(*addr, true);
@@ -803,6 +806,8 @@ struct TorrentTask {
     idle_since: Option<Instant>,
     /// The run loop ended to park.
     parked: bool,
+    /// [`TorrentOptions::peer_budget`].
+    peer_budget: Option<Arc<crate::PeerBudget>>,
 }
 
 impl TorrentTask {
@@ -1172,6 +1177,18 @@ impl TorrentTask {
                 None => refuse = true,
             }
         }
+        // The session-wide limit, after the torrent's own (a place freed above counts).
+        let slot = match (&self.peer_budget, refuse) {
+            (Some(b), false) => match b.take() {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(%addr, "refusing peer: the session's connection limit is reached");
+                    refuse = true;
+                    None
+                }
+            },
+            _ => None,
+        };
         if refuse {
             // Dropping the link closes the connection.
             if let Some(c) = candidate.and_then(|a| self.candidates.get_mut(&a)) {
@@ -1206,6 +1223,7 @@ impl TorrentTask {
                 last_data_out: None,
                 last_active: now,
                 seen_uploaded: 0,
+                _slot: slot,
             },
         );
         self.pex.on_connected(key, now);
@@ -1666,6 +1684,9 @@ impl TorrentTask {
     fn connect_more(&mut self, now: Instant) {
         let connecting = self.candidates.values().filter(|c| c.connecting).count();
         let mut slot_room = self.max_peers.saturating_sub(self.peers.len() + connecting);
+        if let Some(b) = &self.peer_budget {
+            slot_room = slot_room.min(b.room().saturating_sub(connecting));
+        }
         let mut dial_room = self.max_connecting.saturating_sub(connecting);
         if dial_room == 0 {
             return;
@@ -1793,6 +1814,8 @@ impl TorrentTask {
             && self.least_useful(now, Worth::Idle).is_none()
         {
             Some("no free slot")
+        } else if self.peer_budget.as_ref().is_some_and(|b| b.room() == 0) {
+            Some("the session's connection limit is reached")
         } else {
             None
         }

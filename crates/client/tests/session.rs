@@ -596,3 +596,53 @@ async fn sequential_order_and_a_raised_priority_while_running() {
     let _ = l.stop().await;
     seeder.stop().await;
 }
+
+/// A connection limit shared by two torrents (a session's global peer limit): with room for
+/// one connection, two seeders behind one router never hold more than one peer together,
+/// and two leechers (one per torrent) both finish, the second once the first has left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_peer_budget_bounds_connections_across_torrents() {
+    let td = tempfile::tempdir().unwrap();
+    let router = PeerRouter::bind(loopback()).unwrap();
+    let budget = client::PeerBudget::new(1);
+    let mut seeders = Vec::new();
+    let mut leechers = Vec::new();
+    for i in 0..2u8 {
+        let src = td.path().join(format!("src{i}"));
+        let name = format!("budget{i}.bin");
+        let t = make(&src, &name, 400_000, 20 + i);
+        let mut o = routed_seeder(&router, &t, &src);
+        o.peer_budget = Some(budget.clone());
+        seeders.push(start(o));
+        let out = td.path().join(format!("out{i}"));
+        leechers.push((t, src.join(&name), out));
+    }
+    let runs: Vec<_> = leechers
+        .iter()
+        .map(|(t, _, out)| start(leecher(t, out, router.local_addr())))
+        .collect();
+    let watch = {
+        let b = budget.clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            for _ in 0..600 {
+                most = most.max(b.live());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            most
+        })
+    };
+    for (l, (_, src, out)) in runs.into_iter().zip(&leechers) {
+        finished(l, src, &out.join(src.file_name().unwrap())).await;
+    }
+    assert!(budget.live() <= 1);
+    assert_eq!(
+        watch.await.unwrap(),
+        1,
+        "never more than one connection, and one was made"
+    );
+    for s in seeders {
+        s.stop().await;
+    }
+    assert_eq!(budget.live(), 0, "every place given back");
+}

@@ -128,6 +128,8 @@ struct Inner {
     /// The session's limits, shared by every torrent's connections.
     global_down: Arc<client::rate::RateLimiter>,
     global_up: Arc<client::rate::RateLimiter>,
+    /// `peer_limit_global`: connections of every torrent together.
+    peer_budget: Arc<client::PeerBudget>,
     dht: Option<client::DhtHandle>,
     listen: SocketAddr,
     router: Option<PeerPort>,
@@ -395,6 +397,7 @@ impl Session {
             events,
             global_down: Arc::new(client::rate::RateLimiter::new(None)),
             global_up: Arc::new(client::rate::RateLimiter::new(None)),
+            peer_budget: client::PeerBudget::new(settings.peer_limit_global),
             dht,
             listen,
             router: Some(router),
@@ -1285,6 +1288,7 @@ impl Inner {
     /// The session's rate limits now: the alternative pair when it is on (by hand or by
     /// its schedule), else the normal one.
     fn apply_speed_limits(&self, s: &Settings) {
+        self.peer_budget.set_limit(s.peer_limit_global);
         let (down, up) = if alt_speed_active(s) {
             (Some(s.alt_speed_down), Some(s.alt_speed_up))
         } else {
@@ -1821,7 +1825,7 @@ async fn prepare_run(
     control: tokio::sync::mpsc::Receiver<client::Control>,
 ) -> Result<Option<TorrentOptions>, client::ClientError> {
     let job = *job;
-    let (cfg, listen, dht, global_down, global_up, store) = {
+    let (cfg, listen, dht, global_down, global_up, peer_budget, store) = {
         let Some(inner) = weak.upgrade() else {
             return Ok(None);
         };
@@ -1831,6 +1835,7 @@ async fn prepare_run(
             inner.dht.clone(),
             inner.global_down.clone(),
             inner.global_up.clone(),
+            inner.peer_budget.clone(),
             StoreRef(weak.clone()),
         )
     };
@@ -1916,6 +1921,7 @@ async fn prepare_run(
     opts.max_peers_per_ip = cfg.max_peers_per_ip;
     opts.only = only;
     opts.file_priorities = file_priorities(&rec);
+    opts.peer_budget = Some(peer_budget);
     opts.sequential = rec.sequential;
     if !cfg.ephemeral {
         // The session owns its state folder (the store is locked by redb) and keeps the
