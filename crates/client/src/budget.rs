@@ -10,6 +10,8 @@ use std::sync::Arc;
 pub struct PeerBudget {
     limit: AtomicUsize,
     live: AtomicUsize,
+    /// The most held at once.
+    peak: AtomicUsize,
 }
 
 impl PeerBudget {
@@ -17,6 +19,7 @@ impl PeerBudget {
         Arc::new(PeerBudget {
             limit: AtomicUsize::new(limit.max(1)),
             live: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         })
     }
 
@@ -33,6 +36,11 @@ impl PeerBudget {
         self.live.load(Ordering::Relaxed)
     }
 
+    /// The most connections held at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
     /// Places left.
     pub fn room(&self) -> usize {
         self.limit().saturating_sub(self.live())
@@ -41,12 +49,14 @@ impl PeerBudget {
     /// Takes a place, unless none is left.
     pub fn take(self: &Arc<Self>) -> Option<BudgetSlot> {
         let limit = self.limit();
-        self.live
+        let before = self
+            .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
             })
-            .ok()
-            .map(|_| BudgetSlot(self.clone()))
+            .ok()?;
+        self.peak.fetch_max(before + 1, Ordering::Relaxed);
+        Some(BudgetSlot(self.clone()))
     }
 }
 
@@ -78,5 +88,6 @@ mod tests {
         drop(two);
         assert!(b.take().is_some());
         assert_eq!(b.live(), 0);
+        assert_eq!(b.peak(), 2);
     }
 }

@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -164,14 +164,25 @@ def row(name):
     return next((r for r in rows() if r["name"] == name), None)
 
 
+def unstale(action, tries=20):
+    """Runs `action` again when the element it found was redrawn under it (the list and the
+    filters' counts redraw as updates arrive)."""
+    for i in range(tries):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            if i == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 def select_only(name):
-    r = wait(lambda: row_el(name), "a row named %r" % name)
-    r.click()
+    unstale(lambda: wait(lambda: row_el(name), "a row named %r" % name).click())
     wait(lambda: (row(name) or {}).get("selected"), "%r selected" % name, 10)
 
 
 def click(css):
-    D.find_element(By.CSS_SELECTOR, css).click()
+    unstale(lambda: D.find_element(By.CSS_SELECTOR, css).click())
 
 
 def visible(css):
@@ -215,7 +226,7 @@ def step_open():
     wait(lambda: visible("#dlg-help"), "the help dialog")
     keys = D.find_element(By.ID, "help-keys").text
     check("Add torrents" in keys and "Alternative speed limits" in keys, "help lists shortcuts: %r" % keys[:200])
-    D.find_element(By.CSS_SELECTOR, "#dlg-help button").click()
+    click("#dlg-help button")
     say("page loaded, help dialog shows the shortcuts")
 
 
@@ -292,7 +303,7 @@ def step_details():
     check(Select(hi.find_element(By.TAG_NAME, "select")).first_selected_option.text == "High", "high priority shows")
     # Change a priority while it runs.
     low = album["low"]
-    Select(file_node(low).find_element(By.TAG_NAME, "select")).select_by_value("-1")
+    unstale(lambda: Select(file_node(low).find_element(By.TAG_NAME, "select")).select_by_value("-1"))
     wait(lambda: dict(zip([f["name"].split("/")[-1] for f in RPC.torrent(album["hash"], ["files"])["files"]],
                           [s["priority"] for s in RPC.torrent(album["hash"], ["file_stats"])["file_stats"]]))[low] == -1,
          "priority of %s set to low" % low, 20)
@@ -301,10 +312,10 @@ def step_details():
     def wanted_of(name):
         t = RPC.torrent(album["hash"], ["files", "file_stats"])
         return dict(zip([f["name"].split("/")[-1] for f in t["files"]], [s["wanted"] for s in t["file_stats"]]))[name]
-    file_node(low).find_element(By.CSS_SELECTOR, "input").click()
+    unstale(lambda: file_node(low).find_element(By.CSS_SELECTOR, "input").click())
     wait(lambda: wanted_of(low) is False, "%s unwanted after unchecking it in the details" % low, 20)
     wait(lambda: not file_node(low).find_element(By.CSS_SELECTOR, "input").is_selected(), "the box stays unchecked", 10)
-    file_node(low).find_element(By.CSS_SELECTOR, "input").click()
+    unstale(lambda: file_node(low).find_element(By.CSS_SELECTOR, "input").click())
     wait(lambda: wanted_of(low) is True, "%s wanted again" % low, 20)
     say("details: %s unchecked and checked again while it runs" % low)
     shot("details-files")
@@ -372,10 +383,10 @@ def step_label_filter():
     btn = wait(lambda: D.find_element(By.CSS_SELECTOR, '#label-filters button[data-filter="linux-isos"]'), "the label filter", 20)
     btn.click()
     wait(lambda: [r["name"] for r in rows()] == [m["name"]], "only the labelled torrent shown")
-    D.find_element(By.CSS_SELECTOR, '#label-filters button[data-filter="*"]').click()
-    D.find_element(By.CSS_SELECTOR, '#status-filters button[data-filter="seeding"]').click()
+    click('#label-filters button[data-filter="*"]')
+    click('#status-filters button[data-filter="seeding"]')
     wait(lambda: all(r["status"] == "Seeding" for r in rows()) and rows(), "the seeding filter")
-    D.find_element(By.CSS_SELECTOR, '#status-filters button[data-filter="all"]').click()
+    click('#status-filters button[data-filter="all"]')
     say("label set and filtered by; status filter")
 
 
@@ -454,7 +465,7 @@ def step_remove_with_data():
     wait(lambda: visible("#dlg-remove"), "the remove dialog")
     text = D.find_element(By.ID, "remove-consequence").text
     check("stay on disk" in text, "the dialog says the data stays: %r" % text)
-    D.find_element(By.ID, "remove-data").click()
+    click("#remove-data")
     text = D.find_element(By.ID, "remove-consequence").text
     check("deleted" in text, "the dialog says the data goes: %r" % text)
     shot("remove-dialog")
@@ -482,10 +493,10 @@ def step_error():
     wait(lambda: (row(album["name"]) or {}).get("status", "").startswith("Error"), "the error shown in the list", 60)
     status = row(album["name"])["status"]
     wait(lambda: any(n[0] == "Torrent error" and album["name"] in (n[1] or "") for n in notes()), "an error notification", 20)
-    D.find_element(By.CSS_SELECTOR, '#status-filters button[data-filter="error"]').click()
+    click('#status-filters button[data-filter="error"]')
     wait(lambda: [r["name"] for r in rows()] == [album["name"]], "the error filter shows only it")
     shot("error")
-    D.find_element(By.CSS_SELECTOR, '#status-filters button[data-filter="all"]').click()
+    click('#status-filters button[data-filter="all"]')
     select_only(album["name"])
     D.find_element(By.ID, "list").send_keys(Keys.DELETE)
     wait(lambda: visible("#dlg-remove"), "the remove dialog (Delete key)")
@@ -562,13 +573,13 @@ def step_login():
     shot("login")
     D.find_element(By.ID, "login-user").send_keys(login["user"])
     D.find_element(By.ID, "login-pass").send_keys("wrong password")
-    D.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    click("#login-form button[type=submit]")
     wait(lambda: "Wrong" in D.find_element(By.ID, "login-error").text, "a wrong password refused")
     check(not visible("#app"), "still logged out")
     box = D.find_element(By.ID, "login-pass")
     box.clear()
     box.send_keys(login["password"])
-    D.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    click("#login-form button[type=submit]")
     wait(lambda: visible("#app") and not visible("#login"), "the app after logging in")
     wait(lambda: js("return window.spatePerf.fullLoad !== null"), "the list after logging in")
     wait(lambda: js("return window.spatePerf.polls.length") >= 2, "polls with the login", 20)
