@@ -4,7 +4,7 @@
 #   1. installs the Debian packages the interop tests need, if any is missing
 #      (python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent
 #      iproute2 python3-venv; chromium chromium-driver python3-selenium for the web UI's
-#      browser test, fonts-noto-color-emoji for its screenshots), and cargo-fuzz if missing; then the Python venv of the daemon
+#      browser test, fonts-noto-color-emoji for its screenshots, ffmpeg for streaming), and cargo-fuzz if missing; then the Python venv of the daemon
 #      tests (PyPI transmission-rpc, qbittorrent-api, prometheus-client), if missing, at
 #      $SPATE_TEST_VENV (default ${XDG_CACHE_HOME:-$HOME/.cache}/spate-test-venv), whose
 #      python the tests get as SPATE_TEST_PYTHON;
@@ -79,7 +79,7 @@ warn() {
 # --- 1. packages ------------------------------------------------------------------------
 
 PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent iproute2
-    python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji)
+    python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg)
 
 missing_packages() {
     local m=()
@@ -98,6 +98,8 @@ missing_packages() {
     command -v chromedriver >/dev/null 2>&1 || m+=(chromium-driver)
     /usr/bin/python3 -c 'import selenium' >/dev/null 2>&1 || m+=(python3-selenium)
     [ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || m+=(fonts-noto-color-emoji)
+    # Streaming (crates/spate/tests/stream.rs): ffmpeg makes a video, ffprobe reads it.
+    command -v ffprobe >/dev/null 2>&1 || m+=(ffmpeg)
     echo "${m[*]:-}"
 }
 

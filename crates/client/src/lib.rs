@@ -51,6 +51,7 @@ mod peer;
 mod pex;
 pub mod rate;
 pub mod router;
+mod stream;
 mod torrent;
 
 pub use budget::{BudgetSlot, PeerBudget};
@@ -67,4 +68,5 @@ pub use options::{
 };
 pub use rate::RateLimiter;
 pub use router::{IncomingPeer, PeerRouter};
+pub use stream::{ReadRequest, MAX_READ};
 pub use torrent::{raise_nofile_limit, run_torrent};

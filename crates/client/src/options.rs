@@ -111,6 +111,10 @@ pub struct TorrentOptions {
     pub file_priorities: Vec<i8>,
     /// Fetch pieces in order (streaming, previews) instead of rarest first.
     pub sequential: bool,
+    /// The first and last piece of every wanted file before the others (`--first-last`).
+    pub first_last: bool,
+    /// Commands that woke a parked run, taken first when it starts again.
+    pub first_controls: Vec<Control>,
     /// A connection limit shared with other torrents (a session's global peer limit), on
     /// top of [`TorrentOptions::max_peers`].
     pub peer_budget: Option<Arc<crate::PeerBudget>>,
@@ -173,7 +177,19 @@ pub enum Control {
     Details(oneshot::Sender<Details>),
     /// New file priorities and piece order (see [`TorrentOptions::file_priorities`] and
     /// [`TorrentOptions::sequential`]), applied to the pieces not started yet.
-    SetPriorities { files: Vec<i8>, sequential: bool },
+    SetPriorities {
+        files: Vec<i8>,
+        sequential: bool,
+        /// The first and last piece of every file first (previews: a player reads a
+        /// file's index at its end).
+        first_last: bool,
+    },
+    /// Bytes for a streaming reader: answered once every piece under them is verified;
+    /// meanwhile those pieces and the reader's read-ahead are fetched before anything
+    /// else. A parked torrent wakes for it.
+    Read(Box<crate::ReadRequest>),
+    /// A streaming reader is done: its read-ahead no longer steers the download.
+    EndReader(u64),
 }
 
 /// What [`Control::Details`] answers: more than [`Status`], built only on request.
@@ -254,6 +270,8 @@ impl TorrentOptions {
             announce_started: true,
             file_priorities: Vec::new(),
             sequential: false,
+            first_last: false,
+            first_controls: Vec::new(),
             peer_budget: None,
         }
     }

@@ -304,6 +304,7 @@ pub async fn run_torrent(
                 return Ok(summary);
             }
             Wake::Peer(p) => opts.first_incoming.push(p),
+            Wake::Control(c) => opts.first_controls.push(c),
             Wake::Announce => {}
         }
         // Woken: the trackers know us already (no `stopped` was sent at the park).
@@ -339,6 +340,8 @@ enum Wake {
     Shutdown,
     Peer(Box<IncomingPeer>),
     Announce,
+    /// A command only a running torrent can answer (a streaming read).
+    Control(Control),
 }
 
 /// Waits while parked. Commands are taken as they come (limits and policies apply at the
@@ -385,10 +388,18 @@ async fn wait_parked(
                 }
                 Some(Control::SetMaxPeers(n)) => opts.max_peers = n,
                 // A parked torrent is complete: the order matters from the next start.
-                Some(Control::SetPriorities { files, sequential }) => {
+                Some(Control::SetPriorities {
+                    files,
+                    sequential,
+                    first_last,
+                }) => {
                     opts.file_priorities = files;
                     opts.sequential = sequential;
+                    opts.first_last = first_last;
                 }
+                Some(c @ Control::Read(_)) => return Wake::Control(c),
+                // No reader's window steers a parked torrent.
+                Some(Control::EndReader(_)) => {}
                 Some(Control::Reannounce) => return Wake::Announce,
                 Some(Control::Details(reply)) => {
                     let _ = reply.send(parked.details.clone());
@@ -606,8 +617,12 @@ async fn run_once(
     };
     let mut engine = engine::Torrent::new(lengths, have, engine::Config::default());
     engine.set_wanted(&wanted);
-    if opts.file_priorities.iter().any(|&p| p != 0) {
-        engine.set_priorities(&piece_tiers(&layout, &opts.file_priorities));
+    if opts.first_last || opts.file_priorities.iter().any(|&p| p != 0) {
+        engine.set_priorities(&piece_tiers(
+            &layout,
+            &opts.file_priorities,
+            opts.first_last,
+        ));
     }
     if opts.sequential {
         engine.set_sequential(true);
@@ -672,6 +687,7 @@ async fn run_once(
         idle_since: None,
         parked: false,
         peer_budget: opts.peer_budget.clone(),
+        readers: Default::default(),
     };
     for addr in &opts.peers {
         t.add_candidate(*addr, true);
@@ -679,6 +695,10 @@ async fn run_once(
     // Peers that woke a parked run.
     for p in opts.first_incoming.drain(..) {
         t.on_routed(*p);
+    }
+    // Commands that woke it (a streaming read).
+    for c in std::mem::take(&mut opts.first_controls) {
+        t.on_control(c);
     }
     let mut control = opts.control.take();
     let result = t
@@ -808,6 +828,8 @@ struct TorrentTask {
     parked: bool,
     /// [`TorrentOptions::peer_budget`].
     peer_budget: Option<Arc<crate::PeerBudget>>,
+    /// Streaming readers ([`Control::Read`]).
+    readers: crate::stream::Readers,
 }
 
 impl TorrentTask {
@@ -884,6 +906,8 @@ impl TorrentTask {
                         // would otherwise hold one each.
                         self.storage.close_files();
                     }
+                    self.readers.expire(now);
+                    self.update_deadlines();
                     self.consider_parking(now);
                     let dt = now.duration_since(last_rate_sample).as_secs_f64();
                     if dt >= 1.0 {
@@ -938,6 +962,7 @@ impl TorrentTask {
         let announced = self.announcer.is_none() || self.next_announce.is_some();
         let looked_up = self.dht_search_now.is_none() || self.status.dht.is_some();
         let restful = complete
+            && !self.readers.busy(now, after)
             && announced
             && looked_up
             && self.is_idle()
@@ -1019,13 +1044,60 @@ impl TorrentTask {
             Control::Details(reply) => {
                 let _ = reply.send(self.details());
             }
-            Control::SetPriorities { files, sequential } => {
+            Control::SetPriorities {
+                files,
+                sequential,
+                first_last,
+            } => {
                 self.engine
-                    .set_priorities(&piece_tiers(self.storage.layout(), &files));
+                    .set_priorities(&piece_tiers(self.storage.layout(), &files, first_last));
                 self.engine.set_sequential(sequential);
                 self.drain_actions();
             }
+            Control::Read(req) => {
+                let now = Instant::now();
+                let lengths = self.info.lengths;
+                match self.readers.admit(
+                    req,
+                    &lengths,
+                    self.engine.have(),
+                    self.engine.wanted(),
+                    now,
+                ) {
+                    crate::stream::Admit::Ready(req) => self.serve_read(*req),
+                    crate::stream::Admit::Waiting | crate::stream::Admit::Refused => {}
+                }
+                self.update_deadlines();
+            }
+            Control::EndReader(id) => {
+                self.readers.end(id);
+                self.update_deadlines();
+            }
         }
+    }
+
+    /// Answers a streaming read from storage (its pieces are verified), off the task.
+    fn serve_read(&self, req: crate::ReadRequest) {
+        let storage = self.storage.clone();
+        let lengths = self.info.lengths;
+        tokio::spawn(async move {
+            let crate::ReadRequest {
+                offset, len, reply, ..
+            } = req;
+            let data = tokio::task::spawn_blocking(move || {
+                crate::stream::read_blocking(&storage, &lengths, offset, len)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("read task failed: {e}")));
+            let _ = reply.send(data);
+        });
+    }
+
+    /// The engine's deadlines follow the streaming readers' windows.
+    fn update_deadlines(&mut self) {
+        let d = self.readers.deadlines(self.engine.have());
+        self.engine.set_deadlines(&d);
+        self.drain_actions();
     }
 
     /// What [`Control::Details`] answers.
@@ -1434,6 +1506,10 @@ impl TorrentTask {
                     );
                 }
                 self.resume_dirty = true;
+                let lengths = self.info.lengths;
+                for req in self.readers.take_ready(&lengths, self.engine.have()) {
+                    self.serve_read(req);
+                }
                 if !self.first_piece_published {
                     self.first_piece_published = true;
                     self.publish_status();
@@ -2168,6 +2244,9 @@ impl TorrentTask {
     /// Closes every connection, lets pieces being checked land, saves the resume record and
     /// tells the trackers we stopped.
     async fn shutdown(&mut self, mut events: mpsc::Receiver<Event>) {
+        for req in self.readers.drain_waiting() {
+            let _ = req.reply.send(Err("the torrent stopped".into()));
+        }
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         let now = Instant::now();
         for k in keys {
@@ -2506,7 +2585,7 @@ fn skipped_files(info: &Info, only: Option<&[usize]>) -> Result<Vec<bool>, Clien
 /// The pieces holding bytes of files not skipped (all pieces without a selection).
 /// Each piece's priority tier: the highest of its files' priorities (below zero low, zero
 /// normal, above zero high; files past the end of `prios` are normal; pad files count not).
-fn piece_tiers(layout: &storage::Layout, prios: &[i8]) -> Vec<u8> {
+fn piece_tiers(layout: &storage::Layout, prios: &[i8], first_last: bool) -> Vec<u8> {
     let n = layout.num_pieces() as usize;
     let tier = |p: i8| match p {
         p if p < 0 => engine::PRIORITY_LOW,
@@ -2519,9 +2598,18 @@ fn piece_tiers(layout: &storage::Layout, prios: &[i8]) -> Vec<u8> {
             continue;
         }
         let t = tier(prios.get(i).copied().unwrap_or(0));
-        for p in layout.file_pieces(i) {
+        let pieces = layout.file_pieces(i);
+        for p in pieces.clone() {
             let slot = &mut tiers[p as usize];
             *slot = Some(slot.map_or(t, |old| old.max(t)));
+        }
+        // A skipped file's pieces are not fetched at all; a wanted one's ends come first.
+        if first_last && prios.get(i).copied().unwrap_or(0) >= 0 {
+            for p in [pieces.start, pieces.end.saturating_sub(1)] {
+                if pieces.contains(&p) {
+                    tiers[p as usize] = Some(engine::PRIORITY_HIGH);
+                }
+            }
         }
     }
     tiers
@@ -2575,6 +2663,33 @@ fn layout_of(info: &Info) -> Result<storage::Layout, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_last_raises_the_ends_of_every_wanted_file() {
+        // 10-byte pieces: a 35-byte file (pieces 0..=3), a 20-byte file (3..=5), and two
+        // low-priority files (5..=8, 8..=10), whose ends are not raised.
+        let f = |name: &str, length| storage::LayoutFile {
+            path: vec!["t".into(), name.into()],
+            length,
+            pad: false,
+        };
+        let files = vec![f("a", 35), f("b", 20), f("c", 30), f("d", 20)];
+        let layout = storage::Layout::new(files, 10, vec![[0; 20]; 11]).unwrap();
+        let (n, h, l) = (
+            engine::PRIORITY_NORMAL,
+            engine::PRIORITY_HIGH,
+            engine::PRIORITY_LOW,
+        );
+        let prios = [0, 0, -1, -1];
+        assert_eq!(
+            piece_tiers(&layout, &prios, false),
+            vec![n, n, n, n, n, n, l, l, l, l, l]
+        );
+        assert_eq!(
+            piece_tiers(&layout, &prios, true),
+            vec![h, n, n, h, n, h, l, l, l, l, l]
+        );
+    }
 
     #[test]
     fn file_progress_counts_verified_bytes_per_file() {

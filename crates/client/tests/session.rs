@@ -574,6 +574,7 @@ async fn sequential_order_and_a_raised_priority_while_running() {
         .send(Control::SetPriorities {
             files: vec![0, 1],
             sequential: false,
+            first_last: false,
         })
         .await
         .unwrap();

@@ -100,6 +100,9 @@ pub(crate) struct Picker {
     sequential: bool,
     /// No piece below this index is `Wanted` (a lower bound kept by sequential walks).
     seq_from: Cell<u32>,
+    /// Pieces a reader waits for (streaming), most urgent first: started before any other,
+    /// whatever their tier. Short (a reader's window); pieces no longer wanted are skipped.
+    deadlines: Vec<u32>,
     /// Index of a wanted piece inside its bucket, else `NONE`.
     pos: Vec<u32>,
     partials: BTreeMap<u32, Partial>,
@@ -137,6 +140,7 @@ impl Picker {
             prio: vec![PRIORITY_NORMAL; n as usize],
             sequential: false,
             seq_from: Cell::new(0),
+            deadlines: Vec::new(),
             pos: vec![NONE; n as usize],
             partials: BTreeMap::new(),
             open: Vec::new(),
@@ -340,6 +344,12 @@ impl Picker {
     pub fn pick_new(&self, from_zero: bool, mut ok: impl FnMut(u32) -> bool) -> Option<u32> {
         // A non-seed peer counts itself in the availability of what it has.
         let start = if from_zero { 0 } else { 1 };
+        // A reader's pieces first, most urgent first.
+        if let Some(p) = self.deadlines.iter().copied().find(|&p| {
+            self.pos[p as usize] != NONE && self.avail[p as usize] as usize >= start && ok(p)
+        }) {
+            return Some(p);
+        }
         if self.sequential {
             return self.pick_in_order(start as u32, ok);
         }
@@ -395,6 +405,22 @@ impl Picker {
         }
         // A search that failed may find a piece now.
         self.generation += 1;
+    }
+
+    /// Pieces readers wait for, most urgent first (see [`Picker::deadlines`]): they are
+    /// started before any other piece. Out-of-range pieces are ignored; an empty list ends
+    /// the urgency.
+    pub fn set_deadlines(&mut self, pieces: &[u32]) {
+        let n = self.lengths.num_pieces();
+        let new: Vec<u32> = pieces.iter().copied().filter(|&p| p < n).collect();
+        if new != self.deadlines {
+            self.deadlines = new;
+            self.generation += 1;
+        }
+    }
+
+    pub fn deadlines(&self) -> &[u32] {
+        &self.deadlines
     }
 
     /// Sequential (by index) or rarest-first picking.

@@ -23,6 +23,8 @@ use std::time::Instant;
 use metainfo::BlockRef;
 use wire::Message;
 
+use std::collections::VecDeque;
+
 use crate::peer::Peer;
 use crate::picker::{Picker, PieceState, Received};
 use crate::smartban::SmartBan;
@@ -117,6 +119,34 @@ impl Torrent {
         }
     }
 
+    /// A new most urgent streaming piece: each peer that has it gives back its requests of
+    /// pieces no reader waits for, so the reader's blocks are not queued behind them (a
+    /// peer serves requests in order). They are requested again after the urgent ones.
+    pub(crate) fn hurry(&mut self, urgent: u32) {
+        let deadlines = self.picker.deadlines().to_vec();
+        for (&k, p) in self.peers.iter_mut() {
+            if !p.has(urgent) {
+                continue;
+            }
+            let (keep, give): (VecDeque<BlockRef>, VecDeque<BlockRef>) =
+                std::mem::take(&mut p.outstanding)
+                    .into_iter()
+                    .partition(|b| deadlines.contains(&b.piece));
+            p.outstanding = keep;
+            if p.current.is_some_and(|c| !deadlines.contains(&c)) {
+                p.current = None;
+            }
+            for b in give {
+                p.remember_dropped(b);
+                self.picker.cancel(b);
+                self.actions.push_back(Action::Send {
+                    peer: k,
+                    msg: Message::Cancel(b),
+                });
+            }
+        }
+    }
+
     /// Tops up every peer's pipeline.
     pub(crate) fn fill_all(&mut self) {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
@@ -180,6 +210,27 @@ pub(crate) fn pick_block(
 ) -> Option<BlockRef> {
     // A suspect of a failed copy of the piece stays away from it.
     let ok = |x: u32| !smart.contributed(x, key);
+    // 0. A piece a streaming reader waits for, most urgent first: a free block of one in
+    //    flight, else a new one (within the budget, unless the peer has nothing to do).
+    for i in 0..picker.deadlines().len() {
+        let x = picker.deadlines()[i];
+        if !peer.can_request(x) || !ok(x) {
+            continue;
+        }
+        match picker.state(x) {
+            Some(PieceState::Partial) => {
+                if let Some(b) = picker.request_free(x) {
+                    return Some(b);
+                }
+            }
+            Some(PieceState::Wanted) if picker.fits_budget(x) || peer.outstanding.is_empty() => {
+                picker.start(x);
+                peer.current = Some(x);
+                return picker.request_free(x);
+            }
+            _ => {}
+        }
+    }
     // 1. The piece it works on.
     if let Some(c) = peer.current {
         if peer.can_request(c) && ok(c) {

@@ -223,6 +223,28 @@ impl Torrent {
         self.after_order_change();
     }
 
+    /// Pieces readers wait for, most urgent first (streaming): started before any other.
+    /// When the most urgent missing one changes, peers give back their requests of other
+    /// pieces (see `hurry`), so it is not queued behind them.
+    pub fn set_deadlines(&mut self, pieces: &[u32]) {
+        if self.picker.deadlines() == pieces {
+            return;
+        }
+        let urgent = |p: &crate::picker::Picker| {
+            p.deadlines()
+                .iter()
+                .copied()
+                .find(|&x| matches!(p.state(x), Some(PieceState::Wanted | PieceState::Partial)))
+        };
+        let before = urgent(&self.picker);
+        self.picker.set_deadlines(pieces);
+        let now = urgent(&self.picker);
+        if let Some(u) = now.filter(|u| Some(*u) != before) {
+            self.hurry(u);
+        }
+        self.after_order_change();
+    }
+
     /// Peers that found nothing new to start may find something now.
     fn after_order_change(&mut self) {
         for p in self.peers.values_mut() {

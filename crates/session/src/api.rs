@@ -63,6 +63,8 @@ pub struct AddOptions {
     /// Peers to dial besides those the trackers, DHT and PEX find.
     pub peers: Vec<SocketAddr>,
     pub sequential: Option<bool>,
+    /// The first and last piece of every file first (previews).
+    pub first_last: Option<bool>,
     /// Seed ratio limit for this torrent (sets `seed_ratio_mode` to `Single`).
     pub seed_ratio_limit: Option<f64>,
     /// Minutes of no upload after which seeding stops (sets `seed_idle_mode` to `Single`).
@@ -151,6 +153,7 @@ pub struct TorrentPatch {
     pub seed_idle_mode: Option<LimitMode>,
     pub peer_limit: Option<usize>,
     pub sequential: Option<bool>,
+    pub first_last: Option<bool>,
     pub queue_position: Option<usize>,
     /// Tracker URLs to add (each its own tier) and to remove.
     pub tracker_add: Vec<String>,
@@ -167,6 +170,21 @@ pub struct FileView {
     pub bytes_completed: u64,
     pub wanted: bool,
     pub priority: Priority,
+}
+
+/// A file to stream: [`crate::Session::stream_file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFile {
+    pub id: TorrentId,
+    pub index: usize,
+    /// Its path inside the download folder, as the user named it.
+    pub path: Vec<String>,
+    /// Where it starts in the torrent (its files back to back), and its length.
+    pub offset: u64,
+    pub length: u64,
+    /// The torrent's piece length: reads that end at a piece's end are served as soon as
+    /// that piece is verified.
+    pub piece_length: u32,
 }
 
 /// A connected peer.
@@ -259,6 +277,7 @@ pub struct TorrentView {
     pub date_created: i64,
     pub is_private: bool,
     pub sequential: bool,
+    pub first_last: bool,
     pub download_limit: u64,
     pub download_limited: bool,
     pub upload_limit: u64,

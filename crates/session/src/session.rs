@@ -122,6 +122,8 @@ pub struct Session {
 
 struct Inner {
     cfg: SessionConfig,
+    /// Ids of streaming readers.
+    next_reader: std::sync::atomic::AtomicU64,
     store: Store,
     state: Mutex<State>,
     events: broadcast::Sender<SessionEvent>,
@@ -392,6 +394,7 @@ impl Session {
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             cfg,
+            next_reader: Default::default(),
             store,
             state: Mutex::new(state),
             events,
@@ -469,6 +472,7 @@ impl Session {
                 queue_position: st.torrents.len(),
                 labels: clean_labels(&opts.labels),
                 sequential: opts.sequential.unwrap_or(false),
+                first_last: opts.first_last.unwrap_or(false),
                 peer_limit: st.settings.peer_limit_per_torrent,
                 peers: opts.peers.iter().map(|a| a.to_string()).collect(),
                 ..Record::default()
@@ -603,14 +607,7 @@ impl Session {
 
     /// Peers and piece map of a torrent (asks the running torrent; empty when stopped).
     pub async fn detail(&self, id: TorrentId) -> Result<TorrentDetail, SessionError> {
-        let control = {
-            let st = self.inner.lock();
-            let e = st
-                .torrents
-                .get(&id)
-                .ok_or(SessionError::NoSuchTorrent(id))?;
-            e.run.as_ref().and_then(|r| r.control.clone())
-        };
+        let control = self.control_of(id)?;
         let Some(control) = control else {
             return Ok(TorrentDetail::default());
         };
@@ -622,6 +619,96 @@ impl Session {
             return Ok(TorrentDetail::default());
         };
         Ok(detail_view(&d))
+    }
+
+    /// A file of a torrent to stream ([`Session::stream_read`]): its place in the torrent.
+    /// Refused (`Invalid`) while the metadata is unknown, for an index that is not a file
+    /// of the torrent (pad files included), and for a file not selected for download.
+    pub fn stream_file(&self, id: TorrentId, file: usize) -> Result<StreamFile, SessionError> {
+        let st = self.inner.lock();
+        let e = st
+            .torrents
+            .get(&id)
+            .ok_or(SessionError::NoSuchTorrent(id))?;
+        stream_file_of(e, file)
+    }
+
+    /// Every file of a torrent that [`Session::stream_file`] would give, in order.
+    pub fn stream_files(&self, id: TorrentId) -> Result<Vec<StreamFile>, SessionError> {
+        let st = self.inner.lock();
+        let e = st
+            .torrents
+            .get(&id)
+            .ok_or(SessionError::NoSuchTorrent(id))?;
+        let n = e.num_files().unwrap_or(0);
+        Ok((0..n).filter_map(|i| stream_file_of(e, i).ok()).collect())
+    }
+
+    /// Reads `len` bytes (at most [`client::MAX_READ`]) at `offset` of the torrent for
+    /// streaming `reader` (any id, e.g. from [`Session::new_reader`]): they come once their
+    /// pieces are verified, and meanwhile they and the next `read_ahead` bytes are fetched
+    /// before anything else. The torrent must be running (a parked one wakes).
+    pub async fn stream_read(
+        &self,
+        id: TorrentId,
+        reader: u64,
+        offset: u64,
+        len: u32,
+        read_ahead: u64,
+    ) -> Result<Vec<u8>, SessionError> {
+        let control = self.control_of(id)?;
+        let Some(control) = control else {
+            return Err(SessionError::Invalid(
+                "the torrent is not running: start it to stream".into(),
+            ));
+        };
+        let (tx, rx) = oneshot::channel();
+        let req = client::ReadRequest {
+            reader,
+            offset,
+            len,
+            read_ahead,
+            reply: tx,
+        };
+        if control
+            .send(client::Control::Read(Box::new(req)))
+            .await
+            .is_err()
+        {
+            return Err(SessionError::Invalid("the torrent stopped".into()));
+        }
+        match rx.await {
+            Ok(Ok(data)) => Ok(data),
+            Ok(Err(e)) => Err(SessionError::Invalid(e)),
+            Err(_) => Err(SessionError::Invalid("the torrent stopped".into())),
+        }
+    }
+
+    /// A new id for a streaming reader.
+    pub fn new_reader(&self) -> u64 {
+        self.inner
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The reader is done: its read-ahead no longer steers the torrent.
+    pub fn stream_end(&self, id: TorrentId, reader: u64) {
+        if let Ok(Some(c)) = self.control_of(id) {
+            let _ = c.try_send(client::Control::EndReader(reader));
+        }
+    }
+
+    /// The control channel of the torrent's run; `None` when it does not run.
+    fn control_of(
+        &self,
+        id: TorrentId,
+    ) -> Result<Option<tokio::sync::mpsc::Sender<client::Control>>, SessionError> {
+        let st = self.inner.lock();
+        let e = st
+            .torrents
+            .get(&id)
+            .ok_or(SessionError::NoSuchTorrent(id))?;
+        Ok(e.run.as_ref().and_then(|r| r.control.clone()))
     }
 
     /// Starts torrents (through the queue; `now` bypasses it: force-start).
@@ -826,6 +913,9 @@ impl Session {
                 if let Some(v) = patch.sequential {
                     r.sequential = v;
                 }
+                if let Some(v) = patch.first_last {
+                    r.first_last = v;
+                }
                 for t in &patch.tracker_add {
                     let t = t.trim().to_string();
                     if !t.is_empty() && !r.extra_trackers.contains(&t) {
@@ -854,7 +944,7 @@ impl Session {
                             c.clone(),
                             torrent_limits(&e.rec),
                             file_priorities(&e.rec),
-                            e.rec.sequential,
+                            (e.rec.sequential, e.rec.first_last),
                         ));
                     }
                 }
@@ -869,7 +959,7 @@ impl Session {
                 }
             }
         }
-        for (c, (down, up), files, sequential) in limits {
+        for (c, (down, up), files, (sequential, first_last)) in limits {
             let _ = c
                 .send(client::Control::SetLimits {
                     max_down: down,
@@ -877,7 +967,11 @@ impl Session {
                 })
                 .await;
             let _ = c
-                .send(client::Control::SetPriorities { files, sequential })
+                .send(client::Control::SetPriorities {
+                    files,
+                    sequential,
+                    first_last,
+                })
                 .await;
         }
         if !restart.is_empty() {
@@ -1923,6 +2017,7 @@ async fn prepare_run(
     opts.file_priorities = file_priorities(&rec);
     opts.peer_budget = Some(peer_budget);
     opts.sequential = rec.sequential;
+    opts.first_last = rec.first_last;
     if !cfg.ephemeral {
         // The session owns its state folder (the store is locked by redb) and keeps the
         // resume records in its store. A one-command session keeps the client's defaults:
@@ -2418,6 +2513,41 @@ fn renumber_queue(st: &mut State) {
     }
 }
 
+/// File `file` of a torrent to stream (see [`Session::stream_file`]).
+fn stream_file_of(e: &Entry, file: usize) -> Result<StreamFile, SessionError> {
+    let t = e
+        .torrent
+        .as_ref()
+        .ok_or_else(|| SessionError::Invalid("its metadata is not known yet".into()))?;
+    let f = t
+        .info
+        .files
+        .get(file)
+        .filter(|f| !f.pad)
+        .ok_or_else(|| SessionError::Invalid(format!("the torrent has no file {file}")))?;
+    if !e.wanted(file) {
+        return Err(SessionError::Invalid(format!(
+            "file {file} is not selected for download"
+        )));
+    }
+    // The user's rename, if any, names it.
+    let path = e
+        .rec
+        .renames
+        .iter()
+        .rev()
+        .find(|(i, _)| *i == file)
+        .map_or_else(|| f.path.clone(), |(_, p)| p.clone());
+    Ok(StreamFile {
+        id: e.id,
+        index: file,
+        path,
+        offset: f.offset,
+        length: f.length,
+        piece_length: t.info.lengths.piece_length(),
+    })
+}
+
 /// The torrent with the user's renames applied to its file paths.
 fn renamed(t: &Torrent, renames: &[(usize, Vec<String>)]) -> Torrent {
     apply_renames(t.clone(), renames)
@@ -2673,6 +2803,7 @@ fn view(e: &Entry, st: &State) -> TorrentView {
         date_created: t.as_ref().and_then(|t| t.creation_date).unwrap_or(0),
         is_private: t.as_ref().is_some_and(|t| t.info.private),
         sequential: e.rec.sequential,
+        first_last: e.rec.first_last,
         download_limit: e.rec.download_limit,
         download_limited: e.rec.download_limited,
         upload_limit: e.rec.upload_limit,

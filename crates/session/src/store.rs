@@ -51,6 +51,8 @@ pub struct Record {
     pub unlisted_unwanted: bool,
     pub priorities: Vec<Priority>,
     pub sequential: bool,
+    /// The first and last piece of every file first.
+    pub first_last: bool,
     pub download_limit: u64,
     pub download_limited: bool,
     pub upload_limit: u64,
@@ -101,6 +103,7 @@ impl Default for Record {
             unlisted_unwanted: false,
             priorities: Vec::new(),
             sequential: false,
+            first_last: false,
             download_limit: 100 * 1000,
             download_limited: false,
             upload_limit: 100 * 1000,

@@ -58,6 +58,10 @@ pub struct DownloadArgs {
     /// instead of rarest first.
     #[arg(long)]
     pub sequential: bool,
+    /// Fetch the first and last piece of every file before the others (a player reads a
+    /// file's start and, for many formats, its index at the end, to preview it early).
+    #[arg(long)]
+    pub first_last: bool,
 }
 
 #[derive(Args, Debug)]
@@ -256,6 +260,7 @@ async fn download_with(
         listen,
         dht,
         sequential: a.sequential,
+        first_last: a.first_last,
     };
     let (summary, interrupted, last) = run_with_progress(run, name.clone()).await?;
     if interrupted && !summary.complete {
@@ -504,6 +509,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         listen,
         dht,
         sequential: false,
+        first_last: false,
     };
     let (summary, _, _) = run_with_progress(run, name).await?;
     outln!(
@@ -638,6 +644,7 @@ struct OneRun {
     /// Handed to the session, which shuts it down.
     dht: Option<client::DhtHandle>,
     sequential: bool,
+    first_last: bool,
 }
 
 fn session_error(e: SessionError) -> CliError {
@@ -707,6 +714,7 @@ async fn follow_one(
         run_until: Some(r.until),
         rename_root: r.rename_root,
         sequential: Some(r.sequential),
+        first_last: Some(r.first_last),
         ..AddOptions::default()
     };
     let id = match session

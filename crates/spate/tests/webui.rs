@@ -74,7 +74,7 @@ fn web_ui_in_chromium() -> Result<()> {
     // A folder of three files, piece-aligned so that skipping one leaves it with no bytes.
     let album_src = td.sub("src-album")?;
     let album = album_src.join("album");
-    let files = [("a-high.bin", 4), ("b-low.bin", 3), ("c-skip.bin", 2)];
+    let files = [("a-high.mp3", 4), ("b-low.bin", 3), ("c-skip.bin", 2)];
     for (i, (name, pieces)) in files.iter().enumerate() {
         write_random_file(&album.join(name), u64::from(PIECE) * pieces, 11 + i as u64)?;
     }
@@ -135,7 +135,7 @@ fn web_ui_in_chromium() -> Result<()> {
             "name": "album",
             "hash": album_hash,
             "files": files.iter().map(|f| f.0).collect::<Vec<_>>(),
-            "high": "a-high.bin",
+            "high": "a-high.mp3",
             "low": "b-low.bin",
             "skip": "c-skip.bin",
         },

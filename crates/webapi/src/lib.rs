@@ -31,6 +31,7 @@ mod guard;
 mod metrics;
 mod password;
 mod qbit;
+mod stream;
 mod transmission;
 mod ui;
 
@@ -134,6 +135,8 @@ fn build(session: Session, cfg: RpcConfig) -> (Router, watch::Sender<bool>) {
     let router = Router::new()
         .route("/spate/events", get(events::stream))
         .route("/metrics", get(metrics::metrics))
+        .route("/stream/{hash}/{index}", get(stream::file))
+        .route("/stream/{name}", get(stream::playlist))
         .route(guard::LOGIN_PATH, post(guard::login))
         .route(
             "/api/v2/auth/logout",

@@ -507,7 +507,7 @@ pub(crate) fn torrent_json(v: &TorrentView, st: &Settings, now: i64) -> Map<Stri
         "downloaded": v.downloaded_ever,
         "downloaded_session": v.downloaded_ever,
         "eta": v.eta.unwrap_or(MAX_ETA),
-        "f_l_piece_prio": false,
+        "f_l_piece_prio": v.first_last,
         "force_start": false,
         "has_metadata": !v.fetching_metadata,
         "hash": v.hash,
@@ -675,6 +675,7 @@ const ACTIONS: &[&str] = &[
     "torrents/setShareLimits",
     "torrents/setSuperSeeding",
     "torrents/toggleSequentialDownload",
+    "torrents/toggleFirstLastPiecePrio",
     "torrents/addTrackers",
     "torrents/removeTrackers",
     "torrents/createCategory",
@@ -858,6 +859,16 @@ async fn route(app: &App, path: &str, p: &Params) -> Answer {
             for v in s.get(&select(s, p)?) {
                 let patch = TorrentPatch {
                     sequential: Some(!v.sequential),
+                    ..TorrentPatch::default()
+                };
+                s.set(&[v.id], patch).await?;
+            }
+            ok_empty()
+        }
+        "torrents/toggleFirstLastPiecePrio" => {
+            for v in s.get(&select(s, p)?) {
+                let patch = TorrentPatch {
+                    first_last: Some(!v.first_last),
                     ..TorrentPatch::default()
                 };
                 s.set(&[v.id], patch).await?;
@@ -1465,12 +1476,12 @@ async fn add(app: &App, p: &Params) -> Answer {
     let ratio = p.float("ratioLimit")?;
     let idle = p.int("inactiveSeedingTimeLimit")?;
     p.int("seedingTimeLimit")?;
-    p.bool("firstLastPiecePrio")?;
     let opts = AddOptions {
         download_dir: save,
         paused,
         labels: with_category(&tags, &category),
         sequential: p.bool("sequentialDownload")?,
+        first_last: p.bool("firstLastPiecePrio")?,
         seed_ratio_limit: ratio.filter(|r| *r >= 0.0),
         seed_idle_limit: idle.filter(|m| *m >= 0).map(|m| m as u64),
         ..AddOptions::default()

@@ -1190,6 +1190,7 @@ fn dummy_view() -> TorrentView {
         date_created: 0,
         is_private: false,
         sequential: false,
+        first_last: false,
         download_limit: 0,
         download_limited: false,
         upload_limit: 0,

@@ -5,6 +5,7 @@
 import { $, el, clear, fmtBytes, fmtRate, fmtEta, fmtDate, fmtRatio, fmtPct, statusText, fromBase64, toast } from './util.js';
 import { drawPieces, drawSpeed, History } from './graph.js';
 
+const MEDIA = /\.(mp4|m4v|mkv|webm|avi|mov|mpe?g|ts|ogv|mp3|m4a|aac|flac|ogg|oga|opus|wav)$/i;
 const GENERAL = ['id', 'name', 'hash_string', 'status', 'error', 'error_string', 'total_size', 'size_when_done', 'left_until_done',
   'have_valid', 'percent_done', 'recheck_progress', 'piece_count', 'piece_size', 'added_date', 'done_date', 'start_date',
   'activity_date', 'date_created', 'download_dir', 'comment', 'creator', 'is_private', 'magnet_link', 'downloaded_ever',
@@ -194,7 +195,13 @@ export class Details {
       const prog = el('span', { className: 'num prog' });
       const label = el('label', {}, cb, el('span', {}, (n.index === undefined ? '📁 ' : '') + n.name));
       label.style.paddingLeft = n.depth * 18 + 'px';
-      const row = el('div', { className: 'node' + (n.index === undefined ? ' dir' : ''), role: 'treeitem', dataset: { index: n.index ?? '' } }, label, size, prog, sel);
+      // Audio and video play while they download: the daemon's /stream/ URL fetches the
+      // pieces around what the player reads first.
+      const media = n.index !== undefined && MEDIA.test(n.name);
+      const play = media
+        ? el('a', { className: 'play', href: `/stream/${t.hash_string}/${n.index}`, target: '_blank', rel: 'noopener', title: 'Play (streams while it downloads)', 'aria-label': 'Play ' + n.name }, '▶')
+        : el('span', { className: 'play' });
+      const row = el('div', { className: 'node' + (n.index === undefined ? ' dir' : ''), role: 'treeitem', dataset: { index: n.index ?? '' } }, label, size, prog, play, sel);
       box.append(row);
       Object.assign(n, { cb, sel, size, prog });
       nodes.push(n);

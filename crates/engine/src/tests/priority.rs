@@ -3,7 +3,7 @@
 
 use wire::Message;
 
-use super::{pieces, requests, H};
+use super::{pieces, requests, sent, H};
 use crate::{Config, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL};
 
 /// The pieces requested from a seed that just unchoked us, in the order they were started.
@@ -80,4 +80,64 @@ fn a_priority_raised_while_downloading_is_started_next() {
     h.t.piece_verified(b.piece, true);
     let a = h.drain();
     assert_eq!(pieces(&requests(&a, 1)), vec![target]);
+}
+
+#[test]
+fn deadline_pieces_start_before_every_tier_in_their_order() {
+    let mut h = H::new("        ", 2, Config::default());
+    let mut tiers = vec![PRIORITY_NORMAL; 8];
+    tiers[1] = PRIORITY_HIGH;
+    assert!(h.t.set_priorities(&tiers));
+    h.t.set_sequential(true);
+    h.t.set_deadlines(&[6, 3, 99]);
+    h.drain();
+    let order = started_order(&mut h);
+    // The reader's pieces (out-of-range ones ignored), then the high tier, then the rest
+    // in index order.
+    assert_eq!(order, vec![6, 3, 1, 0, 2, 4, 5, 7]);
+}
+
+#[test]
+fn a_new_urgent_piece_jumps_the_queue_of_requests() {
+    // Two blocks a piece and room for four pieces: the seed has pieces 0..=3 requested.
+    let cfg = Config {
+        max_partial_bytes: 4 * 2 * 16 * 1024,
+        ..Config::default()
+    };
+    let mut h = H::new("        ", 2, cfg);
+    h.t.set_sequential(true);
+    let first = started_order(&mut h);
+    assert_eq!(first, vec![0, 1, 2, 3]);
+    let queued = h.outstanding(1);
+    // A reader now waits for piece 7 and then piece 1: the requests of pieces 0, 2 and 3
+    // are given back (a peer serves in order: 7 must not wait behind them), piece 7 is
+    // requested at once, and the pieces given back are asked for again after it.
+    h.t.set_deadlines(&[7, 1]);
+    let a = h.drain();
+    let cancelled: Vec<u32> = sent(&a, 1)
+        .iter()
+        .filter_map(|m| match m {
+            Message::Cancel(b) => Some(b.piece),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        cancelled,
+        queued
+            .iter()
+            .map(|b| b.piece)
+            .filter(|&p| p != 1)
+            .collect::<Vec<_>>()
+    );
+    let asked = pieces(&requests(&a, 1));
+    assert_eq!(asked.first(), Some(&7), "{asked:?}");
+    assert!(h.outstanding(1).iter().any(|b| b.piece == 1));
+    h.t.check_invariants().unwrap();
+    // The same urgent piece again (the window moved on): nothing more is cancelled.
+    h.t.set_deadlines(&[7, 1, 4]);
+    let a = h.drain();
+    assert!(!sent(&a, 1).iter().any(|m| matches!(m, Message::Cancel(_))));
+    // Cleared: back to index order for what is left.
+    h.t.set_deadlines(&[]);
+    h.t.check_invariants().unwrap();
 }

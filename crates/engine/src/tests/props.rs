@@ -41,6 +41,8 @@ enum Op {
     SetWanted(u8),
     /// New priority tiers (two bits a piece, 3 read as high) and order.
     SetPriorities(u16, bool),
+    /// Pieces a reader waits for (bit `i`: piece `i`, most urgent the highest).
+    SetDeadlines(u8),
 }
 
 const PIECES: u32 = 6;
@@ -66,6 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
         (k, any::<bool>()).prop_map(|(k, i)| Op::Interested(k, i)),
         any::<u8>().prop_map(Op::SetWanted),
         (any::<u16>(), any::<bool>()).prop_map(|(t, s)| Op::SetPriorities(t, s)),
+        any::<u8>().prop_map(Op::SetDeadlines),
     ]
 }
 
@@ -174,6 +177,10 @@ fn run(ops: Vec<Op>, budget_pieces: u64) -> Result<(), TestCaseError> {
                     .collect();
                 prop_assert!(h.t.set_priorities(&tiers));
                 h.t.set_sequential(sequential);
+            }
+            Op::SetDeadlines(bits) => {
+                let d: Vec<u32> = (0..8).rev().filter(|i| bits & (1 << i) != 0).collect();
+                h.t.set_deadlines(&d);
             }
         }
         while let Some(a) = h.t.poll_action() {

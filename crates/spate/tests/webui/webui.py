@@ -301,6 +301,19 @@ def step_details():
     check(not skip.find_element(By.CSS_SELECTOR, "input").is_selected(), "the skipped file shows unchecked")
     hi = file_node(album["high"])
     check(Select(hi.find_element(By.TAG_NAME, "select")).first_selected_option.text == "High", "high priority shows")
+    # An audio file has a play link to the daemon's stream; the page's own session (its
+    # cookie) may fetch a range of it, which comes once its pieces are verified.
+    play = hi.find_element(By.CSS_SELECTOR, "a.play")
+    href = play.get_attribute("href")
+    names = [f["name"].split("/")[-1] for f in RPC.torrent(album["hash"], ["files"])["files"]]
+    check(href.endswith("/stream/%s/%d" % (album["hash"], names.index(album["high"]))), "play link %r" % href)
+    check(not file_node(album["skip"]).find_elements(By.CSS_SELECTOR, "a.play"), "no play link for a .bin file")
+    got = D.execute_async_script("""const done = arguments[arguments.length - 1];
+        fetch(arguments[0], { headers: { Range: 'bytes=10-109' } })
+          .then(async (r) => done([r.status, r.headers.get('content-type'), (await r.arrayBuffer()).byteLength]))
+          .catch((e) => done(['error', String(e), 0]));""", href)
+    check(got == [206, "audio/mpeg", 100], "a range of the stream from the page: %r" % (got,))
+    say("details: the audio file's play link streams a range (%r)" % (got,))
     # Change a priority while it runs.
     low = album["low"]
     unstale(lambda: Select(file_node(low).find_element(By.TAG_NAME, "select")).select_by_value("-1"))
