@@ -58,6 +58,7 @@ pub use budget::{BudgetSlot, PeerBudget};
 pub use client_name::client_name;
 pub use dht::{DhtHandle, DhtOptions, LookupEvent};
 pub use error::ClientError;
+pub use ipfilter;
 pub use metadata::{
     fetch_metadata, load_or_fetch_metadata, metadata_cache_path, torrent_file_bytes,
     MetadataOptions, MetadataStatus,

@@ -118,6 +118,10 @@ pub struct TorrentOptions {
     /// A connection limit shared with other torrents (a session's global peer limit), on
     /// top of [`TorrentOptions::max_peers`].
     pub peer_budget: Option<Arc<crate::PeerBudget>>,
+    /// An IP filter: no connection is made with or taken from an address it blocks, from
+    /// whatever source (trackers, PEX, the DHT, the user); peers it blocks once it is
+    /// replaced are dropped.
+    pub blocklist: Option<Arc<crate::ipfilter::Blocklist>>,
 }
 
 impl std::fmt::Debug for TorrentOptions {
@@ -273,6 +277,7 @@ impl TorrentOptions {
             first_last: false,
             first_controls: Vec::new(),
             peer_budget: None,
+            blocklist: None,
         }
     }
 }

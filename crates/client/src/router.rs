@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::ClientError;
+use crate::ipfilter::Blocklist;
 use crate::peer::{self, PendingIncoming};
 
 /// A connection whose handshake the router read: the torrent answers it with its own.
@@ -54,6 +55,8 @@ pub struct PeerRouter {
 struct Inner {
     local: SocketAddr,
     routes: Routes,
+    /// Addresses whose connections are closed at once (see [`PeerRouter::blocklist`]).
+    blocklist: Arc<Blocklist>,
     /// Dropping it (with the last clone) or sending `true` stops the accept task.
     stop: watch::Sender<bool>,
 }
@@ -69,20 +72,30 @@ impl PeerRouter {
         let limits = crate::torrent::incoming_limits();
         let routes: Routes = Arc::default();
         let (stop, stop_rx) = watch::channel(false);
+        let blocklist = Arc::new(Blocklist::default());
         tokio::spawn(accept_loop(
             Acceptor::new(listener),
             routes.clone(),
             stop_rx,
             limits,
+            blocklist.clone(),
         ));
         tracing::info!(%local, "listening for peers of every torrent");
         Ok(PeerRouter {
             inner: Arc::new(Inner {
                 local,
                 routes,
+                blocklist,
                 stop,
             }),
         })
+    }
+
+    /// The IP filter of incoming connections (empty at first): set it with
+    /// [`Blocklist::set`]; give the same handle to the torrents
+    /// ([`crate::TorrentOptions::blocklist`]) for the peers they dial.
+    pub fn blocklist(&self) -> Arc<Blocklist> {
+        self.inner.blocklist.clone()
     }
 
     /// The address the router listens on (with the port the system chose for port 0).
@@ -143,6 +156,7 @@ async fn accept_loop(
     routes: Routes,
     mut stop: watch::Receiver<bool>,
     limits: IncomingLimits,
+    blocklist: Arc<Blocklist>,
 ) {
     let pending = Arc::new(PendingIncoming::default());
     loop {
@@ -151,6 +165,10 @@ async fn accept_loop(
             _ = stop.changed() => break,
             a = acceptor.accept() => a,
         };
+        if blocklist.blocks(addr.ip()) {
+            tracing::trace!(%addr, "refusing incoming connection: blocked by the IP filter");
+            continue;
+        }
         if pending.total() >= limits.max_pending {
             tracing::trace!(%addr, "refusing incoming connection: too many in their handshake");
             continue;

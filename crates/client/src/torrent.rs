@@ -687,6 +687,8 @@ async fn run_once(
         idle_since: None,
         parked: false,
         peer_budget: opts.peer_budget.clone(),
+        blocklist_seen: opts.blocklist.as_ref().map_or(0, |b| b.generation()),
+        blocklist: opts.blocklist.clone(),
         readers: Default::default(),
     };
     for addr in &opts.peers {
@@ -828,6 +830,9 @@ struct TorrentTask {
     parked: bool,
     /// [`TorrentOptions::peer_budget`].
     peer_budget: Option<Arc<crate::PeerBudget>>,
+    /// [`TorrentOptions::blocklist`], and the generation of it last applied.
+    blocklist: Option<Arc<crate::ipfilter::Blocklist>>,
+    blocklist_seen: u64,
     /// Streaming readers ([`Control::Read`]).
     readers: crate::stream::Readers,
 }
@@ -906,6 +911,7 @@ impl TorrentTask {
                         // would otherwise hold one each.
                         self.storage.close_files();
                     }
+                    self.apply_new_blocklist(now);
                     self.readers.expire(now);
                     self.update_deadlines();
                     self.consider_parking(now);
@@ -1091,6 +1097,32 @@ impl TorrentTask {
             .unwrap_or_else(|e| Err(format!("read task failed: {e}")));
             let _ = reply.send(data);
         });
+    }
+
+    fn blocked(&self, ip: std::net::IpAddr) -> bool {
+        self.blocklist.as_ref().is_some_and(|b| b.blocks(ip))
+    }
+
+    /// A replaced IP filter: peers and candidates it blocks now go.
+    fn apply_new_blocklist(&mut self, now: Instant) {
+        let Some(b) = &self.blocklist else { return };
+        let generation = b.generation();
+        if generation == self.blocklist_seen {
+            return;
+        }
+        self.blocklist_seen = generation;
+        let filter = b.get();
+        self.candidates
+            .retain(|a, c| c.connected || c.connecting || !filter.blocks(a.ip()));
+        let gone: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| filter.blocks(p.addr.ip()))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            self.disconnect(k, "blocked by the IP filter", false, now);
+        }
     }
 
     /// The engine's deadlines follow the streaming readers' windows.
@@ -1654,6 +1686,10 @@ impl TorrentTask {
         if addr.port() == 0 || self.banned.contains(addr) || Some(addr) == self.status.listen {
             return false;
         }
+        if self.blocked(addr.ip()) {
+            tracing::trace!(%addr, "not dialling: blocked by the IP filter");
+            return false;
+        }
         let now = Instant::now();
         let c = self
             .candidates
@@ -1875,6 +1911,8 @@ impl TorrentTask {
         let pending = &self.ctx.pending_in;
         if self.banned.contains(addr) {
             Some("banned")
+        } else if self.blocked(addr.ip()) {
+            Some("blocked by the IP filter")
         } else if pending.total() >= self.max_pending_in {
             Some("too many connections in their handshake")
         } else if self

@@ -349,6 +349,11 @@ pub struct Settings {
     pub rename_partial_files: bool,
     /// "preferred", "tolerated" or "required"; spate has no MSE yet and reports "tolerated".
     pub encryption: String,
+    /// Apply the IP filter fetched from `blocklist_url` (kept in `STATE_DIR/blocklist`).
+    pub blocklist_enabled: bool,
+    /// Where `blocklist-update` fetches the list: eMule DAT or PeerGuardian P2P, plain or
+    /// gzipped.
+    pub blocklist_url: String,
 }
 
 impl Default for Settings {
@@ -395,6 +400,8 @@ impl Default for Settings {
             utp_enabled: false,
             rename_partial_files: false,
             encryption: "tolerated".into(),
+            blocklist_enabled: false,
+            blocklist_url: String::new(),
         }
     }
 }

@@ -21,6 +21,10 @@ use crate::store::{Record, Store};
 
 /// Largest `.torrent` accepted from a URL or a path.
 const MAX_TORRENT_BYTES: usize = 16 << 20;
+/// The most a blocklist download may be (compressed).
+const MAX_BLOCKLIST_BYTES: usize = 64 << 20;
+/// The last blocklist fetched, in the state folder.
+const BLOCKLIST_FILE: &str = "blocklist";
 /// Deadline for fetching a `.torrent` from a URL.
 const URL_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_secs(1);
@@ -411,6 +415,10 @@ impl Session {
         let session = Session {
             inner: inner.clone(),
         };
+        // Before any torrent starts: no connection escapes the filter.
+        if settings.blocklist_enabled {
+            session.apply_blocklist(true).await;
+        }
         tokio::spawn(manager(Arc::downgrade(&inner), inner.closing.subscribe()));
         inner.schedule();
         Ok((session, report))
@@ -426,7 +434,7 @@ impl Session {
                 parse_metainfo(b)
                     .map_err(|e| SessionError::Invalid(format!("{}: {e}", p.display())))?
             }
-            AddSource::Url(u) => parse_metainfo(fetch_url(&u).await?)
+            AddSource::Url(u) => parse_metainfo(fetch_url(&u, MAX_TORRENT_BYTES).await?)
                 .map_err(|e| SessionError::Invalid(format!("{u}: {e}")))?,
             AddSource::Magnet(m) => {
                 let magnet = Magnet::parse(&m)
@@ -1181,6 +1189,7 @@ impl Session {
     /// Replaces the settings (the RPC reads them, changes what `session-set` names, and
     /// writes them back); applied at once and stored.
     pub async fn set_settings(&self, s: Settings) -> Result<(), SessionError> {
+        let before = self.settings();
         let changed_limits: Vec<_> = {
             let mut st = self.inner.lock();
             st.settings = s.clone();
@@ -1193,6 +1202,9 @@ impl Session {
                 .collect()
         };
         self.inner.apply_speed_limits(&s);
+        if s.blocklist_enabled != before.blocklist_enabled {
+            self.apply_blocklist(s.blocklist_enabled).await;
+        }
         for (c, (down, up)) in changed_limits {
             let _ = c
                 .send(client::Control::SetLimits {
@@ -1204,6 +1216,84 @@ impl Session {
         self.blocking(move |i| i.store.put_settings(&s)).await?;
         self.inner.schedule();
         Ok(())
+    }
+
+    /// Rules of the IP filter in force (0 when it is off or empty).
+    pub fn blocklist_size(&self) -> usize {
+        self.inner
+            .router
+            .as_ref()
+            .map_or(0, |r| r.blocklist().get().rules())
+    }
+
+    /// Uses `filter` as the IP filter (for a one-command session: `--blocklist FILE`).
+    pub fn set_blocklist(&self, filter: client::ipfilter::IpFilter) {
+        if let Some(r) = &self.inner.router {
+            r.blocklist().set(filter);
+        }
+    }
+
+    /// Fetches the list at `blocklist_url` (eMule DAT or PeerGuardian P2P, plain or
+    /// gzipped; at most 64 MiB), keeps it as `STATE_DIR/blocklist` and, when the filter is
+    /// enabled, applies it to every connection from now on (connected peers it blocks are
+    /// dropped). Answers the number of rules.
+    pub async fn blocklist_update(&self) -> Result<usize, SessionError> {
+        let s = self.settings();
+        let url = s.blocklist_url.trim().to_string();
+        if url.is_empty() {
+            return Err(SessionError::Invalid(
+                "no blocklist URL is configured (blocklist-url)".into(),
+            ));
+        }
+        let bytes = fetch_url(&url, MAX_BLOCKLIST_BYTES).await?;
+        let (filter, report) = client::ipfilter::IpFilter::parse(&bytes)
+            .map_err(|e| SessionError::Invalid(format!("{url}: {e}")))?;
+        if report.bad_lines > 0 {
+            tracing::warn!(
+                "{url}: {} malformed lines skipped (the first: {:?})",
+                report.bad_lines,
+                report.first_bad.unwrap_or_default()
+            );
+        }
+        let rules = filter.rules();
+        if !self.inner.cfg.ephemeral {
+            let path = self.inner.cfg.state_dir.join(BLOCKLIST_FILE);
+            self.blocking(move |_| {
+                let tmp = path.with_extension("new");
+                std::fs::write(&tmp, &bytes)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| SessionError::Io(format!("{}: {e}", path.display())))
+            })
+            .await?;
+        }
+        if s.blocklist_enabled {
+            self.set_blocklist(filter);
+        }
+        tracing::info!("blocklist from {url}: {rules} rules");
+        Ok(rules)
+    }
+
+    /// Loads `STATE_DIR/blocklist` into the filter (`on`), or empties the filter.
+    async fn apply_blocklist(&self, on: bool) {
+        if !on || self.inner.cfg.ephemeral {
+            self.set_blocklist(client::ipfilter::IpFilter::default());
+            return;
+        }
+        let path = self.inner.cfg.state_dir.join(BLOCKLIST_FILE);
+        let loaded = tokio::task::spawn_blocking(move || match std::fs::read(&path) {
+            Ok(b) => client::ipfilter::IpFilter::parse(&b)
+                .map(|(f, _)| Some(f))
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match loaded {
+            Ok(Some(f)) => self.set_blocklist(f),
+            Ok(None) => tracing::info!("the blocklist is on but none was fetched yet"),
+            Err(e) => tracing::warn!("cannot use the blocklist: {e}"),
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -1919,7 +2009,7 @@ async fn prepare_run(
     control: tokio::sync::mpsc::Receiver<client::Control>,
 ) -> Result<Option<TorrentOptions>, client::ClientError> {
     let job = *job;
-    let (cfg, listen, dht, global_down, global_up, peer_budget, store) = {
+    let (cfg, listen, dht, global_down, global_up, peer_budget, store, blocklist) = {
         let Some(inner) = weak.upgrade() else {
             return Ok(None);
         };
@@ -1931,6 +2021,7 @@ async fn prepare_run(
             inner.global_up.clone(),
             inner.peer_budget.clone(),
             StoreRef(weak.clone()),
+            inner.router.as_ref().map(|r| r.blocklist()),
         )
     };
     // The peers given at add time and a magnet link's `x.pe` hints: dialled for the
@@ -2018,6 +2109,7 @@ async fn prepare_run(
     opts.peer_budget = Some(peer_budget);
     opts.sequential = rec.sequential;
     opts.first_last = rec.first_last;
+    opts.blocklist = blocklist;
     if !cfg.ephemeral {
         // The session owns its state folder (the store is locked by redb) and keeps the
         // resume records in its store. A one-command session keeps the client's defaults:
@@ -2287,7 +2379,7 @@ fn read_capped(p: &Path) -> Result<Vec<u8>, SessionError> {
     Ok(v)
 }
 
-async fn fetch_url(url: &str) -> Result<Vec<u8>, SessionError> {
+async fn fetch_url(url: &str, max: usize) -> Result<Vec<u8>, SessionError> {
     let client = reqwest::Client::builder()
         .timeout(URL_TIMEOUT)
         .redirect(reqwest::redirect::Policy::limited(5))
@@ -2308,9 +2400,9 @@ async fn fetch_url(url: &str) -> Result<Vec<u8>, SessionError> {
         .map_err(|e| SessionError::Io(format!("{url}: {e}")))?
     {
         out.extend_from_slice(&chunk);
-        if out.len() > MAX_TORRENT_BYTES {
+        if out.len() > max {
             return Err(SessionError::Invalid(format!(
-                "{url}: larger than {MAX_TORRENT_BYTES} bytes"
+                "{url}: larger than {max} bytes"
             )));
         }
     }

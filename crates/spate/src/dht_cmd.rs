@@ -11,7 +11,8 @@ use metainfo::InfoHash;
 use crate::out::{self, Written};
 use crate::{parse_addr, CliError, CliResult};
 
-/// Peer discovery without trackers (DHT and PEX) settings shared by `download` and `seed`.
+/// Peer discovery without trackers (DHT and PEX) and the IP filter: settings shared by
+/// `download` and `seed`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DhtArgs {
     /// Do not use the DHT (BEP 5) to find peers. Also set by SPATE_NO_DHT=1 (or true, yes,
@@ -29,6 +30,10 @@ pub struct DhtArgs {
     /// torrents).
     #[arg(long)]
     pub no_pex: bool,
+    /// Never connect to or accept peers in this IP filter: an eMule ipfilter.dat or a
+    /// PeerGuardian P2P list, plain or gzipped.
+    #[arg(long, value_name = "FILE")]
+    pub blocklist: Option<PathBuf>,
 }
 
 impl DhtArgs {

@@ -257,6 +257,7 @@ async fn download_with(
         use_trackers: !a.no_trackers,
         max_peers_per_ip: a.max_peers_per_ip,
         pex: !a.dht.no_pex,
+        blocklist: a.dht.blocklist.clone(),
         listen,
         dht,
         sequential: a.sequential,
@@ -506,6 +507,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         use_trackers: !a.no_trackers,
         max_peers_per_ip: a.max_peers_per_ip,
         pex: !a.dht.no_pex,
+        blocklist: a.dht.blocklist.clone(),
         listen,
         dht,
         sequential: false,
@@ -640,11 +642,32 @@ struct OneRun {
     use_trackers: bool,
     max_peers_per_ip: usize,
     pex: bool,
+    /// `--blocklist`.
+    blocklist: Option<PathBuf>,
     listen: SocketAddr,
     /// Handed to the session, which shuts it down.
     dht: Option<client::DhtHandle>,
     sequential: bool,
     first_last: bool,
+}
+
+/// `--blocklist FILE`, parsed (a warning for malformed lines, an error for a file that is
+/// no list at all).
+fn read_blocklist(path: &Path) -> CliResult<client::ipfilter::IpFilter> {
+    let bytes =
+        std::fs::read(path).map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    let (f, report) = client::ipfilter::IpFilter::parse(&bytes)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    if report.bad_lines > 0 {
+        tracing::warn!(
+            "{}: {} malformed lines skipped (the first: {:?})",
+            path.display(),
+            report.bad_lines,
+            report.first_bad.unwrap_or_default()
+        );
+    }
+    outln!("IP filter {}: {} rules", path.display(), f.rules());
+    Ok(f)
 }
 
 fn session_error(e: SessionError) -> CliError {
@@ -659,6 +682,16 @@ fn session_error(e: SessionError) -> CliError {
 /// with a progress display, until the run ends by itself or Ctrl-C / SIGTERM arrives.
 /// Returns the summary, whether the run was interrupted, and its last status.
 async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool, Status)> {
+    let blocklist = match &r.blocklist {
+        Some(path) => match read_blocklist(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                shutdown_dht(r.dht).await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let settings = Settings {
         download_dir: r.dir.clone(),
         download_queue_enabled: false,
@@ -686,6 +719,9 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
             return Err(session_error(e));
         }
     };
+    if let Some(f) = blocklist {
+        session.set_blocklist(f);
+    }
     let result = follow_one(&session, r, label).await;
     session.shutdown().await;
     result

@@ -31,7 +31,8 @@ The magnet role is a leecher given only a magnet link (no .torrent): it must fet
 metadata from PEERS (BEP 9) and then the data; with --save-torrent it writes the torrent
 libtorrent built from the fetched metadata to PATH. It always runs with the torrent flags
 disable_pex, disable_dht and disable_lsd (PEX is on by default for public torrents).
-Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
+LT_BIND=127.x.y.z in the environment listens and dials from that loopback address instead
+of 127.0.0.1. Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
 timed out (seeder: it only serves until TIMEOUT), 1 leecher timed out, 2 bad usage,
 3 seeder's data is incomplete.
 """
@@ -51,10 +52,14 @@ def err(*a):
 
 
 def settings(port):
-    # The INTEROP.md settings pack: everything on 127.0.0.1, no discovery, TCP only.
+    # The INTEROP.md settings pack: everything on 127.0.0.1 (or the loopback address in
+    # LT_BIND), no discovery, TCP only.
+    ip = os.environ.get('LT_BIND', '127.0.0.1')
+    if not ip.startswith('127.'):
+        raise SystemExit('LT_BIND must be a 127.x.y.z address')
     return {
-        'listen_interfaces': '127.0.0.1:%d' % port,
-        'outgoing_interfaces': '127.0.0.1',
+        'listen_interfaces': '%s:%d' % (ip, port),
+        'outgoing_interfaces': ip,
         'enable_dht': False,
         'dht_bootstrap_nodes': '',
         'enable_lsd': False,

@@ -1768,6 +1768,7 @@ fn preferences(app: &App) -> Value {
             -1
         },
         "dht": st.dht_enabled,
+        "ip_filter_enabled": st.blocklist_enabled,
         "pex": st.pex_enabled,
         "lsd": st.lpd_enabled,
         "max_connec": st.peer_limit_global,
@@ -1862,6 +1863,9 @@ async fn set_preferences(app: &App, p: &Params) -> Answer {
     }
     if let Some(v) = flag("dht") {
         st.dht_enabled = v;
+    }
+    if let Some(v) = flag("ip_filter_enabled") {
+        st.blocklist_enabled = v;
     }
     if let Some(v) = flag("pex") {
         st.pex_enabled = v;

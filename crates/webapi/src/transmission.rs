@@ -761,6 +761,7 @@ async fn exec(app: &App, call: Call) -> Reply {
                 session_id: app.guard.session_id.clone(),
                 peer_port: s.listen_addr().port(),
                 download_dir_free_space: free,
+                blocklist_size: s.blocklist_size(),
             };
             Ok(session_get(&s.settings(), &info, fields.as_deref(), style))
         }
@@ -782,7 +783,15 @@ async fn exec(app: &App, call: Call) -> Reply {
             });
             Ok(Map::new())
         }
-        BlocklistUpdate => Err(RpcError::Failed("no blocklist configured".into())),
+        BlocklistUpdate => {
+            let n = s
+                .blocklist_update()
+                .await
+                .map_err(|e| RpcError::Failed(e.to_string()))?;
+            let mut m = Map::new();
+            m.insert(session_key(style, "blocklist_size"), json!(n));
+            Ok(m)
+        }
         PortTest => Err(RpcError::Failed(
             "port-test is not available: spate cannot test its own port from inside without \
              an outside service"
@@ -1532,6 +1541,8 @@ pub(crate) struct SessionInfo {
     pub session_id: String,
     pub peer_port: u16,
     pub download_dir_free_space: Option<u64>,
+    /// Rules of the IP filter in force.
+    pub blocklist_size: usize,
 }
 
 pub(crate) fn session_values(
@@ -1567,9 +1578,9 @@ pub(crate) fn session_values(
         ("alt_speed_time_enabled", json!(st.alt_speed_time_enabled)),
         ("alt_speed_time_end", json!(st.alt_speed_time_end)),
         ("alt_speed_up", kb(st.alt_speed_up)),
-        ("blocklist_enabled", json!(false)),
-        ("blocklist_size", json!(0)),
-        ("blocklist_url", json!("")),
+        ("blocklist_enabled", json!(st.blocklist_enabled)),
+        ("blocklist_size", json!(info.blocklist_size)),
+        ("blocklist_url", json!(st.blocklist_url)),
         ("cache_size_mb", json!(0)),
         ("config_dir", json!("")),
         ("default_trackers", json!("")),
@@ -1775,10 +1786,13 @@ pub(crate) fn apply_session_set(
         }
         n.encryption = e;
     }
-    if a.bool("blocklist_enabled")? == Some(true) {
-        return Err(bad(
-            "spate has no blocklist: 'blocklist-enabled' cannot be turned on",
-        ));
+    set!(blocklist_enabled, bool);
+    if let Some(u) = a.string("blocklist_url")? {
+        let u = u.trim();
+        if !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(a.wrong("blocklist_url", "an http(s):// URL"));
+        }
+        n.blocklist_url = u.to_string();
     }
     if let Some(p) = a.uint("peer_port")? {
         if p != u64::from(peer_port) {
@@ -2059,6 +2073,7 @@ mod tests {
             session_id: "sid".into(),
             peer_port: 51413,
             download_dir_free_space: Some(123),
+            blocklist_size: 0,
         }
     }
 
@@ -2128,7 +2143,7 @@ mod tests {
             json!({"alt-speed-time-day": 128}),
             json!({"encryption": "sometimes"}),
             json!({"peer-port": 6881}),
-            json!({"blocklist-enabled": true}),
+            json!({"blocklist-url": "ftp://x/list"}),
             json!({"seedRatioLimit": -1}),
             // The good key is not applied when another is bad.
             json!({"speed-limit-up": 5, "seed-queue-size": "x"}),

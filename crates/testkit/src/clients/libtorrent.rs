@@ -132,6 +132,8 @@ pub struct LtPeer {
     /// Role `magnet`: the link given instead of a .torrent.
     magnet: Option<String>,
     save_torrent: Option<PathBuf>,
+    /// `LT_BIND`: listen and dial from this loopback address.
+    bind: Option<std::net::Ipv4Addr>,
 }
 
 impl LtPeer {
@@ -150,6 +152,7 @@ impl LtPeer {
             name: None,
             magnet: None,
             save_torrent: None,
+            bind: None,
         }
     }
 
@@ -198,6 +201,13 @@ impl LtPeer {
         self
     }
 
+    /// Listen on and dial from `ip` (a 127.x.y.z address) instead of 127.0.0.1.
+    pub fn bind(mut self, ip: std::net::Ipv4Addr) -> LtPeer {
+        assert!(ip.is_loopback(), "tests stay on loopback");
+        self.bind = Some(ip);
+        self
+    }
+
     /// The name used in logs and failure reports (default `lt-seed` / `lt-leech`).
     pub fn name(mut self, n: &str) -> LtPeer {
         self.name = Some(n.to_string());
@@ -235,6 +245,9 @@ impl LtPeer {
         }
         if let Some(t) = &self.save_torrent {
             cmd.arg("--save-torrent").arg(abs(t)?);
+        }
+        if let Some(ip) = self.bind {
+            cmd.env("LT_BIND", ip.to_string());
         }
         let name = self
             .name
