@@ -15,7 +15,7 @@
 //! is closed.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +73,29 @@ impl PeerRouter {
         let routes: Routes = Arc::default();
         let (stop, stop_rx) = watch::channel(false);
         let blocklist = Arc::new(Blocklist::default());
+        // On every IPv4 address (or IPv4 loopback): IPv6 peers too, on the same port of
+        // `[::]` (or `[::1]`), a socket of its own, IPv6 only, so IPv4 peers keep their
+        // plain addresses. Best effort: a machine without IPv6 listens on IPv4 alone.
+        let twin = match local.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => Some(Ipv6Addr::UNSPECIFIED),
+            IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => Some(Ipv6Addr::LOCALHOST),
+            _ => None,
+        };
+        if let Some(ip6) = twin {
+            match listen_v6_twin(SocketAddr::new(ip6.into(), local.port())) {
+                Ok(l6) => {
+                    tokio::spawn(accept_loop(
+                        Acceptor::new(l6),
+                        routes.clone(),
+                        stop_rx.clone(),
+                        limits,
+                        blocklist.clone(),
+                    ));
+                    tracing::info!(port = local.port(), "listening for IPv6 peers too");
+                }
+                Err(e) => tracing::info!("not listening on [{ip6}]:{}: {e}", local.port()),
+            }
+        }
         tokio::spawn(accept_loop(
             Acceptor::new(listener),
             routes.clone(),
@@ -135,6 +158,30 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// `addr` (IPv6), IPv6 only (`IPV6_V6ONLY`, whatever the system's default), beside an
+/// IPv4 listener on the same port.
+fn listen_v6_twin(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    let socket = tokio::net::TcpSocket::new_v6()?;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and a pointer to an int of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -250,9 +297,12 @@ impl Acceptor {
                 self.paused_until = None;
             }
             match self.listener.accept().await {
-                Ok(a) => {
+                Ok((stream, addr)) => {
                     self.pause = ACCEPT_PAUSE_MIN;
-                    return a;
+                    // An IPv4 peer on a dual-stack socket (`::ffff:a.b.c.d`) is an IPv4
+                    // peer: caps, bans and filters see its plain address.
+                    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+                    return (stream, addr);
                 }
                 Err(e) if out_of_fds(&e) => {
                     tracing::warn!(

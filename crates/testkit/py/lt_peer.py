@@ -31,8 +31,8 @@ The magnet role is a leecher given only a magnet link (no .torrent): it must fet
 metadata from PEERS (BEP 9) and then the data; with --save-torrent it writes the torrent
 libtorrent built from the fetched metadata to PATH. It always runs with the torrent flags
 disable_pex, disable_dht and disable_lsd (PEX is on by default for public torrents).
-LT_BIND=127.x.y.z in the environment listens and dials from that loopback address instead
-of 127.0.0.1. Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
+LT_BIND=127.x.y.z (or ::1) in the environment listens and dials from that loopback address
+instead of 127.0.0.1; PEERS may then name [::1]:PORT. Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
 timed out (seeder: it only serves until TIMEOUT), 1 leecher timed out, 2 bad usage,
 3 seeder's data is incomplete.
 """
@@ -55,10 +55,10 @@ def settings(port):
     # The INTEROP.md settings pack: everything on 127.0.0.1 (or the loopback address in
     # LT_BIND), no discovery, TCP only.
     ip = os.environ.get('LT_BIND', '127.0.0.1')
-    if not ip.startswith('127.'):
-        raise SystemExit('LT_BIND must be a 127.x.y.z address')
+    if not (ip.startswith('127.') or ip == '::1'):
+        raise SystemExit('LT_BIND must be a 127.x.y.z address or ::1')
     return {
-        'listen_interfaces': '%s:%d' % (ip, port),
+        'listen_interfaces': ('[%s]:%d' if ':' in ip else '%s:%d') % (ip, port),
         'outgoing_interfaces': ip,
         'enable_dht': False,
         'dht_bootstrap_nodes': '',
@@ -84,6 +84,7 @@ def parse_peers(s):
             continue
         if ':' in p:
             host, port = p.rsplit(':', 1)
+            host = host.strip('[]')
         else:
             host, port = '127.0.0.1', p
         out.append((host, int(port)))

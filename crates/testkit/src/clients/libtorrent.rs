@@ -133,7 +133,7 @@ pub struct LtPeer {
     magnet: Option<String>,
     save_torrent: Option<PathBuf>,
     /// `LT_BIND`: listen and dial from this loopback address.
-    bind: Option<std::net::Ipv4Addr>,
+    bind: Option<std::net::IpAddr>,
 }
 
 impl LtPeer {
@@ -201,10 +201,21 @@ impl LtPeer {
         self
     }
 
-    /// Listen on and dial from `ip` (a 127.x.y.z address) instead of 127.0.0.1.
-    pub fn bind(mut self, ip: std::net::Ipv4Addr) -> LtPeer {
+    /// Listen on and dial from `ip` (a 127.x.y.z address, or ::1) instead of 127.0.0.1.
+    pub fn bind(mut self, ip: impl Into<std::net::IpAddr>) -> LtPeer {
+        let ip = ip.into();
         assert!(ip.is_loopback(), "tests stay on loopback");
         self.bind = Some(ip);
+        self
+    }
+
+    /// Dial these addresses (loopback only; IPv6 ones as `[::1]:P`).
+    pub fn peer_addrs(mut self, addrs: &[std::net::SocketAddr]) -> LtPeer {
+        assert!(
+            addrs.iter().all(|a| a.ip().is_loopback()),
+            "tests stay on loopback"
+        );
+        self.peers.extend(addrs.iter().map(|a| a.to_string()));
         self
     }
 
