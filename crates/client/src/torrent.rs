@@ -863,6 +863,7 @@ impl TorrentTask {
         };
         let mut finished = self.check_finished();
         if self.engine.is_wanted_complete() {
+            self.apply_attributes();
             if let Some(a) = &self.announcer {
                 a.set_seeding();
             }
@@ -1097,6 +1098,19 @@ impl TorrentTask {
             .unwrap_or_else(|e| Err(format!("read task failed: {e}")));
             let _ = reply.send(data);
         });
+    }
+
+    /// BEP 47: executable bits and symlinks, once the wanted files are all there (a
+    /// failure is a warning). Done in place: a metadata call or two per such file, and it
+    /// must be done before a one-shot download's process exits.
+    fn apply_attributes(&self) {
+        let info = &self.info;
+        if info.symlinks.is_empty() && !info.files.iter().any(|f| f.executable) {
+            return;
+        }
+        for p in storage::attributes::apply(self.storage.root(), info) {
+            tracing::warn!("{p}");
+        }
     }
 
     fn blocked(&self, ip: std::net::IpAddr) -> bool {
@@ -1575,6 +1589,7 @@ impl TorrentTask {
         if self.engine.is_wanted_complete() && self.status.phase == Phase::Downloading {
             self.status.phase = Phase::Seeding;
             tracing::info!("download complete: every wanted piece verified");
+            self.apply_attributes();
             if let Some(a) = &self.announcer {
                 a.completed();
             }
@@ -2679,6 +2694,13 @@ fn rename_root(info: &mut Info, name: &str) {
     for f in &mut info.files {
         if let Some(first) = f.path.first_mut() {
             *first = name.to_string();
+        }
+    }
+    for l in &mut info.symlinks {
+        for p in [&mut l.path, &mut l.target] {
+            if let Some(first) = p.first_mut() {
+                *first = name.to_string();
+            }
         }
     }
 }

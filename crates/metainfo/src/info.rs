@@ -24,6 +24,17 @@ pub struct FileEntry {
     pub offset: u64,
     /// A BEP 47 pad file (or a legacy `_____padding_file_`): zeros, never created on disk.
     pub pad: bool,
+    /// BEP 47 attribute `x`: made executable once downloaded.
+    pub executable: bool,
+}
+
+/// A BEP 47 symlink (attribute `l`): not a file of the payload, made once the download
+/// is done. Both paths are sanitised components relative to the download folder (the
+/// torrent's name first), so the link and what it points at stay inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symlink {
+    pub path: Vec<String>,
+    pub target: Vec<String>,
 }
 
 /// A parsed and validated v1 info dictionary.
@@ -34,6 +45,8 @@ pub struct Info {
     pub piece_length: u64,
     pub piece_hashes: Vec<[u8; 20]>,
     pub files: Vec<FileEntry>,
+    /// BEP 47 symlinks, kept apart from `files` (they take no space in the payload).
+    pub symlinks: Vec<Symlink>,
     pub private: bool,
     /// The `files` form: the name is a folder holding the files.
     pub multi_file: bool,
@@ -89,8 +102,9 @@ impl Info {
         let piece_length = parse_piece_length(info, version)?;
         let name = parse_name(info, info_hash)?;
 
+        let mut symlinks = Vec::new();
         let (mut files, multi_file) = match info.get("files") {
-            Some(Value::List(list)) => (parse_files(list, &name)?, true),
+            Some(Value::List(list)) => (parse_files(list, &name, &mut symlinks)?, true),
             Some(v) => return Err(MetainfoError::wrong_type("info.files", "list", v)),
             None => {
                 let length = parse_length(info, "info.length")?;
@@ -98,6 +112,7 @@ impl Info {
                     path: vec![name.clone()],
                     length,
                     pad: false,
+                    executable: info.get_bytes("attr").unwrap_or_default().contains(&b'x'),
                 };
                 (vec![file], false)
             }
@@ -161,6 +176,7 @@ impl Info {
                     length: f.length,
                     offset,
                     pad: f.pad,
+                    executable: f.executable && !f.pad,
                 };
                 offset += f.length;
                 entry
@@ -171,6 +187,7 @@ impl Info {
             piece_length,
             piece_hashes,
             files,
+            symlinks,
             private,
             multi_file,
             lengths,
@@ -188,6 +205,7 @@ pub(crate) struct RawFile {
     pub(crate) path: Vec<String>,
     pub(crate) length: u64,
     pub(crate) pad: bool,
+    pub(crate) executable: bool,
 }
 
 fn parse_piece_length(info: &Dict<'_>, version: i64) -> Result<u64, MetainfoError> {
@@ -245,7 +263,11 @@ fn parse_length(dict: &Dict<'_>, field: &str) -> Result<u64, MetainfoError> {
     u64::try_from(len).map_err(|_| MetainfoError::invalid(field, format!("{len} is negative")))
 }
 
-fn parse_files(list: &[Value<'_>], name: &str) -> Result<Vec<RawFile>, MetainfoError> {
+fn parse_files(
+    list: &[Value<'_>],
+    name: &str,
+    symlinks: &mut Vec<Symlink>,
+) -> Result<Vec<RawFile>, MetainfoError> {
     let mut files = Vec::with_capacity(list.len());
     for (i, entry) in list.iter().enumerate() {
         let field = |key: &str| format!("info.files[{i}].{key}");
@@ -254,15 +276,24 @@ fn parse_files(list: &[Value<'_>], name: &str) -> Result<Vec<RawFile>, MetainfoE
             .ok_or_else(|| MetainfoError::wrong_type(format!("info.files[{i}]"), "dict", entry))?;
         let attr = dict.get_bytes("attr").unwrap_or_default();
         let mut pad = attr.contains(&b'p');
-        // A BEP 47 symlink takes no space in the payload. We do not create symlinks: check
-        // its target is well formed and leave it out. Without a target it is a plain file
-        // (as in libtorrent).
+        // A BEP 47 symlink takes no space in the payload: it is kept apart from the files
+        // (made once the download is done). Without a target it is a plain file (as in
+        // libtorrent); without a usable path of its own it is left out.
         if attr.contains(&b'l') {
             if let Some(target) = dict.get("symlink path") {
                 let target = target.as_list().ok_or_else(|| {
                     MetainfoError::wrong_type(field("symlink path"), "list", target)
                 })?;
-                components(target, &field("symlink path"))?;
+                let target = components(target, &field("symlink path"))?;
+                if let Some(Value::List(parts)) = dict.get("path") {
+                    if !parts.is_empty() && !target.is_empty() {
+                        let mut path = vec![name.to_owned()];
+                        path.extend(components(parts, &field("path"))?);
+                        let mut to = vec![name.to_owned()];
+                        to.extend(target);
+                        symlinks.push(Symlink { path, target: to });
+                    }
+                }
                 continue;
             }
         }
@@ -286,7 +317,13 @@ fn parse_files(list: &[Value<'_>], name: &str) -> Result<Vec<RawFile>, MetainfoE
         if path.iter().any(|c| c.contains("_____padding_file_")) {
             pad = true;
         }
-        files.push(RawFile { path, length, pad });
+        let executable = attr.contains(&b'x');
+        files.push(RawFile {
+            path,
+            length,
+            pad,
+            executable,
+        });
     }
     Ok(files)
 }

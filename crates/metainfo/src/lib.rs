@@ -33,7 +33,7 @@ pub mod types;
 pub use bitfield::Bitfield;
 pub use create::{create_torrent, CreateError, CreateOptions};
 pub use error::MetainfoError;
-pub use info::{FileEntry, Info};
+pub use info::{FileEntry, Info, Symlink};
 pub use magnet::Magnet;
 pub use summary::{FileSummary, MagnetSummary, TorrentSummary};
 pub use torrent::Torrent;

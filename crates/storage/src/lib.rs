@@ -52,6 +52,7 @@
 //!   files still matches; anything else degrades to a re-check.
 //! - [`error`]: [`StorageError`], one line naming the operation, the file and the OS error.
 
+pub mod attributes;
 mod cache;
 pub mod disk;
 pub mod error;

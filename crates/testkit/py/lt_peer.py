@@ -6,7 +6,7 @@ Run with Debian's interpreter (/usr/bin/python3): python3-libtorrent is built fo
   lt_peer.py seed   TORRENT SAVE_DIR PORT PEERS TIMEOUT [OPTIONS]
   lt_peer.py leech  TORRENT OUT_DIR  PORT PEERS TIMEOUT [OPTIONS]
   lt_peer.py magnet MAGNET_URI OUT_DIR PORT PEERS TIMEOUT [--save-torrent PATH]
-  lt_peer.py create PATH OUT.torrent PIECE_LENGTH [--private] [--tracker URL]...
+  lt_peer.py create PATH OUT.torrent PIECE_LENGTH [--private] [--symlinks] [--tracker URL]...
   lt_peer.py infohash TORRENT
 
 PEERS is a comma-separated list of ports (meaning 127.0.0.1:PORT) or HOST:PORT, or "-" for
@@ -246,14 +246,17 @@ def run_magnet(uri, directory, port, peers, timeout, save_torrent):
         time.sleep(0.05)
 
 
-def create(path, out, piece_length, private, trackers):
+def create(path, out, piece_length, private, trackers, symlinks=False):
     fs = lt.file_storage()
     path = os.path.abspath(path)
-    lt.add_files(fs, path)
+    # libtorrent records BEP 47 attributes itself: `x` for executable files, and with the
+    # symlinks flag `l` and a `symlink path` for symlinks (instead of following them).
+    extra = lt.create_torrent.symlinks if symlinks else 0
+    lt.add_files(fs, path, flags=extra)
     if fs.num_files() == 0:
         err('error: no files in %s' % path)
         return 2
-    ct = lt.create_torrent(fs, piece_length, flags=lt.create_torrent.v1_only)
+    ct = lt.create_torrent(fs, piece_length, flags=lt.create_torrent.v1_only | extra)
     for i, t in enumerate(trackers):
         ct.add_tracker(t, i)
     ct.set_priv(private)
@@ -323,18 +326,21 @@ def main(argv):
         if len(argv) < 5:
             return usage()
         path, out, piece_length = argv[2], argv[3], int(argv[4])
-        private, trackers = False, []
+        private, trackers, symlinks = False, [], False
         rest = argv[5:]
         while rest:
             if rest[0] == '--private':
                 private = True
+                rest = rest[1:]
+            elif rest[0] == '--symlinks':
+                symlinks = True
                 rest = rest[1:]
             elif rest[0] == '--tracker' and len(rest) > 1:
                 trackers.append(rest[1])
                 rest = rest[2:]
             else:
                 return usage()
-        return create(path, out, piece_length, private, trackers)
+        return create(path, out, piece_length, private, trackers, symlinks)
     if role == 'infohash':
         if len(argv) != 3:
             return usage()
