@@ -21,8 +21,6 @@ use crate::store::{Record, Store};
 
 /// Largest `.torrent` accepted from a URL or a path.
 const MAX_TORRENT_BYTES: usize = 16 << 20;
-/// Deadline for fetching a `.torrent` from a URL.
-const URL_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_secs(1);
 /// Changed records are written at most this often (counters); state changes at once.
 const SAVE_INTERVAL: Duration = Duration::from_secs(15);
@@ -2192,34 +2190,11 @@ fn read_capped(p: &Path) -> Result<Vec<u8>, SessionError> {
     Ok(v)
 }
 
+/// A .torrent from an `http(s)://` URL, through the process's shared HTTP client.
 async fn fetch_url(url: &str) -> Result<Vec<u8>, SessionError> {
-    let client = reqwest::Client::builder()
-        .timeout(URL_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .build()
-        .map_err(|e| SessionError::Io(e.to_string()))?;
-    let mut resp = client
-        .get(url)
-        .send()
+    client::fetch_torrent_file(url, MAX_TORRENT_BYTES)
         .await
-        .map_err(|e| SessionError::Io(format!("{url}: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(SessionError::Io(format!("{url}: HTTP {}", resp.status())));
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| SessionError::Io(format!("{url}: {e}")))?
-    {
-        out.extend_from_slice(&chunk);
-        if out.len() > MAX_TORRENT_BYTES {
-            return Err(SessionError::Invalid(format!(
-                "{url}: larger than {MAX_TORRENT_BYTES} bytes"
-            )));
-        }
-    }
-    Ok(out)
+        .map_err(SessionError::Io)
 }
 
 /// The files of `n` to download (`None`: all), from the record's wanted list (files past

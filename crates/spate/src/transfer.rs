@@ -106,6 +106,25 @@ pub fn load_torrent(path: &str) -> CliResult<(Torrent, Vec<u8>)> {
     Ok((t, bytes))
 }
 
+/// Largest .torrent fetched from a URL.
+const MAX_URL_TORRENT: usize = 10 << 20;
+
+/// [`load_torrent`], or for an `http(s)://` URL the .torrent fetched with the process's
+/// shared HTTP client (at most 10 MiB, 30 s). A failed fetch is a runtime error, a file
+/// that does not parse bad input.
+pub async fn load_torrent_or_url(what: &str) -> CliResult<(Torrent, Vec<u8>)> {
+    let url = what.trim();
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return load_torrent(what);
+    }
+    let bytes = client::fetch_torrent_file(url, MAX_URL_TORRENT)
+        .await
+        .map_err(CliError::runtime)?;
+    let t = Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{url}: {e}")))?;
+    Ok((t, bytes))
+}
+
 /// The address to listen on, with a concrete port (the DHT's UDP socket and the trackers
 /// are told it before the torrent starts): `--listen`, else 0.0.0.0:6881, else a free port.
 /// A `--listen` address that cannot be bound fails here, before any checking starts.
@@ -150,7 +169,7 @@ pub async fn download(a: DownloadArgs) -> CliResult {
         None
     };
     let torrent = match &magnet {
-        None => Some(load_torrent(&a.torrent)?),
+        None => Some(load_torrent_or_url(&a.torrent).await?),
         Some(_) => None,
     };
     // A bad --only fails before anything is created (a magnet's file count comes later).
@@ -472,7 +491,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
             }
         }
     } else {
-        let (torrent, bytes) = load_torrent(&a.torrent)?;
+        let (torrent, bytes) = load_torrent_or_url(&a.torrent).await?;
         let dht = if torrent.info.private {
             None
         } else {
