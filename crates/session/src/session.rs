@@ -2616,6 +2616,11 @@ fn view(e: &Entry, st: &State) -> TorrentView {
         is_stalled: e.stalled(settings, Instant::now()) && !complete,
         peers_connected: if running { s.peers } else { 0 },
         peers_sending_to_us: if running { s.peers_sending } else { 0 },
+        web_seeds: t
+            .as_ref()
+            .map(|t| t.url_list.iter().chain(&t.httpseeds).cloned().collect())
+            .unwrap_or_default(),
+        web_seeds_sending_to_us: if running { s.web_seeds_sending } else { 0 },
         peers_getting_from_us: if running { s.peers_getting } else { 0 },
         download_dir: e.rec.download_dir.clone(),
         added_date: e.rec.added_date,

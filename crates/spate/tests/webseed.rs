@@ -294,3 +294,67 @@ fn torrent_fetched_from_url() -> Result<()> {
     );
     Ok(())
 }
+
+/// Transmission RPC `torrent-add` with an `http://` filename: the daemon fetches the
+/// .torrent from nginx and downloads from the web seed; `torrent-get` lists the web seed and
+/// counts it in `webseedsSendingToUs` while it sends.
+#[test]
+fn daemon_adds_url_and_reports_web_seed() -> Result<()> {
+    if !require_tools(&["nginx"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("ws-daemon")?;
+    let www = td.sub("www")?;
+    // Slow enough that the web seed is seen sending.
+    let nginx = Nginx::serve(&www).limit_rate(50_000).spawn(&td)?;
+    let mut spec = TorrentSpec::single("rpc.bin", random_bytes(600_000, 12), 32 * 1024);
+    let seed_url = nginx.url("/files/");
+    spec.url_list = vec![seed_url.clone()];
+    std::fs::create_dir_all(www.join("files"))?;
+    spec.write_data(&www.join("files"))?;
+    spec.write(&www.join("rpc.torrent"))?;
+    let mut d = spate().daemon(&td)?;
+    d.start(Duration::from_secs(30))?;
+    let rpc = d.rpc();
+    let added = rpc.ok(
+        "torrent-add",
+        serde_json::json!({ "filename": nginx.url("/rpc.torrent") }),
+    )?;
+    let id = added["torrent-added"]["id"].clone();
+    ensure!(id.is_number(), "torrent-add answered {added}");
+    let mut max_sending = 0;
+    loop {
+        let got = rpc.ok(
+            "torrent-get",
+            serde_json::json!({ "ids": [id], "fields": ["percentDone", "webseeds", "webseedsSendingToUs", "error", "errorString"] }),
+        )?;
+        let t = &got["torrents"][0];
+        ensure!(
+            t["webseeds"] == serde_json::json!([seed_url]),
+            "webseeds: {t}"
+        );
+        max_sending = max_sending.max(t["webseedsSendingToUs"].as_u64().unwrap_or(0));
+        if t["percentDone"].as_f64() == Some(1.0) {
+            break;
+        }
+        ensure!(
+            !dl.remaining().is_zero(),
+            "not complete: {t}\n{}\n{}",
+            d.report(),
+            nginx.access_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(
+        max_sending == 1,
+        "webseedsSendingToUs never 1 ({max_sending})"
+    );
+    let p = d.proc()?;
+    same_file(
+        &www.join("files/rpc.bin"),
+        &d.download_dir.join("rpc.bin"),
+        p,
+    )?;
+    Ok(())
+}
