@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
@@ -356,5 +357,46 @@ fn daemon_adds_url_and_reports_web_seed() -> Result<()> {
         &d.download_dir.join("rpc.bin"),
         p,
     )?;
+    Ok(())
+}
+
+/// BEP 17 (`httpseeds`): a small real server (Python's http.server, tests/webseed_bep17.py)
+/// that checks the info-hash and answers `piece`/`ranges` queries; the torrent is
+/// downloaded from it alone, byte-exact.
+#[test]
+fn httpseed_bep17_download() -> Result<()> {
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("ws-bep17")?;
+    let src = td.sub("src")?;
+    let data = random_bytes(1_000_003, 13);
+    let piece = 64 * 1024;
+    let mut spec = TorrentSpec::single("hoffman.bin", data, piece);
+    spec.write_data(&src)?;
+    let hash = testkit::bencode::hex(&spec.info_hash());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webseed_bep17.py");
+    let mut cmd = std::process::Command::new(testkit::SYSTEM_PYTHON);
+    cmd.arg(&script)
+        .arg(src.join("hoffman.bin"))
+        .arg(piece.to_string())
+        .arg(&hash);
+    let server = testkit::Proc::spawn("bep17", cmd, &td.logs())?;
+    let port: u16 = server
+        .wait_for_line(Duration::from_secs(20), "the port", |l| {
+            l.trim().parse::<u16>().is_ok()
+        })?
+        .trim()
+        .parse()?;
+    spec.httpseeds = vec![format!("http://127.0.0.1:{port}/seed")];
+    let torrent = td.join("hoffman.torrent");
+    spec.write(&torrent)?;
+    let out = td.sub("out")?;
+    let down = spate().download(&torrent, &out).spawn(&td)?;
+    expect_ok(&down, &[&server], &dl)?;
+    same_file(&src.join("hoffman.bin"), &out.join("hoffman.bin"), &down)?;
+    let queries = server.stderr();
+    ensure!(
+        queries.contains("&piece=15&ranges=") && !queries.contains("wrong"),
+        "queries:\n{queries}"
+    );
     Ok(())
 }
