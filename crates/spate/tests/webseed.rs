@@ -351,6 +351,27 @@ fn daemon_adds_url_and_reports_web_seed() -> Result<()> {
         max_sending == 1,
         "webseedsSendingToUs never 1 ({max_sending})"
     );
+    // The qBittorrent WebAPI lists it too (no password: the API is open on loopback).
+    let got = rpc.ok(
+        "torrent-get",
+        serde_json::json!({ "ids": [id], "fields": ["hashString"] }),
+    )?;
+    let hash = got["torrents"][0]["hashString"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let r = testkit::http::http_raw(
+        d.rpc_port,
+        &format!("GET /api/v2/torrents/webseeds?hash={hash} HTTP/1.1\r\nHost: 127.0.0.1"),
+        b"",
+        Duration::from_secs(10),
+    )?;
+    ensure!(
+        r.status == 200 && r.json()? == serde_json::json!([{ "url": seed_url }]),
+        "torrents/webseeds: {} {}",
+        r.status,
+        r.text()
+    );
     let p = d.proc()?;
     same_file(
         &www.join("files/rpc.bin"),
