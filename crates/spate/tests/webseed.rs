@@ -421,3 +421,35 @@ fn httpseed_bep17_download() -> Result<()> {
     );
     Ok(())
 }
+
+/// A web seed URL that nginx redirects (302) to where the file is: the redirect is followed
+/// with the `Range` kept, and the download completes from the web seed.
+#[test]
+fn redirected_web_seed_is_followed() -> Result<()> {
+    if !require_tools(&["nginx"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("ws-redirect")?;
+    let www = td.sub("www")?;
+    std::fs::create_dir_all(www.join("real"))?;
+    let nginx = Nginx::serve(&www)
+        .location("location /moved/ { rewrite ^/moved/(.*)$ /real/$1 redirect; }")
+        .spawn(&td)?;
+    let mut spec = TorrentSpec::single("moved.bin", random_bytes(500_000, 14), 32 * 1024);
+    spec.url_list = vec![nginx.url("/moved/")];
+    spec.write_data(&www.join("real"))?;
+    let torrent = td.join("moved.torrent");
+    spec.write(&torrent)?;
+    let out = td.sub("out")?;
+    let down = spate().download(&torrent, &out).spawn(&td)?;
+    expect_ok(&down, &[&nginx.proc], &dl)?;
+    same_file(&www.join("real/moved.bin"), &out.join("moved.bin"), &down)?;
+    let log = nginx.access_log();
+    ensure!(
+        log.contains("GET /moved/moved.bin HTTP/1.1 302")
+            && log.contains("GET /real/moved.bin HTTP/1.1 206"),
+        "no redirect followed with a range:\n{log}"
+    );
+    Ok(())
+}
