@@ -61,6 +61,8 @@ pub struct SessionConfig {
     pub max_peers_per_ip: usize,
     /// Peer exchange (BEP 11) for public torrents.
     pub pex: bool,
+    /// HTTP connections to each web seed of a torrent (BEP 19/17); 0 turns web seeds off.
+    pub web_seed_connections: usize,
     /// A session for one command (`spate download`, `spate seed`): the store lives in
     /// memory, and each torrent keeps its resume record, lock and parts file in `.spate/`
     /// beside its data, where the next run of the same command finds them.
@@ -82,6 +84,7 @@ impl SessionConfig {
             use_trackers: true,
             max_peers_per_ip: client::options::DEFAULT_MAX_PEERS_PER_IP,
             pex: true,
+            web_seed_connections: client::DEFAULT_WEB_SEED_CONNECTIONS,
             ephemeral: false,
             dht_node: None,
         }
@@ -1917,6 +1920,7 @@ async fn prepare_run(
     opts.pex = cfg.pex;
     opts.max_peers = rec.peer_limit.max(1);
     opts.max_peers_per_ip = cfg.max_peers_per_ip;
+    opts.web_seed_connections = cfg.web_seed_connections;
     opts.only = only;
     opts.file_priorities = file_priorities(&rec);
     opts.peer_budget = Some(peer_budget);

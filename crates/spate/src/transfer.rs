@@ -44,6 +44,10 @@ pub struct DownloadArgs {
     /// 127.0.0.1: raise it there for swarms of more peers).
     #[arg(long, value_name = "N", default_value_t = client::options::DEFAULT_MAX_PEERS_PER_IP, value_parser = parse_per_ip)]
     pub max_peers_per_ip: usize,
+    /// HTTP connections to each web seed (the torrent's `url-list`/`httpseeds`); 0 turns
+    /// web seeds off.
+    #[arg(long, value_name = "N", default_value_t = client::DEFAULT_WEB_SEED_CONNECTIONS, value_parser = parse_web_seed_connections)]
+    pub web_seed_connections: usize,
     /// For a magnet link: give up (exit code 1) when no peer has sent the metadata within
     /// this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
@@ -95,6 +99,13 @@ fn parse_per_ip(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{s}: must be a whole number of at least 1")),
+    }
+}
+
+fn parse_web_seed_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= 16 => Ok(n),
+        _ => Err(format!("{s}: must be a whole number from 0 to 16")),
     }
 }
 
@@ -271,6 +282,7 @@ async fn download_with(
         max_up: a.max_up,
         use_trackers: !a.no_trackers,
         max_peers_per_ip: a.max_peers_per_ip,
+        web_seed_connections: a.web_seed_connections,
         pex: !a.dht.no_pex,
         listen,
         dht,
@@ -519,6 +531,8 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         max_up: a.max_up,
         use_trackers: !a.no_trackers,
         max_peers_per_ip: a.max_peers_per_ip,
+        // A seed has nothing to fetch.
+        web_seed_connections: 0,
         pex: !a.dht.no_pex,
         listen,
         dht,
@@ -652,6 +666,7 @@ struct OneRun {
     max_up: Option<u64>,
     use_trackers: bool,
     max_peers_per_ip: usize,
+    web_seed_connections: usize,
     pex: bool,
     listen: SocketAddr,
     /// Handed to the session, which shuts it down.
@@ -690,6 +705,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
     cfg.dht_node = r.dht.clone();
     cfg.use_trackers = r.use_trackers;
     cfg.max_peers_per_ip = r.max_peers_per_ip;
+    cfg.web_seed_connections = r.web_seed_connections;
     cfg.pex = r.pex;
     let session = match Session::open(cfg).await {
         Ok((s, _)) => s,

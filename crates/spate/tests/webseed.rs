@@ -453,3 +453,44 @@ fn redirected_web_seed_is_followed() -> Result<()> {
     );
     Ok(())
 }
+
+/// `--web-seed-connections 1` opens one connection to the web seed (a 503 server sees one
+/// request per try), and 0 none at all.
+#[test]
+fn web_seed_connections_flag() -> Result<()> {
+    if !require_tools(&["nginx"]) {
+        return Ok(());
+    }
+    let td = TestDir::new("ws-conns")?;
+    let www = td.sub("www")?;
+    let nginx = Nginx::serve(&www)
+        .location("location /busy/ { return 503; }")
+        .spawn(&td)?;
+    let mut spec = TorrentSpec::single("few.bin", random_bytes(300_000, 15), 32 * 1024);
+    spec.url_list = vec![nginx.url("/busy/")];
+    let torrent = td.join("few.torrent");
+    spec.write(&torrent)?;
+    let mut seen = Vec::new();
+    for (n, name) in [(1, "one"), (0, "none")] {
+        let out = td.sub(name)?;
+        let down = spate()
+            .download(&torrent, &out)
+            .arg("--web-seed-connections")
+            .arg(n.to_string())
+            .name(name)
+            .spawn(&td)?;
+        // With one connection: a try at start, another 2 s later (then 4 s after that);
+        // three connections would make three requests a try.
+        std::thread::sleep(Duration::from_secs(4));
+        ensure!(down.is_running(), "spate ended:\n{}", down.report());
+        down.interrupt();
+        down.wait_timeout(Duration::from_secs(20));
+        seen.push(nginx.requests_matching("/busy/few.bin").len());
+    }
+    ensure!(
+        (1..=2).contains(&seen[0]) && seen[1] == seen[0],
+        "requests after one connection, then none: {seen:?}\n{}",
+        nginx.access_log()
+    );
+    Ok(())
+}
