@@ -11,7 +11,7 @@
   measure.py summary --size BYTES RESULTS.jsonl
       Prints median MB/s, CPU seconds (user+sys), peak RSS (time's %M) and peak RssAnon
       (heap: libtorrent maps files into memory, so its RSS counts file pages) per label,
-      and the ratios spate/libtorrent.
+      and the ratios spate/libtorrent (or spate/--against LABEL).
 """
 import argparse
 import filecmp
@@ -149,17 +149,18 @@ def summary(a):
                 label, len(bad), r.get('error'), r.get('log')))
             for l in r.get('stderr_tail', []):
                 print('    | ' + l[:200])
-    sp, lt = stats.get('spate'), stats.get('libtorrent')
+    other = a.against
+    sp, lt = stats.get('spate'), stats.get(other)
     print()
     if not sp or not lt or sp['mbps'] is None or lt['mbps'] is None:
-        print('ratios spate/libtorrent: n/a (%s has no successful run)' % (
-            'spate' if not sp or sp['mbps'] is None else 'libtorrent'))
+        print('ratios spate/%s: n/a (%s has no successful run)' % (
+            other, 'spate' if not sp or sp['mbps'] is None else other))
         return 1
 
     def ratio(k):
         return None if sp[k] is None or not lt[k] else sp[k] / lt[k]
-    print('ratios spate/libtorrent: speed %s  CPU %s  peak RSS %s  RssAnon %s' % (
-        fmt(ratio('mbps'), '.2f'), fmt(ratio('cpu'), '.2f'), fmt(ratio('rss'), '.2f'),
+    print('ratios spate/%s: speed %s  CPU %s  peak RSS %s  RssAnon %s' % (
+        other, fmt(ratio('mbps'), '.2f'), fmt(ratio('cpu'), '.2f'), fmt(ratio('rss'), '.2f'),
         fmt(ratio('anon'), '.2f')))
     return 0
 
@@ -176,6 +177,8 @@ def main():
     r.add_argument('cmd', nargs=argparse.REMAINDER)
     s = sub.add_parser('summary')
     s.add_argument('--size', type=int, required=True)
+    s.add_argument('--against', default='libtorrent',
+                   help='the label spate is compared with (default libtorrent)')
     s.add_argument('results')
     a = ap.parse_args()
     if a.what == 'run':

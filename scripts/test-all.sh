@@ -78,7 +78,7 @@ warn() {
 
 # --- 1. packages ------------------------------------------------------------------------
 
-PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent iproute2
+PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent nginx-light iproute2
     python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg)
 
 missing_packages() {
@@ -90,6 +90,9 @@ missing_packages() {
     command -v aria2c >/dev/null 2>&1 || m+=(aria2)
     command -v opentracker >/dev/null 2>&1 || m+=(opentracker)
     command -v mktorrent >/dev/null 2>&1 || m+=(mktorrent)
+    # The web seed tests start nginx themselves (crates/spate/tests/webseed.rs); Debian puts
+    # it in /usr/sbin.
+    [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || m+=(nginx-light)
     command -v ip >/dev/null 2>&1 || m+=(iproute2)
     # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || m+=(python3-venv)

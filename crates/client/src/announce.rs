@@ -104,7 +104,7 @@ pub(crate) fn spawn(ctx: AnnounceCtx) -> AnnounceHandle {
 /// The HTTP client every announce uses: one per process. A client holds its connection
 /// pool and its TLS roots (a parsed copy of the webpki root store): one per torrent cost a
 /// daemon with thousands of torrents hundreds of KiB each.
-fn http_client() -> Option<reqwest::Client> {
+pub(crate) fn http_client() -> Option<reqwest::Client> {
     static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
     CLIENT
         .get_or_init(|| {
@@ -117,6 +117,27 @@ fn http_client() -> Option<reqwest::Client> {
                 .ok()
         })
         .clone()
+}
+
+/// Fetches a .torrent (or any small file) over HTTP(S) with the process's shared client:
+/// at most `cap` bytes (a larger body is abandoned as soon as it passes the cap), 30 s for
+/// the whole exchange, redirects followed (at most 3). The error is one line naming the URL.
+pub async fn fetch_torrent_file(url: &str, cap: usize) -> Result<Vec<u8>, String> {
+    let Some(http) = http_client() else {
+        return Err(format!("{url}: no HTTP client (TLS setup failed)"));
+    };
+    let resp = http
+        .get(url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", http_reason(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    read_capped(resp, cap)
+        .await
+        .map_err(|e| format!("{url}: {e}"))
 }
 
 async fn run(
@@ -256,7 +277,7 @@ async fn announce_tiers(
 
 /// A short reason for a failed HTTP exchange: `refused`, `timed out`..., without the URL
 /// (which holds the whole query string).
-fn http_reason(e: &reqwest::Error) -> String {
+pub(crate) fn http_reason(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }

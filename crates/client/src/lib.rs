@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`options`]: what a caller asks for ([`TorrentOptions`], [`SeedPolicy`]) and what it gets
 //!   back while a torrent runs ([`Status`], [`Phase`]) and when it ends ([`Summary`]).
+//! - `webseed`: web seeds (BEP 19/17) as pseudo-peers of the engine fetching over HTTP.
 //! - `torrent`: one task per torrent that owns the `engine` state, the buffers of pieces in
 //!   flight and the map of connected peers; it is the only place that changes them.
 //! - `peer`: one reader task and one writer task per connection, framing bytes with `wire`.
@@ -53,7 +54,9 @@ pub mod rate;
 pub mod router;
 mod stream;
 mod torrent;
+mod webseed;
 
+pub use announce::fetch_torrent_file;
 pub use budget::{BudgetSlot, PeerBudget};
 pub use client_name::client_name;
 pub use dht::{DhtHandle, DhtOptions, LookupEvent};
@@ -65,7 +68,7 @@ pub use metadata::{
 };
 pub use options::{
     Control, Details, PeerDetails, Phase, ResumeStore, SeedPolicy, Status, Summary, TorrentOptions,
-    TrackerDetails,
+    TrackerDetails, WebSeedDetails, DEFAULT_WEB_SEED_CONNECTIONS,
 };
 pub use rate::RateLimiter;
 pub use router::{IncomingPeer, PeerRouter};

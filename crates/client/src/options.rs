@@ -122,7 +122,13 @@ pub struct TorrentOptions {
     /// whatever source (trackers, PEX, the DHT, the user); peers it blocks once it is
     /// replaced are dropped.
     pub blocklist: Option<Arc<crate::ipfilter::Blocklist>>,
+    /// HTTP connections to each web seed of the torrent (BEP 19 `url-list`, BEP 17
+    /// `httpseeds`) while downloading; 0 turns web seeds off.
+    pub web_seed_connections: usize,
 }
+
+/// Default of [`TorrentOptions::web_seed_connections`].
+pub const DEFAULT_WEB_SEED_CONNECTIONS: usize = 3;
 
 impl std::fmt::Debug for TorrentOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,6 +156,7 @@ impl std::fmt::Debug for TorrentOptions {
             .field("control", &self.control.is_some())
             .field("resume_store", &self.resume_store.is_some())
             .field("park_after", &self.park_after)
+            .field("web_seed_connections", &self.web_seed_connections)
             .finish()
     }
 }
@@ -206,6 +213,22 @@ pub struct Details {
     /// Verified pieces.
     pub have: Bitfield,
     pub hash_failures: u32,
+    /// The torrent's web seeds (`url-list`, then `httpseeds`).
+    pub web_seeds: Vec<WebSeedDetails>,
+}
+
+/// One web seed of the torrent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSeedDetails {
+    pub url: String,
+    /// Open HTTP connections to it.
+    pub connections: usize,
+    /// Payload bytes it sent in this run.
+    pub downloaded: u64,
+    /// Its last failure (or why it was banned).
+    pub last_error: Option<String>,
+    /// Banned for the run: its data failed the hash check.
+    pub banned: bool,
 }
 
 /// One connected peer.
@@ -278,6 +301,7 @@ impl TorrentOptions {
             first_controls: Vec::new(),
             peer_budget: None,
             blocklist: None,
+            web_seed_connections: DEFAULT_WEB_SEED_CONNECTIONS,
         }
     }
 }
@@ -332,6 +356,8 @@ pub struct Status {
     pub peers_sending: usize,
     /// Peers we unchoke that want our data.
     pub peers_getting: usize,
+    /// Web seeds that sent payload in the last 10 s.
+    pub web_seeds_sending: usize,
     /// While downloading with no data arriving: one line saying why, e.g.
     /// `no peers: tracker http://t/announce refused, peer 10.0.0.5:6881 refused, DHT off`.
     /// `None` while data flows (or when seeding).

@@ -25,12 +25,13 @@ use crate::disk::{verify_and_write, BlockHasher, PieceVerdict};
 use crate::error::ClientError;
 use crate::options::{
     Control, Details, PeerDetails, Phase, ResumeStore, SeedPolicy, Status, Summary, TorrentOptions,
-    TrackerDetails,
+    TrackerDetails, WebSeedDetails,
 };
 use crate::peer::{self, ConnCtx, Out, PeerKey, PeerLink};
 use crate::pex::{self, Advert, Pex, Received, RecvCtx};
 use crate::rate::{RateLimiter, RateMeter};
 use crate::router::{Acceptor, IncomingLimits, IncomingPeer};
+use crate::webseed::WebSeeds;
 
 /// Everything that reaches the torrent task.
 ///
@@ -60,6 +61,18 @@ pub(crate) enum Event {
     DhtStatus(String),
     /// The announcer's next regular announce is due after this long.
     AnnounceScheduled(Duration),
+    /// A block fetched by a web seed connection (see `webseed`).
+    WebSeedBlock {
+        key: PeerKey,
+        block: metainfo::BlockRef,
+        data: bytes::Bytes,
+    },
+    /// A web seed connection failed and ended.
+    WebSeedFailed {
+        key: PeerKey,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// A connection whose handshake is done.
@@ -627,7 +640,9 @@ async fn run_once(
     if opts.sequential {
         engine.set_sequential(true);
     }
+    let web_seeds = WebSeeds::new(&opts.torrent, opts.web_seed_connections, Instant::now());
     let mut t = TorrentTask {
+        web_seeds,
         info: info.clone(),
         info_bytes: bytes::Bytes::from(opts.torrent.info_bytes.clone()),
         info_hash,
@@ -767,6 +782,8 @@ struct TorrentTask {
     /// Peer exchange bookkeeping (off for private torrents).
     pex: Pex,
     peers: HashMap<PeerKey, PeerEntry>,
+    /// Web seeds: pseudo-peers of the engine fetching over HTTP (`webseed`).
+    web_seeds: WebSeeds,
     candidates: HashMap<SocketAddr, Candidate>,
     banned: Bans,
     /// Keyed hash of blocks for smart ban.
@@ -902,6 +919,7 @@ impl TorrentTask {
                     self.feed_upload_stats(now);
                     self.engine.tick(now);
                     self.drain_actions();
+                    self.connect_web_seeds(now);
                     self.send_pex(now);
                     self.manage_slots(now);
                     self.connect_more(now);
@@ -991,6 +1009,7 @@ impl TorrentTask {
     /// checked, no resume record to write. Such a torrent ticks every [`IDLE_TICK`].
     fn is_idle(&self) -> bool {
         self.peers.is_empty()
+            && !self.web_seeds.has_conns()
             && self.pieces_checking == 0
             && self.buffers.is_empty()
             && !self.resume_dirty
@@ -1012,7 +1031,11 @@ impl TorrentTask {
         let idle = if complete {
             IDLE_TICK_COMPLETE
         } else {
-            IDLE_TICK
+            // A web seed backing off is retried on time.
+            match self.web_seeds.next_try() {
+                Some(at) => at.saturating_duration_since(now).clamp(TICK, IDLE_TICK),
+                None => IDLE_TICK,
+            }
         };
         self.candidates
             .iter()
@@ -1193,6 +1216,18 @@ impl TorrentTask {
             trackers,
             have: self.engine.have().clone(),
             hash_failures: self.hash_failures,
+            web_seeds: self
+                .web_seeds
+                .seeds
+                .iter()
+                .map(|s| WebSeedDetails {
+                    url: s.url.clone(),
+                    connections: s.conns.len(),
+                    downloaded: s.downloaded,
+                    last_error: s.last_error.clone(),
+                    banned: s.banned.is_some(),
+                })
+                .collect(),
         }
     }
 
@@ -1260,6 +1295,20 @@ impl TorrentTask {
             }
             Event::AnnounceScheduled(wait) => self.next_announce = Some(now + wait),
             Event::DhtStatus(s) => self.status.dht = Some(s),
+            Event::WebSeedBlock { key, block, data } => {
+                if self.web_seeds.is_web_seed(key) {
+                    self.on_block(key, block, &data, now);
+                }
+            }
+            Event::WebSeedFailed {
+                key,
+                reason,
+                retry_after,
+            } => {
+                if self.web_seeds.on_failed(key, &reason, retry_after, now) {
+                    self.engine.remove_peer(key);
+                }
+            }
         }
         self.drain_actions();
     }
@@ -1396,32 +1445,7 @@ impl TorrentTask {
                     self.disconnect(key, "sent a block outside the torrent", false, now);
                     return;
                 };
-                match self.engine.handle_block(key, block, now) {
-                    BlockOutcome::Accepted { piece_complete } => {
-                        let plen = lengths.piece_len(piece) as usize;
-                        let spare = &mut self.spare_buffers;
-                        let buf = self.buffers.entry(piece).or_insert_with(|| {
-                            // Every byte is overwritten before the piece is complete, so a
-                            // reused buffer needs no clearing.
-                            let mut b = spare.pop().unwrap_or_default();
-                            b.resize(plen, 0);
-                            b
-                        });
-                        let start = begin as usize;
-                        buf[start..start + data.len()].copy_from_slice(&data);
-                        self.downloaded += data.len() as u64;
-                        self.last_data_at = Some(now);
-                        if let Some(p) = self.peers.get_mut(&key) {
-                            p.downloaded += data.len() as u64;
-                            p.last_data_in = Some(now);
-                            p.last_active = now;
-                        }
-                        if piece_complete {
-                            self.check_piece(piece);
-                        }
-                    }
-                    BlockOutcome::Duplicate | BlockOutcome::Unrequested => {}
-                }
+                self.on_block(key, block, &data, now);
             }
             Message::Extended { id: 0, payload } => match wire::ExtHandshake::decode(&payload) {
                 Ok(hs) => {
@@ -1593,6 +1617,7 @@ impl TorrentTask {
             if let Some(a) = &self.announcer {
                 a.completed();
             }
+            self.close_web_seeds();
             // Seeds among our peers are of no more use.
             let seeds: Vec<PeerKey> = self
                 .peers
@@ -1605,6 +1630,64 @@ impl TorrentTask {
                 self.disconnect(k, "both seeding", false, now);
             }
         }
+    }
+
+    /// A block from a peer or a web seed, its range already validated.
+    fn on_block(&mut self, key: PeerKey, block: metainfo::BlockRef, data: &[u8], now: Instant) {
+        let piece = block.piece;
+        match self.engine.handle_block(key, block, now) {
+            BlockOutcome::Accepted { piece_complete } => {
+                let plen = self.info.lengths.piece_len(piece) as usize;
+                let spare = &mut self.spare_buffers;
+                let buf = self.buffers.entry(piece).or_insert_with(|| {
+                    // Every byte is overwritten before the piece is complete, so a
+                    // reused buffer needs no clearing.
+                    let mut b = spare.pop().unwrap_or_default();
+                    b.resize(plen, 0);
+                    b
+                });
+                let start = block.begin as usize;
+                buf[start..start + data.len()].copy_from_slice(data);
+                self.downloaded += data.len() as u64;
+                self.last_data_at = Some(now);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.downloaded += data.len() as u64;
+                    p.last_data_in = Some(now);
+                    p.last_active = now;
+                } else {
+                    self.web_seeds.on_data(key, data.len() as u64, now);
+                }
+                if piece_complete {
+                    self.check_piece(piece);
+                }
+            }
+            BlockOutcome::Duplicate | BlockOutcome::Unrequested => {}
+        }
+    }
+
+    /// Opens web seed connections (while downloading) and adds each to the engine as a
+    /// pseudo-peer that has every piece and unchokes us.
+    fn connect_web_seeds(&mut self, now: Instant) {
+        if self.engine.is_wanted_complete() || self.status.phase != Phase::Downloading {
+            return;
+        }
+        for key in self.web_seeds.connect(&self.ctx, &self.info, now) {
+            self.engine.add_peer(key, true, now);
+            for msg in [Message::HaveAll, Message::Unchoke] {
+                if let Err(e) = self.engine.handle_message(key, &msg, now) {
+                    tracing::debug!(key, "web seed refused by the engine: {e}");
+                }
+            }
+        }
+        self.drain_actions();
+    }
+
+    /// Closes every web seed connection (the download is complete, or the run ends).
+    fn close_web_seeds(&mut self) {
+        for key in self.web_seeds.close_all() {
+            self.engine.remove_peer(key);
+        }
+        self.drain_actions();
     }
 
     fn drain_actions(&mut self) {
@@ -1627,10 +1710,24 @@ impl TorrentTask {
     fn send(&self, key: PeerKey, msg: Message) {
         if let Some(p) = self.peers.get(&key) {
             let _ = p.link.tx.send(Out::Msg(msg));
+        } else {
+            self.web_seeds.send(key, msg);
         }
     }
 
     fn disconnect(&mut self, key: PeerKey, reason: &str, ban: bool, now: Instant) {
+        if self.web_seeds.is_web_seed(key) {
+            // The engine has forgotten this key already; a ban is of the URL, never of
+            // the address (peers may share it).
+            if ban {
+                for other in self.web_seeds.ban(key, reason) {
+                    self.engine.remove_peer(other);
+                }
+            } else {
+                self.web_seeds.on_failed(key, reason, None, now);
+            }
+            return;
+        }
         if let Some(p) = self.peers.get(&key) {
             if ban {
                 tracing::warn!(addr = %p.addr, "banning peer: {reason}");
@@ -2151,6 +2248,7 @@ impl TorrentTask {
         if known.len() > SHOWN {
             parts.push(format!("{} more peers known", known.len() - SHOWN));
         }
+        parts.extend(self.web_seeds.problems().into_iter().take(SHOWN));
         if self.dht_state == "DHT on" {
             parts.push(match &self.status.dht {
                 Some(d) => format!("DHT {}", d.strip_prefix("dht: ").unwrap_or(d)),
@@ -2269,6 +2367,7 @@ impl TorrentTask {
             }
         }
         self.status.peers_sending = sending;
+        self.status.web_seeds_sending = self.web_seeds.sending(Instant::now());
         self.status.peers_getting = getting;
         let status = &self.status;
         self.status_tx.send_if_modified(|current| {
@@ -2300,6 +2399,7 @@ impl TorrentTask {
         for req in self.readers.drain_waiting() {
             let _ = req.reply.send(Err("the torrent stopped".into()));
         }
+        self.close_web_seeds();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         let now = Instant::now();
         for k in keys {

@@ -17,6 +17,8 @@
 //!   same info-hash as mktorrent and libtorrent (v1-only) for the same data.
 //! - [`summary`]: the stable JSON views of `spate info --json` ([`TorrentSummary`],
 //!   [`MagnetSummary`]).
+//! - [`webseed`]: web seeds (BEP 19/17): the URLs and byte ranges of a run of the torrent,
+//!   and checks of a server's `Content-Range`.
 //! - [`error`]: [`MetainfoError`], the one error type; one-line messages naming the field.
 
 pub mod bitfield;
@@ -29,6 +31,7 @@ pub mod sanitize;
 pub mod summary;
 pub mod torrent;
 pub mod types;
+pub mod webseed;
 
 pub use bitfield::Bitfield;
 pub use create::{create_torrent, CreateError, CreateOptions};

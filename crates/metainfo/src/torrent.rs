@@ -37,6 +37,9 @@ pub struct Torrent {
     /// `url-list` (BEP 19 web seeds), trimmed, without duplicates, spaces and other unsafe
     /// bytes percent-escaped; a `/` is appended for a torrent of several files.
     pub url_list: Vec<String>,
+    /// `httpseeds` (BEP 17 web seeds, Hoffman style), cleaned like `url_list` but without
+    /// a `/` appended (the piece is named in the query string).
+    pub httpseeds: Vec<String>,
     pub comment: Option<String>,
     pub created_by: Option<String>,
     /// Seconds since the Unix epoch.
@@ -65,7 +68,8 @@ impl Torrent {
         let mut torrent = Torrent::from_info_dict(info)?;
         torrent.announce = top.get_bytes("announce").and_then(clean_url);
         torrent.announce_list = parse_announce_list(top);
-        torrent.url_list = parse_url_list(top, torrent.info.files.len() > 1);
+        torrent.url_list = parse_url_list(top, "url-list", torrent.info.files.len() > 1);
+        torrent.httpseeds = parse_url_list(top, "httpseeds", false);
         torrent.comment = text(top, "comment");
         torrent.created_by = text(top, "created by");
         torrent.creation_date = top.get_int("creation date");
@@ -120,6 +124,7 @@ impl Torrent {
             announce: None,
             announce_list: Vec::new(),
             url_list: Vec::new(),
+            httpseeds: Vec::new(),
             comment: None,
             created_by: None,
             creation_date: None,
@@ -175,8 +180,8 @@ fn parse_announce_list(top: &Dict<'_>) -> Vec<Vec<String>> {
     tiers
 }
 
-fn parse_url_list(top: &Dict<'_>, several_files: bool) -> Vec<String> {
-    let raw: Vec<&[u8]> = match top.get("url-list") {
+fn parse_url_list(top: &Dict<'_>, key: &str, several_files: bool) -> Vec<String> {
+    let raw: Vec<&[u8]> = match top.get(key) {
         Some(Value::Bytes(b)) => vec![b],
         Some(Value::List(l)) => l.iter().filter_map(Value::as_bytes).collect(),
         _ => Vec::new(),

@@ -108,6 +108,23 @@ fn announce_list_and_url_list() {
     );
     assert_eq!(t.tracker_tiers(), t.announce_list);
     assert_eq!(t.url_list, ["http://w/x%20y"]);
+    assert!(t.httpseeds.is_empty());
+}
+
+#[test]
+fn httpseeds_are_parsed_like_url_list() {
+    let v = single(&[]).with(
+        "httpseeds",
+        OwnedValue::list([
+            OwnedValue::from(" http://h/seed.php "),
+            OwnedValue::from("http://h/seed.php"),
+            OwnedValue::Int(1),
+        ]),
+    );
+    let t = parse(&v).unwrap();
+    assert_eq!(t.httpseeds, ["http://h/seed.php"]);
+    let v = single(&[]).with("httpseeds", "http://h/x y");
+    assert_eq!(parse(&v).unwrap().httpseeds, ["http://h/x%20y"]);
 }
 
 #[test]

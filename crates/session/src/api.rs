@@ -255,6 +255,10 @@ pub struct TorrentView {
     pub is_stalled: bool,
     pub peers_connected: usize,
     pub peers_sending_to_us: usize,
+    /// The torrent's web seeds (`url-list`, then `httpseeds`), and how many sent payload
+    /// in the last 10 s.
+    pub web_seeds: Vec<String>,
+    pub web_seeds_sending_to_us: usize,
     pub peers_getting_from_us: usize,
     pub download_dir: PathBuf,
     pub added_date: i64,

@@ -25,8 +25,6 @@ const MAX_TORRENT_BYTES: usize = 16 << 20;
 const MAX_BLOCKLIST_BYTES: usize = 64 << 20;
 /// The last blocklist fetched, in the state folder.
 const BLOCKLIST_FILE: &str = "blocklist";
-/// Deadline for fetching a `.torrent` from a URL.
-const URL_TIMEOUT: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_secs(1);
 /// Changed records are written at most this often (counters); state changes at once.
 const SAVE_INTERVAL: Duration = Duration::from_secs(15);
@@ -67,6 +65,8 @@ pub struct SessionConfig {
     pub max_peers_per_ip: usize,
     /// Peer exchange (BEP 11) for public torrents.
     pub pex: bool,
+    /// HTTP connections to each web seed of a torrent (BEP 19/17); 0 turns web seeds off.
+    pub web_seed_connections: usize,
     /// A session for one command (`spate download`, `spate seed`): the store lives in
     /// memory, and each torrent keeps its resume record, lock and parts file in `.spate/`
     /// beside its data, where the next run of the same command finds them.
@@ -88,6 +88,7 @@ impl SessionConfig {
             use_trackers: true,
             max_peers_per_ip: client::options::DEFAULT_MAX_PEERS_PER_IP,
             pex: true,
+            web_seed_connections: client::DEFAULT_WEB_SEED_CONNECTIONS,
             ephemeral: false,
             dht_node: None,
         }
@@ -2104,6 +2105,7 @@ async fn prepare_run(
     opts.pex = cfg.pex;
     opts.max_peers = rec.peer_limit.max(1);
     opts.max_peers_per_ip = cfg.max_peers_per_ip;
+    opts.web_seed_connections = cfg.web_seed_connections;
     opts.only = only;
     opts.file_priorities = file_priorities(&rec);
     opts.peer_budget = Some(peer_budget);
@@ -2379,34 +2381,12 @@ fn read_capped(p: &Path) -> Result<Vec<u8>, SessionError> {
     Ok(v)
 }
 
+/// An `http(s)://` resource of at most `max` bytes (a .torrent, a blocklist), through the
+/// process's shared HTTP client.
 async fn fetch_url(url: &str, max: usize) -> Result<Vec<u8>, SessionError> {
-    let client = reqwest::Client::builder()
-        .timeout(URL_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .build()
-        .map_err(|e| SessionError::Io(e.to_string()))?;
-    let mut resp = client
-        .get(url)
-        .send()
+    client::fetch_torrent_file(url, max)
         .await
-        .map_err(|e| SessionError::Io(format!("{url}: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(SessionError::Io(format!("{url}: HTTP {}", resp.status())));
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| SessionError::Io(format!("{url}: {e}")))?
-    {
-        out.extend_from_slice(&chunk);
-        if out.len() > max {
-            return Err(SessionError::Invalid(format!(
-                "{url}: larger than {max} bytes"
-            )));
-        }
-    }
-    Ok(out)
+        .map_err(SessionError::Io)
 }
 
 /// The files of `n` to download (`None`: all), from the record's wanted list (files past
@@ -2863,6 +2843,11 @@ fn view(e: &Entry, st: &State) -> TorrentView {
         is_stalled: e.stalled(settings, Instant::now()) && !complete,
         peers_connected: if running { s.peers } else { 0 },
         peers_sending_to_us: if running { s.peers_sending } else { 0 },
+        web_seeds: t
+            .as_ref()
+            .map(|t| t.url_list.iter().chain(&t.httpseeds).cloned().collect())
+            .unwrap_or_default(),
+        web_seeds_sending_to_us: if running { s.web_seeds_sending } else { 0 },
         peers_getting_from_us: if running { s.peers_getting } else { 0 },
         download_dir: e.rec.download_dir.clone(),
         added_date: e.rec.added_date,

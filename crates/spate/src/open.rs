@@ -61,7 +61,7 @@ pub async fn open(a: OpenArgs) -> CliResult {
         Err(e) => return Err(e),
         Ok(_) => return add_to_daemon(what, a.remote).await,
     }
-    download_here(what, &lower, a.output, &a.remote.rpc_url).await
+    download_here(what, a.output, &a.remote.rpc_url).await
 }
 
 async fn add_to_daemon(what: String, remote: RemoteArgs) -> CliResult {
@@ -76,18 +76,7 @@ async fn add_to_daemon(what: String, remote: RemoteArgs) -> CliResult {
     .await
 }
 
-async fn download_here(
-    what: String,
-    lower: &str,
-    output: Option<PathBuf>,
-    rpc_url: &str,
-) -> CliResult {
-    if lower.starts_with("http://") || lower.starts_with("https://") {
-        return Err(CliError::runtime(format!(
-            "no daemon answers at {rpc_url} and only a daemon fetches URLs: start `spate \
-             daemon`, or download the .torrent and open the file"
-        )));
-    }
+async fn download_here(what: String, output: Option<PathBuf>, rpc_url: &str) -> CliResult {
     let out = output.unwrap_or_else(download_folder);
     errln!(
         "no daemon answers at {rpc_url}: downloading here, into {}",

@@ -44,6 +44,10 @@ pub struct DownloadArgs {
     /// 127.0.0.1: raise it there for swarms of more peers).
     #[arg(long, value_name = "N", default_value_t = client::options::DEFAULT_MAX_PEERS_PER_IP, value_parser = parse_per_ip)]
     pub max_peers_per_ip: usize,
+    /// HTTP connections to each web seed (the torrent's `url-list`/`httpseeds`); 0 turns
+    /// web seeds off.
+    #[arg(long, value_name = "N", default_value_t = client::DEFAULT_WEB_SEED_CONNECTIONS, value_parser = parse_web_seed_connections)]
+    pub web_seed_connections: usize,
     /// For a magnet link: give up (exit code 1) when no peer has sent the metadata within
     /// this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
@@ -102,11 +106,37 @@ fn parse_per_ip(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_web_seed_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= 16 => Ok(n),
+        _ => Err(format!("{s}: must be a whole number from 0 to 16")),
+    }
+}
+
 /// Reads and parses a .torrent file; every failure is bad input (exit code 2). Returns the
 /// file's bytes too (the session is given those).
 pub fn load_torrent(path: &str) -> CliResult<(Torrent, Vec<u8>)> {
     let bytes = std::fs::read(path).map_err(|e| CliError::input(format!("{path}: {e}")))?;
     let t = Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{path}: {e}")))?;
+    Ok((t, bytes))
+}
+
+/// Largest .torrent fetched from a URL.
+const MAX_URL_TORRENT: usize = 10 << 20;
+
+/// [`load_torrent`], or for an `http(s)://` URL the .torrent fetched with the process's
+/// shared HTTP client (at most 10 MiB, 30 s). A failed fetch is a runtime error, a file
+/// that does not parse bad input.
+pub async fn load_torrent_or_url(what: &str) -> CliResult<(Torrent, Vec<u8>)> {
+    let url = what.trim();
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return load_torrent(what);
+    }
+    let bytes = client::fetch_torrent_file(url, MAX_URL_TORRENT)
+        .await
+        .map_err(CliError::runtime)?;
+    let t = Torrent::from_bytes(&bytes).map_err(|e| CliError::input(format!("{url}: {e}")))?;
     Ok((t, bytes))
 }
 
@@ -154,7 +184,7 @@ pub async fn download(a: DownloadArgs) -> CliResult {
         None
     };
     let torrent = match &magnet {
-        None => Some(load_torrent(&a.torrent)?),
+        None => Some(load_torrent_or_url(&a.torrent).await?),
         Some(_) => None,
     };
     // A bad --only fails before anything is created (a magnet's file count comes later).
@@ -256,6 +286,7 @@ async fn download_with(
         max_up: a.max_up,
         use_trackers: !a.no_trackers,
         max_peers_per_ip: a.max_peers_per_ip,
+        web_seed_connections: a.web_seed_connections,
         pex: !a.dht.no_pex,
         blocklist: a.dht.blocklist.clone(),
         listen,
@@ -478,7 +509,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
             }
         }
     } else {
-        let (torrent, bytes) = load_torrent(&a.torrent)?;
+        let (torrent, bytes) = load_torrent_or_url(&a.torrent).await?;
         let dht = if torrent.info.private {
             None
         } else {
@@ -506,6 +537,8 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         max_up: a.max_up,
         use_trackers: !a.no_trackers,
         max_peers_per_ip: a.max_peers_per_ip,
+        // A seed has nothing to fetch.
+        web_seed_connections: 0,
         pex: !a.dht.no_pex,
         blocklist: a.dht.blocklist.clone(),
         listen,
@@ -641,6 +674,7 @@ struct OneRun {
     max_up: Option<u64>,
     use_trackers: bool,
     max_peers_per_ip: usize,
+    web_seed_connections: usize,
     pex: bool,
     /// `--blocklist`.
     blocklist: Option<PathBuf>,
@@ -711,6 +745,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
     cfg.dht_node = r.dht.clone();
     cfg.use_trackers = r.use_trackers;
     cfg.max_peers_per_ip = r.max_peers_per_ip;
+    cfg.web_seed_connections = r.web_seed_connections;
     cfg.pex = r.pex;
     let session = match Session::open(cfg).await {
         Ok((s, _)) => s,

@@ -242,6 +242,9 @@ pub struct TorrentSpec {
     pub single: bool,
     pub private: bool,
     pub announce: Option<String>,
+    /// BEP 19 web seeds (`url-list`) and BEP 17 ones (`httpseeds`).
+    pub url_list: Vec<String>,
+    pub httpseeds: Vec<String>,
 }
 
 impl TorrentSpec {
@@ -257,6 +260,8 @@ impl TorrentSpec {
             single: true,
             private: true,
             announce: None,
+            url_list: Vec::new(),
+            httpseeds: Vec::new(),
         }
     }
 
@@ -275,6 +280,8 @@ impl TorrentSpec {
             single: false,
             private: true,
             announce: None,
+            url_list: Vec::new(),
+            httpseeds: Vec::new(),
         }
     }
 
@@ -329,6 +336,12 @@ impl TorrentSpec {
             top.insert(b"announce".to_vec(), Value::str(a));
         }
         top.insert(b"info".to_vec(), self.info());
+        for (key, urls) in [("url-list", &self.url_list), ("httpseeds", &self.httpseeds)] {
+            if !urls.is_empty() {
+                let list = urls.iter().map(|u| Value::str(u)).collect();
+                top.insert(key.as_bytes().to_vec(), Value::List(list));
+            }
+        }
         Value::Dict(top).encode()
     }
 

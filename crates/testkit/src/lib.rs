@@ -13,7 +13,7 @@
 //!   [`bencode::TorrentSpec`] to build (also deliberately broken) `.torrent` files.
 //! - [`Proc`]: a spawned process with its output in log files, `wait_timeout`, and reports
 //!   with the last log lines for failure messages.
-//! - [`clients`]: launchers for libtorrent, Transmission, aria2, opentracker, mktorrent and
+//! - [`clients`]: launchers for libtorrent, Transmission, aria2, opentracker, mktorrent, nginx and
 //!   the `spate` binary under test; [`SpateDaemon`] runs `spate daemon` (kill -9, restart,
 //!   SIGTERM) and [`TransmissionRemote`] drives any Transmission RPC server.
 //! - [`http`]: a raw HTTP/1.1 client and a Transmission RPC client (the 409 session-id
@@ -34,7 +34,7 @@ mod proc;
 mod tools;
 
 pub use clients::{
-    parse_done_downloaded, Aria2, Libtorrent, Mktorrent, OpenTracker, Spate, SpateDaemon,
+    parse_done_downloaded, Aria2, Libtorrent, Mktorrent, Nginx, OpenTracker, Spate, SpateDaemon,
     Transmission, TransmissionRemote, TransmissionSeeder,
 };
 pub use dir::TestDir;

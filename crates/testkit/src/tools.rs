@@ -73,6 +73,8 @@ fn probe(name: &str) -> bool {
         .iter()
         .all(|t| which(t).is_some()),
         "aria2" => which("aria2c").is_some(),
+        // Debian puts it in /usr/sbin, which a user's PATH may lack.
+        "nginx" => which("nginx").is_some() || Path::new(crate::clients::NGINX_BIN).exists(),
         other => which(other).is_some(),
     }
 }
@@ -97,6 +99,7 @@ fn install_hint(name: &str) -> String {
         "transmission" => "transmission-cli transmission-daemon",
         "transmission-remote" => "transmission-cli",
         "aria2" | "aria2c" => "aria2",
+        "nginx" => "nginx-light",
         "time" | "/usr/bin/time" => "time",
         "transmission-rpc" | "qbittorrent-api" | "prometheus-client" => {
             return format!(

@@ -786,8 +786,9 @@ async fn route(app: &App, path: &str, p: &Params) -> Answer {
         "torrents/files" => files(s, p),
         "torrents/trackers" => trackers(s, p),
         "torrents/webseeds" => {
-            one(s, p)?;
-            ok_json(json!([]))
+            let v = one(s, p)?;
+            let urls: Vec<Value> = v.web_seeds.iter().map(|u| json!({ "url": u })).collect();
+            ok_json(Value::Array(urls))
         }
         "torrents/pieceStates" => piece_states(s, p).await,
         "torrents/add" => add(app, p).await,

@@ -8,6 +8,7 @@
 mod aria2;
 mod libtorrent;
 mod mktorrent;
+mod nginx;
 mod opentracker;
 mod spate;
 mod spate_daemon;
@@ -17,6 +18,7 @@ mod transmission_remote;
 pub use aria2::{Aria2, Aria2Peer};
 pub use libtorrent::{Libtorrent, LtPeer};
 pub use mktorrent::Mktorrent;
+pub use nginx::{Nginx, NginxBuilder, NGINX_BIN};
 pub use opentracker::OpenTracker;
 pub use spate::{parse_done_downloaded, Spate, SpateDownload, SpateSeed};
 pub use spate_daemon::SpateDaemon;
