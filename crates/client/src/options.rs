@@ -114,6 +114,10 @@ pub struct TorrentOptions {
     /// A connection limit shared with other torrents (a session's global peer limit), on
     /// top of [`TorrentOptions::max_peers`].
     pub peer_budget: Option<Arc<crate::PeerBudget>>,
+    /// Protocol encryption (MSE) of the torrent's dials and of the connections its own
+    /// listener accepts (a [`crate::PeerRouter`] applies its own setting to those it routes).
+    /// Default: [`crate::Encryption::Prefer`].
+    pub encryption: crate::EncryptionSetting,
 }
 
 impl std::fmt::Debug for TorrentOptions {
@@ -142,6 +146,7 @@ impl std::fmt::Debug for TorrentOptions {
             .field("control", &self.control.is_some())
             .field("resume_store", &self.resume_store.is_some())
             .field("park_after", &self.park_after)
+            .field("encryption", &self.encryption.get())
             .finish()
     }
 }
@@ -197,6 +202,8 @@ pub struct PeerDetails {
     pub client: String,
     /// It connected to us.
     pub incoming: bool,
+    /// The connection is RC4-encrypted (MSE).
+    pub encrypted: bool,
     /// Payload bytes per second from it and to it, smoothed.
     pub down_rate: f64,
     pub up_rate: f64,
@@ -255,6 +262,7 @@ impl TorrentOptions {
             file_priorities: Vec::new(),
             sequential: false,
             peer_budget: None,
+            encryption: crate::EncryptionSetting::default(),
         }
     }
 }

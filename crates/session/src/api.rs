@@ -176,6 +176,8 @@ pub struct PeerView {
     pub port: u16,
     pub client_name: String,
     pub incoming: bool,
+    /// The connection is RC4-encrypted (MSE).
+    pub encrypted: bool,
     /// 0..=1.
     pub progress: f64,
     pub rate_to_client: u64,
@@ -328,7 +330,9 @@ pub struct Settings {
     pub lpd_enabled: bool,
     pub utp_enabled: bool,
     pub rename_partial_files: bool,
-    /// "preferred", "tolerated" or "required"; spate has no MSE yet and reports "tolerated".
+    /// Protocol encryption (MSE): Transmission's "required", "preferred" (the default) or
+    /// "tolerated" (spate's `require`, `prefer`, `allow`), or "off" (plaintext only, which
+    /// Transmission's RPC reports as "tolerated").
     pub encryption: String,
 }
 
@@ -375,7 +379,7 @@ impl Default for Settings {
             lpd_enabled: false,
             utp_enabled: false,
             rename_partial_files: false,
-            encryption: "tolerated".into(),
+            encryption: "preferred".into(),
         }
     }
 }

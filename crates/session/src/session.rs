@@ -130,6 +130,9 @@ struct Inner {
     global_up: Arc<client::rate::RateLimiter>,
     /// `peer_limit_global`: connections of every torrent together.
     peer_budget: Arc<client::PeerBudget>,
+    /// Protocol encryption, from `Settings::encryption`: shared by the router and every
+    /// torrent, so a change applies to the next connection.
+    encryption: client::EncryptionSetting,
     dht: Option<client::DhtHandle>,
     listen: SocketAddr,
     router: Option<PeerPort>,
@@ -338,8 +341,9 @@ impl Session {
         }
         store.put_settings(&settings)?;
 
-        let router =
-            PeerPort::bind(cfg.listen).map_err(|e| SessionError::Io(format!("peer port: {e}")))?;
+        let encryption = client::EncryptionSetting::new(encryption_policy(&settings.encryption));
+        let router = PeerPort::bind_with(cfg.listen, encryption.clone())
+            .map_err(|e| SessionError::Io(format!("peer port: {e}")))?;
         let listen = router.local_addr();
         let dht = if let Some(node) = cfg.dht_node.clone() {
             Some(node)
@@ -398,6 +402,7 @@ impl Session {
             global_down: Arc::new(client::rate::RateLimiter::new(None)),
             global_up: Arc::new(client::rate::RateLimiter::new(None)),
             peer_budget: client::PeerBudget::new(settings.peer_limit_global),
+            encryption,
             dht,
             listen,
             router: Some(router),
@@ -1289,6 +1294,7 @@ impl Inner {
     /// its schedule), else the normal one.
     fn apply_speed_limits(&self, s: &Settings) {
         self.peer_budget.set_limit(s.peer_limit_global);
+        self.encryption.set(encryption_policy(&s.encryption));
         let (down, up) = if alt_speed_active(s) {
             (Some(s.alt_speed_down), Some(s.alt_speed_up))
         } else {
@@ -1825,7 +1831,7 @@ async fn prepare_run(
     control: tokio::sync::mpsc::Receiver<client::Control>,
 ) -> Result<Option<TorrentOptions>, client::ClientError> {
     let job = *job;
-    let (cfg, listen, dht, global_down, global_up, peer_budget, store) = {
+    let (cfg, listen, dht, global_down, global_up, peer_budget, encryption, store) = {
         let Some(inner) = weak.upgrade() else {
             return Ok(None);
         };
@@ -1836,6 +1842,7 @@ async fn prepare_run(
             inner.global_down.clone(),
             inner.global_up.clone(),
             inner.peer_budget.clone(),
+            inner.encryption.clone(),
             StoreRef(weak.clone()),
         )
     };
@@ -1861,6 +1868,7 @@ async fn prepare_run(
             o.peers = peers.clone();
             o.use_trackers = cfg.use_trackers;
             o.dht = dht.clone();
+            o.encryption = encryption.get();
             o.timeout = Duration::from_secs(365 * 24 * 3600);
             let (tx, _rx) = watch::channel(client::MetadataStatus::default());
             let fetched = tokio::select! {
@@ -1922,6 +1930,7 @@ async fn prepare_run(
     opts.only = only;
     opts.file_priorities = file_priorities(&rec);
     opts.peer_budget = Some(peer_budget);
+    opts.encryption = encryption;
     opts.sequential = rec.sequential;
     if !cfg.ephemeral {
         // The session owns its state folder (the store is locked by redb) and keeps the
@@ -2730,6 +2739,9 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
                 if p.peer_interested && p.am_choking {
                     flags.push('u');
                 }
+                if p.encrypted {
+                    flags.push('E');
+                }
                 if p.incoming {
                     flags.push('I');
                 }
@@ -2738,6 +2750,7 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
                     port: p.addr.port(),
                     client_name: p.client.clone(),
                     incoming: p.incoming,
+                    encrypted: p.encrypted,
                     progress: p.progress,
                     rate_to_client: p.down_rate as u64,
                     rate_to_peer: p.up_rate as u64,
@@ -2751,6 +2764,13 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
             .collect(),
         pieces: d.have.as_bytes().to_vec(),
     }
+}
+
+/// The policy a `Settings::encryption` value names: Transmission's "required",
+/// "preferred" and "tolerated", or spate's own names (`require`, `prefer`, `allow`, `off`).
+/// Anything else is "preferred", the default.
+pub fn encryption_policy(s: &str) -> client::Encryption {
+    s.parse().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1487,7 +1487,7 @@ fn torrent_field(
                                     || (!p.client_is_choked && p.client_is_interested)
                             ),
                         ),
-                        ("is_encrypted", json!(false)),
+                        ("is_encrypted", json!(p.encrypted)),
                         ("is_incoming", json!(p.incoming)),
                         (
                             "is_uploading_to",
@@ -1580,7 +1580,7 @@ pub(crate) fn session_values(
         ),
         ("download_queue_enabled", json!(st.download_queue_enabled)),
         ("download_queue_size", json!(st.download_queue_size)),
-        ("encryption", json!(st.encryption)),
+        ("encryption", json!(rpc_encryption(&st.encryption))),
         ("idle_seeding_limit", json!(st.idle_seeding_limit)),
         (
             "idle_seeding_limit_enabled",
@@ -1789,6 +1789,16 @@ pub(crate) fn apply_session_set(
     }
     *st = n;
     Ok(())
+}
+
+/// The setting as Transmission names it: "off" (plaintext only, which Transmission has
+/// not) reads as "tolerated", spate's own names as Transmission's.
+fn rpc_encryption(setting: &str) -> &'static str {
+    match session::encryption_policy(setting) {
+        session::Encryption::Require => "required",
+        session::Encryption::Prefer => "preferred",
+        session::Encryption::Allow | session::Encryption::Off => "tolerated",
+    }
 }
 
 fn session_stats(st: &session::Stats, style: Style) -> Map<String, Value> {
@@ -2280,6 +2290,7 @@ mod tests {
                 port: 6881,
                 client_name: "Transmission 4.0.6".into(),
                 incoming: true,
+                encrypted: true,
                 progress: 0.5,
                 rate_to_client: 10,
                 rate_to_peer: 0,
