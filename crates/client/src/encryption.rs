@@ -35,7 +35,8 @@ pub enum Encryption {
     /// Dials encrypted first and falls back to plaintext if that fails; accepts both.
     #[default]
     Prefer,
-    /// Dials plaintext; accepts both.
+    /// Dials plaintext; accepts both (an encrypted handshake that offers plaintext gets
+    /// plaintext after it).
     Allow,
     /// Plaintext only: an encrypted handshake is refused.
     Off,
@@ -96,9 +97,15 @@ impl FromStr for Encryption {
 }
 
 /// An [`Encryption`] policy that can change while torrents run (a session's setting):
-/// clones share it; every new connection reads it.
-#[derive(Debug, Clone, Default)]
+/// clones share it; every new connection reads it. Default: [`Encryption::Prefer`].
+#[derive(Debug, Clone)]
 pub struct EncryptionSetting(Arc<AtomicU8>);
+
+impl Default for EncryptionSetting {
+    fn default() -> Self {
+        EncryptionSetting::new(Encryption::default())
+    }
+}
 
 impl EncryptionSetting {
     pub fn new(e: Encryption) -> Self {
@@ -366,7 +373,10 @@ pub(crate) async fn accept(
         if policy == Encryption::Off {
             return Err("not a BitTorrent handshake (encryption is off)".into());
         }
-        let mse = MseHandshake::responder(policy.accepted(), lookup, &mut rand::rng());
+        let mut mse = MseHandshake::responder(policy.accepted(), lookup, &mut rand::rng());
+        if policy == Encryption::Allow {
+            mse = mse.prefer_plaintext();
+        }
         let done = drive(&mut stream, mse, &first, deadline).await?;
         let mut conn = PeerConn::new(stream, done.ciphers);
         conn.prefix.extend_from_slice(&done.payload);
@@ -378,4 +388,135 @@ pub(crate) async fn accept(
     };
     let hs = conn.read_handshake(deadline).await?;
     Ok((conn, hs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metainfo::{InfoHash, PeerId};
+    use tokio::net::TcpListener;
+
+    const T: Duration = Duration::from_secs(5);
+
+    fn lookup(h: InfoHash) -> SkeyLookup {
+        let req2 = wire::mse::req2_hash(&h.0);
+        Box::new(move |r: &[u8; 20]| (*r == req2).then_some(h.0))
+    }
+
+    /// Dials with `dial` and accepts with `answer` on loopback; both ends then exchange a
+    /// message through the (possibly encrypted) halves.
+    async fn pair(
+        dial: Encryption,
+        answer: Encryption,
+    ) -> (
+        Result<(PeerConn, Handshake), String>,
+        Result<(PeerConn, Handshake), String>,
+    ) {
+        let h = InfoHash([4; 20]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            // The fallback of `prefer` makes a second connection: answer up to two.
+            let mut last = Err("no connection".to_string());
+            for _ in 0..2 {
+                let Ok(Ok((s, _))) = tokio::time::timeout(T, listener.accept()).await else {
+                    break;
+                };
+                last = accept(s, answer, lookup(h), T).await;
+                if let Ok((conn, _)) = &mut last {
+                    let ours = Handshake::new(h, PeerId([2; 20]));
+                    conn.send_handshake(&ours).await.unwrap();
+                    break;
+                }
+            }
+            last
+        });
+        let ours = Handshake::new(h, PeerId([1; 20]));
+        let client = connect(addr, &ours, dial, T, T).await;
+        (client, server.await.unwrap())
+    }
+
+    async fn exchange(a: &mut PeerConn, b: &mut PeerConn) {
+        let mut msg = b"hello through the stream".to_vec();
+        a.writer.write_all(&mut msg).await.unwrap();
+        let mut got = b.prefix.split();
+        while got.len() < 24 {
+            got.reserve(64);
+            b.reader.read_buf(&mut got).await.unwrap();
+        }
+        assert_eq!(&got[..], b"hello through the stream");
+    }
+
+    #[test]
+    fn the_default_setting_is_prefer() {
+        assert_eq!(EncryptionSetting::default().get(), Encryption::Prefer);
+        let s = EncryptionSetting::new(Encryption::Off);
+        s.clone().set(Encryption::Require);
+        assert_eq!(s.get(), Encryption::Require);
+        for e in ["require", "prefer", "allow", "off"] {
+            assert_eq!(e.parse::<Encryption>().unwrap().as_str(), e);
+        }
+        assert!("sometimes".parse::<Encryption>().is_err());
+    }
+
+    #[tokio::test]
+    async fn every_policy_pair_connects_or_refuses_as_documented() {
+        use Encryption::*;
+        // (dialler, answerer, connects, encrypted)
+        let cases = [
+            (Require, Require, true, true),
+            (Require, Prefer, true, true),
+            (Require, Allow, true, true),
+            (Require, Off, false, false),
+            (Prefer, Prefer, true, true),
+            (Prefer, Allow, true, false),
+            (Prefer, Off, true, false),
+            (Allow, Require, false, false),
+            (Allow, Prefer, true, false),
+            (Off, Off, true, false),
+        ];
+        for (dial, answer, connects, encrypted) in cases {
+            let (c, s) = pair(dial, answer).await;
+            assert_eq!(
+                c.is_ok(),
+                connects,
+                "{dial} -> {answer}: {:?}",
+                c.as_ref().err()
+            );
+            if let (Ok((mut c, ch)), Ok((mut s, sh))) = (c, s) {
+                assert_eq!(c.is_encrypted(), encrypted, "{dial} -> {answer}");
+                assert_eq!(s.is_encrypted(), encrypted, "{dial} -> {answer}");
+                assert_eq!(ch.peer_id, PeerId([2; 20]));
+                assert_eq!(sh.peer_id, PeerId([1; 20]));
+                exchange(&mut c, &mut s).await;
+                exchange(&mut s, &mut c).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_and_silence_are_dropped_with_a_reason() {
+        let h = InfoHash([4; 20]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // 2 KiB of 0xFF: not a handshake, not a valid key (>= P - 1).
+        let mut g = TcpStream::connect(addr).await.unwrap();
+        g.write_all(&[0xFF; 2048]).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let e = accept(s, Encryption::Prefer, lookup(h), T)
+            .await
+            .unwrap_err();
+        assert!(e.contains("encryption handshake"), "{e}");
+        // A valid-looking key, then silence: the deadline ends it.
+        let mut q = TcpStream::connect(addr).await.unwrap();
+        let mut key = [0u8; 96];
+        key[95] = 7;
+        q.write_all(&key).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let e = accept(s, Encryption::Prefer, lookup(h), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
+        drop((g, q));
+    }
 }

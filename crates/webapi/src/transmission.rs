@@ -2282,6 +2282,22 @@ mod tests {
     }
 
     #[test]
+    fn encryption_reads_in_transmission_names() {
+        for (stored, shown) in [
+            ("required", "required"),
+            ("require", "required"),
+            ("preferred", "preferred"),
+            ("prefer", "preferred"),
+            ("tolerated", "tolerated"),
+            ("allow", "tolerated"),
+            ("off", "tolerated"),
+        ] {
+            assert_eq!(rpc_encryption(stored), shown, "{stored}");
+        }
+        assert_eq!(session::Settings::default().encryption, "preferred");
+    }
+
+    #[test]
     fn torrent_fields_render_like_transmission() {
         let v = view();
         let detail = TorrentDetail {
@@ -2361,6 +2377,7 @@ mod tests {
         assert_eq!(t["peers"][0]["rateToClient"], 10);
         assert_eq!(t["peers"][0]["isDownloadingFrom"], true);
         assert_eq!(t["peers"][0]["flagStr"], "DI");
+        assert_eq!(t["peers"][0]["isEncrypted"], true);
         assert_eq!(t["pieces"], "oA==");
         assert_eq!(t["peersFrom"]["fromIncoming"], 1);
         assert_eq!(t["downloadLimit"], 64, "kB/s");

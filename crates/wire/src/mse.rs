@@ -118,6 +118,8 @@ pub enum MseError {
     BadSelect(u32),
     #[error("the peer sent too much during the handshake")]
     TooMuch,
+    #[error("the peer answered with a plaintext BitTorrent handshake")]
+    PlaintextReply,
 }
 
 /// The result of a completed handshake.
@@ -173,6 +175,8 @@ enum Role {
     },
     Responder {
         allowed: u32,
+        /// Select plaintext when the initiator offers it (else RC4 whenever offered).
+        prefer_plaintext: bool,
         lookup: SkeyLookup,
         provided: u32,
         ia: Vec<u8>,
@@ -225,12 +229,26 @@ impl MseHandshake {
         Self::new(
             Role::Responder {
                 allowed,
+                prefer_plaintext: false,
                 lookup,
                 provided: 0,
                 ia: Vec::new(),
             },
             rng,
         )
+    }
+
+    /// A responder that selects plaintext when both sides allow it (RC4 only when the
+    /// initiator offers nothing else): a policy that tolerates encryption without
+    /// preferring it.
+    pub fn prefer_plaintext(mut self) -> Self {
+        if let Role::Responder {
+            prefer_plaintext, ..
+        } = &mut self.role
+        {
+            *prefer_plaintext = true;
+        }
+        self
     }
 
     fn new(role: Role, rng: &mut impl RngCore) -> Self {
@@ -366,6 +384,12 @@ impl MseHandshake {
     }
 
     fn read_key(&mut self) -> Result<bool, MseError> {
+        // A peer that speaks only plaintext and answers garbage with its own handshake:
+        // no key starts like that (a chance of 2^-160), and waiting for 96 bytes that may
+        // never come would hold the connection until its timeout.
+        if is_plaintext_handshake(&self.input) {
+            return Err(MseError::PlaintextReply);
+        }
         if self.input.len() < KEY_LEN {
             self.state = State::ReadKey;
             return Ok(false);
@@ -544,6 +568,7 @@ impl MseHandshake {
         };
         let Role::Responder {
             allowed,
+            prefer_plaintext,
             provided,
             ia,
             ..
@@ -553,7 +578,9 @@ impl MseHandshake {
         };
         *ia = v;
         let common = *allowed & *provided;
-        let select = if common & CRYPTO_RC4 != 0 {
+        let select = if *prefer_plaintext && common & CRYPTO_PLAINTEXT != 0 {
+            CRYPTO_PLAINTEXT
+        } else if common & CRYPTO_RC4 != 0 {
             CRYPTO_RC4
         } else if common & CRYPTO_PLAINTEXT != 0 {
             CRYPTO_PLAINTEXT
@@ -665,6 +692,24 @@ mod tests {
     }
 
     #[test]
+    fn a_tolerant_responder_selects_plaintext_when_offered() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let both = CRYPTO_RC4 | CRYPTO_PLAINTEXT;
+        for (provide, want) in [(both, CRYPTO_PLAINTEXT), (CRYPTO_RC4, CRYPTO_RC4)] {
+            let mut a = MseHandshake::initiator(HASH, provide, b"ia".to_vec(), &mut rng);
+            let mut b =
+                MseHandshake::responder(both, lookup_for(vec![HASH]), &mut rng).prefer_plaintext();
+            b.feed(&a.take_output()).unwrap();
+            a.feed(&b.take_output()).unwrap();
+            b.feed(&a.take_output()).unwrap();
+            a.feed(&b.take_output()).unwrap();
+            assert!(a.is_done() && b.is_done());
+            assert_eq!(a.finish().unwrap().selected, want);
+            assert_eq!(b.finish().unwrap().selected, want);
+        }
+    }
+
+    #[test]
     fn no_common_method_fails() {
         let e = run_pair(CRYPTO_PLAINTEXT, CRYPTO_RC4, 3, &[50]).unwrap_err();
         assert_eq!(e, MseError::NoCommonCrypto(CRYPTO_PLAINTEXT));
@@ -694,6 +739,14 @@ mod tests {
         let mut b = MseHandshake::responder(CRYPTO_RC4, lookup_for(vec![HASH]), &mut rng);
         assert_eq!(b.feed(&[0u8; KEY_LEN]), Err(MseError::BadKey));
         assert!(b.feed(&[1]).is_err(), "dead after an error");
+    }
+
+    #[test]
+    fn a_plaintext_answer_fails_at_once() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut a = MseHandshake::initiator(HASH, CRYPTO_RC4, vec![], &mut rng);
+        let hs = crate::Handshake::new(metainfo::InfoHash(HASH), metainfo::PeerId([1; 20]));
+        assert_eq!(a.feed(&hs.encode()[..20]), Err(MseError::PlaintextReply));
     }
 
     #[test]

@@ -132,6 +132,8 @@ pub struct LtPeer {
     /// Role `magnet`: the link given instead of a .torrent.
     magnet: Option<String>,
     save_torrent: Option<PathBuf>,
+    /// `LT_ENCRYPTION` for the script: "forced" or "disabled".
+    encryption: Option<&'static str>,
 }
 
 impl LtPeer {
@@ -150,7 +152,21 @@ impl LtPeer {
             name: None,
             magnet: None,
             save_torrent: None,
+            encryption: None,
         }
+    }
+
+    /// Protocol encryption (MSE) forced both ways with RC4 only: `out_enc_policy` and
+    /// `in_enc_policy` = `pe_forced`, `allowed_enc_level` = `pe_rc4`.
+    pub fn force_encryption(mut self) -> LtPeer {
+        self.encryption = Some("forced");
+        self
+    }
+
+    /// Plaintext only: `out_enc_policy` and `in_enc_policy` = `pe_disabled`.
+    pub fn disable_encryption(mut self) -> LtPeer {
+        self.encryption = Some("disabled");
+        self
     }
 
     /// Dial 127.0.0.1:`p` for each port.
@@ -235,6 +251,9 @@ impl LtPeer {
         }
         if let Some(t) = &self.save_torrent {
             cmd.arg("--save-torrent").arg(abs(t)?);
+        }
+        if let Some(e) = self.encryption {
+            cmd.env("LT_ENCRYPTION", e);
         }
         let name = self
             .name
