@@ -278,8 +278,9 @@ async fn drive(
 
 /// Dials `addr` and runs the handshakes the policy asks for: MSE (offering RC4 only under
 /// `Require`, RC4 or plaintext under `Prefer`) with our handshake as initial payload, or a
-/// plaintext handshake; `Prefer` falls back to plaintext on a new connection when the
-/// encrypted attempt fails. The peer's handshake must name the same info-hash.
+/// plaintext handshake. Under `Prefer`, when the connect succeeded but the encrypted
+/// handshake failed, it dials again in plaintext (a failed connect is not retried). The
+/// peer's handshake must name the same info-hash.
 pub(crate) async fn connect(
     addr: SocketAddr,
     ours: &Handshake,
@@ -287,37 +288,42 @@ pub(crate) async fn connect(
     connect_timeout: Duration,
     handshake_timeout: Duration,
 ) -> Result<(PeerConn, Handshake), String> {
-    let encrypted = match policy {
+    let provide = match policy {
         Encryption::Require => CRYPTO_RC4,
         Encryption::Prefer => CRYPTO_RC4 | CRYPTO_PLAINTEXT,
         Encryption::Allow | Encryption::Off => 0,
     };
-    if encrypted != 0 {
-        let r = connect_once(addr, ours, encrypted, connect_timeout, handshake_timeout).await;
-        match r {
-            Err(e) if policy == Encryption::Prefer && !e.starts_with("refused") => {
+    if provide != 0 {
+        let stream = tcp_connect(addr, connect_timeout).await?;
+        match handshake(stream, ours, provide, handshake_timeout).await {
+            Err(e) if policy == Encryption::Prefer => {
                 tracing::debug!(%addr, "encrypted handshake failed ({e}); trying plaintext");
             }
             r => return r,
         }
     }
-    connect_once(addr, ours, 0, connect_timeout, handshake_timeout).await
+    let stream = tcp_connect(addr, connect_timeout).await?;
+    handshake(stream, ours, 0, handshake_timeout).await
 }
 
-/// One connection: MSE offering `provide` (none: plaintext), then the BitTorrent handshake.
-async fn connect_once(
-    addr: SocketAddr,
-    ours: &Handshake,
-    provide: u32,
-    connect_timeout: Duration,
-    handshake_timeout: Duration,
-) -> Result<(PeerConn, Handshake), String> {
-    let mut stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+async fn tcp_connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, String> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| io_reason(&e))?;
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + handshake_timeout;
+    Ok(stream)
+}
+
+/// The handshakes of a dialled connection: MSE offering `provide` (none: plaintext), then
+/// BitTorrent's.
+async fn handshake(
+    mut stream: TcpStream,
+    ours: &Handshake,
+    provide: u32,
+    limit: Duration,
+) -> Result<(PeerConn, Handshake), String> {
+    let deadline = Instant::now() + limit;
     let mut conn = if provide == 0 {
         let mut conn = PeerConn::new(stream, None);
         timeout_at(deadline, conn.send_handshake(ours))
