@@ -19,6 +19,10 @@
 #   SPATE       the spate binary (default: target/release/spate, built if missing)
 #   BENCH_TMP   where the temp dir goes (default /var/tmp: on disk, not tmpfs)
 #   KEEP=1      keep the temp dir (data, torrent, logs)
+#   ENCRYPTION=rc4  every peer forces protocol encryption with RC4 (libtorrent pe_forced and
+#               pe_rc4 on the seeder and the leecher, spate --encryption require); default:
+#               each side's default (spate prefer, libtorrent pe_enabled: an obfuscated
+#               handshake, then plaintext, which libtorrent's seeder selects)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -89,6 +93,13 @@ head -c "$SIZE" /dev/urandom >"$DATA"
 "$PY" "$LT" create "$DATA" "$TORRENT" $((PIECE_KIB * 1024)) --private >"$WORK/logs/create.log" 2>&1 ||
     die "torrent creation failed: $(cat "$WORK/logs/create.log")"
 
+SPATE_ENC=()
+if [ "${ENCRYPTION:-}" = rc4 ]; then
+    export LT_ENCRYPTION=forced
+    SPATE_ENC=(--encryption require)
+    echo "== protocol encryption forced, RC4 (libtorrent pe_forced/pe_rc4, spate --encryption require)"
+fi
+
 SEED_PORT=$(free_port)
 echo "== libtorrent seeder on 127.0.0.1:$SEED_PORT"
 setsid "$PY" "$LT" seed "$TORRENT" "$WORK/src" "$SEED_PORT" - 86400 \
@@ -106,7 +117,7 @@ run_spate() {
     "$PY" "$MEASURE" run --label spate --log "$WORK/logs/spate-$round" --timeout "$TIMEOUT" \
         --expect "$DATA" --got "$WORK/dl/bench.bin" -- \
         "$SPATE" download "$TORRENT" -o "$WORK/dl" --peer "127.0.0.1:$SEED_PORT" \
-        --listen 127.0.0.1:0 --no-seed --no-dht >>"$RESULTS"
+        --listen 127.0.0.1:0 --no-seed --no-dht "${SPATE_ENC[@]}" >>"$RESULTS"
 }
 
 run_libtorrent() {

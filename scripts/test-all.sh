@@ -79,7 +79,7 @@ warn() {
 # --- 1. packages ------------------------------------------------------------------------
 
 PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent nginx-light iproute2
-    python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg)
+    python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg tcpdump)
 
 missing_packages() {
     local m=()
@@ -94,6 +94,8 @@ missing_packages() {
     # it in /usr/sbin.
     [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || m+=(nginx-light)
     command -v ip >/dev/null 2>&1 || m+=(iproute2)
+    # The capture of an encrypted transfer (crates/spate/tests/encryption.rs).
+    command -v tcpdump >/dev/null 2>&1 || [ -x /usr/sbin/tcpdump ] || [ -x /usr/bin/tcpdump ] || m+=(tcpdump)
     # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || m+=(python3-venv)
     # The web UI's test (crates/spate/tests/webui.rs): headless Chromium through selenium.

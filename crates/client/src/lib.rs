@@ -15,6 +15,8 @@
 //! - [`rate`]: token buckets for `--max-down` / `--max-up` (changeable while running, and
 //!   shareable by many torrents), and rate meters.
 //! - [`router`]: [`PeerRouter`], one listening port for many torrents.
+//! - [`encryption`]: protocol encryption (MSE/PE) on connections, per an [`Encryption`]
+//!   policy, over `wire::mse`'s sans-IO handshake.
 //!
 //! For a magnet link, [`load_or_fetch_metadata`] (or [`fetch_metadata`]) first gets the
 //! [`metainfo::Torrent`]. The entry point for running a torrent is [`run_torrent`]: it checks what is on disk, connects, downloads,
@@ -44,6 +46,7 @@ mod budget;
 mod client_name;
 pub mod dht;
 mod disk;
+pub mod encryption;
 mod error;
 mod lock;
 mod metadata;
@@ -60,6 +63,7 @@ pub use announce::fetch_torrent_file;
 pub use budget::{BudgetSlot, PeerBudget};
 pub use client_name::client_name;
 pub use dht::{DhtHandle, DhtOptions, LookupEvent};
+pub use encryption::{Encryption, EncryptionSetting, PeerConn};
 pub use error::ClientError;
 pub use ipfilter;
 pub use metadata::{

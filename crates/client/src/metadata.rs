@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use metainfo::{InfoHash, Magnet, PeerId, Torrent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use wire::metadata::{MetadataSizeError, Progress};
 use wire::{ExtHandshake, Message, MetadataAssembler, MetadataMsg, MAX_METADATA_SIZE};
@@ -58,6 +57,8 @@ pub struct MetadataOptions {
     /// Largest info dict accepted (at most [`MAX_METADATA_SIZE`], 16 MiB).
     pub max_size: u64,
     pub status_interval: Duration,
+    /// Protocol encryption of the connections to peers (default: prefer).
+    pub encryption: crate::Encryption,
 }
 
 impl MetadataOptions {
@@ -70,6 +71,7 @@ impl MetadataOptions {
             timeout: Duration::from_secs(120),
             max_size: MAX_METADATA_SIZE,
             status_interval: Duration::from_millis(500),
+            encryption: crate::Encryption::default(),
         }
     }
 }
@@ -220,6 +222,7 @@ pub async fn fetch_metadata(
         opts.max_size.min(MAX_METADATA_SIZE),
         conn_tx,
     );
+    f.encryption = opts.encryption;
     for p in &magnet.peers {
         match tokio::net::lookup_host(p.as_str()).await {
             Ok(mut addrs) => {
@@ -311,6 +314,7 @@ struct Fetch {
     solo_mode: bool,
     next_key: Key,
     conn_tx: mpsc::Sender<ConnEvent>,
+    encryption: crate::Encryption,
     status: MetadataStatus,
     result: Option<Vec<u8>>,
 }
@@ -337,6 +341,7 @@ impl Fetch {
             solo_mode: false,
             next_key: 1,
             conn_tx,
+            encryption: crate::Encryption::default(),
             status: MetadataStatus::default(),
             result: None,
         }
@@ -464,8 +469,8 @@ impl Fetch {
             tokio::spawn(connection(
                 key,
                 addr,
-                self.info_hash,
-                self.peer_id,
+                wire::Handshake::new(self.info_hash, self.peer_id),
+                self.encryption,
                 rx,
                 self.conn_tx.clone(),
             ));
@@ -756,12 +761,12 @@ impl Fetch {
 async fn connection(
     key: Key,
     addr: SocketAddr,
-    info_hash: InfoHash,
-    peer_id: PeerId,
+    ours: wire::Handshake,
+    encryption: crate::Encryption,
     mut rx: mpsc::UnboundedReceiver<Message>,
     events: mpsc::Sender<ConnEvent>,
 ) {
-    let reason = match connection_inner(key, addr, info_hash, peer_id, &mut rx, &events).await {
+    let reason = match connection_inner(key, addr, ours, encryption, &mut rx, &events).await {
         Ok(()) => "closed".to_string(),
         Err(e) => e,
     };
@@ -771,20 +776,25 @@ async fn connection(
 async fn connection_inner(
     key: Key,
     addr: SocketAddr,
-    info_hash: InfoHash,
-    peer_id: PeerId,
+    ours: wire::Handshake,
+    encryption: crate::Encryption,
     rx: &mut mpsc::UnboundedReceiver<Message>,
     events: &mpsc::Sender<ConnEvent>,
 ) -> Result<(), String> {
-    let (stream, hs) =
-        connect_and_handshake(addr, wire::Handshake::new(info_hash, peer_id)).await?;
+    let peer_id = ours.peer_id;
+    let (conn, hs) = connect_and_handshake(addr, ours, encryption).await?;
     if !hs.supports_extended() {
         return Err("no extension protocol (BEP 10)".into());
     }
     if hs.peer_id == peer_id {
         return Err("connected to ourselves".into());
     }
-    let (mut rd, mut wr) = stream.into_split();
+    let crate::PeerConn {
+        reader: mut rd,
+        writer: mut wr,
+        prefix: mut buf,
+        ..
+    } = conn;
     let ours = ExtHandshake {
         m: [("ut_metadata".to_owned(), UT_METADATA_ID)].into(),
         v: Some(format!("spate {}", env!("CARGO_PKG_VERSION"))),
@@ -797,10 +807,10 @@ async fn connection_inner(
         Message::HaveNone.encode(&mut out);
     }
     ours.to_message().encode(&mut out);
-    wr.write_all(&out)
+    wr.write_all(&mut out)
         .await
         .map_err(|e| format!("write: {e}"))?;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    buf.reserve(64 * 1024);
     loop {
         while let Some(msg) = wire::decode_skip_unknown(&mut buf, wire::DEFAULT_MAX_MESSAGE_LEN)
             .map_err(|e| format!("protocol error: {e}"))?
@@ -838,7 +848,7 @@ async fn connection_inner(
                 while let Ok(m) = rx.try_recv() {
                     m.encode(&mut out);
                 }
-                wr.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
+                wr.write_all(&mut out).await.map_err(|e| format!("write: {e}"))?;
             }
         }
     }

@@ -125,6 +125,10 @@ pub struct TorrentOptions {
     /// HTTP connections to each web seed of the torrent (BEP 19 `url-list`, BEP 17
     /// `httpseeds`) while downloading; 0 turns web seeds off.
     pub web_seed_connections: usize,
+    /// Protocol encryption (MSE) of the torrent's dials and of the connections its own
+    /// listener accepts (a [`crate::PeerRouter`] applies its own setting to those it routes).
+    /// Default: [`crate::Encryption::Prefer`].
+    pub encryption: crate::EncryptionSetting,
 }
 
 /// Default of [`TorrentOptions::web_seed_connections`].
@@ -157,6 +161,7 @@ impl std::fmt::Debug for TorrentOptions {
             .field("resume_store", &self.resume_store.is_some())
             .field("park_after", &self.park_after)
             .field("web_seed_connections", &self.web_seed_connections)
+            .field("encryption", &self.encryption.get())
             .finish()
     }
 }
@@ -240,6 +245,8 @@ pub struct PeerDetails {
     pub client: String,
     /// It connected to us.
     pub incoming: bool,
+    /// The connection is RC4-encrypted (MSE).
+    pub encrypted: bool,
     /// Payload bytes per second from it and to it, smoothed.
     pub down_rate: f64,
     pub up_rate: f64,
@@ -302,6 +309,7 @@ impl TorrentOptions {
             peer_budget: None,
             blocklist: None,
             web_seed_connections: DEFAULT_WEB_SEED_CONNECTIONS,
+            encryption: crate::EncryptionSetting::default(),
         }
     }
 }

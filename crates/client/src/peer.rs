@@ -11,13 +11,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use metainfo::{BlockRef, InfoHash, PeerId};
 use storage::Storage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use wire::{Handshake, Message};
 
+use crate::encryption::{self, Encryption, EncryptionSetting, PeerConn, PeerReader, PeerWriter};
 use crate::rate::RateLimiter;
 use crate::torrent::Event;
 
@@ -77,6 +78,8 @@ pub(crate) struct ConnCtx {
     pub live: AtomicUsize,
     /// Incoming connections still in their handshake, by source address.
     pub pending_in: Arc<PendingIncoming>,
+    /// Protocol encryption of dials and of connections this torrent accepts itself.
+    pub encryption: EncryptionSetting,
 }
 
 /// Incoming connections accepted but not yet through the handshake: the accept loop caps
@@ -165,70 +168,69 @@ impl ConnCtx {
 pub(crate) struct PeerLink {
     pub tx: mpsc::UnboundedSender<Out>,
     pub counters: Arc<Counters>,
+    /// The connection is RC4-encrypted (MSE).
+    pub encrypted: bool,
     pub _kill: oneshot::Sender<()>,
 }
 
 /// Dials `addr` and runs the connection until it ends.
 pub(crate) async fn dial(addr: SocketAddr, ctx: Arc<ConnCtx>) {
-    match connect_and_handshake(addr, ctx.handshake()).await {
-        Ok((stream, hs)) => run(stream, addr, hs, false, ctx).await,
+    match connect_and_handshake(addr, ctx.handshake(), ctx.encryption.get()).await {
+        Ok((conn, hs)) => run(conn, addr, hs, false, ctx).await,
         Err(reason) => {
             let _ = ctx.events.send(Event::DialFailed { addr, reason }).await;
         }
     }
 }
 
-/// Connects to `addr`, sends our handshake and reads the peer's, which must name the same
-/// info-hash. Bounded by the connect and handshake timeouts.
+/// Connects to `addr` and runs the handshakes `policy` asks for (see
+/// [`encryption::connect`]); the peer's handshake must name the same info-hash. Bounded by
+/// the connect and handshake timeouts.
 pub(crate) async fn connect_and_handshake(
     addr: SocketAddr,
     ours: Handshake,
-) -> Result<(TcpStream, Handshake), String> {
-    let info_hash = ours.info_hash;
-    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| io_reason(&e))?;
-    let _ = stream.set_nodelay(true);
-    stream
-        .write_all(&ours.encode())
-        .await
-        .map_err(|e| io_reason(&e))?;
-    let theirs = read_handshake(&mut stream).await?;
-    if theirs.info_hash != info_hash {
-        return Err("answered for another torrent".to_string());
-    }
-    Ok((stream, theirs))
+    policy: Encryption,
+) -> Result<(PeerConn, Handshake), String> {
+    encryption::connect(addr, &ours, policy, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT).await
 }
 
-/// Answers an incoming connection: reads the peer's handshake, checks the info-hash, sends ours.
+/// Answers an incoming connection: reads the peer's handshakes (MSE per the torrent's
+/// policy, then BitTorrent's), checks the info-hash, sends ours.
 /// `pending` counts the connection among those in their handshake until it is through.
 pub(crate) async fn accept(
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     ctx: Arc<ConnCtx>,
     pending: PendingGuard,
 ) {
-    let Some(hs) = read_incoming_handshake(&mut stream, addr).await else {
+    let ours = ctx.info_hash;
+    let lookup: wire::mse::SkeyLookup = {
+        let req2 = wire::mse::req2_hash(&ours.0);
+        Box::new(move |h: &[u8; 20]| (*h == req2).then_some(ours.0))
+    };
+    let Some((conn, hs)) =
+        read_incoming_handshake(stream, addr, ctx.encryption.get(), lookup).await
+    else {
         return;
     };
     if hs.info_hash != ctx.info_hash {
         tracing::debug!(%addr, "incoming handshake for an unknown torrent {}", hs.info_hash);
         return;
     }
-    answer(stream, addr, hs, ctx, pending).await;
+    answer(conn, addr, hs, ctx, pending).await;
 }
 
-/// Reads the handshake of an incoming connection (within the incoming-handshake timeout);
-/// `None`, logged, when it does not come. Shared by a torrent's own listener and the
-/// [`crate::PeerRouter`].
+/// Reads the handshakes of an incoming connection (within the incoming-handshake timeout):
+/// plaintext, or MSE whose torrent `lookup` finds; `None`, logged, when they do not come or
+/// `policy` refuses them. Shared by a torrent's own listener and the [`crate::PeerRouter`].
 pub(crate) async fn read_incoming_handshake(
-    stream: &mut TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
-) -> Option<Handshake> {
-    let _ = stream.set_nodelay(true);
-    match read_handshake_within(stream, INCOMING_HANDSHAKE_TIMEOUT).await {
-        Ok(hs) => Some(hs),
+    policy: Encryption,
+    lookup: wire::mse::SkeyLookup,
+) -> Option<(PeerConn, Handshake)> {
+    match encryption::accept(stream, policy, lookup, INCOMING_HANDSHAKE_TIMEOUT).await {
+        Ok(r) => Some(r),
         Err(reason) => {
             tracing::debug!(%addr, "incoming handshake failed: {reason}");
             None
@@ -239,21 +241,21 @@ pub(crate) async fn read_incoming_handshake(
 /// An incoming connection whose handshake `hs` (for this torrent) was read: sends ours and
 /// runs the connection. `pending` is released once our handshake is sent.
 pub(crate) async fn answer(
-    mut stream: TcpStream,
+    mut conn: PeerConn,
     addr: SocketAddr,
     hs: Handshake,
     ctx: Arc<ConnCtx>,
     pending: PendingGuard,
 ) {
     let ours = ctx.handshake();
-    if timeout(INCOMING_HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
+    if timeout(INCOMING_HANDSHAKE_TIMEOUT, conn.send_handshake(&ours))
         .await
         .map_or(true, |r| r.is_err())
     {
         return;
     }
     drop(pending);
-    run(stream, addr, hs, true, ctx).await;
+    run(conn, addr, hs, true, ctx).await;
 }
 
 /// A short reason for a failed connect or read, as the "no peers" line shows it.
@@ -269,34 +271,8 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, String> {
-    read_handshake_within(stream, HANDSHAKE_TIMEOUT).await
-}
-
-async fn read_handshake_within(
-    stream: &mut TcpStream,
-    limit: Duration,
-) -> Result<Handshake, String> {
-    let mut buf = [0u8; 68];
-    timeout(limit, stream.read_exact(&mut buf))
-        .await
-        .map_err(|_| "handshake timed out".to_string())?
-        .map_err(|e| io_reason(&e))?;
-    match Handshake::decode(&buf) {
-        Ok(Some(hs)) => Ok(hs),
-        Ok(None) => Err("short handshake".to_string()),
-        Err(e) => Err(format!("bad handshake: {e}")),
-    }
-}
-
 /// After the handshake: registers with the torrent, spawns the writer, runs the reader here.
-async fn run(
-    stream: TcpStream,
-    addr: SocketAddr,
-    hs: Handshake,
-    incoming: bool,
-    ctx: Arc<ConnCtx>,
-) {
+async fn run(conn: PeerConn, addr: SocketAddr, hs: Handshake, incoming: bool, ctx: Arc<ConnCtx>) {
     if hs.peer_id == ctx.peer_id {
         let _ = ctx
             .events
@@ -309,13 +285,19 @@ async fn run(
     }
     let _live = LiveGuard::new(&ctx.live);
     let key = ctx.next_key.fetch_add(1, Ordering::Relaxed);
-    let (mut read_half, write_half) = stream.into_split();
+    let PeerConn {
+        reader: mut read_half,
+        writer: write_half,
+        prefix,
+        encrypted,
+    } = conn;
     let (tx, rx) = mpsc::unbounded_channel();
     let (kill_tx, kill_rx) = oneshot::channel();
     let counters = Arc::new(Counters::default());
     let link = PeerLink {
         tx,
         counters: counters.clone(),
+        encrypted,
         _kill: kill_tx,
     };
     if ctx
@@ -334,7 +316,7 @@ async fn run(
     }
     let writer = tokio::spawn(writer(write_half, rx, ctx.clone(), counters));
     let ended = tokio::select! {
-        r = reader(&mut read_half, key, &ctx) => Some(r),
+        r = reader(&mut read_half, prefix, key, &ctx) => Some(r),
         _ = kill_rx => None,
     };
     match ended {
@@ -342,7 +324,7 @@ async fn run(
             let _ = ctx.events.send(Event::Closed { key, reason }).await;
         }
         // The torrent closed this connection (it knows why).
-        None => linger(read_half, writer).await,
+        None => linger(read_half.into_inner(), writer).await,
     }
 }
 
@@ -373,8 +355,9 @@ async fn linger(mut half: OwnedReadHalf, writer: tokio::task::JoinHandle<()>) {
     .await;
 }
 
-async fn reader(half: &mut OwnedReadHalf, key: PeerKey, ctx: &ConnCtx) -> String {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+/// Frames messages from `half`, starting with `buf` (what the handshake read past its end).
+async fn reader(half: &mut PeerReader, mut buf: BytesMut, key: PeerKey, ctx: &ConnCtx) -> String {
+    buf.reserve(64 * 1024);
     loop {
         match wire::decode_skip_unknown(&mut buf, MAX_MESSAGE_LEN) {
             Ok(Some(msg)) => {
@@ -402,7 +385,7 @@ async fn reader(half: &mut OwnedReadHalf, key: PeerKey, ctx: &ConnCtx) -> String
 }
 
 async fn writer(
-    mut half: OwnedWriteHalf,
+    mut half: PeerWriter,
     mut rx: mpsc::UnboundedReceiver<Out>,
     ctx: Arc<ConnCtx>,
     counters: Arc<Counters>,
@@ -464,7 +447,7 @@ async fn writer(
             // queued requests must never exceed what the peer really has in flight.
             counters.uploaded.fetch_add(payload, Ordering::Relaxed);
         }
-        match timeout(WRITE_TIMEOUT, half.write_all(&buf)).await {
+        match timeout(WRITE_TIMEOUT, half.write_all(&mut buf)).await {
             Ok(Ok(())) => {}
             _ => break,
         }

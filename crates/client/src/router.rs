@@ -1,5 +1,8 @@
 //! One listening port for many torrents: [`PeerRouter`] accepts connections, reads each
 //! one's 68-byte handshake and hands the connection to the torrent its info-hash names.
+//! An encrypted (MSE) connection names its torrent by `HASH('req2', info-hash)`: the router
+//! keeps that hash of every registered torrent to find it, and accepts or refuses plaintext
+//! and encrypted connections per its [`EncryptionSetting`].
 //!
 //! A torrent run with [`crate::TorrentOptions::incoming`] set binds no listener of its own;
 //! it receives [`IncomingPeer`]s from the router, applies its own refusals (bans, the per-IP
@@ -23,6 +26,7 @@ use metainfo::InfoHash;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::encryption::{EncryptionSetting, PeerConn};
 use crate::error::ClientError;
 use crate::ipfilter::Blocklist;
 use crate::peer::{self, PendingIncoming};
@@ -30,7 +34,7 @@ use crate::peer::{self, PendingIncoming};
 /// A connection whose handshake the router read: the torrent answers it with its own.
 #[derive(Debug)]
 pub struct IncomingPeer {
-    pub stream: TcpStream,
+    pub conn: PeerConn,
     pub addr: SocketAddr,
     pub handshake: wire::Handshake,
 }
@@ -41,7 +45,21 @@ const ROUTE_CAPACITY: usize = 32;
 
 /// Boxed in the channels: a channel holds blocks of 32 slots, and every torrent of a
 /// daemon has one (4 KiB a torrent unboxed, 256 bytes boxed).
-type Routes = Arc<Mutex<HashMap<InfoHash, mpsc::Sender<Box<IncomingPeer>>>>>;
+type Routes = Arc<Mutex<RouteTable>>;
+
+#[derive(Debug, Default)]
+struct RouteTable {
+    by_hash: HashMap<InfoHash, mpsc::Sender<Box<IncomingPeer>>>,
+    /// `HASH('req2', info-hash)` of every registered torrent, for MSE connections.
+    by_req2: HashMap<[u8; 20], InfoHash>,
+}
+
+impl RouteTable {
+    fn remove(&mut self, info_hash: &InfoHash) {
+        self.by_hash.remove(info_hash);
+        self.by_req2.remove(&wire::mse::req2_hash(&info_hash.0));
+    }
+}
 
 /// A listening socket shared by many torrents (see the module doc). Cheap to clone; the
 /// accept task ends (and the port closes) when the last clone is dropped or on
@@ -59,12 +77,22 @@ struct Inner {
     blocklist: Arc<Blocklist>,
     /// Dropping it (with the last clone) or sending `true` stops the accept task.
     stop: watch::Sender<bool>,
+    encryption: EncryptionSetting,
 }
 
 impl PeerRouter {
     /// Binds `addr` and starts the accept task. Call it from within a tokio runtime (the
     /// task runs on it).
     pub fn bind(addr: SocketAddr) -> Result<PeerRouter, ClientError> {
+        Self::bind_with(addr, EncryptionSetting::default())
+    }
+
+    /// [`PeerRouter::bind`] with an encryption policy for incoming connections (which may
+    /// change while it runs: the setting is shared).
+    pub fn bind_with(
+        addr: SocketAddr,
+        encryption: EncryptionSetting,
+    ) -> Result<PeerRouter, ClientError> {
         let listener = listen(addr).map_err(|source| ClientError::Listen { addr, source })?;
         let local = listener
             .local_addr()
@@ -90,6 +118,7 @@ impl PeerRouter {
                         stop_rx.clone(),
                         limits,
                         blocklist.clone(),
+                        encryption.clone(),
                     ));
                     tracing::info!(port = local.port(), "listening for IPv6 peers too");
                 }
@@ -102,6 +131,7 @@ impl PeerRouter {
             stop_rx,
             limits,
             blocklist.clone(),
+            encryption.clone(),
         ));
         tracing::info!(%local, "listening for peers of every torrent");
         Ok(PeerRouter {
@@ -110,6 +140,7 @@ impl PeerRouter {
                 routes,
                 blocklist,
                 stop,
+                encryption,
             }),
         })
     }
@@ -131,17 +162,30 @@ impl PeerRouter {
     /// Dropping the receiver, or [`PeerRouter::unregister`], ends the registration.
     pub fn register(&self, info_hash: InfoHash) -> Option<mpsc::Receiver<Box<IncomingPeer>>> {
         let mut routes = lock(&self.inner.routes);
-        if routes.get(&info_hash).is_some_and(|tx| !tx.is_closed()) {
+        if routes
+            .by_hash
+            .get(&info_hash)
+            .is_some_and(|tx| !tx.is_closed())
+        {
             return None;
         }
         let (tx, rx) = mpsc::channel(ROUTE_CAPACITY);
-        routes.insert(info_hash, tx);
+        routes.by_hash.insert(info_hash, tx);
+        routes
+            .by_req2
+            .insert(wire::mse::req2_hash(&info_hash.0), info_hash);
         Some(rx)
     }
 
     /// Stops routing connections for `info_hash` (they are closed from now on).
     pub fn unregister(&self, info_hash: InfoHash) {
         lock(&self.inner.routes).remove(&info_hash);
+    }
+
+    /// The policy for incoming connections (shared with whoever passed it to
+    /// [`PeerRouter::bind_with`]).
+    pub fn encryption(&self) -> &EncryptionSetting {
+        &self.inner.encryption
     }
 
     /// Stops accepting, for every clone, and closes the listening socket.
@@ -204,6 +248,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     limits: IncomingLimits,
     blocklist: Arc<Blocklist>,
+    encryption: EncryptionSetting,
 ) {
     let pending = Arc::new(PendingIncoming::default());
     loop {
@@ -226,16 +271,22 @@ async fn accept_loop(
         }
         let guard = pending.enter(addr.ip());
         let routes = routes.clone();
+        let policy = encryption.get();
         tokio::spawn(async move {
-            let mut stream = stream;
-            let Some(handshake) = peer::read_incoming_handshake(&mut stream, addr).await else {
+            let lookup: wire::mse::SkeyLookup = {
+                let routes = routes.clone();
+                Box::new(move |req2: &[u8; 20]| lock(&routes).by_req2.get(req2).map(|h| h.0))
+            };
+            let Some((conn, handshake)) =
+                peer::read_incoming_handshake(stream, addr, policy, lookup).await
+            else {
                 return;
             };
             drop(guard);
             route(
                 &routes,
                 Box::new(IncomingPeer {
-                    stream,
+                    conn,
                     addr,
                     handshake,
                 }),
@@ -250,7 +301,7 @@ fn route(routes: &Routes, peer: Box<IncomingPeer>) {
     let info_hash = peer.handshake.info_hash;
     let addr = peer.addr;
     let mut routes = lock(routes);
-    let Some(tx) = routes.get(&info_hash) else {
+    let Some(tx) = routes.by_hash.get(&info_hash) else {
         tracing::debug!(%addr, "incoming handshake for an unknown torrent {info_hash}");
         return;
     };

@@ -582,6 +582,7 @@ async fn run_once(
         uploaded: AtomicU64::new(carried.uploaded),
         live: std::sync::atomic::AtomicUsize::new(0),
         pending_in: Arc::new(peer::PendingIncoming::default()),
+        encryption: opts.encryption.clone(),
         dht_port: match &opts.dht {
             Some(d) if !info.private => Some(d.local_addr().port()),
             _ => None,
@@ -1182,6 +1183,7 @@ impl TorrentTask {
                     addr: p.addr,
                     client: crate::client_name::client_name(&p.peer_id),
                     incoming: p.incoming,
+                    encrypted: p.link.encrypted,
                     down_rate: st.download_rate,
                     up_rate: st.upload_rate,
                     progress: (f64::from(st.pieces.max(p.have_count)) / f64::from(pieces)).min(1.0),
@@ -2006,7 +2008,7 @@ impl TorrentTask {
             None => {
                 let guard = self.ctx.pending_in.enter(addr.ip());
                 tokio::spawn(peer::answer(
-                    p.stream,
+                    p.conn,
                     addr,
                     p.handshake,
                     self.ctx.clone(),

@@ -119,6 +119,9 @@ fn opts(peers: Vec<SocketAddr>, timeout: Duration) -> client::MetadataOptions {
     o.timeout = timeout;
     o.use_trackers = false;
     o.peers = peers;
+    // The hand-made peers here speak plaintext only and take one connection each: the
+    // encrypted first attempt of `prefer` would use it up.
+    o.encryption = client::Encryption::Allow;
     o
 }
 

@@ -285,6 +285,9 @@ async fn good_peer_that_closed_is_redialled_fast() {
     let seeder = start_seeder(&t, dir.path(), |o| {
         o.peers = vec![fake];
         o.pex = false;
+        // The hand-made peer speaks plaintext and times each connection: an encrypted
+        // first attempt (`prefer`) would count as a dial.
+        o.encryption = client::EncryptionSetting::new(client::Encryption::Allow);
     })
     .await;
     let info_hash = t.info_hash;

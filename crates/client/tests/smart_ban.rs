@@ -116,6 +116,9 @@ async fn a_peer_corrupting_one_piece_in_ten_is_banned_after_at_most_two_failed_p
         let mut o = TorrentOptions::new(t.clone(), out.clone(), "127.0.0.1:0".parse().unwrap());
         o.peers = vec![liar, honest.addr];
         o.use_trackers = false;
+        // The liar speaks plaintext and its connections are counted: dial it in plaintext
+        // (`prefer` would make an encrypted attempt first).
+        o.encryption = client::EncryptionSetting::new(client::Encryption::Allow);
         let (tx, _rx) = watch::channel(Status::default());
         let before = conns.load(Ordering::SeqCst);
         let s = tokio::time::timeout(

@@ -194,6 +194,8 @@ pub struct PeerView {
     pub port: u16,
     pub client_name: String,
     pub incoming: bool,
+    /// The connection is RC4-encrypted (MSE).
+    pub encrypted: bool,
     /// 0..=1.
     pub progress: f64,
     pub rate_to_client: u64,
@@ -351,7 +353,9 @@ pub struct Settings {
     pub lpd_enabled: bool,
     pub utp_enabled: bool,
     pub rename_partial_files: bool,
-    /// "preferred", "tolerated" or "required"; spate has no MSE yet and reports "tolerated".
+    /// Protocol encryption (MSE): Transmission's "required", "preferred" (the default) or
+    /// "tolerated" (spate's `require`, `prefer`, `allow`), or "off" (plaintext only, which
+    /// Transmission's RPC reports as "tolerated").
     pub encryption: String,
     /// Apply the IP filter fetched from `blocklist_url` (kept in `STATE_DIR/blocklist`).
     pub blocklist_enabled: bool,
@@ -403,7 +407,7 @@ impl Default for Settings {
             lpd_enabled: false,
             utp_enabled: false,
             rename_partial_files: false,
-            encryption: "tolerated".into(),
+            encryption: "preferred".into(),
             blocklist_enabled: false,
             blocklist_url: String::new(),
         }

@@ -12,4 +12,5 @@ mod session;
 mod store;
 
 pub use api::*;
-pub use session::{free_space, Follow, OpenReport, Session, SessionConfig};
+pub use client::Encryption;
+pub use session::{encryption_policy, free_space, Follow, OpenReport, Session, SessionConfig};

@@ -137,6 +137,9 @@ struct Inner {
     global_up: Arc<client::rate::RateLimiter>,
     /// `peer_limit_global`: connections of every torrent together.
     peer_budget: Arc<client::PeerBudget>,
+    /// Protocol encryption, from `Settings::encryption`: shared by the router and every
+    /// torrent, so a change applies to the next connection.
+    encryption: client::EncryptionSetting,
     dht: Option<client::DhtHandle>,
     listen: SocketAddr,
     router: Option<PeerPort>,
@@ -345,8 +348,9 @@ impl Session {
         }
         store.put_settings(&settings)?;
 
-        let router =
-            PeerPort::bind(cfg.listen).map_err(|e| SessionError::Io(format!("peer port: {e}")))?;
+        let encryption = client::EncryptionSetting::new(encryption_policy(&settings.encryption));
+        let router = PeerPort::bind_with(cfg.listen, encryption.clone())
+            .map_err(|e| SessionError::Io(format!("peer port: {e}")))?;
         let listen = router.local_addr();
         let dht = if let Some(node) = cfg.dht_node.clone() {
             Some(node)
@@ -406,6 +410,7 @@ impl Session {
             global_down: Arc::new(client::rate::RateLimiter::new(None)),
             global_up: Arc::new(client::rate::RateLimiter::new(None)),
             peer_budget: client::PeerBudget::new(settings.peer_limit_global),
+            encryption,
             dht,
             listen,
             router: Some(router),
@@ -1474,6 +1479,7 @@ impl Inner {
     /// its schedule), else the normal one.
     fn apply_speed_limits(&self, s: &Settings) {
         self.peer_budget.set_limit(s.peer_limit_global);
+        self.encryption.set(encryption_policy(&s.encryption));
         let (down, up) = if alt_speed_active(s) {
             (Some(s.alt_speed_down), Some(s.alt_speed_up))
         } else {
@@ -2010,7 +2016,7 @@ async fn prepare_run(
     control: tokio::sync::mpsc::Receiver<client::Control>,
 ) -> Result<Option<TorrentOptions>, client::ClientError> {
     let job = *job;
-    let (cfg, listen, dht, global_down, global_up, peer_budget, store, blocklist) = {
+    let (cfg, listen, dht, global_down, global_up, peer_budget, encryption, store, blocklist) = {
         let Some(inner) = weak.upgrade() else {
             return Ok(None);
         };
@@ -2021,6 +2027,7 @@ async fn prepare_run(
             inner.global_down.clone(),
             inner.global_up.clone(),
             inner.peer_budget.clone(),
+            inner.encryption.clone(),
             StoreRef(weak.clone()),
             inner.router.as_ref().map(|r| r.blocklist()),
         )
@@ -2047,6 +2054,7 @@ async fn prepare_run(
             o.peers = peers.clone();
             o.use_trackers = cfg.use_trackers;
             o.dht = dht.clone();
+            o.encryption = encryption.get();
             o.timeout = Duration::from_secs(365 * 24 * 3600);
             let (tx, _rx) = watch::channel(client::MetadataStatus::default());
             let fetched = tokio::select! {
@@ -2109,6 +2117,7 @@ async fn prepare_run(
     opts.only = only;
     opts.file_priorities = file_priorities(&rec);
     opts.peer_budget = Some(peer_budget);
+    opts.encryption = encryption;
     opts.sequential = rec.sequential;
     opts.first_last = rec.first_last;
     opts.blocklist = blocklist;
@@ -2938,6 +2947,9 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
                 if p.peer_interested && p.am_choking {
                     flags.push('u');
                 }
+                if p.encrypted {
+                    flags.push('E');
+                }
                 if p.incoming {
                     flags.push('I');
                 }
@@ -2946,6 +2958,7 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
                     port: p.addr.port(),
                     client_name: p.client.clone(),
                     incoming: p.incoming,
+                    encrypted: p.encrypted,
                     progress: p.progress,
                     rate_to_client: p.down_rate as u64,
                     rate_to_peer: p.up_rate as u64,
@@ -2959,6 +2972,13 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
             .collect(),
         pieces: d.have.as_bytes().to_vec(),
     }
+}
+
+/// The policy a `Settings::encryption` value names: Transmission's "required",
+/// "preferred" and "tolerated", or spate's own names (`require`, `prefer`, `allow`, `off`).
+/// Anything else is "preferred", the default.
+pub fn encryption_policy(s: &str) -> client::Encryption {
+    s.parse().unwrap_or_default()
 }
 
 #[cfg(test)]

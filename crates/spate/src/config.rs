@@ -202,6 +202,17 @@ pub fn overlay(base: &Settings, keys: &toml::Table) -> Result<Settings, (String,
         if !fields.contains(&k.as_str()) {
             return Err((k.clone(), "unknown field".into()));
         }
+        let valid_encryption = |v: &toml::Value| {
+            v.as_str()
+                .is_some_and(|s| s.parse::<client::Encryption>().is_ok())
+        };
+        if k == "encryption" && !valid_encryption(v) {
+            return Err((
+                k.clone(),
+                "one of \"required\", \"preferred\", \"tolerated\" (or require, prefer, allow, off)"
+                    .into(),
+            ));
+        }
         // Each key alone first, so that an error names it.
         let mut one = table.clone();
         one.insert(k.clone(), v.clone());

@@ -50,6 +50,9 @@ pub struct DaemonArgs {
     /// max_peers_per_ip).
     #[arg(long, value_name = "N")]
     pub max_peers_per_ip: Option<usize>,
+    /// Protocol encryption (overrides [session] encryption): require, prefer, allow or off.
+    #[arg(long, value_name = "POLICY")]
+    pub encryption: Option<String>,
     /// Print the effective configuration (TOML) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -160,6 +163,9 @@ fn resolve(a: &DaemonArgs, file: FileConfig, config_file: PathBuf) -> CliResult<
             "download_dir".into(),
             toml::Value::String(absolute(d).to_string_lossy().into_owned()),
         );
+    }
+    if let Some(e) = &a.encryption {
+        keys.insert("encryption".into(), toml::Value::String(e.clone()));
     }
     let session = config::overlay(&first_start_settings(&state_dir), &keys).map_err(|(k, m)| {
         CliError::input(format!("{}: session.{k}: {m}", config_file.display()))

@@ -52,6 +52,11 @@ pub struct DownloadArgs {
     /// this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub metadata_timeout: u64,
+    /// Protocol encryption (MSE/PE): `require` (RC4 only, never a plaintext handshake),
+    /// `prefer` (dial encrypted, fall back to plaintext; accept both), `allow` (dial
+    /// plaintext; accept both) or `off` (plaintext only).
+    #[arg(long, value_name = "POLICY", default_value = "prefer", value_parser = parse_encryption)]
+    pub encryption: client::Encryption,
     #[command(flatten)]
     pub dht: DhtArgs,
     /// Download only these files: indices as `spate info` lists them, ranges and commas,
@@ -95,8 +100,20 @@ pub struct SeedArgs {
     /// has sent it within this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub metadata_timeout: u64,
+    /// Protocol encryption (MSE/PE): `require` (RC4 only, never a plaintext handshake),
+    /// `prefer` (dial encrypted, fall back to plaintext; accept both), `allow` (dial
+    /// plaintext; accept both) or `off` (plaintext only).
+    #[arg(long, value_name = "POLICY", default_value = "prefer", value_parser = parse_encryption)]
+    pub encryption: client::Encryption,
     #[command(flatten)]
     pub dht: DhtArgs,
+}
+
+fn parse_encryption(s: &str) -> Result<client::Encryption, String> {
+    match s {
+        "require" | "prefer" | "allow" | "off" => s.parse(),
+        _ => Err(format!("{s}: one of require, prefer, allow, off")),
+    }
 }
 
 fn parse_per_ip(s: &str) -> Result<usize, String> {
@@ -228,6 +245,7 @@ async fn download_with(
                 peers: &a.peers,
                 no_trackers: a.no_trackers,
                 timeout_secs: a.metadata_timeout,
+                encryption: a.encryption,
                 cache: a.output.join(".spate"),
             };
             let t = match magnet_metadata(&m, req, listen, dht.clone()).await {
@@ -289,6 +307,7 @@ async fn download_with(
         web_seed_connections: a.web_seed_connections,
         pex: !a.dht.no_pex,
         blocklist: a.dht.blocklist.clone(),
+        encryption: a.encryption,
         listen,
         dht,
         sequential: a.sequential,
@@ -392,6 +411,7 @@ struct MetadataRequest<'a> {
     peers: &'a [SocketAddr],
     no_trackers: bool,
     timeout_secs: u64,
+    encryption: client::Encryption,
     /// The `.spate` folder to load it from, or save it to once fetched.
     cache: PathBuf,
 }
@@ -410,6 +430,7 @@ async fn magnet_metadata(
     opts.peers = a.peers.to_vec();
     opts.use_trackers = !a.no_trackers;
     opts.timeout = crate::secs(a.timeout_secs);
+    opts.encryption = a.encryption;
     let dht_on = dht.is_some();
     opts.dht = dht;
     let started = std::time::Instant::now();
@@ -541,6 +562,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         web_seed_connections: 0,
         pex: !a.dht.no_pex,
         blocklist: a.dht.blocklist.clone(),
+        encryption: a.encryption,
         listen,
         dht,
         sequential: false,
@@ -611,6 +633,7 @@ async fn seed_magnet_metadata(
         peers: &a.peers,
         no_trackers: a.no_trackers,
         timeout_secs: a.metadata_timeout,
+        encryption: a.encryption,
         cache,
     };
     magnet_metadata(m, req, listen, dht)
@@ -678,6 +701,7 @@ struct OneRun {
     pex: bool,
     /// `--blocklist`.
     blocklist: Option<PathBuf>,
+    encryption: client::Encryption,
     listen: SocketAddr,
     /// Handed to the session, which shuts it down.
     dht: Option<client::DhtHandle>,
@@ -735,6 +759,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
         start_added_torrents: true,
         dht_enabled: r.dht.is_some(),
         pex_enabled: r.pex,
+        encryption: r.encryption.as_str().into(),
         ..Settings::default()
     };
     let mut cfg = SessionConfig::new(r.dir.join(".spate"), r.listen);

@@ -51,13 +51,28 @@ def err(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
+def encryption_settings():
+    # LT_ENCRYPTION=forced: protocol encryption (MSE) in and out, RC4 only;
+    # LT_ENCRYPTION=disabled: plaintext only. Unset: libtorrent's default (both accepted).
+    mode = os.environ.get('LT_ENCRYPTION', '')
+    if mode == 'forced':
+        return {'out_enc_policy': int(lt.enc_policy.forced),
+                'in_enc_policy': int(lt.enc_policy.forced),
+                'allowed_enc_level': int(lt.enc_level.rc4),
+                'prefer_rc4': True}
+    if mode == 'disabled':
+        return {'out_enc_policy': int(lt.enc_policy.disabled),
+                'in_enc_policy': int(lt.enc_policy.disabled)}
+    return {}
+
+
 def settings(port):
     # The INTEROP.md settings pack: everything on 127.0.0.1 (or the loopback address in
     # LT_BIND), no discovery, TCP only.
     ip = os.environ.get('LT_BIND', '127.0.0.1')
     if not (ip.startswith('127.') or ip == '::1'):
         raise SystemExit('LT_BIND must be a 127.x.y.z address or ::1')
-    return {
+    return dict(encryption_settings(), **{
         'listen_interfaces': ('[%s]:%d' if ':' in ip else '%s:%d') % (ip, port),
         'outgoing_interfaces': ip,
         'enable_dht': False,
@@ -71,7 +86,7 @@ def settings(port):
         'allow_multiple_connections_per_ip': True,
         'alert_mask': lt.alert.category_t.error_notification
         | lt.alert.category_t.status_notification,
-    }
+    })
 
 
 def parse_peers(s):

@@ -24,6 +24,7 @@
 //!   [`test_python`]: the test venv's python (PyPI transmission-rpc and friends).
 
 pub mod bencode;
+pub mod capture;
 pub mod clients;
 pub mod data;
 mod dir;

@@ -1499,7 +1499,7 @@ fn torrent_field(
                                     || (!p.client_is_choked && p.client_is_interested)
                             ),
                         ),
-                        ("is_encrypted", json!(false)),
+                        ("is_encrypted", json!(p.encrypted)),
                         ("is_incoming", json!(p.incoming)),
                         (
                             "is_uploading_to",
@@ -1594,7 +1594,7 @@ pub(crate) fn session_values(
         ),
         ("download_queue_enabled", json!(st.download_queue_enabled)),
         ("download_queue_size", json!(st.download_queue_size)),
-        ("encryption", json!(st.encryption)),
+        ("encryption", json!(rpc_encryption(&st.encryption))),
         ("idle_seeding_limit", json!(st.idle_seeding_limit)),
         (
             "idle_seeding_limit_enabled",
@@ -1806,6 +1806,16 @@ pub(crate) fn apply_session_set(
     }
     *st = n;
     Ok(())
+}
+
+/// The setting as Transmission names it: "off" (plaintext only, which Transmission has
+/// not) reads as "tolerated", spate's own names as Transmission's.
+fn rpc_encryption(setting: &str) -> &'static str {
+    match session::encryption_policy(setting) {
+        session::Encryption::Require => "required",
+        session::Encryption::Prefer => "preferred",
+        session::Encryption::Allow | session::Encryption::Off => "tolerated",
+    }
 }
 
 fn session_stats(st: &session::Stats, style: Style) -> Map<String, Value> {
@@ -2290,6 +2300,22 @@ mod tests {
     }
 
     #[test]
+    fn encryption_reads_in_transmission_names() {
+        for (stored, shown) in [
+            ("required", "required"),
+            ("require", "required"),
+            ("preferred", "preferred"),
+            ("prefer", "preferred"),
+            ("tolerated", "tolerated"),
+            ("allow", "tolerated"),
+            ("off", "tolerated"),
+        ] {
+            assert_eq!(rpc_encryption(stored), shown, "{stored}");
+        }
+        assert_eq!(session::Settings::default().encryption, "preferred");
+    }
+
+    #[test]
     fn torrent_fields_render_like_transmission() {
         let v = view();
         let detail = TorrentDetail {
@@ -2298,6 +2324,7 @@ mod tests {
                 port: 6881,
                 client_name: "Transmission 4.0.6".into(),
                 incoming: true,
+                encrypted: true,
                 progress: 0.5,
                 rate_to_client: 10,
                 rate_to_peer: 0,
@@ -2368,6 +2395,7 @@ mod tests {
         assert_eq!(t["peers"][0]["rateToClient"], 10);
         assert_eq!(t["peers"][0]["isDownloadingFrom"], true);
         assert_eq!(t["peers"][0]["flagStr"], "DI");
+        assert_eq!(t["peers"][0]["isEncrypted"], true);
         assert_eq!(t["pieces"], "oA==");
         assert_eq!(t["peersFrom"]["fromIncoming"], 1);
         assert_eq!(t["downloadLimit"], 64, "kB/s");

@@ -36,6 +36,7 @@ pub mod extension;
 pub mod handshake;
 pub mod message;
 pub mod metadata;
+pub mod mse;
 pub mod pex;
 
 pub use codec::{decode, decode_skip_unknown, frame_len, DEFAULT_MAX_MESSAGE_LEN};

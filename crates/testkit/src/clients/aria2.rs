@@ -25,6 +25,7 @@ impl Aria2 {
             dir: out_dir.to_path_buf(),
             port,
             timeout: TEST_TIMEOUT,
+            require_crypto: false,
         }
     }
 
@@ -37,6 +38,7 @@ impl Aria2 {
             dir: save_dir.to_path_buf(),
             port,
             timeout: TEST_TIMEOUT,
+            require_crypto: false,
         }
     }
 }
@@ -47,12 +49,20 @@ pub struct Aria2Peer {
     dir: PathBuf,
     port: u16,
     timeout: Duration,
+    require_crypto: bool,
 }
 
 impl Aria2Peer {
     /// Leecher: stop when no data arrived for this long (`--bt-stop-timeout`).
     pub fn timeout(mut self, t: Duration) -> Aria2Peer {
         self.timeout = t;
+        self
+    }
+
+    /// Protocol encryption required, RC4 only (`--bt-require-crypto=true
+    /// --bt-min-crypto-level=arc4`): no plaintext handshake either way.
+    pub fn require_crypto(mut self) -> Aria2Peer {
+        self.require_crypto = true;
         self
     }
 
@@ -84,6 +94,9 @@ impl Aria2Peer {
                     "--bt-stop-timeout={}",
                     self.timeout.as_secs().max(1)
                 ));
+        }
+        if self.require_crypto {
+            cmd.args(["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"]);
         }
         cmd.arg(abs(&self.torrent)?);
         let name = format!(

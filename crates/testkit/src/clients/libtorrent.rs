@@ -134,6 +134,8 @@ pub struct LtPeer {
     save_torrent: Option<PathBuf>,
     /// `LT_BIND`: listen and dial from this loopback address.
     bind: Option<std::net::IpAddr>,
+    /// `LT_ENCRYPTION` for the script: "forced" or "disabled".
+    encryption: Option<&'static str>,
 }
 
 impl LtPeer {
@@ -153,7 +155,21 @@ impl LtPeer {
             magnet: None,
             save_torrent: None,
             bind: None,
+            encryption: None,
         }
+    }
+
+    /// Protocol encryption (MSE) forced both ways with RC4 only: `out_enc_policy` and
+    /// `in_enc_policy` = `pe_forced`, `allowed_enc_level` = `pe_rc4`.
+    pub fn force_encryption(mut self) -> LtPeer {
+        self.encryption = Some("forced");
+        self
+    }
+
+    /// Plaintext only: `out_enc_policy` and `in_enc_policy` = `pe_disabled`.
+    pub fn disable_encryption(mut self) -> LtPeer {
+        self.encryption = Some("disabled");
+        self
     }
 
     /// Dial 127.0.0.1:`p` for each port.
@@ -259,6 +275,9 @@ impl LtPeer {
         }
         if let Some(ip) = self.bind {
             cmd.env("LT_BIND", ip.to_string());
+        }
+        if let Some(e) = self.encryption {
+            cmd.env("LT_ENCRYPTION", e);
         }
         let name = self
             .name

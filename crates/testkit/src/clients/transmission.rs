@@ -24,6 +24,7 @@ impl Transmission {
             torrent: torrent.to_path_buf(),
             out_dir: out_dir.to_path_buf(),
             port,
+            require_encryption: false,
         }
     }
 
@@ -35,6 +36,7 @@ impl Transmission {
             torrent: torrent.to_path_buf(),
             save_dir: save_dir.to_path_buf(),
             port,
+            require_encryption: false,
         }
     }
 
@@ -50,8 +52,14 @@ impl Transmission {
     }
 }
 
-/// settings.json for a loopback-only Transmission (INTEROP.md).
+/// settings.json for a loopback-only Transmission (INTEROP.md), protocol encryption
+/// "tolerated" (0: plaintext preferred, encrypted accepted).
 pub(crate) fn settings(peer_port: u16, dir: &Path, extra: &str) -> String {
+    settings_with(peer_port, dir, 0, extra)
+}
+
+/// [`settings`] with `"encryption"`: 0 tolerated, 1 preferred, 2 required.
+fn settings_with(peer_port: u16, dir: &Path, encryption: u8, extra: &str) -> String {
     format!(
         r#"{{
     "dht-enabled": false,
@@ -69,7 +77,7 @@ pub(crate) fn settings(peer_port: u16, dir: &Path, extra: &str) -> String {
     "speed-limit-down-enabled": false,
     "speed-limit-up-enabled": false,
     "alt-speed-enabled": false,
-    "encryption": 0,
+    "encryption": {encryption},
     "incomplete-dir-enabled": false,
     "download-dir": "{dir}",
     "start-added-torrents": true,
@@ -92,9 +100,16 @@ pub struct TransmissionLeech {
     torrent: PathBuf,
     out_dir: PathBuf,
     port: u16,
+    require_encryption: bool,
 }
 
 impl TransmissionLeech {
+    /// Protocol encryption required (`-er`): plaintext peers are refused.
+    pub fn require_encryption(mut self) -> Self {
+        self.require_encryption = true;
+        self
+    }
+
     pub fn spawn(self, td: &TestDir) -> Result<Proc> {
         let name = format!("transmission-cli-{}", self.port);
         std::fs::create_dir_all(&self.out_dir)?;
@@ -102,9 +117,10 @@ impl TransmissionLeech {
         let cfg = write_config(
             td,
             &name,
-            &settings(
+            &settings_with(
                 self.port,
                 &out,
+                if self.require_encryption { 2 } else { 0 },
                 r#""ratio-limit-enabled": true, "ratio-limit": 0, "rpc-enabled": false"#,
             ),
         )?;
@@ -115,7 +131,12 @@ impl TransmissionLeech {
             .arg(&out)
             .arg("-p")
             .arg(self.port.to_string())
-            .args(["-M", "-D", "-U", "-et"])
+            .args(["-M", "-D", "-U"])
+            .arg(if self.require_encryption {
+                "-er"
+            } else {
+                "-et"
+            })
             .arg(abs(&self.torrent)?);
         Proc::spawn(&name, cmd, &td.logs())
     }
@@ -125,6 +146,7 @@ pub struct TransmissionSeed {
     torrent: PathBuf,
     save_dir: PathBuf,
     port: u16,
+    require_encryption: bool,
 }
 
 /// A running `transmission-daemon` (a seeder that has verified its data, or a magnet
@@ -146,15 +168,17 @@ fn spawn_daemon(
     port: u16,
     save: &Path,
     what: &std::ffi::OsStr,
+    encryption: u8,
 ) -> Result<TransmissionSeeder> {
     let name = format!("transmission-daemon-{port}");
     let rpc_port = free_port();
     let cfg = write_config(
         td,
         &name,
-        &settings(
+        &settings_with(
             port,
             save,
+            encryption,
             &format!(
                 r#""ratio-limit-enabled": false, "idle-seeding-limit-enabled": false,
     "rpc-enabled": true, "rpc-port": {rpc_port}, "rpc-authentication-required": false"#
@@ -188,9 +212,22 @@ fn spawn_daemon(
 }
 
 impl TransmissionSeed {
+    /// Protocol encryption required (`"encryption": 2`): plaintext peers are refused.
+    pub fn require_encryption(mut self) -> Self {
+        self.require_encryption = true;
+        self
+    }
+
     pub fn spawn(self, td: &TestDir) -> Result<TransmissionSeeder> {
         let save = abs(&self.save_dir)?;
-        let seeder = spawn_daemon(td, self.port, &save, abs(&self.torrent)?.as_os_str())?;
+        let encryption = if self.require_encryption { 2 } else { 0 };
+        let seeder = spawn_daemon(
+            td,
+            self.port,
+            &save,
+            abs(&self.torrent)?.as_os_str(),
+            encryption,
+        )?;
         seeder.wait_verified(Duration::from_secs(60))?;
         Ok(seeder)
     }
@@ -206,7 +243,7 @@ impl TransmissionMagnet {
     pub fn spawn(self, td: &TestDir) -> Result<TransmissionSeeder> {
         std::fs::create_dir_all(&self.out_dir)?;
         let out = abs(&self.out_dir)?;
-        spawn_daemon(td, self.port, &out, self.magnet.as_ref())
+        spawn_daemon(td, self.port, &out, self.magnet.as_ref(), 0)
     }
 }
 
