@@ -40,6 +40,19 @@ pub struct ParseReport {
     pub allowed: usize,
 }
 
+impl ParseReport {
+    /// The warning to give about the list read from `source`, if lines were skipped.
+    pub fn warning(&self, source: &str) -> Option<String> {
+        (self.bad_lines > 0).then(|| {
+            format!(
+                "{source}: {} malformed lines skipped (the first: {:?})",
+                self.bad_lines,
+                self.first_bad.as_deref().unwrap_or_default()
+            )
+        })
+    }
+}
+
 impl IpFilter {
     /// Reads a list (gzipped or not) in either format.
     pub fn parse(data: &[u8]) -> Result<(IpFilter, ParseReport), String> {
@@ -309,6 +322,10 @@ mod tests {
         assert_eq!(r.allowed, 1);
         assert_eq!(r.bad_lines, 2, "{r:?}");
         assert_eq!(r.first_bad.as_deref(), Some("this line is garbage"));
+        assert_eq!(
+            r.warning("l.dat").as_deref(),
+            Some("l.dat: 2 malformed lines skipped (the first: \"this line is garbage\")")
+        );
         for blocked in [
             "1.2.4.0",
             "1.2.4.77",

@@ -482,6 +482,9 @@ pub enum SessionError {
     Invalid(String),
     #[error("no torrent with id {0}")]
     NoSuchTorrent(TorrentId),
+    /// A file index that is not a file of the torrent (a pad file is none either).
+    #[error("the torrent has no file {1}")]
+    NoSuchFile(TorrentId, usize),
     /// A folder that cannot be used, a URL that cannot be fetched...
     #[error("{0}")]
     Io(String),

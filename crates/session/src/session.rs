@@ -1254,12 +1254,8 @@ impl Session {
         let bytes = fetch_url(&url, MAX_BLOCKLIST_BYTES).await?;
         let (filter, report) = client::ipfilter::IpFilter::parse(&bytes)
             .map_err(|e| SessionError::Invalid(format!("{url}: {e}")))?;
-        if report.bad_lines > 0 {
-            tracing::warn!(
-                "{url}: {} malformed lines skipped (the first: {:?})",
-                report.bad_lines,
-                report.first_bad.unwrap_or_default()
-            );
+        if let Some(w) = report.warning(&url) {
+            tracing::warn!("{w}");
         }
         let rules = filter.rules();
         if !self.inner.cfg.ephemeral {
@@ -2605,7 +2601,7 @@ fn stream_file_of(e: &Entry, file: usize) -> Result<StreamFile, SessionError> {
         .files
         .get(file)
         .filter(|f| !f.pad)
-        .ok_or_else(|| SessionError::Invalid(format!("the torrent has no file {file}")))?;
+        .ok_or(SessionError::NoSuchFile(e.id, file))?;
     if !e.wanted(file) {
         return Err(SessionError::Invalid(format!(
             "file {file} is not selected for download"

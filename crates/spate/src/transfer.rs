@@ -716,13 +716,8 @@ fn read_blocklist(path: &Path) -> CliResult<client::ipfilter::IpFilter> {
         std::fs::read(path).map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
     let (f, report) = client::ipfilter::IpFilter::parse(&bytes)
         .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
-    if report.bad_lines > 0 {
-        tracing::warn!(
-            "{}: {} malformed lines skipped (the first: {:?})",
-            path.display(),
-            report.bad_lines,
-            report.first_bad.unwrap_or_default()
-        );
+    if let Some(w) = report.warning(&path.display().to_string()) {
+        tracing::warn!("{w}");
     }
     outln!("IP filter {}: {} rules", path.display(), f.rules());
     Ok(f)

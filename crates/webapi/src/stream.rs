@@ -49,9 +49,8 @@ fn no_torrent(hash: &str) -> Response {
 
 fn session_fail(e: SessionError) -> Response {
     match e {
-        SessionError::NoSuchTorrent(_) => fail(StatusCode::NOT_FOUND, e.to_string()),
-        SessionError::Invalid(m) if m.starts_with("the torrent has no file") => {
-            fail(StatusCode::NOT_FOUND, m)
+        SessionError::NoSuchTorrent(_) | SessionError::NoSuchFile(..) => {
+            fail(StatusCode::NOT_FOUND, e.to_string())
         }
         SessionError::ShuttingDown => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         e => fail(StatusCode::CONFLICT, e.to_string()),
