@@ -113,6 +113,9 @@ pub struct TorrentOptions {
     pub sequential: bool,
     /// The first and last piece of every wanted file before the others (`--first-last`).
     pub first_last: bool,
+    /// Super-seeding (BEP 16) once the torrent is complete: peers that connect see no
+    /// bitfield and are offered one rare piece at a time (`spate seed --super-seed`).
+    pub super_seed: bool,
     /// Commands that woke a parked run, taken first when it starts again.
     pub first_controls: Vec<Control>,
     /// A connection limit shared with other torrents (a session's global peer limit), on
@@ -206,6 +209,8 @@ pub enum Control {
     Read(Box<crate::ReadRequest>),
     /// A streaming reader is done: its read-ahead no longer steers the download.
     EndReader(u64),
+    /// Super-seeding on or off (see [`TorrentOptions::super_seed`]).
+    SetSuperSeed(bool),
 }
 
 /// What [`Control::Details`] answers: more than [`Status`], built only on request.
@@ -305,6 +310,7 @@ impl TorrentOptions {
             file_priorities: Vec::new(),
             sequential: false,
             first_last: false,
+            super_seed: false,
             first_controls: Vec::new(),
             peer_budget: None,
             blocklist: None,

@@ -410,6 +410,7 @@ async fn wait_parked(
                     opts.sequential = sequential;
                     opts.first_last = first_last;
                 }
+                Some(Control::SetSuperSeed(on)) => opts.super_seed = on,
                 Some(c @ Control::Read(_)) => return Wake::Control(c),
                 // No reader's window steers a parked torrent.
                 Some(Control::EndReader(_)) => {}
@@ -641,6 +642,7 @@ async fn run_once(
     if opts.sequential {
         engine.set_sequential(true);
     }
+    engine.set_super_seed(opts.super_seed);
     let web_seeds = WebSeeds::new(&opts.torrent, opts.web_seed_connections, Instant::now());
     let mut t = TorrentTask {
         web_seeds,
@@ -648,6 +650,7 @@ async fn run_once(
         info_bytes: bytes::Bytes::from(opts.torrent.info_bytes.clone()),
         info_hash,
         engine,
+        super_seed: opts.super_seed,
         ctx,
         // "private" to the PEX bookkeeping means off: BEP 27, or the user said so.
         pex: Pex::new(info.private || !opts.pex),
@@ -779,6 +782,8 @@ struct TorrentTask {
     info_bytes: bytes::Bytes,
     info_hash: InfoHash,
     engine: engine::Torrent,
+    /// Super-seed once complete (the engine turns it on only then).
+    super_seed: bool,
     ctx: Arc<ConnCtx>,
     /// Peer exchange bookkeeping (off for private torrents).
     pex: Pex,
@@ -1083,6 +1088,11 @@ impl TorrentTask {
                 self.engine
                     .set_priorities(&piece_tiers(self.storage.layout(), &files, first_last));
                 self.engine.set_sequential(sequential);
+                self.drain_actions();
+            }
+            Control::SetSuperSeed(on) => {
+                self.super_seed = on;
+                self.engine.set_super_seed(on);
                 self.drain_actions();
             }
             Control::Read(req) => {
@@ -1409,7 +1419,8 @@ impl TorrentTask {
                 v: Some(format!("spate {}", env!("CARGO_PKG_VERSION"))),
                 p: Some(self.status.listen.map(|a| a.port()).unwrap_or(0)),
                 reqq: Some(self.engine.advertised_reqq()),
-                upload_only: self.engine.is_wanted_complete(),
+                // A super-seeder does not say it is a seed.
+                upload_only: self.engine.is_wanted_complete() && !self.engine.is_super_seeding(),
                 m: [("ut_metadata".to_owned(), UT_METADATA_ID)]
                     .into_iter()
                     .chain(self.pex.handshake_entry())
@@ -1564,6 +1575,10 @@ impl TorrentTask {
             PieceVerdict::Written { block_hashes } => {
                 self.engine
                     .piece_verified_with_blocks(piece, true, &block_hashes);
+                if self.super_seed && self.engine.is_complete() {
+                    // Peers connected from now on are super-seeded.
+                    self.engine.set_super_seed(true);
+                }
                 // Carry out a smart ban now, before "both seeding" below may drop the liar
                 // without one.
                 self.drain_actions();

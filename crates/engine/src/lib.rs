@@ -111,6 +111,7 @@ mod peer;
 mod picker;
 mod requests;
 mod smartban;
+mod superseed;
 mod torrent;
 
 use std::time::Duration;
@@ -120,6 +121,7 @@ use metainfo::BlockRef;
 pub use picker::{PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL};
 pub use requests::MAX_REQUESTERS;
 pub use smartban::MAX_FAILED_PIECES;
+pub use superseed::WAIT_LIMIT as SUPER_SEED_WAIT;
 pub use torrent::{Torrent, MAX_REQUEST_LEN, WASTED_REQUEST_SLACK};
 
 /// Identifies one connection; chosen by the client, unique while the connection lives.

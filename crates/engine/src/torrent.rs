@@ -13,6 +13,7 @@ use crate::choker::Choker;
 use crate::peer::{Peer, Serving, MAX_ALLOWED_FAST};
 use crate::picker::{Picker, PieceState};
 use crate::smartban::SmartBan;
+use crate::superseed::SuperSeed;
 use crate::{Action, Config, PeerError, PeerKey, PeerStats};
 
 /// Largest block a peer may request of us. Peers ask for 16 KiB; like libtorrent we serve up
@@ -43,6 +44,8 @@ pub struct Torrent {
     /// The client calls `serve_wanted`, which retires served requests itself.
     serve_feedback: bool,
     pub(crate) smart: SmartBan,
+    /// Super-seeding (BEP 16), while on and complete.
+    pub(crate) superseed: Option<SuperSeed>,
 }
 
 impl Torrent {
@@ -70,6 +73,7 @@ impl Torrent {
             now: None,
             serve_feedback: false,
             smart: SmartBan::default(),
+            superseed: None,
         }
     }
 
@@ -95,6 +99,15 @@ impl Torrent {
         }
         let n = self.picker.lengths().num_pieces();
         self.peers.insert(peer, Peer::new(n, supports_fast, now));
+        if let Some(ss) = self.superseed.as_mut() {
+            // BEP 16: we claim nothing, then offer one piece.
+            ss.add_peer(peer);
+            if supports_fast {
+                self.send(peer, Message::HaveNone);
+            }
+            self.super_offer(peer);
+            return;
+        }
         let have = self.picker.have();
         let msg = if supports_fast && have.is_full() {
             Message::HaveAll
@@ -112,6 +125,9 @@ impl Torrent {
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
+        if let Some(ss) = self.superseed.as_mut() {
+            ss.remove_peer(peer);
+        }
         for b in &p.outstanding {
             self.picker.cancel(*b);
         }
@@ -330,11 +346,13 @@ impl Torrent {
                 }
                 self.update_interest(peer);
                 self.fill(peer);
+                self.super_bitfield(peer);
             }
             Message::HaveAll => {
                 self.become_seed(peer);
                 self.update_interest(peer);
                 self.fill(peer);
+                self.super_bitfield(peer);
             }
             Message::HaveNone => {}
             Message::Have(i) => {
@@ -349,6 +367,7 @@ impl Torrent {
                 self.picker.peer_has(i);
                 self.update_interest(peer);
                 self.fill(peer);
+                self.super_have(peer, i);
             }
             Message::Choke => {
                 if p.peer_choking {
@@ -445,7 +464,12 @@ impl Torrent {
             return Ok(());
         };
         p.expire_served(now, SERVE_EXPIRY);
-        let allowed = have && (!p.am_choking || p.allowed_fast_out.contains(&block.piece));
+        let offered = self
+            .superseed
+            .as_ref()
+            .is_none_or(|ss| ss.may_serve(peer, block.piece));
+        let allowed =
+            have && offered && (!p.am_choking || p.allowed_fast_out.contains(&block.piece));
         // Refused (rejected if fast), or a duplicate of a queued one (dropped: its block is
         // on its way); either way wasted, and a peer that wastes too many is dropped.
         let refused = if !allowed {
@@ -480,6 +504,67 @@ impl Torrent {
             self.send(peer, Message::Reject(block));
         }
         Ok(())
+    }
+
+    /// Turns super-seeding (BEP 16) on or off; returns whether it is on. It only turns on
+    /// for a complete torrent, and applies to peers that connect from then on (those
+    /// connected already saw our bitfield). Turning it off announces to each super-seeded
+    /// peer every piece it was not offered and lacks.
+    pub fn set_super_seed(&mut self, on: bool) -> bool {
+        if on {
+            if self.superseed.is_none() && self.picker.is_complete() {
+                self.superseed = Some(SuperSeed::new(self.picker.lengths().num_pieces()));
+            }
+        } else if let Some(ss) = self.superseed.take() {
+            let n = self.picker.lengths().num_pieces();
+            for (k, announced) in ss.finish() {
+                let Some(p) = self.peers.get(&k) else {
+                    continue;
+                };
+                let missing: Vec<u32> = (0..n)
+                    .filter(|i| !p.has(*i) && !announced.contains(i) && self.picker.have().get(*i))
+                    .collect();
+                for i in missing {
+                    self.send(k, Message::Have(i));
+                }
+            }
+        }
+        self.superseed.is_some()
+    }
+
+    /// Whether super-seeding is on.
+    pub fn is_super_seeding(&self) -> bool {
+        self.superseed.is_some()
+    }
+
+    /// Offers `peer` its next piece, if super-seeding and it may have one.
+    fn super_offer(&mut self, peer: PeerKey) {
+        let (Some(ss), Some(p), Some(now)) =
+            (self.superseed.as_mut(), self.peers.get(&peer), self.now)
+        else {
+            return;
+        };
+        if let Some(i) = ss.offer(peer, p, &mut self.picker, now) {
+            self.send(peer, Message::Have(i));
+        }
+    }
+
+    fn super_have(&mut self, peer: PeerKey, piece: u32) {
+        let (Some(ss), Some(now)) = (self.superseed.as_mut(), self.now) else {
+            return;
+        };
+        for k in ss.on_have(peer, piece, &self.peers, &self.picker, now) {
+            self.super_offer(k);
+        }
+    }
+
+    fn super_bitfield(&mut self, peer: PeerKey) {
+        let (Some(ss), Some(p)) = (self.superseed.as_mut(), self.peers.get(&peer)) else {
+            return;
+        };
+        if ss.on_bitfield(peer, &p.have, p.seed) {
+            self.super_offer(peer);
+        }
     }
 
     fn become_seed(&mut self, peer: PeerKey) {
@@ -689,6 +774,11 @@ impl Torrent {
         }
         for k in timed_out {
             self.time_out(k);
+        }
+        if let Some(ss) = self.superseed.as_mut() {
+            for k in ss.expired(now) {
+                self.super_offer(k);
+            }
         }
         if self.choker.as_ref().is_some_and(|c| c.due(now)) {
             self.choke_round(now);

@@ -65,6 +65,8 @@ pub struct AddOptions {
     pub sequential: Option<bool>,
     /// The first and last piece of every file first (previews).
     pub first_last: Option<bool>,
+    /// Super-seed (BEP 16) once complete.
+    pub super_seed: Option<bool>,
     /// Seed ratio limit for this torrent (sets `seed_ratio_mode` to `Single`).
     pub seed_ratio_limit: Option<f64>,
     /// Minutes of no upload after which seeding stops (sets `seed_idle_mode` to `Single`).
@@ -154,6 +156,7 @@ pub struct TorrentPatch {
     pub peer_limit: Option<usize>,
     pub sequential: Option<bool>,
     pub first_last: Option<bool>,
+    pub super_seed: Option<bool>,
     pub queue_position: Option<usize>,
     /// Tracker URLs to add (each its own tier) and to remove.
     pub tracker_add: Vec<String>,
@@ -284,6 +287,7 @@ pub struct TorrentView {
     pub is_private: bool,
     pub sequential: bool,
     pub first_last: bool,
+    pub super_seed: bool,
     pub download_limit: u64,
     pub download_limited: bool,
     pub upload_limit: u64,

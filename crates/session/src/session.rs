@@ -487,6 +487,7 @@ impl Session {
                 labels: clean_labels(&opts.labels),
                 sequential: opts.sequential.unwrap_or(false),
                 first_last: opts.first_last.unwrap_or(false),
+                super_seed: opts.super_seed.unwrap_or(false),
                 peer_limit: st.settings.peer_limit_per_torrent,
                 peers: opts.peers.iter().map(|a| a.to_string()).collect(),
                 ..Record::default()
@@ -930,6 +931,9 @@ impl Session {
                 if let Some(v) = patch.first_last {
                     r.first_last = v;
                 }
+                if let Some(v) = patch.super_seed {
+                    r.super_seed = v;
+                }
                 for t in &patch.tracker_add {
                     let t = t.trim().to_string();
                     if !t.is_empty() && !r.extra_trackers.contains(&t) {
@@ -958,7 +962,7 @@ impl Session {
                             c.clone(),
                             torrent_limits(&e.rec),
                             file_priorities(&e.rec),
-                            (e.rec.sequential, e.rec.first_last),
+                            (e.rec.sequential, e.rec.first_last, e.rec.super_seed),
                         ));
                     }
                 }
@@ -973,7 +977,7 @@ impl Session {
                 }
             }
         }
-        for (c, (down, up), files, (sequential, first_last)) in limits {
+        for (c, (down, up), files, (sequential, first_last, super_seed)) in limits {
             let _ = c
                 .send(client::Control::SetLimits {
                     max_down: down,
@@ -987,6 +991,7 @@ impl Session {
                     first_last,
                 })
                 .await;
+            let _ = c.send(client::Control::SetSuperSeed(super_seed)).await;
         }
         if !restart.is_empty() {
             self.inner.stop_runs(&restart).await;
@@ -2116,6 +2121,7 @@ async fn prepare_run(
     opts.encryption = encryption;
     opts.sequential = rec.sequential;
     opts.first_last = rec.first_last;
+    opts.super_seed = rec.super_seed;
     opts.blocklist = blocklist;
     if !cfg.ephemeral {
         // The session owns its state folder (the store is locked by redb) and keeps the
@@ -2886,6 +2892,7 @@ fn view(e: &Entry, st: &State) -> TorrentView {
         is_private: t.as_ref().is_some_and(|t| t.info.private),
         sequential: e.rec.sequential,
         first_last: e.rec.first_last,
+        super_seed: e.rec.super_seed,
         download_limit: e.rec.download_limit,
         download_limited: e.rec.download_limited,
         upload_limit: e.rec.upload_limit,

@@ -53,6 +53,8 @@ pub struct Record {
     pub sequential: bool,
     /// The first and last piece of every file first.
     pub first_last: bool,
+    /// Super-seed (BEP 16) once complete.
+    pub super_seed: bool,
     pub download_limit: u64,
     pub download_limited: bool,
     pub upload_limit: u64,
@@ -104,6 +106,7 @@ impl Default for Record {
             priorities: Vec::new(),
             sequential: false,
             first_last: false,
+            super_seed: false,
             download_limit: 100 * 1000,
             download_limited: false,
             upload_limit: 100 * 1000,

@@ -107,6 +107,11 @@ pub struct SeedArgs {
     pub encryption: client::Encryption,
     #[command(flatten)]
     pub dht: DhtArgs,
+    /// Super-seeding (BEP 16) for an initial seeder: show peers no bitfield and offer each
+    /// one rare piece at a time, the next once another peer has it, so the swarm spreads
+    /// the data and we upload close to one copy.
+    #[arg(long)]
+    pub super_seed: bool,
 }
 
 fn parse_encryption(s: &str) -> Result<client::Encryption, String> {
@@ -312,6 +317,7 @@ async fn download_with(
         dht,
         sequential: a.sequential,
         first_last: a.first_last,
+        super_seed: false,
     };
     let (summary, interrupted, last) = run_with_progress(run, name.clone()).await?;
     if interrupted && !summary.complete {
@@ -567,6 +573,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         dht,
         sequential: false,
         first_last: false,
+        super_seed: a.super_seed,
     };
     let (summary, _, _) = run_with_progress(run, name).await?;
     outln!(
@@ -707,6 +714,7 @@ struct OneRun {
     dht: Option<client::DhtHandle>,
     sequential: bool,
     first_last: bool,
+    super_seed: bool,
 }
 
 /// `--blocklist FILE`, parsed (a warning for malformed lines, an error for a file that is
@@ -806,6 +814,7 @@ async fn follow_one(
         rename_root: r.rename_root,
         sequential: Some(r.sequential),
         first_last: Some(r.first_last),
+        super_seed: Some(r.super_seed),
         ..AddOptions::default()
     };
     let id = match session

@@ -174,6 +174,14 @@ def full(port, user, password, out, x_torrent, x_hash, y_magnet, y_hash, seconds
     c.torrents_file_priority(torrent_hash=y_hash, file_ids=0, priority=1)
     check(c.torrents_files(torrent_hash=y_hash)[0]['priority'] == 1, 'filePrio 1')
 
+    check(info[x_hash]['super_seeding'] is False, 'super_seeding off', info[x_hash])
+    c.torrents_set_super_seeding(enable=True, torrent_hashes=x_hash)
+    x = c.torrents_info(torrent_hashes=x_hash)[0]
+    check(x['super_seeding'] is True and x['state'] in SEEDING, 'setSuperSeeding on', x)
+    c.torrents_set_super_seeding(enable=False, torrent_hashes=x_hash)
+    x = c.torrents_info(torrent_hashes=x_hash)[0]
+    check(x['super_seeding'] is False, 'setSuperSeeding off', x)
+
     c.torrents_stop(torrent_hashes=x_hash)
     wait_state(c, x_hash, ('stoppedUP',), end)
     c.torrents_start(torrent_hashes=x_hash)

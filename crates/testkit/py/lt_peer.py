@@ -31,6 +31,7 @@ The magnet role is a leecher given only a magnet link (no .torrent): it must fet
 metadata from PEERS (BEP 9) and then the data; with --save-torrent it writes the torrent
 libtorrent built from the fetched metadata to PATH. It always runs with the torrent flags
 disable_pex, disable_dht and disable_lsd (PEX is on by default for public torrents).
+LT_SUPER_SEED=1 makes a seeder super-seed (BEP 16).
 LT_BIND=127.x.y.z (or ::1) in the environment listens and dials from that loopback address
 instead of 127.0.0.1; PEERS may then name [::1]:PORT. Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
 timed out (seeder: it only serves until TIMEOUT), 1 leecher timed out, 2 bad usage,
@@ -122,6 +123,9 @@ def run_peer(role, torrent, directory, port, peers, timeout, upload_limit,
     params.save_path = directory
     if no_pex:
         params.flags |= lt.torrent_flags.disable_pex
+    if role == 'seed' and os.environ.get('LT_SUPER_SEED') == '1':
+        # BEP 16 super-seeding (benchmarks compare it with spate's).
+        params.flags |= lt.torrent_flags.super_seeding
     h = ses.add_torrent(params)
     if upload_limit:
         # The torrent's own peer class applies to local peers too (the session's global

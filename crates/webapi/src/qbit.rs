@@ -539,7 +539,7 @@ pub(crate) fn torrent_json(v: &TorrentView, st: &Settings, now: i64) -> Map<Stri
         "seq_dl": v.sequential,
         "size": v.size_when_done,
         "state": state_name(v),
-        "super_seeding": false,
+        "super_seeding": v.super_seed,
         "tags": tags_of(&v.labels).join(", "),
         "time_active": v.seconds_downloading + v.seconds_seeding,
         "total_size": v.total_size,
@@ -855,7 +855,15 @@ async fn route(app: &App, path: &str, p: &Params) -> Answer {
             ok_empty()
         }
         "torrents/setShareLimits" => share_limits(s, p).await,
-        "torrents/setSuperSeeding" => ok_empty(),
+        "torrents/setSuperSeeding" => {
+            let ids = select(s, p)?;
+            let patch = TorrentPatch {
+                super_seed: Some(p.bool("value")?.unwrap_or(false)),
+                ..TorrentPatch::default()
+            };
+            s.set(&ids, patch).await?;
+            ok_empty()
+        }
         "torrents/toggleSequentialDownload" => {
             for v in s.get(&select(s, p)?) {
                 let patch = TorrentPatch {

@@ -1201,6 +1201,7 @@ fn dummy_view() -> TorrentView {
         date_created: 0,
         is_private: false,
         sequential: false,
+        super_seed: false,
         first_last: false,
         download_limit: 0,
         download_limited: false,

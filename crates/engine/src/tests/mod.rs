@@ -5,6 +5,7 @@ mod behaviour;
 mod picker;
 mod priority;
 mod props;
+mod superseed;
 mod upload;
 mod wanted;
 
