@@ -164,6 +164,11 @@ struct PeerEntry {
     have_count: u32,
     /// The id the peer wants `ut_metadata` messages sent under (its extension handshake).
     ut_metadata: Option<u8>,
+    /// It said it only uploads (BEP 21 `upload_only`: a seed, or a partial seed done with
+    /// its selection), in its extension handshake or an `upload_only` message since.
+    upload_only: bool,
+    /// The id it wants our `upload_only` messages under (libtorrent's extension).
+    ext_upload_only: Option<u8>,
     /// Metadata pieces sent to this peer (capped by [`MAX_METADATA_PIECES_SERVED`]).
     metadata_served: u32,
     /// It connected to us.
@@ -197,6 +202,10 @@ enum Worth {
 /// what our extension handshake advertises in `m`. Any id in 1..=255 would do; 2 is what
 /// libtorrent uses, which makes packet captures easy to read.
 pub(crate) const UT_METADATA_ID: u8 = 2;
+/// Our ids for libtorrent's `upload_only` message (a byte: BEP 21 status changed) and for
+/// BEP 54 `lt_donthave` (a piece index: the peer lost that piece); libtorrent's own numbers.
+const UPLOAD_ONLY_ID: u8 = 3;
+const LT_DONTHAVE_ID: u8 = 7;
 /// Metadata pieces served per connection before further requests are rejected: enough to
 /// send a 16 MiB info dict twice over, not enough to let one peer keep us busy forever.
 const MAX_METADATA_PIECES_SERVED: u32 = 2048;
@@ -1395,6 +1404,8 @@ impl TorrentTask {
                 last_uploaded: 0,
                 have_count: 0,
                 ut_metadata: None,
+                upload_only: false,
+                ext_upload_only: None,
                 metadata_served: 0,
                 incoming,
                 connected_at: now,
@@ -1421,10 +1432,14 @@ impl TorrentTask {
                 reqq: Some(self.engine.advertised_reqq()),
                 // A super-seeder does not say it is a seed.
                 upload_only: self.engine.is_wanted_complete() && !self.engine.is_super_seeding(),
-                m: [("ut_metadata".to_owned(), UT_METADATA_ID)]
-                    .into_iter()
-                    .chain(self.pex.handshake_entry())
-                    .collect(),
+                m: [
+                    ("ut_metadata".to_owned(), UT_METADATA_ID),
+                    ("upload_only".to_owned(), UPLOAD_ONLY_ID),
+                    ("lt_donthave".to_owned(), LT_DONTHAVE_ID),
+                ]
+                .into_iter()
+                .chain(self.pex.handshake_entry())
+                .collect(),
                 metadata_size: Some(self.info_bytes.len() as u64),
                 ..Default::default()
             };
@@ -1467,6 +1482,8 @@ impl TorrentTask {
                     }
                     if let Some(p) = self.peers.get_mut(&key) {
                         p.ut_metadata = hs.extension_id("ut_metadata");
+                        p.ext_upload_only = hs.extension_id("upload_only");
+                        p.upload_only = hs.upload_only;
                     }
                     if let (Some(port), Some(p)) = (hs.p, self.peers.get_mut(&key)) {
                         if port != 0 && p.candidate.is_none() {
@@ -1482,6 +1499,7 @@ impl TorrentTask {
                     let own = self.peers.get(&key).and_then(|p| p.candidate);
                     self.pex
                         .on_ext_handshake(key, hs.extension_id("ut_pex"), own);
+                    self.drop_if_both_done(key, now);
                 }
                 Err(e) => tracing::debug!(key, "bad extension handshake: {e}"),
             },
@@ -1493,6 +1511,33 @@ impl TorrentTask {
                 id: pex::UT_PEX_ID,
                 payload,
             } => self.on_pex_msg(key, &payload, now),
+            Message::Extended {
+                id: UPLOAD_ONLY_ID,
+                payload,
+            } => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.upload_only = payload.first().is_some_and(|b| *b != 0);
+                }
+                self.drop_if_both_done(key, now);
+            }
+            Message::Extended {
+                id: LT_DONTHAVE_ID,
+                payload,
+            } => {
+                let Ok(index) = <[u8; 4]>::try_from(&payload[..]) else {
+                    self.disconnect(key, "lt_donthave of the wrong length", false, now);
+                    return;
+                };
+                let piece = u32::from_be_bytes(index);
+                if let Err(e) = self.engine.handle_dont_have(key, piece, now) {
+                    self.disconnect(key, &format!("lt_donthave: {e}"), false, now);
+                    return;
+                }
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.have_count = p.have_count.saturating_sub(1);
+                }
+                self.drain_actions();
+            }
             Message::Extended { .. } => {}
             other => {
                 match &other {
@@ -1522,12 +1567,21 @@ impl TorrentTask {
                     self.disconnect(key, &format!("{e}"), false, now);
                     return;
                 }
-                // Two seeds have nothing to say to each other (nor has a seed to us once
-                // the selection is complete).
-                if self.engine.is_wanted_complete() && self.peer_is_seed(key) {
-                    self.disconnect(key, "both seeding", false, now);
-                }
+                self.drop_if_both_done(key, now);
             }
+        }
+    }
+
+    /// Two seeds have nothing to say to each other (nor has a seed, or a partial seed done
+    /// with its selection, to us once our selection is complete).
+    fn drop_if_both_done(&mut self, key: PeerKey, now: Instant) {
+        if !self.engine.is_wanted_complete() {
+            return;
+        }
+        if self.peer_is_seed(key) {
+            self.disconnect(key, "both seeding", false, now);
+        } else if self.peers.get(&key).is_some_and(|p| p.upload_only) {
+            self.disconnect(key, "both upload-only", false, now);
         }
     }
 
@@ -1635,16 +1689,23 @@ impl TorrentTask {
                 a.completed();
             }
             self.close_web_seeds();
-            // Seeds among our peers are of no more use.
-            let seeds: Vec<PeerKey> = self
-                .peers
-                .keys()
-                .copied()
-                .filter(|k| self.peer_is_seed(*k))
-                .collect();
+            // BEP 21: peers that connected while we downloaded learn that we only upload
+            // now (a super-seeder keeps that to itself).
+            if !self.engine.is_super_seeding() {
+                for p in self.peers.values() {
+                    if let Some(id) = p.ext_upload_only {
+                        let _ = p.link.tx.send(Out::Msg(Message::Extended {
+                            id,
+                            payload: vec![1u8].into(),
+                        }));
+                    }
+                }
+            }
+            // Seeds (and partial seeds) among our peers are of no more use.
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             let now = Instant::now();
-            for k in seeds {
-                self.disconnect(k, "both seeding", false, now);
+            for k in keys {
+                self.drop_if_both_done(k, now);
             }
         }
     }

@@ -506,6 +506,65 @@ impl Torrent {
         Ok(())
     }
 
+    /// The peer no longer has `piece` (BEP 54 `lt_donthave`): it stops counting for the
+    /// piece's availability, our requests of it from this peer are cancelled (back to the
+    /// pool), and our interest follows. A seed becomes a peer with every other piece.
+    /// `Err` for a piece out of range (a protocol violation).
+    pub fn handle_dont_have(
+        &mut self,
+        peer: PeerKey,
+        piece: u32,
+        now: Instant,
+    ) -> Result<(), PeerError> {
+        self.see(now);
+        let n = self.picker.lengths().num_pieces();
+        if piece >= n {
+            return Err(PeerError::PieceOutOfRange(piece));
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        if p.seed {
+            p.seed = false;
+            p.have = Bitfield::full(n);
+            self.picker.remove_seed();
+            let mut interesting = 0;
+            for i in 0..n {
+                self.picker.peer_has(i);
+                if self.picker.lacks_wanted(i) {
+                    interesting += 1;
+                }
+            }
+            p.interesting = interesting;
+        }
+        if p.have.set(piece, false) {
+            self.picker.peer_lost(piece);
+            if self.picker.lacks_wanted(piece) {
+                p.interesting = p.interesting.saturating_sub(1);
+            }
+        }
+        p.allowed_fast_in.retain(|i| *i != piece);
+        if p.current == Some(piece) {
+            p.current = None;
+        }
+        let (gone, keep): (VecDeque<BlockRef>, VecDeque<BlockRef>) =
+            std::mem::take(&mut p.outstanding)
+                .into_iter()
+                .partition(|b| b.piece == piece);
+        p.outstanding = keep;
+        for b in gone {
+            p.remember_dropped(b);
+            self.picker.cancel(b);
+            self.actions.push_back(Action::Send {
+                peer,
+                msg: Message::Cancel(b),
+            });
+        }
+        self.update_interest(peer);
+        self.fill_all();
+        Ok(())
+    }
+
     /// Turns super-seeding (BEP 16) on or off; returns whether it is on. It only turns on
     /// for a complete torrent, and applies to peers that connect from then on (those
     /// connected already saw our bitfield). Turning it off announces to each super-seeded

@@ -2,6 +2,7 @@
 //! string fixtures for the picker in the style of libtorrent's `test_piece_picker.cpp`.
 
 mod behaviour;
+mod donthave;
 mod picker;
 mod priority;
 mod props;
