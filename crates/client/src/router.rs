@@ -257,7 +257,7 @@ async fn accept_loop(
             _ = stop.changed() => break,
             a = acceptor.accept() => a,
         };
-        if blocklist.blocks(addr.ip()) {
+        if blocklist.refuses(addr) {
             tracing::trace!(%addr, "refusing incoming connection: blocked by the IP filter");
             continue;
         }

@@ -1160,25 +1160,31 @@ impl TorrentTask {
         self.blocklist.as_ref().is_some_and(|b| b.blocks(ip))
     }
 
+    /// Banned by this run, or by the session (another torrent, or the user).
+    fn is_banned(&self, addr: SocketAddr) -> bool {
+        self.banned.contains(addr) || self.blocklist.as_ref().is_some_and(|b| b.is_banned(addr))
+    }
+
     /// A replaced IP filter: peers and candidates it blocks now go.
     fn apply_new_blocklist(&mut self, now: Instant) {
-        let Some(b) = &self.blocklist else { return };
+        let Some(b) = self.blocklist.clone() else {
+            return;
+        };
         let generation = b.generation();
         if generation == self.blocklist_seen {
             return;
         }
         self.blocklist_seen = generation;
-        let filter = b.get();
         self.candidates
-            .retain(|a, c| c.connected || c.connecting || !filter.blocks(a.ip()));
+            .retain(|a, c| c.connected || c.connecting || !b.refuses(*a));
         let gone: Vec<PeerKey> = self
             .peers
             .iter()
-            .filter(|(_, p)| filter.blocks(p.addr.ip()))
+            .filter(|(_, p)| b.refuses(p.addr) || p.candidate.is_some_and(|c| b.is_banned(c)))
             .map(|(k, _)| *k)
             .collect();
         for k in gone {
-            self.disconnect(k, "blocked by the IP filter", false, now);
+            self.disconnect(k, "blocked by the IP filter or banned", false, now);
         }
     }
 
@@ -1353,7 +1359,7 @@ impl TorrentTask {
             .values()
             .filter(|p| p.addr.ip() == addr.ip())
             .count();
-        let mut refuse = duplicate || self.banned.contains(addr);
+        let mut refuse = duplicate || self.is_banned(addr);
         if !refuse && same_ip >= self.max_peers_per_ip {
             tracing::debug!(%addr, "refusing peer: {same_ip} connections from its IP already");
             refuse = true;
@@ -1814,6 +1820,13 @@ impl TorrentTask {
                 if let Some(c) = p.candidate {
                     self.banned.insert(c);
                 }
+                // Banned for the whole session: every torrent refuses it from now on.
+                if let Some(b) = &self.blocklist {
+                    b.ban(p.addr, reason);
+                    if let Some(c) = p.candidate {
+                        b.ban(c, reason);
+                    }
+                }
             } else {
                 tracing::debug!(addr = %p.addr, "disconnecting peer: {reason}");
             }
@@ -1873,7 +1886,7 @@ impl TorrentTask {
 
     /// Adds (or refreshes) a known address; false if it is refused (port 0, banned, ours).
     fn add_candidate(&mut self, addr: SocketAddr, from_user: bool) -> bool {
-        if addr.port() == 0 || self.banned.contains(addr) || Some(addr) == self.status.listen {
+        if addr.port() == 0 || self.is_banned(addr) || Some(addr) == self.status.listen {
             return false;
         }
         if self.blocked(addr.ip()) {
@@ -1909,7 +1922,7 @@ impl TorrentTask {
         };
         let mut new = 0usize;
         for (addr, flags) in added {
-            if self.candidates.contains_key(&addr) || self.banned.contains(addr) {
+            if self.candidates.contains_key(&addr) || self.is_banned(addr) {
                 continue;
             }
             if !self.pex.learn(addr) {
@@ -2042,11 +2055,7 @@ impl TorrentTask {
     /// being dialled, not banned, not given up on, and no seed while we are complete.
     fn dialable(&self, addr: SocketAddr, c: &Candidate, complete: bool) -> bool {
         let given_up = !c.from_user && c.failures >= 20;
-        !(c.connected
-            || c.connecting
-            || given_up
-            || (complete && c.seed)
-            || self.banned.contains(addr))
+        !(c.connected || c.connecting || given_up || (complete && c.seed) || self.is_banned(addr))
     }
 
     /// Connections per IP: connected peers and dials under way.
@@ -2099,7 +2108,7 @@ impl TorrentTask {
     fn incoming_refusal(&self, addr: SocketAddr) -> Option<&'static str> {
         let now = Instant::now();
         let pending = &self.ctx.pending_in;
-        if self.banned.contains(addr) {
+        if self.is_banned(addr) {
             Some("banned")
         } else if self.blocked(addr.ip()) {
             Some("blocked by the IP filter")
@@ -2212,7 +2221,7 @@ impl TorrentTask {
                 && !c.connecting
                 && c.next_try <= now
                 && c.failures < 20
-                && !self.banned.contains(*a)
+                && !self.is_banned(*a)
         });
         if !waiting {
             return;

@@ -14,7 +14,7 @@
 //! [`Blocklist`] is the shared, swappable handle a session gives its router and torrents.
 
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -253,12 +253,80 @@ fn addr(s: &str) -> Option<IpAddr> {
     Some(IpAddr::V4(Ipv4Addr::from(octets)))
 }
 
+/// The most bans a session keeps; past it the oldest goes.
+pub const MAX_BANS: usize = 65_536;
+
+/// What a ban covers: a whole address, or one `IP:port` where many peers share the IP (the
+/// loopback addresses 127.0.0.1 and ::1, where every local program is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BanTarget {
+    Ip(IpAddr),
+    Addr(SocketAddr),
+}
+
+impl BanTarget {
+    /// The target for a peer at `addr`.
+    pub fn of(addr: SocketAddr) -> BanTarget {
+        let ip = addr.ip().to_canonical();
+        if ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST) {
+            BanTarget::Addr(SocketAddr::new(ip, addr.port()))
+        } else {
+            BanTarget::Ip(ip)
+        }
+    }
+
+    /// Whether a peer at `addr` falls under it.
+    pub fn covers(&self, addr: SocketAddr) -> bool {
+        match self {
+            BanTarget::Ip(ip) => addr.ip().to_canonical() == *ip,
+            BanTarget::Addr(a) => addr.port() == a.port() && addr.ip().to_canonical() == a.ip(),
+        }
+    }
+}
+
+impl std::fmt::Display for BanTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BanTarget::Ip(ip) => write!(f, "{ip}"),
+            BanTarget::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+impl std::str::FromStr for BanTarget {
+    type Err = String;
+    /// `1.2.3.4`, `2001:db8::1`, or `IP:port` / `[v6]:port` for one port.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(BanTarget::Ip(ip.to_canonical()));
+        }
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(BanTarget::Addr(SocketAddr::new(
+                a.ip().to_canonical(),
+                a.port(),
+            )));
+        }
+        Err(format!("not an IP address or IP:port: {s:?}"))
+    }
+}
+
+/// A peer banned for the session: for bad data, or by the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub target: BanTarget,
+    pub reason: String,
+}
+
 /// The filter a session's router and torrents share; replaced whole when the list is
-/// updated. Each replacement bumps a generation, so torrents notice and drop connected
-/// peers that are blocked now.
+/// updated. It also holds the session's bans: a peer one torrent bans for bad data is
+/// refused by every torrent of the session (until the user lifts it or the session ends).
+/// Each change bumps a generation, so torrents notice and drop connected peers that are
+/// blocked or banned now.
 #[derive(Debug, Default)]
 pub struct Blocklist {
     filter: RwLock<Arc<IpFilter>>,
+    bans: RwLock<Vec<Ban>>,
     generation: AtomicU64,
 }
 
@@ -266,8 +334,72 @@ impl Blocklist {
     pub fn new(filter: IpFilter) -> Blocklist {
         Blocklist {
             filter: RwLock::new(Arc::new(filter)),
+            bans: RwLock::new(Vec::new()),
             generation: AtomicU64::new(0),
         }
+    }
+
+    /// Bans the peer at `addr` for the session (its IP, or on 127.0.0.1 and ::1 its
+    /// `IP:port`); `false` if it was banned already.
+    pub fn ban(&self, addr: SocketAddr, reason: &str) -> bool {
+        self.ban_target(BanTarget::of(addr), reason)
+    }
+
+    /// Bans `target` for the session; `false` if it was banned already.
+    pub fn ban_target(&self, target: BanTarget, reason: &str) -> bool {
+        let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
+        if bans.iter().any(|b| b.target == target) {
+            return false;
+        }
+        if bans.len() >= MAX_BANS {
+            bans.remove(0);
+        }
+        bans.push(Ban {
+            target,
+            reason: reason.to_string(),
+        });
+        drop(bans);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Replaces every ban with `targets` (what a user's list says), keeping the reasons of
+    /// those that stay.
+    pub fn set_bans(&self, targets: &[BanTarget], reason: &str) {
+        let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
+        let mut next: Vec<Ban> = Vec::new();
+        for t in targets.iter().take(MAX_BANS) {
+            if next.iter().any(|b| b.target == *t) {
+                continue;
+            }
+            let reason = bans
+                .iter()
+                .find(|b| b.target == *t)
+                .map_or_else(|| reason.to_string(), |b| b.reason.clone());
+            next.push(Ban { target: *t, reason });
+        }
+        *bans = next;
+        drop(bans);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a peer at `addr` is banned for the session.
+    pub fn is_banned(&self, addr: SocketAddr) -> bool {
+        self.bans
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|b| b.target.covers(addr))
+    }
+
+    /// The session's bans, oldest first.
+    pub fn bans(&self) -> Vec<Ban> {
+        self.bans.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The filter blocks the peer's IP, or the peer is banned.
+    pub fn refuses(&self, addr: SocketAddr) -> bool {
+        self.blocks(addr.ip()) || self.is_banned(addr)
     }
 
     pub fn set(&self, filter: IpFilter) {
@@ -289,7 +421,7 @@ impl Blocklist {
             .blocks(ip)
     }
 
-    /// Bumped at every [`Blocklist::set`].
+    /// Bumped at every [`Blocklist::set`] and every change of the bans.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }
@@ -298,6 +430,35 @@ impl Blocklist {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bans_cover_an_ip_or_one_loopback_port() {
+        let b = Blocklist::default();
+        let g = b.generation();
+        assert!(b.ban("10.0.0.5:6881".parse().unwrap(), "bad data"));
+        assert!(!b.ban("10.0.0.5:7000".parse().unwrap(), "again"));
+        assert!(b.is_banned("10.0.0.5:9999".parse().unwrap()));
+        assert!(b.is_banned("[::ffff:10.0.0.5]:1".parse().unwrap()));
+        assert!(b.ban("127.0.0.1:5000".parse().unwrap(), "bad data"));
+        assert!(b.is_banned("127.0.0.1:5000".parse().unwrap()));
+        assert!(!b.is_banned("127.0.0.1:5001".parse().unwrap()));
+        assert!(b.refuses("10.0.0.5:1".parse().unwrap()));
+        assert!(b.generation() > g);
+        let shown: Vec<String> = b.bans().iter().map(|x| x.target.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.5", "127.0.0.1:5000"]);
+        assert_eq!(b.bans()[0].reason, "bad data");
+        // A user's list replaces them; reasons of those kept stay.
+        let list: Vec<BanTarget> = ["10.0.0.5", "2001:db8::1", "127.0.0.1:6000"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        b.set_bans(&list, "banned by the user");
+        assert!(!b.is_banned("127.0.0.1:5000".parse().unwrap()));
+        assert!(b.is_banned("[2001:db8::1]:80".parse().unwrap()));
+        assert_eq!(b.bans()[0].reason, "bad data");
+        assert_eq!(b.bans()[1].reason, "banned by the user");
+        assert!("nonsense".parse::<BanTarget>().is_err());
+    }
     use proptest::prelude::*;
 
     fn ip(s: &str) -> IpAddr {

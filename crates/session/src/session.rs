@@ -1237,6 +1237,33 @@ impl Session {
             .map_or(0, |r| r.blocklist().get().rules())
     }
 
+    /// The peers banned for the session (for bad data by any torrent, or by the user),
+    /// oldest first.
+    pub fn bans(&self) -> Vec<client::ipfilter::Ban> {
+        self.inner
+            .router
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.blocklist().bans())
+    }
+
+    /// Bans these peers for the session (qBittorrent's `transfer/banPeers`); connected ones
+    /// are dropped within a second.
+    pub fn ban_peers(&self, targets: &[client::ipfilter::BanTarget]) {
+        if let Some(r) = &self.inner.router {
+            let b = r.blocklist();
+            for t in targets {
+                b.ban_target(*t, "banned by the user");
+            }
+        }
+    }
+
+    /// Replaces the session's bans with `targets` (qBittorrent's `banned_IPs`).
+    pub fn set_bans(&self, targets: &[client::ipfilter::BanTarget]) {
+        if let Some(r) = &self.inner.router {
+            r.blocklist().set_bans(targets, "banned by the user");
+        }
+    }
+
     /// Uses `filter` as the IP filter (for a one-command session: `--blocklist FILE`).
     pub fn set_blocklist(&self, filter: client::ipfilter::IpFilter) {
         if let Some(r) = &self.inner.router {

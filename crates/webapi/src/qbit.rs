@@ -656,6 +656,7 @@ const ACTIONS: &[&str] = &[
     "app/setPreferences",
     "transfer/toggleSpeedLimitsMode",
     "transfer/setSpeedLimitsMode",
+    "transfer/banPeers",
     "torrents/add",
     "torrents/delete",
     "torrents/stop",
@@ -770,6 +771,25 @@ async fn route(app: &App, path: &str, p: &Params) -> Answer {
         } else {
             "0"
         }),
+        "transfer/banPeers" => {
+            // `host:port|host:port`: the peer's IP is banned (on 127.0.0.1 and ::1, where
+            // every local program is, just that port).
+            let mut targets = Vec::new();
+            for peer in p
+                .need("peers")?
+                .split('|')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+            {
+                let t = match peer.parse::<std::net::SocketAddr>() {
+                    Ok(a) => ipfilter::BanTarget::of(a),
+                    Err(_) => peer.parse().map_err(|e: String| bad(e))?,
+                };
+                targets.push(t);
+            }
+            s.ban_peers(&targets);
+            ok_empty()
+        }
         "transfer/toggleSpeedLimitsMode" | "transfer/setSpeedLimitsMode" => {
             let _lock = app.settings_lock.lock().await;
             let mut st = s.settings();
@@ -1778,6 +1798,14 @@ fn preferences(app: &App) -> Value {
         },
         "dht": st.dht_enabled,
         "ip_filter_enabled": st.blocklist_enabled,
+        // The session's bans: peers banned for bad data and by the user.
+        "banned_IPs": app
+            .session
+            .bans()
+            .iter()
+            .map(|b| b.target.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
         "pex": st.pex_enabled,
         "lsd": st.lpd_enabled,
         "max_connec": st.peer_limit_global,
@@ -1801,6 +1829,16 @@ async fn set_preferences(app: &App, p: &Params) -> Answer {
     let Ok(Value::Object(m)) = serde_json::from_str::<Value>(raw) else {
         return Err(bad("json: not a JSON object"));
     };
+    if let Some(v) = m.get("banned_IPs").and_then(Value::as_str) {
+        let mut targets = Vec::new();
+        for line in v.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            targets.push(
+                line.parse::<ipfilter::BanTarget>()
+                    .map_err(|e| bad(format!("banned_IPs: {e}")))?,
+            );
+        }
+        app.session.set_bans(&targets);
+    }
     let _lock = app.settings_lock.lock().await;
     let mut st = app.session.settings();
     let num = |k: &str| m.get(k).and_then(Value::as_f64);
