@@ -209,6 +209,9 @@ pub struct PeerView {
     pub peer_is_interested: bool,
     /// Transmission's flag letters (e.g. "DUEI").
     pub flags: String,
+    /// Payload bytes from it and to it on this connection.
+    pub downloaded: u64,
+    pub uploaded: u64,
 }
 
 /// A tracker and how its last announce went.

@@ -2997,6 +2997,8 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
                     peer_is_choked: p.am_choking,
                     peer_is_interested: p.peer_interested,
                     flags,
+                    downloaded: p.downloaded,
+                    uploaded: p.uploaded,
                 }
             })
             .collect(),

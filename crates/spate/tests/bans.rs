@@ -7,6 +7,10 @@
 //!   whole session (nothing arrives from it), until `setPreferences` clears `banned_IPs`:
 //!   then B completes from it (a fresh process on that address), byte for byte;
 //! - `transfer/banPeers` adds a ban that `banned_IPs` shows; a malformed entry is a 400.
+//!
+//! And qBittorrent's `sync/torrentPeers` (the peer list of qBittorrent UIs): a throttled
+//! libtorrent leecher of a torrent the daemon seeds shows with its address, client name and
+//! the bytes sent to it.
 
 mod common;
 
@@ -202,5 +206,90 @@ fn a_peer_banned_for_bad_data_is_refused_by_every_torrent_until_unbanned() -> Re
             "piece {i} of the liar's data is on disk"
         );
     }
+    Ok(())
+}
+
+fn qbit_get(port: u16, path: &str) -> Result<Value> {
+    let r = http_raw(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}"),
+        b"",
+        Duration::from_secs(20),
+    )?;
+    ensure!(r.status == 200, "{path}: {} {}", r.status, r.text());
+    r.json()
+}
+
+#[test]
+fn qbittorrent_torrent_peers_lists_a_libtorrent_leecher() -> Result<()> {
+    if !require_tools(&["libtorrent"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(Duration::from_secs(180));
+    let td = TestDir::new("qbit-peers")?;
+    let f = lt_fixture(&td, "p.bin", 4 << 20, 64 * 1024, &[])?;
+    let mut d = spate().daemon(&td)?;
+    d.start(Duration::from_secs(30))?;
+    let port = d.rpc_port;
+    let hash = testkit::bencode::info_hash_of_file(&f.torrent)?;
+    d.rpc().ok(
+        "torrent-add",
+        json!({"filename": os(&f.torrent), "download-dir": os(&f.src)}),
+    )?;
+    let out = td.sub("out")?;
+    let lt = Libtorrent::leech(&f.torrent, &out, free_port(), &[d.peer_port])
+        .bind(Ipv4Addr::new(127, 0, 0, 12))
+        .download_limit(256 * 1024)
+        .timeout(dl.remaining())
+        .name("lt-slow-leech")
+        .spawn(&td)?;
+    let key = "127.0.0.12:";
+    let mut rid = 0;
+    loop {
+        let v = qbit_get(
+            port,
+            &format!("/api/v2/sync/torrentPeers?hash={hash}&rid={rid}"),
+        )?;
+        ensure!(v["full_update"] == true, "{v}");
+        rid = v["rid"].as_u64().context("no rid")?;
+        let peers = v["peers"].as_object().context("no peers")?;
+        if let Some((k, p)) = peers.iter().find(|(k, _)| k.starts_with(key)) {
+            if p["uploaded"].as_u64().unwrap_or(0) > 0 {
+                ensure!(p["ip"] == "127.0.0.12", "{k}: {p}");
+                ensure!(
+                    p["client"].as_str().unwrap_or("").contains("libtorrent"),
+                    "client of {k}: {p}"
+                );
+                ensure!(
+                    p["flags"].as_str().unwrap_or("").contains('U'),
+                    "flags of {k}: {p}"
+                );
+                ensure!(
+                    (0.0..1.0).contains(&p["progress"].as_f64().unwrap_or(-1.0)),
+                    "{p}"
+                );
+                break;
+            }
+        }
+        ensure!(
+            !dl.passed() && lt.is_running(),
+            "no uploading peer: {v}\n{}{}",
+            d.report(),
+            lt.report()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    ensure!(rid >= 1);
+    let status = http_raw(
+        port,
+        &format!(
+            "GET /api/v2/sync/torrentPeers?hash={} HTTP/1.1\r\nHost: 127.0.0.1:{port}",
+            "0".repeat(40)
+        ),
+        b"",
+        Duration::from_secs(20),
+    )?
+    .status;
+    ensure!(status == 404, "an unknown hash: {status}");
     Ok(())
 }

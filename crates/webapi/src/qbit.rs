@@ -649,6 +649,7 @@ const READS: &[&str] = &[
     "torrents/tags",
     "torrents/count",
     "sync/maindata",
+    "sync/torrentPeers",
 ];
 
 /// Endpoints that change something: POST only.
@@ -1054,6 +1055,7 @@ async fn route(app: &App, path: &str, p: &Params) -> Answer {
             ok_empty()
         }
         "sync/maindata" => maindata(app, p).await,
+        "sync/torrentPeers" => torrent_peers(s, p).await,
         _ => Err(Fail::new(StatusCode::NOT_FOUND, "Not Found")),
     }
 }
@@ -1337,6 +1339,70 @@ fn trackers(s: &Session, p: &Params) -> Answer {
         }));
     }
     ok_json(Value::Array(out))
+}
+
+/// `sync/torrentPeers`: the torrent's connected peers. Always a full update (a valid answer
+/// for every `rid`; clients replace their list).
+async fn torrent_peers(s: &Session, p: &Params) -> Answer {
+    let v = one(s, p)?;
+    let d = s.detail(v.id).await?;
+    let rid = p
+        .get("rid")
+        .and_then(|r| r.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let mut peers = serde_json::Map::new();
+    for pv in &d.peers {
+        let key = if pv.address.contains(':') {
+            format!("[{}]:{}", pv.address, pv.port)
+        } else {
+            format!("{}:{}", pv.address, pv.port)
+        };
+        // qBittorrent's letters, which Transmission's mostly are.
+        let desc: Vec<&str> = pv
+            .flags
+            .chars()
+            .filter_map(|c| {
+                Some(match c {
+                    'D' => "D = Downloading (interested and not choked)",
+                    'd' => "d = Interested (peer is choking us)",
+                    'U' => "U = Uploading (interested and not choked)",
+                    'u' => "u = Peer is interested (we are choking it)",
+                    'E' => "E = Encrypted traffic",
+                    'I' => "I = Incoming connection",
+                    _ => return None,
+                })
+            })
+            .collect();
+        let flags: Vec<String> = pv.flags.chars().map(|c| c.to_string()).collect();
+        peers.insert(
+            key,
+            json!({
+                "client": pv.client_name,
+                "connection": "BT",
+                "country": "",
+                "country_code": "",
+                "dl_speed": pv.rate_to_client,
+                "up_speed": pv.rate_to_peer,
+                "downloaded": pv.downloaded,
+                "uploaded": pv.uploaded,
+                "files": "",
+                "flags": flags.join(" "),
+                "flags_desc": desc.join("\n"),
+                "ip": pv.address,
+                "port": pv.port,
+                "peer_id_client": pv.client_name,
+                "progress": pv.progress,
+                "relevance": 0,
+            }),
+        );
+    }
+    ok_json(json!({
+        "full_update": true,
+        "rid": rid,
+        "show_flags": true,
+        "peers": peers,
+    }))
 }
 
 async fn piece_states(s: &Session, p: &Params) -> Answer {

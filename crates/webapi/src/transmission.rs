@@ -2334,6 +2334,8 @@ mod tests {
                 peer_is_choked: true,
                 peer_is_interested: false,
                 flags: "DI".into(),
+                downloaded: 0,
+                uploaded: 0,
             }],
             pieces: vec![0b1010_0000],
         };
