@@ -31,6 +31,7 @@ The magnet role is a leecher given only a magnet link (no .torrent): it must fet
 metadata from PEERS (BEP 9) and then the data; with --save-torrent it writes the torrent
 libtorrent built from the fetched metadata to PATH. It always runs with the torrent flags
 disable_pex, disable_dht and disable_lsd (PEX is on by default for public torrents).
+LT_LSD=1 in the environment turns local service discovery (BEP 14) on (default off).
 LT_BIND=127.x.y.z (or ::1) in the environment listens and dials from that loopback address
 instead of 127.0.0.1; PEERS may then name [::1]:PORT. Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
 timed out (seeder: it only serves until TIMEOUT), 1 leecher timed out, 2 bad usage,
@@ -77,7 +78,8 @@ def settings(port):
         'outgoing_interfaces': ip,
         'enable_dht': False,
         'dht_bootstrap_nodes': '',
-        'enable_lsd': False,
+        # LT_LSD=1: local service discovery (BEP 14) on, for the LSD tests only.
+        'enable_lsd': os.environ.get('LT_LSD', '') == '1',
         'enable_upnp': False,
         'enable_natpmp': False,
         'enable_incoming_utp': False,
