@@ -199,7 +199,8 @@ TEST_CMD=()
 make_test_cmd() {
     # SPATE_NO_DHT=1: no spate process joins a DHT unless its test gives it loopback nodes
     # (the DHT tests clear it for the processes they start); never the public routers.
-    local envs=(SPATE_REQUIRE_INTEROP=1 SPATE_NO_DHT=1 "PATH=$PATH" "HOME=${HOME:-/root}"
+    # SPATE_NO_LSD=1: no spate process multicasts LSD announces except in the LSD test.
+    local envs=(SPATE_REQUIRE_INTEROP=1 SPATE_NO_DHT=1 SPATE_NO_LSD=1 "PATH=$PATH" "HOME=${HOME:-/root}"
         "SPATE_TEST_PYTHON=$SPATE_TEST_VENV/bin/python"
         "RUST_LIB_BACKTRACE=$RUST_LIB_BACKTRACE" "CARGO_TERM_COLOR=$CARGO_TERM_COLOR")
     local v

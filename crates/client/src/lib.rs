@@ -12,6 +12,8 @@
 //! - `announce`: HTTP and UDP tracker announces (BEP 3, 12, 15, 23, 7).
 //! - [`dht`]: the Mainline DHT service (one UDP socket and [`::dht::Node`] per process) and
 //!   the per-torrent peer search that feeds it lookups.
+//! - [`lsd`]: Local Service Discovery (BEP 14), one multicast service per process that
+//!   announces registered torrents and hands the peers it hears to them.
 //! - [`rate`]: token buckets for `--max-down` / `--max-up` (changeable while running, and
 //!   shareable by many torrents), and rate meters.
 //! - [`router`]: [`PeerRouter`], one listening port for many torrents.
@@ -49,6 +51,7 @@ mod disk;
 pub mod encryption;
 mod error;
 mod lock;
+pub mod lsd;
 mod metadata;
 pub mod options;
 mod peer;
@@ -66,6 +69,7 @@ pub use dht::{DhtHandle, DhtOptions, LookupEvent};
 pub use encryption::{Encryption, EncryptionSetting, PeerConn};
 pub use error::ClientError;
 pub use ipfilter;
+pub use lsd::{LsdHandle, LsdOptions};
 pub use metadata::{
     fetch_metadata, load_or_fetch_metadata, metadata_cache_path, torrent_file_bytes,
     MetadataOptions, MetadataStatus,

@@ -629,6 +629,11 @@ async fn run_once(
         )),
         _ => None,
     };
+    // BEP 14 (and BEP 27: never for a private torrent); dropped when the run ends.
+    let lsd = match &opts.lsd {
+        Some(l) if !info.private => Some(l.register(info_hash, listen.port(), events_tx.clone())),
+        _ => None,
+    };
     let mut engine = engine::Torrent::new(lengths, have, engine::Config::default());
     engine.set_wanted(&wanted);
     if opts.first_last || opts.file_priorities.iter().any(|&p| p != 0) {
@@ -692,6 +697,7 @@ async fn run_once(
         tracker_results: HashMap::new(),
         next_announce: None,
         dht_search_now: dht_search.as_ref().map(|_| dht_search_now),
+        lsd,
         fatal: None,
         resume_dirty: false,
         events_tx,
@@ -829,6 +835,8 @@ struct TorrentTask {
     next_announce: Option<Instant>,
     /// Wakes the DHT peer search (when there is one) for [`Control::Reannounce`].
     dht_search_now: Option<Arc<tokio::sync::Notify>>,
+    /// The torrent's LSD announces (BEP 14), while it runs.
+    lsd: Option<crate::lsd::LsdRegistration>,
     /// A torrent-wide failure (disk full...): stop and report it.
     fatal: Option<ClientError>,
     resume_dirty: bool,
@@ -1070,6 +1078,9 @@ impl TorrentTask {
                 }
                 if let Some(n) = &self.dht_search_now {
                     n.notify_one();
+                }
+                if let Some(l) = &self.lsd {
+                    l.reannounce();
                 }
             }
             Control::Details(reply) => {

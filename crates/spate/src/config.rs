@@ -73,6 +73,10 @@ pub struct NetworkSection {
     pub max_peers_per_ip: usize,
     /// Announce to trackers.
     pub trackers: bool,
+    /// Allow Local Service Discovery (BEP 14). It runs when this is on and the session
+    /// setting `lpd_enabled` is on (off by default, as in Transmission; RPC `lpd-enabled`,
+    /// qBittorrent `lsd`).
+    pub lsd: bool,
 }
 
 impl Default for NetworkSection {
@@ -83,6 +87,7 @@ impl Default for NetworkSection {
             dht_bootstrap: Vec::new(),
             max_peers_per_ip: client::options::DEFAULT_MAX_PEERS_PER_IP,
             trackers: true,
+            lsd: true,
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct DaemonArgs {
     /// Do not announce to trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// Never use Local Service Discovery, whatever lpd_enabled says (overrides [network]
+    /// lsd). Also set by SPATE_NO_LSD=1.
+    #[arg(long, env = "SPATE_NO_LSD", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_lsd: bool,
     /// At most N peer connections from one IP address (overrides [network]
     /// max_peers_per_ip).
     #[arg(long, value_name = "N")]
@@ -155,6 +159,9 @@ fn resolve(a: &DaemonArgs, file: FileConfig, config_file: PathBuf) -> CliResult<
     if a.no_trackers {
         network.trackers = false;
     }
+    if a.no_lsd {
+        network.lsd = false;
+    }
     if let Some(n) = a.max_peers_per_ip {
         network.max_peers_per_ip = n;
     }
@@ -234,6 +241,7 @@ pub async fn run(a: DaemonArgs) -> CliResult {
     sc.dht = r.eff.network.dht;
     sc.dht_bootstrap = r.dht_bootstrap.clone();
     sc.use_trackers = r.eff.network.trackers;
+    sc.lsd = r.eff.network.lsd;
     sc.max_peers_per_ip = r.eff.network.max_peers_per_ip;
     let (session, report) = Session::open(sc).await.map_err(|e| match e {
         session::SessionError::Invalid(m) => CliError::input(m),

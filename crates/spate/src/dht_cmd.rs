@@ -30,6 +30,10 @@ pub struct DhtArgs {
     /// torrents).
     #[arg(long)]
     pub no_pex: bool,
+    /// Do not use Local Service Discovery (BEP 14: multicast announces on the local network;
+    /// always off for private torrents). Also set by SPATE_NO_LSD=1.
+    #[arg(long, env = "SPATE_NO_LSD", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_lsd: bool,
     /// Never connect to or accept peers in this IP filter: an eMule ipfilter.dat or a
     /// PeerGuardian P2P list, plain or gzipped.
     #[arg(long, value_name = "FILE")]

@@ -306,6 +306,7 @@ async fn download_with(
         max_peers_per_ip: a.max_peers_per_ip,
         web_seed_connections: a.web_seed_connections,
         pex: !a.dht.no_pex,
+        lsd: !a.dht.no_lsd && !torrent.info.private,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
         listen,
@@ -561,6 +562,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         // A seed has nothing to fetch.
         web_seed_connections: 0,
         pex: !a.dht.no_pex,
+        lsd: !a.dht.no_lsd && !torrent.info.private,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
         listen,
@@ -699,6 +701,8 @@ struct OneRun {
     max_peers_per_ip: usize,
     web_seed_connections: usize,
     pex: bool,
+    /// Local Service Discovery (`--no-lsd` turns it off).
+    lsd: bool,
     /// `--blocklist`.
     blocklist: Option<PathBuf>,
     encryption: client::Encryption,
@@ -754,6 +758,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
         start_added_torrents: true,
         dht_enabled: r.dht.is_some(),
         pex_enabled: r.pex,
+        lpd_enabled: r.lsd,
         encryption: r.encryption.as_str().into(),
         ..Settings::default()
     };
@@ -767,6 +772,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
     cfg.max_peers_per_ip = r.max_peers_per_ip;
     cfg.web_seed_connections = r.web_seed_connections;
     cfg.pex = r.pex;
+    cfg.lsd = r.lsd;
     let session = match Session::open(cfg).await {
         Ok((s, _)) => s,
         Err(e) => {

@@ -251,7 +251,10 @@ mod tests {
     fn caps_the_info_hashes_of_one_message() {
         let ihs: Vec<InfoHash> = (0..30u8).map(|i| InfoHash([i; 20])).collect();
         let m = build(false, 1, &ihs, "");
-        assert_eq!(parse(&m).unwrap().info_hashes, ihs[..MAX_INFOHASHES].to_vec());
+        assert_eq!(
+            parse(&m).unwrap().info_hashes,
+            ihs[..MAX_INFOHASHES].to_vec()
+        );
     }
 
     proptest! {
