@@ -79,7 +79,8 @@ warn() {
 # --- 1. packages ------------------------------------------------------------------------
 
 PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent nginx-light iproute2
-    python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg tcpdump)
+    python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg tcpdump
+    microsocks)
 
 missing_packages() {
     local m=()
@@ -96,6 +97,8 @@ missing_packages() {
     command -v ip >/dev/null 2>&1 || m+=(iproute2)
     # The capture of an encrypted transfer (crates/spate/tests/encryption.rs).
     command -v tcpdump >/dev/null 2>&1 || [ -x /usr/sbin/tcpdump ] || [ -x /usr/bin/tcpdump ] || m+=(tcpdump)
+    # The SOCKS5 proxy tests (crates/spate/tests/proxy.rs).
+    command -v microsocks >/dev/null 2>&1 || m+=(microsocks)
     # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || m+=(python3-venv)
     # The web UI's test (crates/spate/tests/webui.rs): headless Chromium through selenium.

@@ -108,13 +108,24 @@ pub(crate) fn http_client() -> Option<reqwest::Client> {
     static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            reqwest::Client::builder()
+            let b = reqwest::Client::builder()
                 .timeout(ANNOUNCE_BUDGET + Duration::from_secs(5))
                 .connect_timeout(Duration::from_secs(10))
                 .redirect(reqwest::redirect::Policy::limited(3))
-                .user_agent(concat!("spate/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .ok()
+                .user_agent(concat!("spate/", env!("CARGO_PKG_VERSION")));
+            // With a proxy, every request goes through it; if it cannot be set up there is
+            // no HTTP at all (never a direct fallback).
+            let b = match crate::proxy::global() {
+                Some(p) => match p.reqwest_proxy() {
+                    Ok(rp) => b.proxy(rp),
+                    Err(e) => {
+                        tracing::warn!("{e}: no HTTP trackers, web seeds or .torrent URLs");
+                        return None;
+                    }
+                },
+                None => b,
+            };
+            b.build().ok()
         })
         .clone()
 }
@@ -347,6 +358,14 @@ async fn udp_announce(
     url_data: &str,
     req: &AnnounceRequest,
 ) -> Result<AnnounceResponse, String> {
+    if let Some(p) = crate::proxy::global() {
+        // Not sent around the proxy, and UDP ASSOCIATE is not supported yet.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!("UDP trackers are skipped: a proxy ({p}) is set and spate cannot send UDP through it yet")
+        });
+        return Err("skipped: UDP trackers are not used through a proxy".into());
+    }
     let addr = tokio::net::lookup_host(hostport)
         .await
         .map_err(|e| format!("resolve {hostport}: {e}"))?

@@ -56,6 +56,7 @@ mod metadata;
 pub mod options;
 mod peer;
 mod pex;
+pub mod proxy;
 pub mod rate;
 pub mod router;
 mod stream;
@@ -78,6 +79,7 @@ pub use options::{
     Control, Details, PeerDetails, Phase, ResumeStore, SeedPolicy, Status, Summary, TorrentOptions,
     TrackerDetails, WebSeedDetails, DEFAULT_WEB_SEED_CONNECTIONS,
 };
+pub use proxy::Proxy;
 pub use rate::RateLimiter;
 pub use router::{IncomingPeer, PeerRouter};
 pub use stream::{ReadRequest, MAX_READ};

@@ -77,6 +77,9 @@ pub struct NetworkSection {
     /// setting `lpd_enabled` is on (off by default, as in Transmission; RPC `lpd-enabled`,
     /// qBittorrent `lsd`).
     pub lsd: bool,
+    /// `socks5://[user:pass@]host:port`: every peer connection and HTTP request goes
+    /// through it (UDP trackers, the DHT and LSD are then off).
+    pub proxy: Option<String>,
 }
 
 impl Default for NetworkSection {
@@ -88,6 +91,7 @@ impl Default for NetworkSection {
             max_peers_per_ip: client::options::DEFAULT_MAX_PEERS_PER_IP,
             trackers: true,
             lsd: true,
+            proxy: None,
         }
     }
 }

@@ -50,6 +50,10 @@ pub struct DaemonArgs {
     /// lsd). Also set by SPATE_NO_LSD=1.
     #[arg(long, env = "SPATE_NO_LSD", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_lsd: bool,
+    /// Connect to peers, trackers and web seeds only through this SOCKS5 proxy,
+    /// socks5://[user:pass@]host:port (overrides [network] proxy).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
     /// At most N peer connections from one IP address (overrides [network]
     /// max_peers_per_ip).
     #[arg(long, value_name = "N")]
@@ -162,6 +166,14 @@ fn resolve(a: &DaemonArgs, file: FileConfig, config_file: PathBuf) -> CliResult<
     if a.no_lsd {
         network.lsd = false;
     }
+    if a.proxy.is_some() {
+        network.proxy = a.proxy.clone();
+    }
+    if let Some(url) = &network.proxy {
+        client::Proxy::parse(url).map_err(|e| {
+            CliError::input(format!("network.proxy ({}): {e}", config_file.display()))
+        })?;
+    }
     if let Some(n) = a.max_peers_per_ip {
         network.max_peers_per_ip = n;
     }
@@ -234,6 +246,12 @@ pub async fn run(a: DaemonArgs) -> CliResult {
         .local_addr()
         .map_err(|e| CliError::runtime(format!("RPC listener: {e}")))?;
 
+    // Before any connection: with a proxy, nothing leaves around it (no DHT, no LSD).
+    let proxy = match &r.eff.network.proxy {
+        Some(url) => Some(client::Proxy::parse(url).map_err(CliError::input)?),
+        None => None,
+    };
+    client::proxy::set_global(proxy.clone()).map_err(CliError::runtime)?;
     let mut sc = SessionConfig::new(r.eff.state_dir.clone(), r.eff.network.listen);
     sc.settings = r.eff.session.clone();
     // Only the keys the file (or a flag) sets override the store: applied below.
@@ -241,7 +259,10 @@ pub async fn run(a: DaemonArgs) -> CliResult {
     sc.dht = r.eff.network.dht;
     sc.dht_bootstrap = r.dht_bootstrap.clone();
     sc.use_trackers = r.eff.network.trackers;
-    sc.lsd = r.eff.network.lsd;
+    sc.lsd = r.eff.network.lsd && proxy.is_none();
+    if proxy.is_some() {
+        sc.dht = false;
+    }
     sc.max_peers_per_ip = r.eff.network.max_peers_per_ip;
     let (session, report) = Session::open(sc).await.map_err(|e| match e {
         session::SessionError::Invalid(m) => CliError::input(m),

@@ -38,9 +38,30 @@ pub struct DhtArgs {
     /// PeerGuardian P2P list, plain or gzipped.
     #[arg(long, value_name = "FILE")]
     pub blocklist: Option<PathBuf>,
+    /// Make every peer connection, HTTP tracker announce, web seed and .torrent fetch through
+    /// this SOCKS5 proxy (socks5://[user:pass@]host:port), never around it. UDP trackers, the
+    /// DHT and LSD are then off (no UDP through the proxy yet).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
 }
 
 impl DhtArgs {
+    /// Sets the process's proxy (before any connection); with one, the DHT and LSD are
+    /// turned off, since their UDP would leave around it.
+    pub fn apply_proxy(&mut self) -> CliResult<()> {
+        let Some(url) = &self.proxy else {
+            return Ok(());
+        };
+        let p = client::Proxy::parse(url).map_err(|e| CliError::input(format!("--proxy: {e}")))?;
+        client::proxy::set_global(Some(p.clone())).map_err(CliError::runtime)?;
+        if !self.no_dht || !self.no_lsd {
+            tracing::info!("proxy {p}: DHT and local service discovery are off");
+        }
+        self.no_dht = true;
+        self.no_lsd = true;
+        Ok(())
+    }
+
     /// Starts the DHT service on the UDP twin of `listen` (the same address and port, or a
     /// free port when that one is taken), unless `--no-dht`.
     pub async fn start(&self, listen: SocketAddr) -> CliResult<Option<DhtHandle>> {

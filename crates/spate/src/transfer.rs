@@ -191,7 +191,8 @@ fn concrete_port(mut l: SocketAddr) -> SocketAddr {
     l
 }
 
-pub async fn download(a: DownloadArgs) -> CliResult {
+pub async fn download(mut a: DownloadArgs) -> CliResult {
+    a.dht.apply_proxy()?;
     let magnet = if a.torrent.trim_start().starts_with("magnet:") {
         Some(
             metainfo::Magnet::parse(&a.torrent)
@@ -506,6 +507,7 @@ fn add_magnet_peers(m: &metainfo::Magnet, peers: &mut Vec<SocketAddr>) {
 }
 
 pub async fn seed(mut a: SeedArgs) -> CliResult {
+    a.dht.apply_proxy()?;
     if !a.path.exists() {
         return Err(CliError::input(format!(
             "{}: no such file or folder",
