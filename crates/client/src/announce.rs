@@ -9,7 +9,6 @@
 //! whole exchange (connect, headers, body), and a shutdown gives up on the `stopped`
 //! announce after [`STOP_BUDGET`], also when an announce was under way.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +122,11 @@ pub(crate) fn http_client() -> Option<reqwest::Client> {
                         return None;
                     }
                 },
+                None => b,
+            };
+            let b = match crate::netif::global() {
+                Some(crate::netif::BindTo::Device(d)) => b.interface(d),
+                Some(crate::netif::BindTo::Addr(a)) => b.local_address(*a),
                 None => b,
             };
             b.build().ok()
@@ -371,16 +375,11 @@ async fn udp_announce(
         .map_err(|e| format!("resolve {hostport}: {e}"))?
         .next()
         .ok_or_else(|| format!("resolve {hostport}: no address"))?;
-    let bind: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().expect("literal")
-    } else if addr.ip().is_loopback() {
-        "127.0.0.1:0".parse().expect("literal")
-    } else {
-        "0.0.0.0:0".parse().expect("literal")
-    };
+    let bind = crate::netif::udp_local_for(addr).map_err(|e| e.to_string())?;
     let sock = UdpSocket::bind(bind)
         .await
         .map_err(|e| crate::peer::io_reason(&e))?;
+    crate::netif::bind_udp(&sock).map_err(|e| e.to_string())?;
     sock.connect(addr)
         .await
         .map_err(|e| crate::peer::io_reason(&e))?;

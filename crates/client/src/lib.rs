@@ -53,6 +53,7 @@ mod error;
 mod lock;
 pub mod lsd;
 mod metadata;
+pub mod netif;
 pub mod options;
 mod peer;
 mod pex;

@@ -213,6 +213,9 @@ fn open_v4(iface: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     // Other LSD clients on this host bind the same port.
     s.set_reuse_address(true)?;
+    if let Some(crate::netif::BindTo::Device(d)) = crate::netif::global() {
+        s.bind_device(Some(d.as_bytes()))?;
+    }
     s.bind(&SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port).into())?;
     s.join_multicast_v4(&lsd::GROUP_V4, &iface)?;
     s.set_multicast_loop_v4(true)?;
@@ -230,6 +233,9 @@ fn open_v6(port: u16) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_only_v6(true)?;
     s.set_reuse_address(true)?;
+    if let Some(crate::netif::BindTo::Device(d)) = crate::netif::global() {
+        s.bind_device(Some(d.as_bytes()))?;
+    }
     s.bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into())?;
     s.join_multicast_v6(&lsd::GROUP_V6, 0)?;
     s.set_multicast_loop_v6(true)?;

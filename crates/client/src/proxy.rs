@@ -164,7 +164,12 @@ pub async fn connect(proxy: &Proxy, target: Target, limit: Duration) -> Result<T
 }
 
 async fn connect_inner(proxy: &Proxy, target: Target) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect((proxy.host.as_str(), proxy.port))
+    let at = tokio::net::lookup_host((proxy.host.as_str(), proxy.port))
+        .await
+        .map_err(|e| format!("proxy {proxy}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("proxy {proxy}: no address"))?;
+    let mut s = crate::netif::connect(at)
         .await
         .map_err(|e| format!("proxy {proxy}: {e}"))?;
     let _ = s.set_nodelay(true);
@@ -207,7 +212,7 @@ pub(crate) async fn tcp_connect(addr: SocketAddr, limit: Duration) -> Result<Tcp
     match global() {
         Some(p) => connect(p, Target::Ip(addr), limit).await,
         None => {
-            let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
+            let stream = tokio::time::timeout(limit, crate::netif::connect(addr))
                 .await
                 .map_err(|_| "timed out".to_string())?
                 .map_err(|e| crate::peer::io_reason(&e))?;

@@ -80,6 +80,8 @@ pub struct NetworkSection {
     /// `socks5://[user:pass@]host:port`: every peer connection and HTTP request goes
     /// through it (UDP trackers, the DHT and LSD are then off).
     pub proxy: Option<String>,
+    /// An interface name or local address every socket is bound to (see `--bind-interface`).
+    pub bind_interface: Option<String>,
 }
 
 impl Default for NetworkSection {
@@ -92,6 +94,7 @@ impl Default for NetworkSection {
             trackers: true,
             lsd: true,
             proxy: None,
+            bind_interface: None,
         }
     }
 }

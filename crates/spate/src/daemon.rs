@@ -54,6 +54,10 @@ pub struct DaemonArgs {
     /// socks5://[user:pass@]host:port (overrides [network] proxy).
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
+    /// Bind every socket to this interface name or local address; nothing is sent when it
+    /// is gone (overrides [network] bind_interface).
+    #[arg(long, value_name = "NAME|ADDR")]
+    pub bind_interface: Option<String>,
     /// At most N peer connections from one IP address (overrides [network]
     /// max_peers_per_ip).
     #[arg(long, value_name = "N")]
@@ -169,6 +173,9 @@ fn resolve(a: &DaemonArgs, file: FileConfig, config_file: PathBuf) -> CliResult<
     if a.proxy.is_some() {
         network.proxy = a.proxy.clone();
     }
+    if a.bind_interface.is_some() {
+        network.bind_interface = a.bind_interface.clone();
+    }
     if let Some(url) = &network.proxy {
         client::Proxy::parse(url).map_err(|e| {
             CliError::input(format!("network.proxy ({}): {e}", config_file.display()))
@@ -252,7 +259,10 @@ pub async fn run(a: DaemonArgs) -> CliResult {
         None => None,
     };
     client::proxy::set_global(proxy.clone()).map_err(CliError::runtime)?;
-    let mut sc = SessionConfig::new(r.eff.state_dir.clone(), r.eff.network.listen);
+    let bind = crate::dht_cmd::apply_bind(r.eff.network.bind_interface.as_deref())?;
+    let listen = crate::dht_cmd::bound_listen(Some(r.eff.network.listen), bind.as_ref())?
+        .unwrap_or(r.eff.network.listen);
+    let mut sc = SessionConfig::new(r.eff.state_dir.clone(), listen);
     sc.settings = r.eff.session.clone();
     // Only the keys the file (or a flag) sets override the store: applied below.
     sc.force_settings = false;

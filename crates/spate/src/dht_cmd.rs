@@ -43,12 +43,52 @@ pub struct DhtArgs {
     /// DHT and LSD are then off (no UDP through the proxy yet).
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
+    /// Bind every socket (peers, listener, trackers, web seeds, DHT, LSD) to this interface
+    /// (a name, SO_BINDTODEVICE) or local address; when it is gone nothing is sent at all.
+    #[arg(long, value_name = "NAME|ADDR")]
+    pub bind_interface: Option<String>,
+}
+
+/// `--bind-interface` / `[network] bind_interface`, checked and set for the process: an
+/// interface that is not there now is bad input. Returns the binding.
+pub fn apply_bind(spec: Option<&str>) -> CliResult<Option<client::netif::BindTo>> {
+    let Some(spec) = spec else {
+        client::netif::set_global(None).map_err(CliError::runtime)?;
+        return Ok(None);
+    };
+    let b = client::netif::BindTo::parse(spec)
+        .map_err(|e| CliError::input(format!("--bind-interface {e}")))?;
+    b.check()
+        .map_err(|e| CliError::input(format!("--bind-interface: {e}")))?;
+    client::netif::set_global(Some(b.clone())).map_err(CliError::runtime)?;
+    Ok(Some(b))
+}
+
+/// The listen address under an address binding: that address (the port kept), and an error
+/// for another specific address.
+pub fn bound_listen(
+    listen: Option<SocketAddr>,
+    bind: Option<&client::netif::BindTo>,
+) -> CliResult<Option<SocketAddr>> {
+    let Some(client::netif::BindTo::Addr(ip)) = bind else {
+        return Ok(listen);
+    };
+    match listen {
+        None => Ok(Some(SocketAddr::new(*ip, crate::default_listen().port()))),
+        Some(l) if l.ip().is_unspecified() || l.ip() == *ip => {
+            Ok(Some(SocketAddr::new(*ip, l.port())))
+        }
+        Some(l) => Err(CliError::input(format!(
+            "--listen {l} is not on the bound address {ip}"
+        ))),
+    }
 }
 
 impl DhtArgs {
     /// Sets the process's proxy (before any connection); with one, the DHT and LSD are
     /// turned off, since their UDP would leave around it.
     pub fn apply_proxy(&mut self) -> CliResult<()> {
+        apply_bind(self.bind_interface.as_deref())?;
         let Some(url) = &self.proxy else {
             return Ok(());
         };
