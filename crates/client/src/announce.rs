@@ -110,8 +110,9 @@ pub(crate) fn http_client() -> Option<reqwest::Client> {
             let b = reqwest::Client::builder()
                 .timeout(ANNOUNCE_BUDGET + Duration::from_secs(5))
                 .connect_timeout(Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::limited(3))
-                .user_agent(concat!("spate/", env!("CARGO_PKG_VERSION")));
+                .redirect(reqwest::redirect::Policy::limited(3));
+            // The User-Agent goes on each request (`privacy::user_agent`): anonymous mode
+            // may be switched while the client lives.
             // With a proxy, every request goes through it; if it cannot be set up there is
             // no HTTP at all (never a direct fallback).
             let b = match crate::proxy::global() {
@@ -141,8 +142,7 @@ pub async fn fetch_torrent_file(url: &str, cap: usize) -> Result<Vec<u8>, String
     let Some(http) = http_client() else {
         return Err(format!("{url}: no HTTP client (TLS setup failed)"));
     };
-    let resp = http
-        .get(url)
+    let resp = crate::privacy::user_agent(http.get(url))
         .timeout(Duration::from_secs(30))
         .send()
         .await
@@ -339,7 +339,10 @@ async fn announce_one(
     if url.starts_with("http://") || url.starts_with("https://") {
         let client = http.ok_or("no HTTP client")?;
         let full = tracker_proto::http::announce_url(url, req);
-        let resp = client.get(full).send().await.map_err(|e| http_reason(&e))?;
+        let resp = crate::privacy::user_agent(client.get(full))
+            .send()
+            .await
+            .map_err(|e| http_reason(&e))?;
         let status = resp.status();
         let body = read_capped(resp, MAX_RESPONSE_BYTES).await?;
         match tracker_proto::http::parse_announce_response(&body) {

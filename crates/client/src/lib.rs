@@ -57,6 +57,7 @@ pub mod netif;
 pub mod options;
 mod peer;
 mod pex;
+pub mod privacy;
 pub mod proxy;
 pub mod rate;
 pub mod router;

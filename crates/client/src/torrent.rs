@@ -568,7 +568,7 @@ async fn run_once(
     st.listen = Some(listen);
 
     let (events_tx, events_rx) = mpsc::channel(512);
-    let peer_id = PeerId::generate(rand::random());
+    let peer_id = crate::privacy::peer_id(rand::random());
     let ctx = Arc::new(ConnCtx {
         info_hash,
         peer_id,
@@ -1417,7 +1417,7 @@ impl TorrentTask {
         }
         if extended {
             let ours = wire::ExtHandshake {
-                v: Some(format!("spate {}", env!("CARGO_PKG_VERSION"))),
+                v: crate::privacy::client_version(),
                 p: Some(self.status.listen.map(|a| a.port()).unwrap_or(0)),
                 reqq: Some(self.engine.advertised_reqq()),
                 upload_only: self.engine.is_wanted_complete(),

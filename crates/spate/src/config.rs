@@ -82,6 +82,8 @@ pub struct NetworkSection {
     pub proxy: Option<String>,
     /// An interface name or local address every socket is bound to (see `--bind-interface`).
     pub bind_interface: Option<String>,
+    /// No client name or version in the peer id, extension handshake or User-Agent.
+    pub anonymous_mode: bool,
 }
 
 impl Default for NetworkSection {
@@ -95,6 +97,7 @@ impl Default for NetworkSection {
             lsd: true,
             proxy: None,
             bind_interface: None,
+            anonymous_mode: false,
         }
     }
 }

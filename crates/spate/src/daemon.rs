@@ -58,6 +58,9 @@ pub struct DaemonArgs {
     /// is gone (overrides [network] bind_interface).
     #[arg(long, value_name = "NAME|ADDR")]
     pub bind_interface: Option<String>,
+    /// Anonymous mode (overrides [network] anonymous_mode).
+    #[arg(long)]
+    pub anonymous: bool,
     /// At most N peer connections from one IP address (overrides [network]
     /// max_peers_per_ip).
     #[arg(long, value_name = "N")]
@@ -176,6 +179,9 @@ fn resolve(a: &DaemonArgs, file: FileConfig, config_file: PathBuf) -> CliResult<
     if a.bind_interface.is_some() {
         network.bind_interface = a.bind_interface.clone();
     }
+    if a.anonymous {
+        network.anonymous_mode = true;
+    }
     if let Some(url) = &network.proxy {
         client::Proxy::parse(url).map_err(|e| {
             CliError::input(format!("network.proxy ({}): {e}", config_file.display()))
@@ -260,6 +266,7 @@ pub async fn run(a: DaemonArgs) -> CliResult {
     };
     client::proxy::set_global(proxy.clone()).map_err(CliError::runtime)?;
     let bind = crate::dht_cmd::apply_bind(r.eff.network.bind_interface.as_deref())?;
+    client::privacy::set_anonymous(r.eff.network.anonymous_mode);
     let listen = crate::dht_cmd::bound_listen(Some(r.eff.network.listen), bind.as_ref())?
         .unwrap_or(r.eff.network.listen);
     let mut sc = SessionConfig::new(r.eff.state_dir.clone(), listen);

@@ -47,6 +47,10 @@ pub struct DhtArgs {
     /// (a name, SO_BINDTODEVICE) or local address; when it is gone nothing is sent at all.
     #[arg(long, value_name = "NAME|ADDR")]
     pub bind_interface: Option<String>,
+    /// Anonymous mode: no client name or version in the peer id, the extension handshake or
+    /// the HTTP User-Agent.
+    #[arg(long)]
+    pub anonymous: bool,
 }
 
 /// `--bind-interface` / `[network] bind_interface`, checked and set for the process: an
@@ -85,10 +89,12 @@ pub fn bound_listen(
 }
 
 impl DhtArgs {
-    /// Sets the process's proxy (before any connection); with one, the DHT and LSD are
-    /// turned off, since their UDP would leave around it.
-    pub fn apply_proxy(&mut self) -> CliResult<()> {
+    /// Sets the process's network options before any connection: the interface binding,
+    /// anonymous mode and the proxy (with one, the DHT and LSD are turned off, since their
+    /// UDP would leave around it).
+    pub fn apply_network(&mut self) -> CliResult<()> {
         apply_bind(self.bind_interface.as_deref())?;
+        client::privacy::set_anonymous(self.anonymous);
         let Some(url) = &self.proxy else {
             return Ok(());
         };

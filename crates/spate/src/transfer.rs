@@ -192,7 +192,7 @@ fn concrete_port(mut l: SocketAddr) -> SocketAddr {
 }
 
 pub async fn download(mut a: DownloadArgs) -> CliResult {
-    a.dht.apply_proxy()?;
+    a.dht.apply_network()?;
     a.listen = crate::dht_cmd::bound_listen(a.listen, client::netif::global())?;
     let magnet = if a.torrent.trim_start().starts_with("magnet:") {
         Some(
@@ -508,7 +508,7 @@ fn add_magnet_peers(m: &metainfo::Magnet, peers: &mut Vec<SocketAddr>) {
 }
 
 pub async fn seed(mut a: SeedArgs) -> CliResult {
-    a.dht.apply_proxy()?;
+    a.dht.apply_network()?;
     a.listen = crate::dht_cmd::bound_listen(a.listen, client::netif::global())?;
     if !a.path.exists() {
         return Err(CliError::input(format!(

@@ -76,8 +76,11 @@ fn through_proxy(auth: Option<(&str, &str)>) -> Result<()> {
     let f = fixture(&td)?;
     let (proxy, pport) = microsocks(&td, auth)?;
     let (web, wport) = http_server(&td)?;
+    // Throttled (about 4 s) so the connection lives long enough for the seeder's peer-list
+    // polls to print it.
     let seed = Libtorrent::seed(&f.torrent, &f.src, free_port())
         .print_peers()
+        .upload_limit(256 * 1024)
         .timeout(dl.remaining())
         .name("lt-seed")
         .spawn(&td)?;

@@ -23,8 +23,9 @@ Output (stdout, line by line, flushed):
   checked have=N/M pieces
   seeding                           (seeder: the data checked complete)
   status state=S progress=P downloaded=N uploaded=N peers=N   (every 0.5 s)
-  peer IP:PORT pid=PREFIX outgoing=0|1 source=N  (with --print-peers; PREFIX: the first 8
-                                    bytes of the peer id, e.g. -SE0100- for spate)
+  peer IP:PORT pid=PREFIX outgoing=0|1 source=N client="NAME"  (with --print-peers; PREFIX:
+                                    the first 8 bytes of the peer id, e.g. -SE0100- for spate;
+                                    NAME: libtorrent's name for the client)
   finished downloaded=N uploaded=N seconds=T                   (leecher, then exit 0)
   metadata info_hash=H pieces=N size=N seconds=T   (magnet: the info dict arrived from a peer)
 The magnet role is a leecher given only a magnet link (no .torrent): it must fetch the
@@ -188,7 +189,13 @@ def run_peer(role, torrent, directory, port, peers, timeout, upload_limit,
                 pid = bytes(pi.pid.to_bytes())[:8].decode('latin-1') if hasattr(pi.pid, 'to_bytes') \
                     else str(pi.pid)[:16]
                 out = 1 if pi.flags & lt.peer_info.outgoing_connection else 0
-                log('peer %s pid=%s outgoing=%d source=%d' % (ep, pid, out, int(pi.source)))
+                # client: libtorrent's name for it (from the extension handshake's `v`, else
+                # from the peer id), last on the line, quoted.
+                client = pi.client
+                if isinstance(client, bytes):
+                    client = client.decode('utf-8', 'replace')
+                log('peer %s pid=%s outgoing=%d source=%d client="%s"'
+                    % (ep, pid, out, int(pi.source), client))
         if now >= next_status:
             log('status state=%s progress=%.4f downloaded=%d uploaded=%d peers=%d'
                 % (s.state, s.progress, s.total_payload_download, s.total_payload_upload,
