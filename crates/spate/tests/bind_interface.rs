@@ -7,8 +7,9 @@
 //! `vpn0`, is given the seeder at both 10.77.0.2 and 10.88.0.2. The seeder's log must show
 //! connections from 10.77.0.1 only (a socket bound to a device sends through it whatever the
 //! routes say, so even the dial of 10.88.0.2 leaves through `vpn0`; unbound, it would leave
-//! through `lan0` from 10.88.0.1). Then `vpn0` is deleted under a second, throttled leecher:
-//! its dials fail naming the vanished interface and the seeder never hears from 10.88.0.1.
+//! through `lan0` from 10.88.0.1). Then `vpn0` is deleted under a second leecher that keeps
+//! dialling 10.88.0.2 on a port where a seeder appears only afterwards: its dials fail naming
+//! the vanished interface, and that seeder, reachable through `lan0`, never hears from it.
 //! Needs root (namespaces and veth): skipped without, failing with SPATE_REQUIRE_INTEROP=1.
 
 mod common;
@@ -22,6 +23,8 @@ use testkit::{require_tools, Deadline, NetNs, Proc, TestDir, TEST_TIMEOUT};
 
 const SIZE: u64 = 3 * 1024 * 1024 + 5;
 const PORT: u16 = 51515;
+/// The second seeder's, started only once `vpn0` is gone.
+const PORT2: u16 = 51516;
 
 struct Net {
     a: NetNs,
@@ -91,26 +94,44 @@ fn bound_to_an_interface_and_silent_when_it_is_gone() -> Result<()> {
         bail!("spate create failed: {}", made.stderr);
     }
 
-    let seed_args: Vec<String> = vec![
-        "seed".into(),
-        torrent.display().to_string(),
-        file.display().to_string(),
-        "--listen".into(),
-        format!("0.0.0.0:{PORT}"),
-        "--max-peers-per-ip".into(),
-        "20".into(),
-        "--log".into(),
-        "info,client::torrent=debug".into(),
-    ];
+    let seed_args = |data: &std::path::Path, port: u16| -> Vec<String> {
+        vec![
+            "seed".into(),
+            torrent.display().to_string(),
+            data.display().to_string(),
+            "--listen".into(),
+            format!("0.0.0.0:{port}"),
+            "--max-peers-per-ip".into(),
+            "20".into(),
+            "--log".into(),
+            "info,client::torrent=debug".into(),
+        ]
+    };
     let seeder = Proc::spawn(
         "spate-seed-b",
-        n.b.wrap(&spate().command(seed_args)),
+        n.b.wrap(&spate().command(seed_args(&file, PORT))),
         &td.logs(),
     )?;
     seeder.wait_for_line(Duration::from_secs(60), "`listening on`", |l| {
         l.contains("listening on")
     })?;
 
+    let leech_to = |name: &str, out: &std::path::Path, port: u16| -> Result<Proc> {
+        let args: Vec<String> = vec![
+            "download".into(),
+            torrent.display().to_string(),
+            "-o".into(),
+            out.display().to_string(),
+            "--no-seed".into(),
+            "--bind-interface".into(),
+            "vpn0".into(),
+            "--peer".into(),
+            format!("10.88.0.2:{port}"),
+            "--log".into(),
+            "info,client::torrent=debug".into(),
+        ];
+        Proc::spawn(name, n.a.wrap(&spate().command(args)), &td.logs())
+    };
     let leech = |name: &str, out: &std::path::Path, extra: &[&str]| -> Result<Proc> {
         let mut args: Vec<String> = vec![
             "download".into(),
@@ -144,26 +165,51 @@ fn bound_to_an_interface_and_silent_when_it_is_gone() -> Result<()> {
         );
     }
 
-    // 2. The interface goes away under a throttled download.
+    // 2. The interface goes away under a running leecher. Its only peer, 10.88.0.2:PORT2,
+    // has no listener yet: its dials (through vpn0) are refused and retried. Then vpn0 is
+    // deleted and a second seeder starts on PORT2, reachable through lan0. Every dial after
+    // that must fail naming the vanished interface; the second seeder must never see spate.
     let out2 = td.sub("out2")?;
-    let second = leech("spate-killswitch", &out2, &["--max-down", "64k"])?;
-    second.wait_for_line(Duration::from_secs(60), "a connected peer", |l| {
-        l.contains("peer connected")
+    let second = leech_to("spate-killswitch", &out2, PORT2)?;
+    second.wait_for_line(Duration::from_secs(60), "a refused dial", |l| {
+        l.contains("dial failed") && l.contains("refused")
     })?;
     n.a.exec_ip(&["link", "del", "vpn0"])?;
-    second.wait_for_line(
-        dl.remaining().min(Duration::from_secs(180)),
-        "a dial failing on the vanished interface",
-        |l| l.contains("dial failed") && l.contains("vpn0 is gone"),
+    let src2 = td.sub("src2")?;
+    std::fs::copy(&file, src2.join("b.bin"))?;
+    let seeder2 = Proc::spawn(
+        "spate-seed-b2",
+        n.b.wrap(&spate().command(seed_args(&src2.join("b.bin"), PORT2))),
+        &td.logs(),
     )?;
+    seeder2.wait_for_line(Duration::from_secs(60), "`listening on`", |l| {
+        l.contains("listening on")
+    })?;
+    let gone = |p: &Proc| {
+        p.stderr()
+            .lines()
+            .filter(|l| l.contains("dial failed") && l.contains("vpn0 is gone"))
+            .count()
+    };
+    let before = gone(&second);
+    let end = std::time::Instant::now() + dl.remaining().min(Duration::from_secs(180));
+    while gone(&second) <= before {
+        if std::time::Instant::now() > end || !second.is_running() {
+            bail!(
+                "no dial failed on the vanished vpn0 after the second seeder came up\n{}",
+                second.report()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     second.kill();
-    let seen = seen_by(&seeder);
-    if let Some(bad) = seen.iter().find(|a| !a.starts_with("10.77.0.1:")) {
+    if let Some(bad) = seen_by(&seeder2).first() {
         bail!(
-            "after vpn0 went away the seeder saw {bad}: traffic left around the interface\n{}",
-            seeder.report()
+            "after vpn0 went away the second seeder saw {bad}: traffic left around the interface\n{}",
+            seeder2.report()
         );
     }
+    seeder2.kill();
     // A new run refuses to start without the interface.
     let r = testkit::run(
         &td.unique("spate-no-if"),
