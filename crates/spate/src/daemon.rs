@@ -253,6 +253,10 @@ pub async fn run(a: DaemonArgs) -> CliResult {
     webapi::check_bind(r.eff.rpc.bind, &rpc_cfg)
         .map_err(|e| CliError::input(format!("rpc.bind {}: {e}", r.eff.rpc.bind)))?;
 
+    // Signals are taken before anything a test or a service manager can see (the RPC port):
+    // a SIGHUP while the session opens is then a reload once it is open, not the default
+    // action (the end of the process).
+    let signals = early_signals()?;
     // The RPC port first: an address in use fails before the session opens the store.
     let listener = bind_rpc(r.eff.rpc.bind).await?;
     let rpc_addr = listener
@@ -312,7 +316,8 @@ pub async fn run(a: DaemonArgs) -> CliResult {
     }
     let trim = tokio::spawn(trim_heap_now_and_then());
 
-    let outcome = serve_until_signal(&a, path, r, session.clone(), listener, rpc_addr).await;
+    let outcome =
+        serve_until_signal(&a, path, r, session.clone(), listener, rpc_addr, signals).await;
     trim.abort();
     info!("shutting down: stopping torrents and saving state");
     shutdown_session(&session).await?;
@@ -420,6 +425,34 @@ impl RpcServer {
 }
 
 #[cfg(unix)]
+type Signals = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+#[cfg(not(unix))]
+type Signals = ();
+
+/// SIGTERM, SIGINT and SIGHUP, handled from now on.
+#[cfg(unix)]
+fn early_signals() -> CliResult<Signals> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k: SignalKind| {
+        signal(k).map_err(|e| CliError::runtime(format!("cannot handle signals: {e}")))
+    };
+    Ok((
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    ))
+}
+
+#[cfg(not(unix))]
+fn early_signals() -> CliResult<Signals> {
+    Ok(())
+}
+
+#[cfg(unix)]
 async fn serve_until_signal(
     a: &DaemonArgs,
     path: PathBuf,
@@ -427,16 +460,9 @@ async fn serve_until_signal(
     session: Session,
     listener: TcpListener,
     mut rpc_addr: SocketAddr,
+    signals: Signals,
 ) -> CliResult {
-    use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k: SignalKind| {
-        signal(k).map_err(|e| CliError::runtime(format!("cannot handle signals: {e}")))
-    };
-    let (mut term, mut int, mut hup) = (
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-        sig(SignalKind::hangup())?,
-    );
+    let (mut term, mut int, mut hup) = signals;
     let mut rpc = spawn_rpc(listener, session.clone(), r.eff.rpc.rpc_config());
     loop {
         tokio::select! {
@@ -488,6 +514,7 @@ async fn serve_until_signal(
     session: Session,
     listener: TcpListener,
     _rpc_addr: SocketAddr,
+    _signals: Signals,
 ) -> CliResult {
     let rpc = spawn_rpc(listener, session.clone(), r.eff.rpc.rpc_config());
     let _ = tokio::signal::ctrl_c().await;
