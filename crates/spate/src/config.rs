@@ -328,7 +328,9 @@ pub fn commented_defaults(session_defaults: &Settings) -> String {
         .collect();
     s.push_str(&commented(&network));
     s.push_str("# dht_bootstrap = [\"router.example.org:6881\"]   # [] = the public routers\n");
-    s.push_str("# proxy = \"socks5://user:pass@host:1080\"   # every connection through it; no UDP\n");
+    s.push_str(
+        "# proxy = \"socks5://user:pass@host:1080\"   # every connection through it; no UDP\n",
+    );
     s.push_str("# bind_interface = \"wg0\"   # or an address; nothing is sent when it is gone\n\n");
     s.push_str(
         "[session]\n\
@@ -521,14 +523,20 @@ mod tests {
         let text = "[network]\nlsd = false\nproxy = \"socks5://u:p@127.0.0.1:1080\"\nbind_interface = \"wg0\"\nanonymous_mode = true\n";
         let c = parse(text, Path::new("c.toml")).unwrap();
         assert!(!c.network.lsd);
-        assert_eq!(c.network.proxy.as_deref(), Some("socks5://u:p@127.0.0.1:1080"));
+        assert_eq!(
+            c.network.proxy.as_deref(),
+            Some("socks5://u:p@127.0.0.1:1080")
+        );
         assert_eq!(c.network.bind_interface.as_deref(), Some("wg0"));
         assert!(c.network.anonymous_mode);
         let d = NetworkSection::default();
         assert!(d.lsd && d.proxy.is_none() && d.bind_interface.is_none() && !d.anonymous_mode);
         // The commented defaults name them.
         let text = commented_defaults(&Settings::default());
-        assert!(text.contains("# proxy = ") && text.contains("# bind_interface = "), "{text}");
+        assert!(
+            text.contains("# proxy = ") && text.contains("# bind_interface = "),
+            "{text}"
+        );
         assert!(text.contains("# lsd = true"), "{text}");
     }
 
