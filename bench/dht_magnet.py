@@ -129,6 +129,7 @@ def main():
     magnet = magnet.split('&')[0]  # the bare link: no name, no trackers, no peers
     env = dict(os.environ)
     env.pop('SPATE_NO_DHT', None)
+    env['SPATE_NO_LSD'] = '1'  # peers from the DHT only, no multicast
     procs = []
     try:
         for i in range(NODES):

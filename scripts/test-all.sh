@@ -79,7 +79,8 @@ warn() {
 # --- 1. packages ------------------------------------------------------------------------
 
 PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent nginx-light iproute2
-    python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg tcpdump)
+    python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg tcpdump
+    microsocks)
 
 missing_packages() {
     local m=()
@@ -96,6 +97,8 @@ missing_packages() {
     command -v ip >/dev/null 2>&1 || m+=(iproute2)
     # The capture of an encrypted transfer (crates/spate/tests/encryption.rs).
     command -v tcpdump >/dev/null 2>&1 || [ -x /usr/sbin/tcpdump ] || [ -x /usr/bin/tcpdump ] || m+=(tcpdump)
+    # The SOCKS5 proxy tests (crates/spate/tests/proxy.rs).
+    command -v microsocks >/dev/null 2>&1 || m+=(microsocks)
     # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || m+=(python3-venv)
     # The web UI's test (crates/spate/tests/webui.rs): headless Chromium through selenium.
@@ -199,7 +202,8 @@ TEST_CMD=()
 make_test_cmd() {
     # SPATE_NO_DHT=1: no spate process joins a DHT unless its test gives it loopback nodes
     # (the DHT tests clear it for the processes they start); never the public routers.
-    local envs=(SPATE_REQUIRE_INTEROP=1 SPATE_NO_DHT=1 "PATH=$PATH" "HOME=${HOME:-/root}"
+    # SPATE_NO_LSD=1: no spate process multicasts LSD announces except in the LSD test.
+    local envs=(SPATE_REQUIRE_INTEROP=1 SPATE_NO_DHT=1 SPATE_NO_LSD=1 "PATH=$PATH" "HOME=${HOME:-/root}"
         "SPATE_TEST_PYTHON=$SPATE_TEST_VENV/bin/python"
         "RUST_LIB_BACKTRACE=$RUST_LIB_BACKTRACE" "CARGO_TERM_COLOR=$CARGO_TERM_COLOR")
     local v

@@ -9,7 +9,6 @@
 //! whole exchange (connect, headers, body), and a shutdown gives up on the `stopped`
 //! announce after [`STOP_BUDGET`], also when an announce was under way.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,13 +107,30 @@ pub(crate) fn http_client() -> Option<reqwest::Client> {
     static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            reqwest::Client::builder()
+            let b = reqwest::Client::builder()
                 .timeout(ANNOUNCE_BUDGET + Duration::from_secs(5))
                 .connect_timeout(Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::limited(3))
-                .user_agent(concat!("spate/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .ok()
+                .redirect(reqwest::redirect::Policy::limited(3));
+            // The User-Agent goes on each request (`privacy::user_agent`): anonymous mode
+            // may be switched while the client lives.
+            // With a proxy, every request goes through it; if it cannot be set up there is
+            // no HTTP at all (never a direct fallback).
+            let b = match crate::proxy::global() {
+                Some(p) => match p.reqwest_proxy() {
+                    Ok(rp) => b.proxy(rp),
+                    Err(e) => {
+                        tracing::warn!("{e}: no HTTP trackers, web seeds or .torrent URLs");
+                        return None;
+                    }
+                },
+                None => b,
+            };
+            let b = match crate::netif::global() {
+                Some(crate::netif::BindTo::Device(d)) => b.interface(d),
+                Some(crate::netif::BindTo::Addr(a)) => b.local_address(*a),
+                None => b,
+            };
+            b.build().ok()
         })
         .clone()
 }
@@ -126,8 +142,7 @@ pub async fn fetch_torrent_file(url: &str, cap: usize) -> Result<Vec<u8>, String
     let Some(http) = http_client() else {
         return Err(format!("{url}: no HTTP client (TLS setup failed)"));
     };
-    let resp = http
-        .get(url)
+    let resp = crate::privacy::user_agent(http.get(url))
         .timeout(Duration::from_secs(30))
         .send()
         .await
@@ -324,7 +339,10 @@ async fn announce_one(
     if url.starts_with("http://") || url.starts_with("https://") {
         let client = http.ok_or("no HTTP client")?;
         let full = tracker_proto::http::announce_url(url, req);
-        let resp = client.get(full).send().await.map_err(|e| http_reason(&e))?;
+        let resp = crate::privacy::user_agent(client.get(full))
+            .send()
+            .await
+            .map_err(|e| http_reason(&e))?;
         let status = resp.status();
         let body = read_capped(resp, MAX_RESPONSE_BYTES).await?;
         match tracker_proto::http::parse_announce_response(&body) {
@@ -347,21 +365,24 @@ async fn udp_announce(
     url_data: &str,
     req: &AnnounceRequest,
 ) -> Result<AnnounceResponse, String> {
+    if let Some(p) = crate::proxy::global() {
+        // Not sent around the proxy, and UDP ASSOCIATE is not supported yet.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!("UDP trackers are skipped: a proxy ({p}) is set and spate cannot send UDP through it yet")
+        });
+        return Err("skipped: UDP trackers are not used through a proxy".into());
+    }
     let addr = tokio::net::lookup_host(hostport)
         .await
         .map_err(|e| format!("resolve {hostport}: {e}"))?
         .next()
         .ok_or_else(|| format!("resolve {hostport}: no address"))?;
-    let bind: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().expect("literal")
-    } else if addr.ip().is_loopback() {
-        "127.0.0.1:0".parse().expect("literal")
-    } else {
-        "0.0.0.0:0".parse().expect("literal")
-    };
+    let bind = crate::netif::udp_local_for(addr).map_err(|e| e.to_string())?;
     let sock = UdpSocket::bind(bind)
         .await
         .map_err(|e| crate::peer::io_reason(&e))?;
+    crate::netif::bind_udp(&sock).map_err(|e| e.to_string())?;
     sock.connect(addr)
         .await
         .map_err(|e| crate::peer::io_reason(&e))?;

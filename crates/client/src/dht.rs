@@ -128,6 +128,12 @@ const MAX_STATE_FILE: u64 = 1 << 20;
 
 /// Binds `addr` (falling back to a free port on the same address when that one is taken).
 async fn bind(addr: SocketAddr) -> Result<UdpSocket, ClientError> {
+    let s = bind_any(addr).await?;
+    crate::netif::bind_udp(&s).map_err(|source| ClientError::Listen { addr, source })?;
+    Ok(s)
+}
+
+async fn bind_any(addr: SocketAddr) -> Result<UdpSocket, ClientError> {
     match UdpSocket::bind(addr).await {
         Ok(s) => Ok(s),
         Err(e) if addr.port() != 0 => {

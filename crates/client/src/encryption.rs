@@ -306,13 +306,9 @@ pub(crate) async fn connect(
     handshake(stream, ours, 0, handshake_timeout).await
 }
 
+/// Direct, or through the process's SOCKS5 proxy (`crate::proxy`).
 async fn tcp_connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, String> {
-    let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| io_reason(&e))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+    crate::proxy::tcp_connect(addr, limit).await
 }
 
 /// The handshakes of a dialled connection: MSE offering `provide` (none: plaintext), then

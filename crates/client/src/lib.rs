@@ -12,6 +12,8 @@
 //! - `announce`: HTTP and UDP tracker announces (BEP 3, 12, 15, 23, 7).
 //! - [`dht`]: the Mainline DHT service (one UDP socket and [`::dht::Node`] per process) and
 //!   the per-torrent peer search that feeds it lookups.
+//! - [`lsd`]: Local Service Discovery (BEP 14), one multicast service per process that
+//!   announces registered torrents and hands the peers it hears to them.
 //! - [`rate`]: token buckets for `--max-down` / `--max-up` (changeable while running, and
 //!   shareable by many torrents), and rate meters.
 //! - [`router`]: [`PeerRouter`], one listening port for many torrents.
@@ -49,10 +51,14 @@ mod disk;
 pub mod encryption;
 mod error;
 mod lock;
+pub mod lsd;
 mod metadata;
+pub mod netif;
 pub mod options;
 mod peer;
 mod pex;
+pub mod privacy;
+pub mod proxy;
 pub mod rate;
 pub mod router;
 mod stream;
@@ -66,6 +72,7 @@ pub use dht::{DhtHandle, DhtOptions, LookupEvent};
 pub use encryption::{Encryption, EncryptionSetting, PeerConn};
 pub use error::ClientError;
 pub use ipfilter;
+pub use lsd::{LsdHandle, LsdOptions};
 pub use metadata::{
     fetch_metadata, load_or_fetch_metadata, metadata_cache_path, torrent_file_bytes,
     MetadataOptions, MetadataStatus,
@@ -74,6 +81,7 @@ pub use options::{
     Control, Details, PeerDetails, Phase, ResumeStore, SeedPolicy, Status, Summary, TorrentOptions,
     TrackerDetails, WebSeedDetails, DEFAULT_WEB_SEED_CONNECTIONS,
 };
+pub use proxy::Proxy;
 pub use rate::RateLimiter;
 pub use router::{IncomingPeer, PeerRouter};
 pub use stream::{ReadRequest, MAX_READ};

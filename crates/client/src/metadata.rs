@@ -189,7 +189,7 @@ pub async fn fetch_metadata(
 ) -> Result<Torrent, ClientError> {
     let (events_tx, events_rx) = mpsc::channel(256);
     let (conn_tx, conn_rx) = mpsc::channel(256);
-    let peer_id = PeerId::generate(rand::random());
+    let peer_id = crate::privacy::peer_id(rand::random());
     let announcer = if opts.use_trackers && !magnet.trackers.is_empty() {
         let stats = Arc::new(SharedStats::default());
         // Unknown size: say "something left" so the tracker treats us as a leecher.
@@ -797,7 +797,7 @@ async fn connection_inner(
     } = conn;
     let ours = ExtHandshake {
         m: [("ut_metadata".to_owned(), UT_METADATA_ID)].into(),
-        v: Some(format!("spate {}", env!("CARGO_PKG_VERSION"))),
+        v: crate::privacy::client_version(),
         reqq: Some(250),
         ..Default::default()
     };

@@ -59,6 +59,9 @@ pub struct TorrentOptions {
     pub use_trackers: bool,
     /// Find peers through the DHT and announce there (ignored for private torrents, BEP 27).
     pub dht: Option<crate::DhtHandle>,
+    /// Announce on, and take peers from, Local Service Discovery (BEP 14); ignored for
+    /// private torrents.
+    pub lsd: Option<crate::LsdHandle>,
     /// Peer exchange (BEP 11); always off for private torrents (BEP 27).
     pub pex: bool,
     /// Upper bound on connected peers (lowered at start to fit the process's file
@@ -151,6 +154,7 @@ impl std::fmt::Debug for TorrentOptions {
             .field("max_up", &self.max_up)
             .field("use_trackers", &self.use_trackers)
             .field("dht", &self.dht.is_some())
+            .field("lsd", &self.lsd.is_some())
             .field("pex", &self.pex)
             .field("max_peers", &self.max_peers)
             .field("max_peers_per_ip", &self.max_peers_per_ip)
@@ -293,6 +297,7 @@ impl TorrentOptions {
             max_up: None,
             use_trackers: true,
             dht: None,
+            lsd: None,
             pex: true,
             max_peers: DEFAULT_MAX_PEERS,
             max_peers_per_ip: DEFAULT_MAX_PEERS_PER_IP,

@@ -203,7 +203,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
+    crate::netif::bind_tcp(&socket, addr.is_ipv6(), Some(addr))?;
     socket.listen(1024)
 }
 
@@ -227,7 +227,7 @@ fn listen_v6_twin(addr: SocketAddr) -> std::io::Result<TcpListener> {
         return Err(std::io::Error::last_os_error());
     }
     socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
+    crate::netif::bind_tcp(&socket, true, Some(addr))?;
     socket.listen(1024)
 }
 

@@ -578,7 +578,7 @@ async fn run_once(
     st.listen = Some(listen);
 
     let (events_tx, events_rx) = mpsc::channel(512);
-    let peer_id = PeerId::generate(rand::random());
+    let peer_id = crate::privacy::peer_id(rand::random());
     let ctx = Arc::new(ConnCtx {
         info_hash,
         peer_id,
@@ -637,6 +637,11 @@ async fn run_once(
             events_tx.clone(),
             dht_search_now.clone(),
         )),
+        _ => None,
+    };
+    // BEP 14 (and BEP 27: never for a private torrent); dropped when the run ends.
+    let lsd = match &opts.lsd {
+        Some(l) if !info.private => Some(l.register(info_hash, listen.port(), events_tx.clone())),
         _ => None,
     };
     let mut engine = engine::Torrent::new(lengths, have, engine::Config::default());
@@ -704,6 +709,7 @@ async fn run_once(
         tracker_results: HashMap::new(),
         next_announce: None,
         dht_search_now: dht_search.as_ref().map(|_| dht_search_now),
+        lsd,
         fatal: None,
         resume_dirty: false,
         events_tx,
@@ -843,6 +849,8 @@ struct TorrentTask {
     next_announce: Option<Instant>,
     /// Wakes the DHT peer search (when there is one) for [`Control::Reannounce`].
     dht_search_now: Option<Arc<tokio::sync::Notify>>,
+    /// The torrent's LSD announces (BEP 14), while it runs.
+    lsd: Option<crate::lsd::LsdRegistration>,
     /// A torrent-wide failure (disk full...): stop and report it.
     fatal: Option<ClientError>,
     resume_dirty: bool,
@@ -1084,6 +1092,9 @@ impl TorrentTask {
                 }
                 if let Some(n) = &self.dht_search_now {
                     n.notify_one();
+                }
+                if let Some(l) = &self.lsd {
+                    l.reannounce();
                 }
             }
             Control::Details(reply) => {
@@ -1433,7 +1444,7 @@ impl TorrentTask {
         }
         if extended {
             let ours = wire::ExtHandshake {
-                v: Some(format!("spate {}", env!("CARGO_PKG_VERSION"))),
+                v: crate::privacy::client_version(),
                 p: Some(self.status.listen.map(|a| a.port()).unwrap_or(0)),
                 reqq: Some(self.engine.advertised_reqq()),
                 // A super-seeder does not say it is a seed.

@@ -548,9 +548,7 @@ async fn get(
     url: &str,
     range: Option<(u64, u64)>,
 ) -> Result<reqwest::Response, Failure> {
-    let mut req = job
-        .http
-        .get(url)
+    let mut req = crate::privacy::user_agent(job.http.get(url))
         // The client's own timeout is the announces'; a large range needs longer, and
         // a stalled body is caught by `IDLE_TIMEOUT` below.
         .timeout(Duration::from_secs(3600));

@@ -74,6 +74,9 @@ pub struct SessionConfig {
     /// Use this DHT node (started by the caller) instead of starting one; the session
     /// shuts it down with itself.
     pub dht_node: Option<client::DhtHandle>,
+    /// Allow Local Service Discovery (BEP 14): the multicast service starts when this and
+    /// `settings.lpd_enabled` are both on (at open, or when the setting is turned on).
+    pub lsd: bool,
 }
 
 impl SessionConfig {
@@ -91,6 +94,7 @@ impl SessionConfig {
             web_seed_connections: client::DEFAULT_WEB_SEED_CONNECTIONS,
             ephemeral: false,
             dht_node: None,
+            lsd: true,
         }
     }
 }
@@ -141,6 +145,8 @@ struct Inner {
     /// torrent, so a change applies to the next connection.
     encryption: client::EncryptionSetting,
     dht: Option<client::DhtHandle>,
+    /// The LSD service once started (it stays; `lpd_enabled` switches it on and off).
+    lsd: Mutex<Option<client::LsdHandle>>,
     listen: SocketAddr,
     router: Option<PeerPort>,
     /// Fires when the session shuts down.
@@ -412,6 +418,7 @@ impl Session {
             peer_budget: client::PeerBudget::new(settings.peer_limit_global),
             encryption,
             dht,
+            lsd: Mutex::new(None),
             listen,
             router: Some(router),
             closing: watch::channel(false).0,
@@ -421,6 +428,7 @@ impl Session {
         let session = Session {
             inner: inner.clone(),
         };
+        session.apply_lsd(settings.lpd_enabled).await;
         // Before any torrent starts: no connection escapes the filter.
         if settings.blocklist_enabled {
             session.apply_blocklist(true).await;
@@ -1216,6 +1224,9 @@ impl Session {
         if s.blocklist_enabled != before.blocklist_enabled {
             self.apply_blocklist(s.blocklist_enabled).await;
         }
+        if s.lpd_enabled != before.lpd_enabled {
+            self.apply_lsd(s.lpd_enabled).await;
+        }
         for (c, (down, up)) in changed_limits {
             let _ = c
                 .send(client::Control::SetLimits {
@@ -1227,6 +1238,30 @@ impl Session {
         self.blocking(move |i| i.store.put_settings(&s)).await?;
         self.inner.schedule();
         Ok(())
+    }
+
+    /// Switches Local Service Discovery on or off: the service starts the first time it is
+    /// turned on (when the session allows it, `SessionConfig::lsd`); torrents started while it
+    /// was not running get it at their next start.
+    async fn apply_lsd(&self, on: bool) {
+        let existing = self.inner.lsd_handle();
+        match existing {
+            Some(h) => h.set_enabled(on),
+            None if on && self.inner.cfg.lsd => {
+                match client::LsdHandle::start(client::LsdOptions::new(self.inner.listen)).await {
+                    Ok(h) => {
+                        *self.inner.lsd.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+                    }
+                    Err(e) => tracing::warn!("local service discovery not started: {e}"),
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Whether Local Service Discovery is running.
+    pub fn lsd_running(&self) -> bool {
+        self.inner.lsd_handle().is_some_and(|h| h.is_enabled())
     }
 
     /// Rules of the IP filter in force (0 when it is off or empty).
@@ -1443,6 +1478,15 @@ impl Session {
         if let Some(d) = &self.inner.dht {
             d.shutdown().await;
         }
+        let lsd = self
+            .inner
+            .lsd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(l) = lsd {
+            l.shutdown().await;
+        }
         if let Some(r) = &self.inner.router {
             r.shutdown();
         }
@@ -1483,6 +1527,10 @@ enum ScriptKind {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lsd_handle(&self) -> Option<client::LsdHandle> {
+        self.lsd.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn emit(&self, ev: SessionEvent) {
@@ -2044,7 +2092,7 @@ async fn prepare_run(
     control: tokio::sync::mpsc::Receiver<client::Control>,
 ) -> Result<Option<TorrentOptions>, client::ClientError> {
     let job = *job;
-    let (cfg, listen, dht, global_down, global_up, peer_budget, encryption, store, blocklist) = {
+    let (cfg, listen, dht, lsd, global_down, global_up, peer_budget, encryption, store, blocklist) = {
         let Some(inner) = weak.upgrade() else {
             return Ok(None);
         };
@@ -2052,6 +2100,7 @@ async fn prepare_run(
             inner.cfg.clone(),
             inner.listen,
             inner.dht.clone(),
+            inner.lsd_handle(),
             inner.global_down.clone(),
             inner.global_up.clone(),
             inner.peer_budget.clone(),
@@ -2138,6 +2187,7 @@ async fn prepare_run(
     opts.max_up = job.limits.1;
     opts.use_trackers = cfg.use_trackers;
     opts.dht = dht;
+    opts.lsd = lsd;
     opts.pex = cfg.pex;
     opts.max_peers = rec.peer_limit.max(1);
     opts.max_peers_per_ip = cfg.max_peers_per_ip;

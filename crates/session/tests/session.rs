@@ -643,3 +643,32 @@ async fn one_command_session_runs_until_verified_and_resumes_beside_the_data() {
     assert_eq!(sum.downloaded, 0, "{sum:?}");
     assert_eq!(sum.verified_at_start, t.info.lengths.total_length());
 }
+
+/// Local Service Discovery follows the `lpd_enabled` setting (Transmission's `lpd-enabled`,
+/// qBittorrent's `lsd`): off by default, started when turned on, paused when turned off;
+/// never started when the session does not allow it (`SessionConfig::lsd`, the daemon's
+/// `[network] lsd` / `--no-lsd`). Binds only 127.0.0.1's interface; no torrent announces.
+#[tokio::test]
+async fn lsd_follows_the_lpd_enabled_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (session, _) = Session::open(config(&dir.path().join("s"), dir.path()))
+        .await
+        .unwrap();
+    assert!(!session.settings().lpd_enabled);
+    assert!(!session.lsd_running());
+    let mut s = session.settings();
+    s.lpd_enabled = true;
+    session.set_settings(s.clone()).await.unwrap();
+    assert!(session.lsd_running(), "turning lpd_enabled on starts LSD");
+    s.lpd_enabled = false;
+    session.set_settings(s).await.unwrap();
+    assert!(!session.lsd_running());
+    session.shutdown().await;
+
+    let mut c = config(&dir.path().join("s2"), dir.path());
+    c.lsd = false;
+    c.settings.lpd_enabled = true;
+    let (session, _) = Session::open(c).await.unwrap();
+    assert!(!session.lsd_running(), "SessionConfig::lsd = false wins");
+    session.shutdown().await;
+}

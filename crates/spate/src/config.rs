@@ -73,6 +73,17 @@ pub struct NetworkSection {
     pub max_peers_per_ip: usize,
     /// Announce to trackers.
     pub trackers: bool,
+    /// Allow Local Service Discovery (BEP 14). It runs when this is on and the session
+    /// setting `lpd_enabled` is on (off by default, as in Transmission; RPC `lpd-enabled`,
+    /// qBittorrent `lsd`).
+    pub lsd: bool,
+    /// `socks5://[user:pass@]host:port`: every peer connection and HTTP request goes
+    /// through it (UDP trackers, the DHT and LSD are then off).
+    pub proxy: Option<String>,
+    /// An interface name or local address every socket is bound to (see `--bind-interface`).
+    pub bind_interface: Option<String>,
+    /// No client name or version in the peer id, extension handshake or User-Agent.
+    pub anonymous_mode: bool,
 }
 
 impl Default for NetworkSection {
@@ -83,6 +94,10 @@ impl Default for NetworkSection {
             dht_bootstrap: Vec::new(),
             max_peers_per_ip: client::options::DEFAULT_MAX_PEERS_PER_IP,
             trackers: true,
+            lsd: true,
+            proxy: None,
+            bind_interface: None,
+            anonymous_mode: false,
         }
     }
 }
@@ -312,7 +327,11 @@ pub fn commented_defaults(session_defaults: &Settings) -> String {
         .map(|l| format!("{l}\n"))
         .collect();
     s.push_str(&commented(&network));
-    s.push_str("# dht_bootstrap = [\"router.example.org:6881\"]   # [] = the public routers\n\n");
+    s.push_str("# dht_bootstrap = [\"router.example.org:6881\"]   # [] = the public routers\n");
+    s.push_str(
+        "# proxy = \"socks5://user:pass@host:1080\"   # every connection through it; no UDP\n",
+    );
+    s.push_str("# bind_interface = \"wg0\"   # or an address; nothing is sent when it is gone\n\n");
     s.push_str(
         "[session]\n\
          # A key set here overrides, at every start and SIGHUP, the value the session keeps in\n\
@@ -497,6 +516,28 @@ mod tests {
             "{e}"
         );
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn network_keys_of_issue_11() {
+        let text = "[network]\nlsd = false\nproxy = \"socks5://u:p@127.0.0.1:1080\"\nbind_interface = \"wg0\"\nanonymous_mode = true\n";
+        let c = parse(text, Path::new("c.toml")).unwrap();
+        assert!(!c.network.lsd);
+        assert_eq!(
+            c.network.proxy.as_deref(),
+            Some("socks5://u:p@127.0.0.1:1080")
+        );
+        assert_eq!(c.network.bind_interface.as_deref(), Some("wg0"));
+        assert!(c.network.anonymous_mode);
+        let d = NetworkSection::default();
+        assert!(d.lsd && d.proxy.is_none() && d.bind_interface.is_none() && !d.anonymous_mode);
+        // The commented defaults name them.
+        let text = commented_defaults(&Settings::default());
+        assert!(
+            text.contains("# proxy = ") && text.contains("# bind_interface = "),
+            "{text}"
+        );
+        assert!(text.contains("# lsd = true"), "{text}");
     }
 
     #[test]

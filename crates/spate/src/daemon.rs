@@ -46,6 +46,21 @@ pub struct DaemonArgs {
     /// Do not announce to trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// Never use Local Service Discovery, whatever lpd_enabled says (overrides [network]
+    /// lsd). Also set by SPATE_NO_LSD=1.
+    #[arg(long, env = "SPATE_NO_LSD", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_lsd: bool,
+    /// Connect to peers, trackers and web seeds only through this SOCKS5 proxy,
+    /// socks5://[user:pass@]host:port (overrides [network] proxy).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Bind every socket to this interface name or local address; nothing is sent when it
+    /// is gone (overrides [network] bind_interface).
+    #[arg(long, value_name = "NAME|ADDR")]
+    pub bind_interface: Option<String>,
+    /// Anonymous mode (overrides [network] anonymous_mode).
+    #[arg(long)]
+    pub anonymous: bool,
     /// At most N peer connections from one IP address (overrides [network]
     /// max_peers_per_ip).
     #[arg(long, value_name = "N")]
@@ -155,6 +170,23 @@ fn resolve(a: &DaemonArgs, file: FileConfig, config_file: PathBuf) -> CliResult<
     if a.no_trackers {
         network.trackers = false;
     }
+    if a.no_lsd {
+        network.lsd = false;
+    }
+    if a.proxy.is_some() {
+        network.proxy = a.proxy.clone();
+    }
+    if a.bind_interface.is_some() {
+        network.bind_interface = a.bind_interface.clone();
+    }
+    if a.anonymous {
+        network.anonymous_mode = true;
+    }
+    if let Some(url) = &network.proxy {
+        client::Proxy::parse(url).map_err(|e| {
+            CliError::input(format!("network.proxy ({}): {e}", config_file.display()))
+        })?;
+    }
     if let Some(n) = a.max_peers_per_ip {
         network.max_peers_per_ip = n;
     }
@@ -221,19 +253,37 @@ pub async fn run(a: DaemonArgs) -> CliResult {
     webapi::check_bind(r.eff.rpc.bind, &rpc_cfg)
         .map_err(|e| CliError::input(format!("rpc.bind {}: {e}", r.eff.rpc.bind)))?;
 
+    // Signals are taken before anything a test or a service manager can see (the RPC port):
+    // a SIGHUP while the session opens is then a reload once it is open, not the default
+    // action (the end of the process).
+    let signals = early_signals()?;
     // The RPC port first: an address in use fails before the session opens the store.
     let listener = bind_rpc(r.eff.rpc.bind).await?;
     let rpc_addr = listener
         .local_addr()
         .map_err(|e| CliError::runtime(format!("RPC listener: {e}")))?;
 
-    let mut sc = SessionConfig::new(r.eff.state_dir.clone(), r.eff.network.listen);
+    // Before any connection: with a proxy, nothing leaves around it (no DHT, no LSD).
+    let proxy = match &r.eff.network.proxy {
+        Some(url) => Some(client::Proxy::parse(url).map_err(CliError::input)?),
+        None => None,
+    };
+    client::proxy::set_global(proxy.clone()).map_err(CliError::runtime)?;
+    let bind = crate::dht_cmd::apply_bind(r.eff.network.bind_interface.as_deref())?;
+    client::privacy::set_anonymous(r.eff.network.anonymous_mode);
+    let listen = crate::dht_cmd::bound_listen(Some(r.eff.network.listen), bind.as_ref())?
+        .unwrap_or(r.eff.network.listen);
+    let mut sc = SessionConfig::new(r.eff.state_dir.clone(), listen);
     sc.settings = r.eff.session.clone();
     // Only the keys the file (or a flag) sets override the store: applied below.
     sc.force_settings = false;
     sc.dht = r.eff.network.dht;
     sc.dht_bootstrap = r.dht_bootstrap.clone();
     sc.use_trackers = r.eff.network.trackers;
+    sc.lsd = r.eff.network.lsd && proxy.is_none();
+    if proxy.is_some() {
+        sc.dht = false;
+    }
     sc.max_peers_per_ip = r.eff.network.max_peers_per_ip;
     let (session, report) = Session::open(sc).await.map_err(|e| match e {
         session::SessionError::Invalid(m) => CliError::input(m),
@@ -266,7 +316,8 @@ pub async fn run(a: DaemonArgs) -> CliResult {
     }
     let trim = tokio::spawn(trim_heap_now_and_then());
 
-    let outcome = serve_until_signal(&a, path, r, session.clone(), listener, rpc_addr).await;
+    let outcome =
+        serve_until_signal(&a, path, r, session.clone(), listener, rpc_addr, signals).await;
     trim.abort();
     info!("shutting down: stopping torrents and saving state");
     shutdown_session(&session).await?;
@@ -374,6 +425,34 @@ impl RpcServer {
 }
 
 #[cfg(unix)]
+type Signals = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+#[cfg(not(unix))]
+type Signals = ();
+
+/// SIGTERM, SIGINT and SIGHUP, handled from now on.
+#[cfg(unix)]
+fn early_signals() -> CliResult<Signals> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k: SignalKind| {
+        signal(k).map_err(|e| CliError::runtime(format!("cannot handle signals: {e}")))
+    };
+    Ok((
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    ))
+}
+
+#[cfg(not(unix))]
+fn early_signals() -> CliResult<Signals> {
+    Ok(())
+}
+
+#[cfg(unix)]
 async fn serve_until_signal(
     a: &DaemonArgs,
     path: PathBuf,
@@ -381,16 +460,9 @@ async fn serve_until_signal(
     session: Session,
     listener: TcpListener,
     mut rpc_addr: SocketAddr,
+    signals: Signals,
 ) -> CliResult {
-    use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k: SignalKind| {
-        signal(k).map_err(|e| CliError::runtime(format!("cannot handle signals: {e}")))
-    };
-    let (mut term, mut int, mut hup) = (
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-        sig(SignalKind::hangup())?,
-    );
+    let (mut term, mut int, mut hup) = signals;
     let mut rpc = spawn_rpc(listener, session.clone(), r.eff.rpc.rpc_config());
     loop {
         tokio::select! {
@@ -442,6 +514,7 @@ async fn serve_until_signal(
     session: Session,
     listener: TcpListener,
     _rpc_addr: SocketAddr,
+    _signals: Signals,
 ) -> CliResult {
     let rpc = spawn_rpc(listener, session.clone(), r.eff.rpc.rpc_config());
     let _ = tokio::signal::ctrl_c().await;

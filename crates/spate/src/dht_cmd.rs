@@ -30,13 +30,84 @@ pub struct DhtArgs {
     /// torrents).
     #[arg(long)]
     pub no_pex: bool,
+    /// Do not use Local Service Discovery (BEP 14: multicast announces on the local network;
+    /// always off for private torrents). Also set by SPATE_NO_LSD=1.
+    #[arg(long, env = "SPATE_NO_LSD", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_lsd: bool,
     /// Never connect to or accept peers in this IP filter: an eMule ipfilter.dat or a
     /// PeerGuardian P2P list, plain or gzipped.
     #[arg(long, value_name = "FILE")]
     pub blocklist: Option<PathBuf>,
+    /// Make every peer connection, HTTP tracker announce, web seed and .torrent fetch through
+    /// this SOCKS5 proxy (socks5://[user:pass@]host:port), never around it. UDP trackers, the
+    /// DHT and LSD are then off (no UDP through the proxy yet).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Bind every socket (peers, listener, trackers, web seeds, DHT, LSD) to this interface
+    /// (a name, SO_BINDTODEVICE) or local address; when it is gone nothing is sent at all.
+    #[arg(long, value_name = "NAME|ADDR")]
+    pub bind_interface: Option<String>,
+    /// Anonymous mode: no client name or version in the peer id, the extension handshake or
+    /// the HTTP User-Agent.
+    #[arg(long)]
+    pub anonymous: bool,
+}
+
+/// `--bind-interface` / `[network] bind_interface`, checked and set for the process: an
+/// interface that is not there now is bad input. Returns the binding.
+pub fn apply_bind(spec: Option<&str>) -> CliResult<Option<client::netif::BindTo>> {
+    let Some(spec) = spec else {
+        client::netif::set_global(None).map_err(CliError::runtime)?;
+        return Ok(None);
+    };
+    let b = client::netif::BindTo::parse(spec)
+        .map_err(|e| CliError::input(format!("--bind-interface {e}")))?;
+    b.check()
+        .map_err(|e| CliError::input(format!("--bind-interface: {e}")))?;
+    client::netif::set_global(Some(b.clone())).map_err(CliError::runtime)?;
+    Ok(Some(b))
+}
+
+/// The listen address under an address binding: that address (the port kept), and an error
+/// for another specific address.
+pub fn bound_listen(
+    listen: Option<SocketAddr>,
+    bind: Option<&client::netif::BindTo>,
+) -> CliResult<Option<SocketAddr>> {
+    let Some(client::netif::BindTo::Addr(ip)) = bind else {
+        return Ok(listen);
+    };
+    match listen {
+        None => Ok(Some(SocketAddr::new(*ip, crate::default_listen().port()))),
+        Some(l) if l.ip().is_unspecified() || l.ip() == *ip => {
+            Ok(Some(SocketAddr::new(*ip, l.port())))
+        }
+        Some(l) => Err(CliError::input(format!(
+            "--listen {l} is not on the bound address {ip}"
+        ))),
+    }
 }
 
 impl DhtArgs {
+    /// Sets the process's network options before any connection: the interface binding,
+    /// anonymous mode and the proxy (with one, the DHT and LSD are turned off, since their
+    /// UDP would leave around it).
+    pub fn apply_network(&mut self) -> CliResult<()> {
+        apply_bind(self.bind_interface.as_deref())?;
+        client::privacy::set_anonymous(self.anonymous);
+        let Some(url) = &self.proxy else {
+            return Ok(());
+        };
+        let p = client::Proxy::parse(url).map_err(|e| CliError::input(format!("--proxy: {e}")))?;
+        client::proxy::set_global(Some(p.clone())).map_err(CliError::runtime)?;
+        if !self.no_dht || !self.no_lsd {
+            tracing::info!("proxy {p}: DHT and local service discovery are off");
+        }
+        self.no_dht = true;
+        self.no_lsd = true;
+        Ok(())
+    }
+
     /// Starts the DHT service on the UDP twin of `listen` (the same address and port, or a
     /// free port when that one is taken), unless `--no-dht`.
     pub async fn start(&self, listen: SocketAddr) -> CliResult<Option<DhtHandle>> {

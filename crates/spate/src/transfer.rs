@@ -196,7 +196,9 @@ fn concrete_port(mut l: SocketAddr) -> SocketAddr {
     l
 }
 
-pub async fn download(a: DownloadArgs) -> CliResult {
+pub async fn download(mut a: DownloadArgs) -> CliResult {
+    a.dht.apply_network()?;
+    a.listen = crate::dht_cmd::bound_listen(a.listen, client::netif::global())?;
     let magnet = if a.torrent.trim_start().starts_with("magnet:") {
         Some(
             metainfo::Magnet::parse(&a.torrent)
@@ -311,6 +313,7 @@ async fn download_with(
         max_peers_per_ip: a.max_peers_per_ip,
         web_seed_connections: a.web_seed_connections,
         pex: !a.dht.no_pex,
+        lsd: !a.dht.no_lsd && !torrent.info.private,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
         listen,
@@ -511,6 +514,8 @@ fn add_magnet_peers(m: &metainfo::Magnet, peers: &mut Vec<SocketAddr>) {
 }
 
 pub async fn seed(mut a: SeedArgs) -> CliResult {
+    a.dht.apply_network()?;
+    a.listen = crate::dht_cmd::bound_listen(a.listen, client::netif::global())?;
     if !a.path.exists() {
         return Err(CliError::input(format!(
             "{}: no such file or folder",
@@ -567,6 +572,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         // A seed has nothing to fetch.
         web_seed_connections: 0,
         pex: !a.dht.no_pex,
+        lsd: !a.dht.no_lsd && !torrent.info.private,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
         listen,
@@ -706,6 +712,8 @@ struct OneRun {
     max_peers_per_ip: usize,
     web_seed_connections: usize,
     pex: bool,
+    /// Local Service Discovery (`--no-lsd` turns it off).
+    lsd: bool,
     /// `--blocklist`.
     blocklist: Option<PathBuf>,
     encryption: client::Encryption,
@@ -762,6 +770,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
         start_added_torrents: true,
         dht_enabled: r.dht.is_some(),
         pex_enabled: r.pex,
+        lpd_enabled: r.lsd,
         encryption: r.encryption.as_str().into(),
         ..Settings::default()
     };
@@ -775,6 +784,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
     cfg.max_peers_per_ip = r.max_peers_per_ip;
     cfg.web_seed_connections = r.web_seed_connections;
     cfg.pex = r.pex;
+    cfg.lsd = r.lsd;
     let session = match Session::open(cfg).await {
         Ok((s, _)) => s,
         Err(e) => {

@@ -57,6 +57,7 @@ fn run_with_closed_stdout(args: &[&str], timeout: Duration) -> Result<(Option<i3
     let mut child = Command::new(BIN)
         .args(args)
         .env("SPATE_NO_DHT", "1")
+        .env("SPATE_NO_LSD", "1")
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(writer)
@@ -225,6 +226,7 @@ fn closed_stderr_is_not_fatal() -> Result<()> {
         .args(&args)
         .args(["--log", "info"])
         .env("SPATE_NO_DHT", "1")
+        .env("SPATE_NO_LSD", "1")
         .stdin(Stdio::null())
         .stdout(closed()?)
         .stderr(closed()?)
@@ -569,6 +571,7 @@ sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
         .arg(BIN)
         .args(args)
         .env("SPATE_NO_DHT", "1")
+        .env("SPATE_NO_LSD", "1")
         .env("TERM", "xterm")
         .stdin(Stdio::null());
     for (k, v) in env {

@@ -23,8 +23,9 @@ Output (stdout, line by line, flushed):
   checked have=N/M pieces
   seeding                           (seeder: the data checked complete)
   status state=S progress=P downloaded=N uploaded=N peers=N   (every 0.5 s)
-  peer IP:PORT pid=PREFIX outgoing=0|1 source=N  (with --print-peers; PREFIX: the first 8
-                                    bytes of the peer id, e.g. -SE0100- for spate)
+  peer IP:PORT pid=PREFIX outgoing=0|1 source=N client="NAME"  (with --print-peers; PREFIX:
+                                    the first 8 bytes of the peer id, e.g. -SE0100- for spate;
+                                    NAME: libtorrent's name for the client)
   finished downloaded=N uploaded=N seconds=T                   (leecher, then exit 0)
   metadata info_hash=H pieces=N size=N seconds=T   (magnet: the info dict arrived from a peer)
 The magnet role is a leecher given only a magnet link (no .torrent): it must fetch the
@@ -32,6 +33,7 @@ metadata from PEERS (BEP 9) and then the data; with --save-torrent it writes the
 libtorrent built from the fetched metadata to PATH. It always runs with the torrent flags
 disable_pex, disable_dht and disable_lsd (PEX is on by default for public torrents).
 LT_SUPER_SEED=1 makes a seeder super-seed (BEP 16).
+LT_LSD=1 in the environment turns local service discovery (BEP 14) on (default off).
 LT_BIND=127.x.y.z (or ::1) in the environment listens and dials from that loopback address
 instead of 127.0.0.1; PEERS may then name [::1]:PORT. Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
 timed out (seeder: it only serves until TIMEOUT), 1 leecher timed out, 2 bad usage,
@@ -78,7 +80,8 @@ def settings(port):
         'outgoing_interfaces': ip,
         'enable_dht': False,
         'dht_bootstrap_nodes': '',
-        'enable_lsd': False,
+        # LT_LSD=1: local service discovery (BEP 14) on, for the LSD tests only.
+        'enable_lsd': os.environ.get('LT_LSD', '') == '1',
         'enable_upnp': False,
         'enable_natpmp': False,
         'enable_incoming_utp': False,
@@ -190,7 +193,13 @@ def run_peer(role, torrent, directory, port, peers, timeout, upload_limit,
                 pid = bytes(pi.pid.to_bytes())[:8].decode('latin-1') if hasattr(pi.pid, 'to_bytes') \
                     else str(pi.pid)[:16]
                 out = 1 if pi.flags & lt.peer_info.outgoing_connection else 0
-                log('peer %s pid=%s outgoing=%d source=%d' % (ep, pid, out, int(pi.source)))
+                # client: libtorrent's name for it (from the extension handshake's `v`, else
+                # from the peer id), last on the line, quoted.
+                client = pi.client
+                if isinstance(client, bytes):
+                    client = client.decode('utf-8', 'replace')
+                log('peer %s pid=%s outgoing=%d source=%d client="%s"'
+                    % (ep, pid, out, int(pi.source), client))
         if now >= next_status:
             log('status state=%s progress=%.4f downloaded=%d uploaded=%d peers=%d'
                 % (s.state, s.progress, s.total_payload_download, s.total_payload_upload,

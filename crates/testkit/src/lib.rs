@@ -31,6 +31,7 @@ mod dir;
 mod fake_seeder;
 pub mod http;
 mod net;
+pub mod netns;
 mod proc;
 mod tools;
 
@@ -41,6 +42,7 @@ pub use clients::{
 pub use dir::TestDir;
 pub use fake_seeder::FakeSeeder;
 pub use net::{free_port, wait_port};
+pub use netns::NetNs;
 pub use proc::{describe_status, report_all, run, run_ok, split_lines, Finished, Proc};
 pub use tools::{require_tool, require_tools, test_python, which, SYSTEM_PYTHON};
 

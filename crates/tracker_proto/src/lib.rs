@@ -18,6 +18,7 @@
 //!   encoding for servers; percent-encoding.
 //! - [`udp`]: BEP 15 packets in both directions ([`udp::Request`], [`udp::Response`]) with their
 //!   exact byte layouts, plus allocation-free writers for a server's hot path.
+//! - [`lsd`]: Local Service Discovery (BEP 14) `BT-SEARCH` datagrams, built and parsed.
 //!
 //! Parsers never panic: every one of them is fuzzed (`fuzz/fuzz_targets/tracker_*.rs`).
 
@@ -26,6 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 pub use metainfo::types::{InfoHash, PeerId};
 
 pub mod http;
+pub mod lsd;
 pub mod udp;
 
 /// What happened since the last announce (BEP 3 `event`).

@@ -38,6 +38,7 @@ pub mod message;
 pub mod metadata;
 pub mod mse;
 pub mod pex;
+pub mod socks5;
 
 pub use codec::{decode, decode_skip_unknown, frame_len, DEFAULT_MAX_MESSAGE_LEN};
 pub use error::WireError;

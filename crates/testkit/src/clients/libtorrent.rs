@@ -136,6 +136,8 @@ pub struct LtPeer {
     bind: Option<std::net::IpAddr>,
     /// `LT_ENCRYPTION` for the script: "forced" or "disabled".
     encryption: Option<&'static str>,
+    /// `LT_LSD=1`: local service discovery on.
+    lsd: bool,
 }
 
 impl LtPeer {
@@ -156,6 +158,7 @@ impl LtPeer {
             save_torrent: None,
             bind: None,
             encryption: None,
+            lsd: false,
         }
     }
 
@@ -163,6 +166,12 @@ impl LtPeer {
     /// `in_enc_policy` = `pe_forced`, `allowed_enc_level` = `pe_rc4`.
     pub fn force_encryption(mut self) -> LtPeer {
         self.encryption = Some("forced");
+        self
+    }
+
+    /// Local Service Discovery (BEP 14) on (`enable_lsd`): only in a test's own namespace.
+    pub fn lsd(mut self) -> LtPeer {
+        self.lsd = true;
         self
     }
 
@@ -242,6 +251,24 @@ impl LtPeer {
     }
 
     pub fn spawn(self, td: &TestDir) -> Result<Proc> {
+        let cmd = self.command()?;
+        Proc::spawn(&self.proc_name(), cmd, &td.logs())
+    }
+
+    /// Spawns it inside `ns` (see [`crate::NetNs`]).
+    pub fn spawn_in(self, td: &TestDir, ns: &crate::NetNs) -> Result<Proc> {
+        let cmd = ns.wrap(&self.command()?);
+        Proc::spawn(&self.proc_name(), cmd, &td.logs())
+    }
+
+    fn proc_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("lt-{}-{}", self.role, self.port))
+    }
+
+    /// The command [`LtPeer::spawn`] runs (its output folder is made first).
+    pub fn command(&self) -> Result<Command> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let mut cmd = Command::new(SYSTEM_PYTHON);
@@ -279,9 +306,9 @@ impl LtPeer {
         if let Some(e) = self.encryption {
             cmd.env("LT_ENCRYPTION", e);
         }
-        let name = self
-            .name
-            .unwrap_or_else(|| format!("lt-{}-{}", self.role, self.port));
-        Proc::spawn(&name, cmd, &td.logs())
+        if self.lsd {
+            cmd.env("LT_LSD", "1");
+        }
+        Ok(cmd)
     }
 }

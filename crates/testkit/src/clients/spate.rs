@@ -34,7 +34,8 @@ impl Spate {
     }
 
     /// A `Command` for `spate ARGS...` (with `RUST_BACKTRACE=1`, so a panic shows where, and
-    /// `SPATE_NO_DHT=1`, so it joins no DHT: see [`Spate::command_with_dht`]).
+    /// `SPATE_NO_DHT=1`, so it joins no DHT: see [`Spate::command_with_dht`]; and
+    /// `SPATE_NO_LSD=1`, so it sends no Local Service Discovery announces).
     pub fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -43,7 +44,20 @@ impl Spate {
         let mut c = Command::new(&self.bin);
         c.args(args)
             .env("RUST_BACKTRACE", "1")
-            .env("SPATE_NO_DHT", "1");
+            .env("SPATE_NO_DHT", "1")
+            .env("SPATE_NO_LSD", "1");
+        c
+    }
+
+    /// Like [`Spate::command`] but with Local Service Discovery allowed: only for the LSD
+    /// test, which runs it in a network namespace of its own.
+    pub fn command_with_lsd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = self.command(args);
+        c.env_remove("SPATE_NO_LSD");
         c
     }
 

@@ -86,6 +86,7 @@ impl SpateDaemon {
             "--state-dir".into(),
             self.state_dir.clone().into(),
             "--no-dht".into(),
+            "--no-lsd".into(),
         ];
         a.extend(self.extra.iter().cloned());
         a
