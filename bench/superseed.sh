@@ -11,7 +11,7 @@
 # upload is what the leechers downloaded minus what they uploaded to each other. Printed per
 # seeder: that upload in copies of the data (1.00 is the ideal: every byte leaves the seeder
 # once) and the time until the last leecher is done. Every copy is compared with the source.
-# Everything stays on 127.0.0.x; no DHT, LSD, UPnP, NAT-PMP or uTP.
+# Everything stays on 127.0.0.x; no DHT, LSD, UPnP, NAT-PMP or uTP (spate: --no-dht --no-lsd).
 #
 # Environment: SIZE_MIB (32)  PIECE_KIB (256)  LEECHERS (4)  RATE (2000000)  TIMEOUT (300)
 #   SPATE (default target/release/spate, built if missing)  BENCH_TMP (/var/tmp)  KEEP=1
@@ -79,7 +79,7 @@ run_swarm() {
     spate | spate-super)
         local extra=()
         [ "$label" = spate-super ] && extra=(--super-seed)
-        setsid "$SPATE" seed "$TORRENT" "$DATA" --listen "127.0.0.1:$seed_port" --no-dht \
+        setsid "$SPATE" seed "$TORRENT" "$DATA" --listen "127.0.0.1:$seed_port" --no-dht --no-lsd \
             --no-trackers --max-up "$RATE" "${extra[@]}" \
             >"$WORK/logs/$label-seed.out" 2>"$WORK/logs/$label-seed.err" &
         PIDS+=($!)
