@@ -237,8 +237,11 @@ pub(crate) struct RawFile {
 }
 
 /// The files of a v2-only torrent in the order of its file tree, each non-empty file
-/// starting on a piece boundary: virtual pad files (never on disk) fill the gaps, as
-/// libtorrent lays them out. One file at the top of the tree is a single-file torrent.
+/// starting on a piece boundary: a virtual pad file (never on disk) follows each non-empty
+/// file that ends inside a piece, the last one included, unless there is only one file:
+/// the layout libtorrent 2.0 gives a v2 torrent, so that the pieces (their lengths
+/// included) are the same on the wire. One file at the top of the tree is a single-file
+/// torrent.
 fn v2_layout(
     tree: &[TreeFile],
     name: &str,
@@ -246,6 +249,7 @@ fn v2_layout(
     symlinks: &mut Vec<Symlink>,
 ) -> Result<(Vec<RawFile>, bool), MetainfoError> {
     let single = tree.len() == 1 && tree[0].path.len() == 1 && tree[0].symlink.is_none();
+    let several = tree.iter().filter(|f| f.symlink.is_none()).count() > 1;
     let mut files = Vec::with_capacity(tree.len());
     let mut offset = 0u64;
     for f in tree {
@@ -259,17 +263,6 @@ fn v2_layout(
             symlinks.push(Symlink { path, target: to });
             continue;
         }
-        let misalign = offset % piece_length;
-        if f.length > 0 && misalign != 0 {
-            let pad = piece_length - misalign;
-            files.push(RawFile {
-                path: vec![name.to_owned(), ".pad".to_owned(), pad.to_string()],
-                length: pad,
-                pad: true,
-                executable: false,
-            });
-            offset += pad;
-        }
         offset = offset
             .checked_add(f.length)
             .ok_or_else(|| MetainfoError::invalid("info.file tree", "total length overflows"))?;
@@ -279,6 +272,17 @@ fn v2_layout(
             pad: false,
             executable: f.executable,
         });
+        let misalign = offset % piece_length;
+        if several && f.length > 0 && misalign != 0 {
+            let pad = piece_length - misalign;
+            files.push(RawFile {
+                path: vec![name.to_owned(), ".pad".to_owned(), pad.to_string()],
+                length: pad,
+                pad: true,
+                executable: false,
+            });
+            offset += pad;
+        }
     }
     Ok((files, !single))
 }

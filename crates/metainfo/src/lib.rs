@@ -34,7 +34,7 @@ pub mod v2;
 pub mod webseed;
 
 pub use bitfield::Bitfield;
-pub use create::{create_torrent, CreateError, CreateOptions};
+pub use create::{create_torrent, create_torrent_as, CreateError, CreateOptions, TorrentFormat};
 pub use error::MetainfoError;
 pub use info::{FileEntry, Info, Symlink};
 pub use magnet::Magnet;

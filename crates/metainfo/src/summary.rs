@@ -10,8 +10,11 @@ use crate::torrent::Torrent;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TorrentSummary {
     pub name: String,
-    /// Lower-case hex.
-    pub info_hash: String,
+    /// The v1 info-hash (SHA-1) in lower-case hex; `null` for a v2-only torrent.
+    pub info_hash: Option<String>,
+    /// The v2 info-hash (SHA-256, BEP 52) in lower-case hex, for a v2-only or hybrid
+    /// torrent; `null` for v1.
+    pub info_hash_v2: Option<String>,
     /// Bytes of data, pad files included.
     pub total_size: u64,
     pub piece_length: u64,
@@ -50,7 +53,8 @@ impl From<&Torrent> for TorrentSummary {
     fn from(t: &Torrent) -> Self {
         TorrentSummary {
             name: t.info.name.clone(),
-            info_hash: t.info_hash.to_hex(),
+            info_hash: t.info.has_v1().then(|| t.info_hash.to_hex()),
+            info_hash_v2: t.info_hash_v2.map(|h| h.to_hex()),
             total_size: t.info.total_length(),
             piece_length: t.info.piece_length,
             piece_count: t.info.num_pieces(),
@@ -137,6 +141,7 @@ mod tests {
             serde_json::json!({
                 "name": "n",
                 "info_hash": hash,
+                "info_hash_v2": null,
                 "total_size": 16386,
                 "piece_length": 16384,
                 "piece_count": 2,

@@ -150,9 +150,22 @@ impl Torrent {
         }
     }
 
-    /// A magnet link with the info-hash, the name and every tracker.
+    /// A magnet link with the info-hash, the name and every tracker. A hybrid gets both
+    /// `urn:btih` and `urn:btmh` (BEP 52 multihash: `1220` then the SHA-256), a v2-only
+    /// torrent only `urn:btmh` (spate cannot open such a magnet yet).
     pub fn magnet_link(&self) -> String {
-        Magnet::from_torrent(self).to_string()
+        let link = Magnet::from_torrent(self).to_string();
+        let Some(v2) = self.info_hash_v2 else {
+            return link;
+        };
+        let head = format!("magnet:?xt=urn:btih:{}", self.info_hash.to_hex());
+        let rest = link.strip_prefix(&head).unwrap_or_default();
+        let btmh = format!("xt=urn:btmh:1220{}", v2.to_hex());
+        if self.info.has_v1() {
+            format!("{head}&{btmh}{rest}")
+        } else {
+            format!("magnet:?{btmh}{rest}")
+        }
     }
 }
 
