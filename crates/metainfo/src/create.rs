@@ -201,7 +201,15 @@ pub fn create_torrent_as(
 
     let want_v1 = format != TorrentFormat::V2;
     let want_v2 = format != TorrentFormat::V1;
-    let hashes = hash_files(&files, &pads, piece_length, want_v1, want_v2, total, progress)?;
+    let hashes = hash_files(
+        &files,
+        &pads,
+        piece_length,
+        want_v1,
+        want_v2,
+        total,
+        progress,
+    )?;
 
     let mut info = OwnedValue::dict()
         .with("name", name.clone())

@@ -87,6 +87,40 @@ impl Info {
         !self.piece_hashes.is_empty()
     }
 
+    /// Checks the data of piece `piece` (all of it, pad bytes included) against every hash
+    /// the torrent has: SHA-1 for v1, the merkle tree for v2, both for a hybrid.
+    ///
+    /// `Err` (one line) when the piece cannot be judged: out of range, a v2 piece whose
+    /// layer is unknown, or a hybrid whose SHA-1 and v2 hashes disagree about the same data
+    /// (the torrent's halves describe different data: a torrent error, and the piece is
+    /// never taken as verified).
+    pub fn verify_piece(&self, piece: u32, data: &[u8]) -> Result<bool, String> {
+        if piece >= self.num_pieces() {
+            return Err(format!("piece {piece} is out of range"));
+        }
+        let v1 = self.has_v1().then(|| {
+            let digest: [u8; 20] = Sha1::digest(data).into();
+            self.piece_hashes.get(piece as usize) == Some(&digest)
+        });
+        let v2 = match &self.v2 {
+            Some(v2) => v2.verify_piece(piece, self.piece_length, data),
+            None => None,
+        };
+        match (v1, v2) {
+            (Some(a), Some(b)) if a != b => Err(format!(
+                "piece {piece}: the SHA-1 {} and the v2 hash {}: the torrent's v1 and v2 \
+                 halves describe different data",
+                if a { "matches" } else { "does not match" },
+                if b { "matches" } else { "does not match" },
+            )),
+            (Some(ok), _) | (None, Some(ok)) => Ok(ok),
+            (None, None) => Err(format!(
+                "piece {piece}: its v2 hashes are unknown (the torrent has no piece layer \
+                 for its file)"
+            )),
+        }
+    }
+
     /// The SHA-1 of piece `piece`, if it is in range.
     pub fn piece_hash(&self, piece: u32) -> Option<&[u8; 20]> {
         self.piece_hashes.get(piece as usize)
