@@ -98,27 +98,13 @@ impl Info {
         if piece >= self.num_pieces() {
             return Err(format!("piece {piece} is out of range"));
         }
-        let v1 = self.has_v1().then(|| {
-            let digest: [u8; 20] = Sha1::digest(data).into();
-            self.piece_hashes.get(piece as usize) == Some(&digest)
-        });
-        let v2 = match &self.v2 {
-            Some(v2) => v2.verify_piece(piece, self.piece_length, data),
-            None => None,
-        };
-        match (v1, v2) {
-            (Some(a), Some(b)) if a != b => Err(format!(
-                "piece {piece}: the SHA-1 {} and the v2 hash {}: the torrent's v1 and v2 \
-                 halves describe different data",
-                if a { "matches" } else { "does not match" },
-                if b { "matches" } else { "does not match" },
-            )),
-            (Some(ok), _) | (None, Some(ok)) => Ok(ok),
-            (None, None) => Err(format!(
-                "piece {piece}: its v2 hashes are unknown (the torrent has no piece layer \
-                 for its file)"
-            )),
-        }
+        verify_piece(
+            &self.piece_hashes,
+            self.v2.as_ref(),
+            self.piece_length,
+            piece,
+            data,
+        )
     }
 
     /// The SHA-1 of piece `piece`, if it is in range.
@@ -254,6 +240,35 @@ impl Info {
             lengths,
             v2,
         })
+    }
+}
+
+/// [`Info::verify_piece`] on the parts of an info dict that carry hashes, for holders of
+/// them that are not an [`Info`] (the storage layout). `piece_hashes` empty: no v1 half.
+pub fn verify_piece(
+    piece_hashes: &[[u8; 20]],
+    v2: Option<&V2Info>,
+    piece_length: u64,
+    piece: u32,
+    data: &[u8],
+) -> Result<bool, String> {
+    let v1 = (!piece_hashes.is_empty()).then(|| {
+        let digest: [u8; 20] = Sha1::digest(data).into();
+        piece_hashes.get(piece as usize) == Some(&digest)
+    });
+    let v2 = v2.and_then(|v2| v2.verify_piece(piece, piece_length, data));
+    match (v1, v2) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "piece {piece}: the SHA-1 {} and the v2 hash {}: the torrent's v1 and v2 halves \
+             describe different data",
+            if a { "matches" } else { "does not match" },
+            if b { "matches" } else { "does not match" },
+        )),
+        (Some(ok), _) | (None, Some(ok)) => Ok(ok),
+        (None, None) => Err(format!(
+            "piece {piece}: its v2 hashes are unknown (the torrent has no piece layer for its \
+             file)"
+        )),
     }
 }
 
