@@ -259,6 +259,9 @@ mod tests {
         assert_eq!(h.reserved[7] & 0x10, 0x10);
         assert!(h.supports_v2());
         assert!(!sample().supports_v2());
-        assert_eq!(Handshake::decode(&h.encode()).unwrap().unwrap().reserved, h.reserved);
+        assert_eq!(
+            Handshake::decode(&h.encode()).unwrap().unwrap().reserved,
+            h.reserved
+        );
     }
 }

@@ -58,12 +58,27 @@ impl Libtorrent {
         private: bool,
         trackers: &[&str],
     ) -> Result<String> {
+        Self::create_as(td, path, out, piece_length, private, trackers, "v1")
+    }
+
+    /// [`Libtorrent::create`] in `format` "v1", "v2" (flag `v2_only`) or "hybrid" (no
+    /// flag: libtorrent 2.0's default). Returns the v1 info-hash, `-` for a v2-only torrent.
+    pub fn create_as(
+        td: &TestDir,
+        path: &Path,
+        out: &Path,
+        piece_length: u32,
+        private: bool,
+        trackers: &[&str],
+        format: &str,
+    ) -> Result<String> {
         let mut cmd = Command::new(SYSTEM_PYTHON);
         cmd.arg(Self::script())
             .arg("create")
             .arg(abs(path)?)
             .arg(abs(out)?)
-            .arg(piece_length.to_string());
+            .arg(piece_length.to_string())
+            .args(["--format", format]);
         if private {
             cmd.arg("--private");
         }
