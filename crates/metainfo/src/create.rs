@@ -257,7 +257,7 @@ pub fn create_torrent_as(
                         .map(|c| merkle_root(c, per_piece, [0; 32]))
                         .collect();
                     let root = root_from_layer(&layer, piece_length);
-                    layers.insert(root.to_vec(), layer.concat());
+                    layers.insert(root, layer.concat());
                     root
                 };
                 leaf.insert("pieces root", root.to_vec());

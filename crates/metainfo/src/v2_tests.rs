@@ -125,7 +125,7 @@ fn bad_file_trees_are_clear_errors() {
             format!("d1:ad0:d6:lengthi5e11:pieces root{root}ee1:ad0:d6:lengthi5e11:pieces root{root}eee"),
             "canonical",
         ),
-        (format!("d1:ad0:d6:lengthi5eeee"), "pieces root"),
+        ("d1:ad0:d6:lengthi5eeee".to_owned(), "pieces root"),
         (format!("d1:ad0:d4:attr1:p6:lengthi5e11:pieces root{root}eee"), "pad"),
         (format!("d1:ad0:d6:lengthi-5e11:pieces root{root}eee"), "negative"),
         ("d0:d0:d6:lengthi0eeee".to_owned(), "named dict"),
