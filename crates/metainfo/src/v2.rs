@@ -136,7 +136,7 @@ impl V2Info {
             return Some(false);
         }
         let leaves = block_hashes(payload);
-        Some(match file.expected(piece, piece_length) {
+        Some(match file.expected(piece) {
             V2PieceHash::Layer(h) => {
                 merkle_root(&leaves, (piece_length / MERKLE_BLOCK) as usize, [0; 32]) == h
             }
@@ -150,7 +150,7 @@ impl V2Info {
 
 impl V2File {
     /// What piece `piece` (one of this file's) is checked against.
-    pub fn expected(&self, piece: u32, _piece_length: u64) -> V2PieceHash {
+    pub fn expected(&self, piece: u32) -> V2PieceHash {
         if self.num_pieces <= 1 {
             return V2PieceHash::Root(self.pieces_root);
         }

@@ -168,3 +168,37 @@ fn piece_layers_are_checked() {
     let e = Torrent::from_bytes(&bad).unwrap_err().to_string();
     assert!(e.contains("does not hash up to"), "{e}");
 }
+
+/// Throughput of v2 piece verification (SHA-256 of 16 KiB blocks plus the subtree), to set
+/// beside SHA-1's: `cargo test -p metainfo --release --lib -- --ignored --nocapture
+/// v2_verify_throughput`.
+#[test]
+#[ignore]
+fn v2_verify_throughput() {
+    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i ^ (i >> 9)) as u8).collect();
+    let leaves = block_hashes(&data);
+    let root = merkle_root(&leaves, leaves.len(), [0; 32]);
+    let v2 = V2Info {
+        files: vec![V2File {
+            index: 0,
+            length: 1 << 30,
+            pieces_root: [1; 32],
+            first_piece: 0,
+            num_pieces: 1024,
+            layer: Some(vec![root; 1024]),
+        }],
+    };
+    let start = std::time::Instant::now();
+    for p in 0..256 {
+        assert_eq!(v2.verify_piece(p, 1 << 20, &data), Some(true));
+    }
+    let v2_mbs = 256.0 / start.elapsed().as_secs_f64();
+    let start = std::time::Instant::now();
+    for _ in 0..256 {
+        std::hint::black_box(<sha1::Sha1 as sha1::Digest>::digest(std::hint::black_box(
+            &data,
+        )));
+    }
+    let sha1_mbs = 256.0 / start.elapsed().as_secs_f64();
+    println!("v2 verify: {v2_mbs:.0} MiB/s, SHA-1: {sha1_mbs:.0} MiB/s");
+}
