@@ -202,3 +202,35 @@ fn v2_verify_throughput() {
     let sha1_mbs = 256.0 / start.elapsed().as_secs_f64();
     println!("v2 verify: {v2_mbs:.0} MiB/s, SHA-1: {sha1_mbs:.0} MiB/s");
 }
+
+#[test]
+fn magnet_links_of_v2_and_hybrid_torrents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    payload(&dir);
+    let opts = CreateOptions {
+        path: dir.clone(),
+        piece_length: Some(32768),
+        ..CreateOptions::default()
+    };
+    let (_, h) = create_torrent_as(&opts, TorrentFormat::Hybrid, &mut |_, _| {}).unwrap();
+    let link = h.magnet_link();
+    let v2 = h.info_hash_v2.unwrap().to_hex();
+    assert!(link.starts_with(&format!(
+        "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{v2}&dn=d",
+        h.info_hash.to_hex()
+    )));
+    assert_eq!(crate::Magnet::parse(&link).unwrap().info_hash, h.info_hash);
+    let (_, t) = create_torrent_as(&opts, TorrentFormat::V2, &mut |_, _| {}).unwrap();
+    let link = t.magnet_link();
+    let v2 = t.info_hash_v2.unwrap().to_hex();
+    assert!(
+        link.starts_with(&format!("magnet:?xt=urn:btmh:1220{v2}&dn=d")),
+        "{link}"
+    );
+    let e = crate::Magnet::parse(&link).unwrap_err().to_string();
+    assert!(
+        e.contains("v2-only magnet links are not supported yet"),
+        "{e}"
+    );
+}
