@@ -34,8 +34,8 @@ pub struct CreateArgs {
     pub comment: Option<String>,
     /// Which hashes to put in: v1 (SHA-1 pieces, BEP 3), v2 (BEP 52 merkle trees only) or
     /// hybrid (both; pad files align the files on pieces). v1 is the default: every client
-    /// reads it, and v1-only clients (Transmission 3, aria2) write a hybrid's pad files to
-    /// disk.
+    /// reads it, and clients that do not know BEP 47 (aria2 1.36) write a hybrid's pad
+    /// files to disk.
     #[arg(long, default_value = "v1", value_parser = ["v1", "v2", "hybrid"])]
     pub format: String,
     /// Overwrite the output file if it exists.
