@@ -12,7 +12,7 @@
 //!   leave the download folder, and renames duplicates (libtorrent's rules).
 //! - [`v2`]: BEP 52: the `file tree`, pieces roots and piece layers of v2-only and hybrid
 //!   torrents ([`V2Info`]), merkle hashing, the v2 info-hash ([`InfoHashV2`]).
-//! - [`magnet`]: magnet links ([`Magnet`], BEP 9 / BEP 53).
+//! - [`magnet`]: magnet links ([`Magnet`], BEP 9 / BEP 53; a hybrid's `urn:btmh` too).
 //! - [`create`]: building a v1 `.torrent` from files on disk ([`create_torrent`]), with the
 //!   same info-hash as mktorrent and libtorrent (v1-only) for the same data.
 //! - [`summary`]: the stable JSON views of `spate info --json` ([`TorrentSummary`],

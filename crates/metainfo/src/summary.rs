@@ -84,6 +84,8 @@ impl From<&Torrent> for TorrentSummary {
 pub struct MagnetSummary {
     /// Lower-case hex.
     pub info_hash: String,
+    /// The `urn:btmh` v2 info-hash of a hybrid's link, lower-case hex; `null` if none.
+    pub info_hash_v2: Option<String>,
     pub display_name: Option<String>,
     pub trackers: Vec<String>,
     pub peers: Vec<String>,
@@ -97,6 +99,7 @@ impl From<&Magnet> for MagnetSummary {
     fn from(m: &Magnet) -> Self {
         MagnetSummary {
             info_hash: m.info_hash.to_hex(),
+            info_hash_v2: m.info_hash_v2.map(|h| h.to_hex()),
             display_name: m.display_name.clone(),
             trackers: m.trackers.clone(),
             peers: m.peers.clone(),
@@ -172,6 +175,7 @@ mod tests {
             json,
             serde_json::json!({
                 "info_hash": "c12fe1c06bba254a9dc9f519b335aa7c1367a88a",
+                "info_hash_v2": null,
                 "display_name": "x",
                 "trackers": [],
                 "peers": ["h:1"],

@@ -155,17 +155,12 @@ impl Torrent {
     /// torrent only `urn:btmh` (spate cannot open such a magnet yet).
     pub fn magnet_link(&self) -> String {
         let link = Magnet::from_torrent(self).to_string();
-        let Some(v2) = self.info_hash_v2 else {
-            return link;
-        };
-        let head = format!("magnet:?xt=urn:btih:{}", self.info_hash.to_hex());
-        let rest = link.strip_prefix(&head).unwrap_or_default();
-        let btmh = format!("xt=urn:btmh:1220{}", v2.to_hex());
         if self.info.has_v1() {
-            format!("{head}&{btmh}{rest}")
-        } else {
-            format!("magnet:?{btmh}{rest}")
+            return link;
         }
+        // v2-only: the 20-byte hash is the truncated SHA-256, not a v1 info-hash.
+        let btih = format!("xt=urn:btih:{}&", self.info_hash.to_hex());
+        link.replacen(&btih, "", 1)
     }
 }
 

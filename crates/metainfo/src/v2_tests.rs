@@ -234,3 +234,48 @@ fn magnet_links_of_v2_and_hybrid_torrents() {
         "{e}"
     );
 }
+
+#[test]
+fn btmh_in_magnet_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    payload(&dir);
+    let opts = CreateOptions {
+        path: dir.clone(),
+        piece_length: Some(32768),
+        ..CreateOptions::default()
+    };
+    let (_, h) = create_torrent_as(&opts, TorrentFormat::Hybrid, &mut |_, _| {}).unwrap();
+    let (_, v1) = create_torrent_as(&opts, TorrentFormat::V1, &mut |_, _| {}).unwrap();
+    let m = crate::Magnet::parse(&h.magnet_link()).unwrap();
+    assert_eq!(m.info_hash_v2, h.info_hash_v2);
+    assert_eq!(m.to_string(), h.magnet_link(), "round trip");
+    assert!(m.check_torrent(&h).is_ok());
+    // Same v1 hash, other v2 hash: refused, naming the v2 info-hash.
+    let mut other = h.clone();
+    other.info_hash_v2 = Some(InfoHashV2([9; 32]));
+    let e = m.check_torrent(&other).unwrap_err().to_string();
+    assert!(
+        e.contains("v2 info-hash") && e.contains(&"09".repeat(32)),
+        "{e}"
+    );
+    // A v1 torrent has no v2 hash to match.
+    let mut v1 = v1.clone();
+    v1.info_hash = h.info_hash;
+    assert!(m
+        .check_torrent(&v1)
+        .unwrap_err()
+        .to_string()
+        .contains("(none)"));
+    // Malformed multihashes are errors; a link with only btih has no v2 hash.
+    let bih = h.info_hash.to_hex();
+    for bad in ["1220abcd", "1114aa", &format!("1221{}", "a".repeat(64))] {
+        let e = crate::Magnet::parse(&format!("magnet:?xt=urn:btih:{bih}&xt=urn:btmh:{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("btmh"), "{bad}: {e}");
+    }
+    let plain = crate::Magnet::parse(&format!("magnet:?xt=urn:btih:{bih}")).unwrap();
+    assert_eq!(plain.info_hash_v2, None);
+    assert!(plain.check_torrent(&h).is_ok());
+}

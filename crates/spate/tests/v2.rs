@@ -183,3 +183,61 @@ fn hybrid_whose_halves_disagree_stops_with_an_error() -> Result<()> {
     );
     Ok(())
 }
+
+/// A hybrid magnet link with both `xt` (`urn:btih` and `urn:btmh:1220...`): spate fetches
+/// the metadata from a libtorrent seeder (public torrent: libtorrent serves no metadata for
+/// private ones), checks it against both info-hashes and downloads the edge-case tree. The
+/// same link with a wrong `urn:btmh` is refused with an error naming the v2 info-hash.
+#[test]
+fn hybrid_magnet_with_both_hashes_from_libtorrent() -> Result<()> {
+    if !require_tools(&["libtorrent"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("v2-hybrid-magnet")?;
+    let src = td.sub("src")?;
+    let root = write_edge_case_tree(&src, "edge", 26)?;
+    let torrent = td.join("edge.torrent");
+    let (v1, v2) = Libtorrent::create_as(&td, &root, &torrent, 16 * 1024, false, &[], "hybrid")?;
+    let (v1, v2) = (v1.expect("v1 hash"), v2.expect("v2 hash"));
+    let seeder = Libtorrent::seed(&torrent, &src, free_port())
+        .no_pex()
+        .spawn(&td)?;
+    Libtorrent::wait_seeding(&seeder, dl.remaining())?;
+    let port = lt_port(&seeder)?;
+
+    let wrong = format!("{}{}", &v2[..63], if v2.ends_with('0') { '1' } else { '0' });
+    let bad_link =
+        format!("magnet:?xt=urn:btih:{v1}&xt=urn:btmh:1220{wrong}&x.pe=127.0.0.1:{port}");
+    let bad_out = td.sub("bad")?;
+    let bad = spate()
+        .download_magnet(&bad_link, &bad_out)
+        .arg("--metadata-timeout")
+        .arg("60")
+        .name("spate-magnet-wrong-v2")
+        .spawn(&td)?;
+    let Some(st) = bad.wait_timeout(dl.remaining()) else {
+        anyhow::bail!("spate did not stop\n{}", bad.report());
+    };
+    ensure!(
+        !st.success(),
+        "a wrong urn:btmh was accepted\n{}",
+        bad.report()
+    );
+    ensure!(
+        bad.stderr().contains("v2 info-hash"),
+        "the error does not name the v2 info-hash\n{}",
+        bad.report()
+    );
+
+    let link = format!("magnet:?xt=urn:btih:{v1}&xt=urn:btmh:1220{v2}&x.pe=127.0.0.1:{port}");
+    let out = td.sub("out")?;
+    let down = spate()
+        .download_magnet(&link, &out)
+        .arg("--metadata-timeout")
+        .arg("60")
+        .name("spate-magnet")
+        .spawn(&td)?;
+    expect_ok(&down, &[&seeder], &dl)?;
+    same_dir(&root, &out.join("edge"), &down)
+}
