@@ -16,6 +16,8 @@
 #
 # Environment:
 #   ROUNDS (3)  SIZE_MIB (1024)  PIECE_KIB (1024)  TIMEOUT (300 s per download)
+#   FORMAT      the torrent libtorrent makes: v1 (default), v2 (BEP 52 only) or hybrid
+#               (bench/v2.sh runs FORMAT=v2)
 #   SPATE       the spate binary (default: target/release/spate, built if missing)
 #   BENCH_TMP   where the temp dir goes (default /var/tmp: on disk, not tmpfs)
 #   KEEP=1      keep the temp dir (data, torrent, logs)
@@ -88,9 +90,11 @@ DATA="$WORK/src/bench.bin"
 TORRENT="$WORK/bench.torrent"
 RESULTS="$WORK/results.jsonl"
 
-echo "== making a ${SIZE_MIB} MiB file and a private v1 torrent (${PIECE_KIB} KiB pieces) in $WORK"
+FORMAT=${FORMAT:-v1}
+echo "== making a ${SIZE_MIB} MiB file and a private $FORMAT torrent (${PIECE_KIB} KiB pieces) in $WORK"
 head -c "$SIZE" /dev/urandom >"$DATA"
-"$PY" "$LT" create "$DATA" "$TORRENT" $((PIECE_KIB * 1024)) --private >"$WORK/logs/create.log" 2>&1 ||
+"$PY" "$LT" create "$DATA" "$TORRENT" $((PIECE_KIB * 1024)) --private --format "$FORMAT" \
+    >"$WORK/logs/create.log" 2>&1 ||
     die "torrent creation failed: $(cat "$WORK/logs/create.log")"
 
 SPATE_ENC=()
@@ -154,7 +158,7 @@ done
 rm -rf "$WORK/dl"
 
 echo
-echo "== summary: ${SIZE_MIB} MiB over 127.0.0.1 from a libtorrent seeder, $ROUNDS round(s), medians"
+echo "== summary: ${SIZE_MIB} MiB ($FORMAT torrent) over 127.0.0.1 from a libtorrent seeder, $ROUNDS round(s), medians"
 "$PY" "$MEASURE" summary --size "$SIZE" "$RESULTS" || true
 echo
 echo "spate: $SPATE"

@@ -9,7 +9,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(t) = Torrent::from_bytes(data) {
         let total: u64 = t.info.files.iter().map(|f| f.length).sum();
         assert_eq!(total, t.info.total_length());
-        assert_eq!(t.info.piece_hashes.len(), t.info.num_pieces() as usize);
+        if t.info.has_v1() {
+            assert_eq!(t.info.piece_hashes.len(), t.info.num_pieces() as usize);
+        } else {
+            assert!(t.info.v2.is_some() && t.info.piece_hashes.is_empty());
+        }
         for f in &t.info.files {
             assert!(f.path.iter().all(|c| metainfo::sanitize::is_safe_component(c)));
         }

@@ -18,6 +18,10 @@ pub(crate) enum PieceVerdict {
     WriteFailed(storage::StorageError),
     /// The blocking task itself died.
     TaskFailed(String),
+    /// The piece cannot be judged: a hybrid whose SHA-1 and v2 hashes disagree about the
+    /// same bytes (the torrent is inconsistent), or a v2 piece whose hashes are unknown.
+    /// Nothing was written; the torrent stops with this error.
+    Unverifiable(String),
 }
 
 /// Hashes the 16 KiB blocks of a piece for smart ban (see `engine::Torrent::
@@ -41,20 +45,26 @@ impl BlockHasher {
     }
 }
 
-/// Hashes `data` and, only when it matches `expected`, writes it as piece `piece`. The block
-/// hashes come with a mismatch always, and with a good piece when `want_blocks` says so.
+/// Checks `data` against every hash of the torrent (SHA-1, v2, or both for a hybrid:
+/// `metainfo::Info::verify_piece`) and, only when it matches, writes it as piece `piece`.
+/// The block hashes come with a mismatch always, and with a good piece when `want_blocks`
+/// says so.
 pub(crate) fn verify_and_write(
     storage: &Arc<Storage>,
     piece: u32,
-    expected: [u8; 20],
+    info: &metainfo::Info,
     data: &[u8],
     hasher: &BlockHasher,
     want_blocks: bool,
 ) -> PieceVerdict {
-    if storage::sha1(data) != expected {
-        return PieceVerdict::HashMismatch {
-            block_hashes: hasher.hashes(data),
-        };
+    match info.verify_piece(piece, data) {
+        Ok(true) => {}
+        Ok(false) => {
+            return PieceVerdict::HashMismatch {
+                block_hashes: hasher.hashes(data),
+            }
+        }
+        Err(e) => return PieceVerdict::Unverifiable(e),
     }
     let block_hashes = if want_blocks {
         hasher.hashes(data)

@@ -246,6 +246,10 @@ pub async fn fetch_metadata(
     let info = r?;
     let mut torrent = Torrent::from_info_bytes(&info)
         .map_err(|e| ClientError::BadInput(format!("the metadata peers sent: {e}")))?;
+    // The SHA-1 matched; a hybrid's link may also name its v2 info-hash (urn:btmh).
+    magnet
+        .check_torrent(&torrent)
+        .map_err(|e| ClientError::BadInput(format!("the metadata peers sent: {e}")))?;
     torrent.announce = magnet.trackers.first().cloned();
     torrent.announce_list = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
     Ok(torrent)

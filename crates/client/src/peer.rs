@@ -154,7 +154,10 @@ impl Drop for LiveGuard<'_> {
 impl ConnCtx {
     /// The handshake we send on this torrent's connections.
     pub fn handshake(&self) -> Handshake {
-        let hs = Handshake::new(self.info_hash, self.peer_id);
+        let mut hs = Handshake::new(self.info_hash, self.peer_id);
+        if self.storage.layout().v2().is_some() {
+            hs = hs.with_v2();
+        }
         if self.dht_port.is_some() {
             hs.with_dht()
         } else {

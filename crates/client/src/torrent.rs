@@ -1613,9 +1613,10 @@ impl TorrentTask {
         let Some(data) = self.buffers.remove(&piece) else {
             return;
         };
-        let Some(expected) = self.info.piece_hashes.get(piece as usize).copied() else {
+        if piece >= self.info.num_pieces() {
             return;
-        };
+        }
+        let info = self.info.clone();
         self.pieces_checking += 1;
         let storage = self.storage.clone();
         let tx = self.events_tx.clone();
@@ -1625,7 +1626,7 @@ impl TorrentTask {
         let want_blocks = self.engine.needs_block_hashes(piece);
         tokio::spawn(async move {
             let (verdict, buffer) = tokio::task::spawn_blocking(move || {
-                let v = verify_and_write(&storage, piece, expected, &data, &hasher, want_blocks);
+                let v = verify_and_write(&storage, piece, &info, &data, &hasher, want_blocks);
                 (v, data)
             })
             .await
@@ -1692,6 +1693,13 @@ impl TorrentTask {
                 self.engine.piece_write_failed(piece);
                 if self.fatal.is_none() {
                     self.fatal = Some(ClientError::Other(format!("disk task failed: {e}")));
+                }
+            }
+            PieceVerdict::Unverifiable(e) => {
+                tracing::error!(piece, "{e}");
+                self.engine.piece_write_failed(piece);
+                if self.fatal.is_none() {
+                    self.fatal = Some(ClientError::BadInput(format!("torrent: {e}")));
                 }
             }
         }
@@ -2914,8 +2922,20 @@ fn layout_of(info: &Info) -> Result<storage::Layout, ClientError> {
             pad: f.pad,
         })
         .collect();
-    storage::Layout::new(files, info.piece_length, info.piece_hashes.clone())
-        .map_err(|e| ClientError::BadInput(format!("torrent layout: {e}")))
+    if info.v2.as_ref().is_some_and(|v2| !v2.has_all_layers()) && !info.has_v1() {
+        return Err(ClientError::BadInput(
+            "v2 torrent without piece layers: fetching them from peers (BEP 52 hash \
+             requests) is not supported yet"
+                .into(),
+        ));
+    }
+    storage::Layout::with_v2(
+        files,
+        info.piece_length,
+        info.piece_hashes.clone(),
+        info.v2.clone(),
+    )
+    .map_err(|e| ClientError::BadInput(format!("torrent layout: {e}")))
 }
 
 #[cfg(test)]

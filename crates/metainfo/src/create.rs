@@ -1,4 +1,11 @@
-//! Building a v1 `.torrent` from files on disk.
+//! Building a v1, v2 or hybrid (BEP 52) `.torrent` from files on disk.
+//!
+//! v2 and hybrid ([`TorrentFormat`]): files are ordered as in a v2 file tree (path
+//! components compared bytewise, depth first), every file's merkle tree is hashed from its
+//! 16 KiB blocks, files larger than a piece get a `piece layers` entry. A hybrid's v1 list
+//! has a BEP 47 pad file (`attr p`, path `.pad/N`) after every non-empty file that ends
+//! inside a piece, the last one included (no pads for a single file), as libtorrent 2.0.8
+//! writes it; the v1 `pieces` cover the pads as zeros.
 //!
 //! The info dict is what mktorrent writes (`length` or `files`, `name`, `piece length`,
 //! `pieces`, and `private` only when set), canonically encoded, so a torrent made here has
@@ -24,6 +31,31 @@ use sha1::{Digest, Sha1};
 use crate::error::MetainfoError;
 use crate::info::MAX_PIECES;
 use crate::torrent::Torrent;
+use crate::v2::{block_hashes, merkle_root, root_from_layer, MERKLE_BLOCK};
+
+/// Which hashes a created torrent carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TorrentFormat {
+    /// SHA-1 pieces only (BEP 3).
+    #[default]
+    V1,
+    /// BEP 52 only: file tree and merkle roots, no `pieces`.
+    V2,
+    /// Both halves, describing the same data (pad files align the v1 layout).
+    Hybrid,
+}
+
+impl std::str::FromStr for TorrentFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" => Ok(TorrentFormat::V1),
+            "v2" => Ok(TorrentFormat::V2),
+            "hybrid" => Ok(TorrentFormat::Hybrid),
+            other => Err(format!("unknown format {other:?} (v1, v2 or hybrid)")),
+        }
+    }
+}
 
 /// Errors of [`create_torrent`]: the crate's one error type.
 pub type CreateError = MetainfoError;
@@ -77,6 +109,15 @@ pub fn create_torrent(
     opts: &CreateOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<u8>, Torrent), CreateError> {
+    create_torrent_as(opts, TorrentFormat::V1, progress)
+}
+
+/// [`create_torrent`] in the given format (v1, v2-only or hybrid).
+pub fn create_torrent_as(
+    opts: &CreateOptions,
+    format: TorrentFormat,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Vec<u8>, Torrent), CreateError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| MetainfoError::Io { path, source }
@@ -87,7 +128,11 @@ pub fn create_torrent(
     let files = if meta.is_dir() {
         let mut files = Vec::new();
         walk(root, &mut Vec::new(), &mut files)?;
-        files.sort_by_cached_key(|f| f.rel.join(&b'/'));
+        if format == TorrentFormat::V1 {
+            files.sort_by_cached_key(|f| f.rel.join(&b'/'));
+        } else {
+            files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        }
         files
     } else if meta.is_file() {
         vec![SourceFile {
@@ -126,7 +171,27 @@ pub fn create_torrent(
             ))
         }
     };
-    let num_pieces = total.div_ceil(piece_length);
+    // libtorrent 2.0's layout: a pad after each non-empty file that ends inside a piece,
+    // the last one included, unless there is only one file.
+    let aligned = format != TorrentFormat::V1 && files.len() > 1;
+    let mut pads = Vec::with_capacity(files.len());
+    let mut padded_total = 0u64;
+    for f in &files {
+        padded_total = padded_total
+            .checked_add(f.length)
+            .ok_or_else(|| MetainfoError::invalid("path", "total size overflows"))?;
+        let misalign = padded_total % piece_length;
+        let pad = if aligned && f.length > 0 && misalign != 0 {
+            piece_length - misalign
+        } else {
+            0
+        };
+        pads.push(pad);
+        padded_total = padded_total
+            .checked_add(pad)
+            .ok_or_else(|| MetainfoError::invalid("path", "total size overflows"))?;
+    }
+    let num_pieces = padded_total.div_ceil(piece_length);
     if num_pieces > MAX_PIECES {
         return Err(MetainfoError::invalid(
             "piece_length",
@@ -134,24 +199,78 @@ pub fn create_torrent(
         ));
     }
 
-    let pieces = hash_pieces(&files, piece_length, total, progress)?;
+    let want_v1 = format != TorrentFormat::V2;
+    let want_v2 = format != TorrentFormat::V1;
+    let hashes = hash_files(
+        &files,
+        &pads,
+        piece_length,
+        want_v1,
+        want_v2,
+        total,
+        progress,
+    )?;
 
     let mut info = OwnedValue::dict()
-        .with("name", name)
-        .with("piece length", piece_length as i64)
-        .with("pieces", pieces);
-    if meta.is_dir() {
-        let list = files
-            .iter()
-            .map(|f| {
-                OwnedValue::dict()
-                    .with("length", f.length as i64)
-                    .with("path", OwnedValue::list(f.rel.iter().cloned()))
-            })
-            .collect::<Vec<_>>();
-        info.insert("files", list);
-    } else {
-        info.insert("length", total as i64);
+        .with("name", name.clone())
+        .with("piece length", piece_length as i64);
+    if want_v1 {
+        info.insert("pieces", hashes.pieces);
+        if meta.is_dir() {
+            let mut list = Vec::with_capacity(files.len() * 2);
+            for (f, &pad) in files.iter().zip(&pads) {
+                list.push(
+                    OwnedValue::dict()
+                        .with("length", f.length as i64)
+                        .with("path", OwnedValue::list(f.rel.iter().cloned())),
+                );
+                if pad > 0 {
+                    list.push(
+                        OwnedValue::dict()
+                            .with("attr", "p")
+                            .with("length", pad as i64)
+                            .with(
+                                "path",
+                                OwnedValue::list([".pad".to_owned(), pad.to_string()]),
+                            ),
+                    );
+                }
+            }
+            info.insert("files", list);
+        } else {
+            info.insert("length", total as i64);
+        }
+    }
+    let mut layers = OwnedValue::dict();
+    if want_v2 {
+        info.insert("meta version", 2i64);
+        let mut tree = OwnedValue::dict();
+        for (f, leaves) in files.iter().zip(&hashes.leaves) {
+            let mut leaf = OwnedValue::dict().with("length", f.length as i64);
+            if f.length > 0 {
+                let per_piece = (piece_length / MERKLE_BLOCK) as usize;
+                let root = if f.length <= piece_length {
+                    merkle_root(leaves, leaves.len().next_power_of_two(), [0; 32])
+                } else {
+                    let layer: Vec<[u8; 32]> = leaves
+                        .chunks(per_piece)
+                        .map(|c| merkle_root(c, per_piece, [0; 32]))
+                        .collect();
+                    let root = root_from_layer(&layer, piece_length);
+                    layers.insert(root, layer.concat());
+                    root
+                };
+                leaf.insert("pieces root", root.to_vec());
+            }
+            let leaf = OwnedValue::dict().with("", leaf);
+            let path: Vec<Vec<u8>> = if meta.is_dir() {
+                f.rel.clone()
+            } else {
+                vec![name.clone()]
+            };
+            insert_path(&mut tree, &path, leaf);
+        }
+        info.insert("file tree", tree);
     }
     if opts.private {
         info.insert("private", 1i64);
@@ -176,6 +295,9 @@ pub fn create_torrent(
     }
     if let Some(d) = opts.creation_date {
         top.insert("creation date", d);
+    }
+    if want_v2 && matches!(&layers, OwnedValue::Dict(d) if !d.is_empty()) {
+        top.insert("piece layers", layers);
     }
     let bytes = top.to_bytes();
     let torrent = Torrent::from_bytes(&bytes)?;
@@ -240,19 +362,63 @@ fn walk(dir: &Path, rel: &mut Vec<Vec<u8>>, out: &mut Vec<SourceFile>) -> Result
     Ok(())
 }
 
-/// SHA-1 of every piece of the concatenated files, read in large chunks.
-fn hash_pieces(
+/// Puts `leaf` at `path` in a v2 file tree.
+fn insert_path(tree: &mut OwnedValue, path: &[Vec<u8>], leaf: OwnedValue) {
+    let OwnedValue::Dict(map) = tree else {
+        unreachable!("file tree nodes are dicts")
+    };
+    match path {
+        [] => {}
+        [last] => {
+            map.insert(last.clone(), leaf);
+        }
+        [first, rest @ ..] => {
+            let node = map.entry(first.clone()).or_insert_with(OwnedValue::dict);
+            insert_path(node, rest, leaf);
+        }
+    }
+}
+
+struct Hashes {
+    /// SHA-1 of every piece of the (padded) concatenation: the v1 `pieces`.
+    pieces: Vec<u8>,
+    /// Per file, SHA-256 of its 16 KiB blocks: the v2 merkle leaves.
+    leaves: Vec<Vec<[u8; 32]>>,
+}
+
+/// The SHA-1 pieces over the files with `pads[i]` zeros after file `i` (when `want_v1`),
+/// and the v2 leaves of each file (when `want_v2`), reading every file once in large chunks.
+fn hash_files(
     files: &[SourceFile],
+    pads: &[u64],
     piece_length: u64,
+    want_v1: bool,
+    want_v2: bool,
     total: u64,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<Vec<u8>, CreateError> {
-    let mut pieces = Vec::with_capacity(total.div_ceil(piece_length) as usize * 20);
-    let mut buf = vec![0u8; READ_CHUNK.min(total as usize)];
+) -> Result<Hashes, CreateError> {
+    let mut out = Hashes {
+        pieces: Vec::new(),
+        leaves: Vec::with_capacity(files.len()),
+    };
+    let mut buf = vec![0u8; READ_CHUNK.min(total as usize).max(MERKLE_BLOCK as usize)];
     let mut hasher = Sha1::new();
     let mut in_piece = 0u64;
     let mut done = 0u64;
-    for f in files {
+    let mut feed_v1 = |mut chunk: &[u8], pieces: &mut Vec<u8>| {
+        while !chunk.is_empty() {
+            let take = chunk.len().min((piece_length - in_piece) as usize);
+            hasher.update(&chunk[..take]);
+            in_piece += take as u64;
+            chunk = &chunk[take..];
+            if in_piece == piece_length {
+                pieces.extend_from_slice(&hasher.finalize_reset());
+                in_piece = 0;
+            }
+        }
+    };
+    let zeros = vec![0u8; MERKLE_BLOCK as usize];
+    for (f, &pad) in files.iter().zip(pads) {
         let changed = || {
             MetainfoError::invalid(
                 "path",
@@ -265,10 +431,13 @@ fn hash_pieces(
         })?;
         let mut reader = file.take(f.length);
         let mut left = f.length;
+        let mut leaves = Vec::new();
+        // Bytes of the current 16 KiB block read so far (at the start of `buf`).
+        let mut filled = 0usize;
         while left > 0 {
-            let want = buf.len().min(left as usize);
+            let want = (buf.len() - filled).min(left as usize);
             let n = reader
-                .read(&mut buf[..want])
+                .read(&mut buf[filled..filled + want])
                 .map_err(|source| MetainfoError::Io {
                     path: f.disk.clone(),
                     source,
@@ -276,146 +445,39 @@ fn hash_pieces(
             if n == 0 {
                 return Err(changed());
             }
-            let mut chunk = &buf[..n];
-            while !chunk.is_empty() {
-                let take = chunk.len().min((piece_length - in_piece) as usize);
-                hasher.update(&chunk[..take]);
-                in_piece += take as u64;
-                chunk = &chunk[take..];
-                if in_piece == piece_length {
-                    pieces.extend_from_slice(&hasher.finalize_reset());
-                    in_piece = 0;
-                }
+            if want_v1 {
+                feed_v1(&buf[filled..filled + n], &mut out.pieces);
             }
+            filled += n;
             left -= n as u64;
+            if want_v2 {
+                // Hash the whole blocks; keep a partial one for the next read.
+                let whole = if left == 0 {
+                    filled
+                } else {
+                    filled - filled % MERKLE_BLOCK as usize
+                };
+                leaves.extend(block_hashes(&buf[..whole]));
+                buf.copy_within(whole..filled, 0);
+                filled -= whole;
+            } else {
+                filled = 0;
+            }
             done += n as u64;
             progress(done, total);
         }
+        out.leaves.push(leaves);
+        if want_v1 {
+            let mut left = pad;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                feed_v1(&zeros[..n], &mut out.pieces);
+                left -= n as u64;
+            }
+        }
     }
     if in_piece > 0 {
-        pieces.extend_from_slice(&hasher.finalize());
+        out.pieces.extend_from_slice(&hasher.finalize());
     }
-    Ok(pieces)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_piece_lengths() {
-        assert_eq!(default_piece_length(1), 16 << 10);
-        assert_eq!(default_piece_length(100 << 20), 64 << 10);
-        assert_eq!(default_piece_length(4 << 30), 4 << 20);
-        assert_eq!(default_piece_length(1 << 50), 16 << 20);
-        for total in [40u64 << 20, 700 << 20, 3 << 30, 20 << 30] {
-            let n = total.div_ceil(default_piece_length(total));
-            assert!((1000..=2000).contains(&n), "{total}: {n} pieces");
-        }
-    }
-
-    fn write(path: &Path, len: usize, seed: u8) {
-        let data: Vec<u8> = (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect();
-        std::fs::write(path, data).unwrap();
-    }
-
-    #[test]
-    fn single_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data.bin");
-        write(&path, 100_000, 1);
-        let opts = CreateOptions {
-            path: path.clone(),
-            trackers: vec!["http://a/ann".into(), "udp://b:1".into()],
-            piece_length: Some(32 << 10),
-            private: true,
-            web_seeds: vec!["http://w/".into()],
-            comment: Some("c".into()),
-            created_by: Some("spate".into()),
-            creation_date: Some(1_700_000_000),
-        };
-        let mut calls = Vec::new();
-        let (bytes, t) = create_torrent(&opts, &mut |d, tot| calls.push((d, tot))).unwrap();
-        assert_eq!(calls.last(), Some(&(100_000, 100_000)));
-        assert_eq!(t.info.name, "data.bin");
-        assert!(t.info.private && !t.info.multi_file);
-        assert_eq!(t.info.num_pieces(), 4);
-        let data = std::fs::read(&path).unwrap();
-        for (i, chunk) in data.chunks(32 << 10).enumerate() {
-            let h: [u8; 20] = Sha1::digest(chunk).into();
-            assert_eq!(t.info.piece_hashes[i], h);
-        }
-        assert_eq!(t.announce.as_deref(), Some("http://a/ann"));
-        assert_eq!(
-            t.tracker_tiers(),
-            vec![vec!["http://a/ann"], vec!["udp://b:1"]]
-        );
-        assert_eq!(t.url_list, ["http://w/"]);
-        assert_eq!(t.creation_date, Some(1_700_000_000));
-        // Canonical: re-encoding changes nothing.
-        let v = bencode::DecodeOptions::strict().decode(&bytes).unwrap();
-        assert_eq!(v.to_owned().to_bytes(), bytes);
-        let info = v.as_dict().unwrap().get_dict("info").unwrap();
-        let keys: Vec<&[u8]> = info.iter().map(|(k, _)| k).collect();
-        assert_eq!(
-            keys,
-            [
-                &b"length"[..],
-                b"name",
-                b"piece length",
-                b"pieces",
-                b"private"
-            ]
-        );
-    }
-
-    #[test]
-    fn directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("set");
-        std::fs::create_dir_all(root.join("a")).unwrap();
-        std::fs::create_dir_all(root.join("empty_dir")).unwrap();
-        write(&root.join("a-b"), 10, 1);
-        write(&root.join("a/x"), 20_000, 2);
-        write(&root.join(".hidden"), 5, 3);
-        write(&root.join("zero"), 0, 4);
-        let opts = CreateOptions {
-            path: root,
-            ..CreateOptions::default()
-        };
-        let (_, t) = create_torrent(&opts, &mut |_, _| {}).unwrap();
-        let paths: Vec<String> = t.info.files.iter().map(|f| f.path.join("/")).collect();
-        assert_eq!(paths, ["set/.hidden", "set/a-b", "set/a/x", "set/zero"]);
-        assert_eq!(t.info.total_length(), 20_015);
-        assert_eq!(t.info.piece_length, 16 << 10);
-        assert!(t.announce.is_none() && t.tracker_tiers().is_empty());
-    }
-
-    #[test]
-    fn bad_inputs() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("empty");
-        std::fs::create_dir(&empty).unwrap();
-        let opts = |path: PathBuf, piece_length| CreateOptions {
-            path,
-            piece_length,
-            ..CreateOptions::default()
-        };
-        let e = create_torrent(&opts(empty.clone(), None), &mut |_, _| {}).unwrap_err();
-        assert!(e.to_string().ends_with("holds no files"), "{e}");
-        write(&empty.join("z"), 0, 0);
-        let e = create_torrent(&opts(empty.clone(), None), &mut |_, _| {}).unwrap_err();
-        assert_eq!(e.to_string(), "path: total size is zero");
-        write(&empty.join("z"), 10, 0);
-        let e = create_torrent(&opts(empty.clone(), Some(1000)), &mut |_, _| {}).unwrap_err();
-        assert!(
-            e.to_string().starts_with("piece_length: 1000 is not"),
-            "{e}"
-        );
-        let missing = dir.path().join("missing");
-        let e = create_torrent(&opts(missing, None), &mut |_, _| {}).unwrap_err();
-        assert!(matches!(e, MetainfoError::Io { .. }), "{e}");
-    }
+    Ok(out)
 }

@@ -24,9 +24,6 @@ pub enum MetainfoError {
     /// A value of the right kind that is out of range or inconsistent.
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
-    /// A v2-only torrent (BEP 52 without v1 `pieces`).
-    #[error("info: v2-only torrents are not supported yet")]
-    V2Only,
     /// Reading a `.torrent` file failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -6,8 +6,9 @@ use sha1::{Digest, Sha1};
 
 use crate::error::MetainfoError;
 use crate::sanitize::{dedupe_paths, sanitize_component, MAX_DUPLICATE_RENAMES, WINDOWS};
+use crate::torrent;
 use crate::types::{InfoHash, Lengths};
-use crate::{hybrid, torrent};
+use crate::v2::{self, TreeFile, V2File, V2Info};
 
 /// Most pieces in one torrent (libtorrent's default `max_pieces`). Checked before the
 /// hashes are looked at.
@@ -51,11 +52,15 @@ pub struct Info {
     /// The `files` form: the name is a folder holding the files.
     pub multi_file: bool,
     pub lengths: Lengths,
+    /// The v2 half (BEP 52) of a v2-only or hybrid torrent: pieces roots and piece layers.
+    /// `piece_hashes` is empty when there is no v1 half.
+    pub v2: Option<V2Info>,
 }
 
 impl Info {
     /// Parses a bencoded info dict on its own (as received with BEP 9). The info-hash is the
-    /// SHA-1 of `info_bytes`: check it before trusting the result.
+    /// SHA-1 of `info_bytes` (SHA-256 for v2): check it before trusting the result. A v2
+    /// torrent parsed this way has no piece layers.
     pub fn from_bytes(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
         let value = torrent::decode_options()
             .decode(info_bytes)
@@ -66,7 +71,7 @@ impl Info {
         let dict = value
             .as_dict()
             .ok_or_else(|| MetainfoError::wrong_type("info", "dict", &value))?;
-        Info::from_dict(dict, &info_hash_of(info_bytes))
+        Info::from_dict(dict, &torrent::info_hashes(dict).0)
     }
 
     pub fn total_length(&self) -> u64 {
@@ -75,6 +80,31 @@ impl Info {
 
     pub fn num_pieces(&self) -> u32 {
         self.lengths.num_pieces()
+    }
+
+    /// Whether the torrent has a v1 half (SHA-1 piece hashes): false for v2-only.
+    pub fn has_v1(&self) -> bool {
+        !self.piece_hashes.is_empty()
+    }
+
+    /// Checks the data of piece `piece` (all of it, pad bytes included) against every hash
+    /// the torrent has: SHA-1 for v1, the merkle tree for v2, both for a hybrid.
+    ///
+    /// `Err` (one line) when the piece cannot be judged: out of range, a v2 piece whose
+    /// layer is unknown, or a hybrid whose SHA-1 and v2 hashes disagree about the same data
+    /// (the torrent's halves describe different data: a torrent error, and the piece is
+    /// never taken as verified).
+    pub fn verify_piece(&self, piece: u32, data: &[u8]) -> Result<bool, String> {
+        if piece >= self.num_pieces() {
+            return Err(format!("piece {piece} is out of range"));
+        }
+        verify_piece(
+            &self.piece_hashes,
+            self.v2.as_ref(),
+            self.piece_length,
+            piece,
+            data,
+        )
     }
 
     /// The SHA-1 of piece `piece`, if it is in range.
@@ -95,27 +125,48 @@ impl Info {
                 format!("unknown version {version}"),
             ));
         }
-        if version == 2 && !info.contains_key("pieces") {
-            return Err(MetainfoError::V2Only);
-        }
-
         let piece_length = parse_piece_length(info, version)?;
         let name = parse_name(info, info_hash)?;
 
-        let mut symlinks = Vec::new();
-        let (mut files, multi_file) = match info.get("files") {
-            Some(Value::List(list)) => (parse_files(list, &name, &mut symlinks)?, true),
-            Some(v) => return Err(MetainfoError::wrong_type("info.files", "list", v)),
-            None => {
-                let length = parse_length(info, "info.length")?;
-                let file = RawFile {
-                    path: vec![name.clone()],
-                    length,
-                    pad: false,
-                    executable: info.get_bytes("attr").unwrap_or_default().contains(&b'x'),
-                };
-                (vec![file], false)
+        let tree = match (version, info.get("file tree")) {
+            (2, Some(tree)) => {
+                v2::check_canonical(info)?;
+                Some(v2::parse_tree(tree)?)
             }
+            (2, None) => return Err(MetainfoError::missing("info.file tree")),
+            (_, Some(_)) => {
+                return Err(MetainfoError::invalid(
+                    "info.file tree",
+                    "present without meta version 2",
+                ))
+            }
+            _ => None,
+        };
+        let has_v1 = tree.is_none() || info.contains_key("pieces");
+
+        let mut symlinks = Vec::new();
+        let (mut files, multi_file) = if has_v1 {
+            match info.get("files") {
+                Some(Value::List(list)) => (parse_files(list, &name, &mut symlinks)?, true),
+                Some(v) => return Err(MetainfoError::wrong_type("info.files", "list", v)),
+                None => {
+                    let length = parse_length(info, "info.length")?;
+                    let file = RawFile {
+                        path: vec![name.clone()],
+                        length,
+                        pad: false,
+                        executable: info.get_bytes("attr").unwrap_or_default().contains(&b'x'),
+                    };
+                    (vec![file], false)
+                }
+            }
+        } else {
+            v2_layout(
+                tree.as_deref().unwrap_or_default(),
+                &name,
+                piece_length,
+                &mut symlinks,
+            )?
         };
         if files.is_empty() {
             return Err(MetainfoError::invalid("info.files", "no files"));
@@ -134,19 +185,15 @@ impl Info {
                 format!("{num_pieces} pieces, more than the limit of {MAX_PIECES}"),
             ));
         }
-        let piece_hashes = parse_pieces(info, num_pieces)?;
-
-        match (version, info.get("file tree")) {
-            (2, Some(tree)) => hybrid::check(info, tree, &files, multi_file, piece_length)?,
-            (2, None) => return Err(MetainfoError::missing("info.file tree")),
-            (_, Some(_)) => {
-                return Err(MetainfoError::invalid(
-                    "info.file tree",
-                    "present without meta version 2",
-                ))
-            }
-            _ => {}
-        }
+        let piece_hashes = if has_v1 {
+            parse_pieces(info, num_pieces)?
+        } else {
+            Vec::new()
+        };
+        let v2 = match &tree {
+            Some(tree) => Some(v2_files(tree, &files, multi_file, has_v1, piece_length)?),
+            None => None,
+        };
 
         if multi_file {
             let mut paths: Vec<Vec<String>> = files
@@ -191,7 +238,37 @@ impl Info {
             private,
             multi_file,
             lengths,
+            v2,
         })
+    }
+}
+
+/// [`Info::verify_piece`] on the parts of an info dict that carry hashes, for holders of
+/// them that are not an [`Info`] (the storage layout). `piece_hashes` empty: no v1 half.
+pub fn verify_piece(
+    piece_hashes: &[[u8; 20]],
+    v2: Option<&V2Info>,
+    piece_length: u64,
+    piece: u32,
+    data: &[u8],
+) -> Result<bool, String> {
+    let v1 = (!piece_hashes.is_empty()).then(|| {
+        let digest: [u8; 20] = Sha1::digest(data).into();
+        piece_hashes.get(piece as usize) == Some(&digest)
+    });
+    let v2 = v2.and_then(|v2| v2.verify_piece(piece, piece_length, data));
+    match (v1, v2) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "piece {piece}: the SHA-1 {} and the v2 hash {}: the torrent's v1 and v2 halves \
+             describe different data",
+            if a { "matches" } else { "does not match" },
+            if b { "matches" } else { "does not match" },
+        )),
+        (Some(ok), _) | (None, Some(ok)) => Ok(ok),
+        (None, None) => Err(format!(
+            "piece {piece}: its v2 hashes are unknown (the torrent has no piece layer for its \
+             file)"
+        )),
     }
 }
 
@@ -206,6 +283,127 @@ pub(crate) struct RawFile {
     pub(crate) length: u64,
     pub(crate) pad: bool,
     pub(crate) executable: bool,
+}
+
+/// The files of a v2-only torrent in the order of its file tree, each non-empty file
+/// starting on a piece boundary: a virtual pad file (never on disk) follows each non-empty
+/// file that ends inside a piece, the last one included, unless there is only one file:
+/// the layout libtorrent 2.0 gives a v2 torrent, so that the pieces (their lengths
+/// included) are the same on the wire. One file at the top of the tree is a single-file
+/// torrent.
+fn v2_layout(
+    tree: &[TreeFile],
+    name: &str,
+    piece_length: u64,
+    symlinks: &mut Vec<Symlink>,
+) -> Result<(Vec<RawFile>, bool), MetainfoError> {
+    let single = tree.len() == 1 && tree[0].path.len() == 1 && tree[0].symlink.is_none();
+    let several = tree.iter().filter(|f| f.symlink.is_none()).count() > 1;
+    let mut files = Vec::with_capacity(tree.len());
+    let mut offset = 0u64;
+    for f in tree {
+        let mut path = vec![name.to_owned()];
+        if !single {
+            path.extend(f.path.iter().cloned());
+        }
+        if let Some(target) = &f.symlink {
+            let mut to = vec![name.to_owned()];
+            to.extend(target.iter().cloned());
+            symlinks.push(Symlink { path, target: to });
+            continue;
+        }
+        offset = offset
+            .checked_add(f.length)
+            .ok_or_else(|| MetainfoError::invalid("info.file tree", "total length overflows"))?;
+        files.push(RawFile {
+            path,
+            length: f.length,
+            pad: false,
+            executable: f.executable,
+        });
+        let misalign = offset % piece_length;
+        if several && f.length > 0 && misalign != 0 {
+            let pad = piece_length - misalign;
+            files.push(RawFile {
+                path: vec![name.to_owned(), ".pad".to_owned(), pad.to_string()],
+                length: pad,
+                pad: true,
+                executable: false,
+            });
+            offset += pad;
+        }
+    }
+    Ok((files, !single))
+}
+
+/// Matches the v2 files (non-empty, in tree order) with the payload files and checks they
+/// agree: for a hybrid, same paths and lengths as the v1 list (libtorrent's
+/// `torrent_inconsistent_files`), and every such file on a piece boundary.
+fn v2_files(
+    tree: &[TreeFile],
+    files: &[RawFile],
+    multi_file: bool,
+    hybrid: bool,
+    piece_length: u64,
+) -> Result<V2Info, MetainfoError> {
+    let inconsistent = |reason: String| {
+        MetainfoError::invalid(
+            "info.file tree",
+            format!("v1 and v2 metadata disagree: {reason}"),
+        )
+    };
+    let mut payload = Vec::new();
+    let mut offset = 0u64;
+    for (i, f) in files.iter().enumerate() {
+        if !f.pad && f.length > 0 {
+            if offset % piece_length != 0 {
+                return Err(inconsistent(format!(
+                    "file {:?} does not start on a piece boundary",
+                    f.path.join("/")
+                )));
+            }
+            payload.push((i, offset));
+        }
+        offset = offset.saturating_add(f.length);
+    }
+    let wanted: Vec<&TreeFile> = tree
+        .iter()
+        .filter(|f| f.symlink.is_none() && f.length > 0)
+        .collect();
+    if wanted.len() != payload.len() {
+        return Err(inconsistent(format!(
+            "{} files in v2 but {} in v1",
+            wanted.len(),
+            payload.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(wanted.len());
+    for (t, &(index, offset)) in wanted.iter().zip(&payload) {
+        let f = &files[index];
+        let v1_path = if multi_file {
+            &f.path[1..]
+        } else {
+            &f.path[..]
+        };
+        if hybrid && (v1_path != t.path.as_slice() || f.length != t.length) {
+            return Err(inconsistent(format!(
+                "v2 file {:?} ({} bytes) differs from v1 file {:?} ({} bytes)",
+                t.path.join("/"),
+                t.length,
+                v1_path.join("/"),
+                f.length
+            )));
+        }
+        out.push(V2File {
+            index,
+            length: t.length,
+            pieces_root: t.pieces_root.expect("non-empty files have a root"),
+            first_piece: (offset / piece_length) as u32,
+            num_pieces: t.length.div_ceil(piece_length) as u32,
+            layer: None,
+        });
+    }
+    Ok(V2Info { files: out })
 }
 
 fn parse_piece_length(info: &Dict<'_>, version: i64) -> Result<u64, MetainfoError> {

@@ -10,9 +10,9 @@
 //!   file list, validated; also parsed alone for BEP 9 ([`Info::from_bytes`]).
 //! - [`sanitize`]: turns file names from a torrent into path components that can never
 //!   leave the download folder, and renames duplicates (libtorrent's rules).
-//! - `hybrid`: checks that the v2 half of a hybrid torrent agrees with the v1 half (hybrids
-//!   load as v1; v2-only torrents are refused for now).
-//! - [`magnet`]: magnet links ([`Magnet`], BEP 9 / BEP 53).
+//! - [`v2`]: BEP 52: the `file tree`, pieces roots and piece layers of v2-only and hybrid
+//!   torrents ([`V2Info`]), merkle hashing, the v2 info-hash ([`InfoHashV2`]).
+//! - [`magnet`]: magnet links ([`Magnet`], BEP 9 / BEP 53; a hybrid's `urn:btmh` too).
 //! - [`create`]: building a v1 `.torrent` from files on disk ([`create_torrent`]), with the
 //!   same info-hash as mktorrent and libtorrent (v1-only) for the same data.
 //! - [`summary`]: the stable JSON views of `spate info --json` ([`TorrentSummary`],
@@ -24,20 +24,21 @@
 pub mod bitfield;
 pub mod create;
 pub mod error;
-mod hybrid;
 pub mod info;
 pub mod magnet;
 pub mod sanitize;
 pub mod summary;
 pub mod torrent;
 pub mod types;
+pub mod v2;
 pub mod webseed;
 
 pub use bitfield::Bitfield;
-pub use create::{create_torrent, CreateError, CreateOptions};
+pub use create::{create_torrent, create_torrent_as, CreateError, CreateOptions, TorrentFormat};
 pub use error::MetainfoError;
 pub use info::{FileEntry, Info, Symlink};
 pub use magnet::Magnet;
 pub use summary::{FileSummary, MagnetSummary, TorrentSummary};
 pub use torrent::Torrent;
 pub use types::{BlockRef, InfoHash, Lengths, LengthsError, PeerId, BLOCK_SIZE};
+pub use v2::{InfoHashV2, V2File, V2Info, V2PieceHash};

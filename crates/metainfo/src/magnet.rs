@@ -6,14 +6,18 @@ use std::str::FromStr;
 use crate::error::MetainfoError;
 use crate::torrent::Torrent;
 use crate::types::InfoHash;
+use crate::v2::InfoHashV2;
 
 /// Most file indices a `so=` parameter may select (ranges are expanded).
 pub const MAX_SELECT_ONLY: usize = 100_000;
 
-/// A parsed magnet link. Only v1 (`urn:btih:`) links are supported for now.
+/// A parsed magnet link. It needs a v1 (`urn:btih:`) info-hash; a hybrid's link may also
+/// carry its v2 one (`urn:btmh:1220` + SHA-256, BEP 52). v2-only links are not supported yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Magnet {
     pub info_hash: InfoHash,
+    /// `xt=urn:btmh:1220...`: the v2 info-hash of a hybrid, checked against the metadata.
+    pub info_hash_v2: Option<InfoHashV2>,
     /// `dn`: a display name until the metadata arrives. Not sanitised: never a path.
     pub display_name: Option<String>,
     /// `tr`: tracker URLs, in order, without duplicates.
@@ -39,9 +43,10 @@ impl Magnet {
             .map(|_| &s[8..])
             .ok_or_else(|| err("does not start with magnet:?"))?;
         let mut info_hash = None;
-        let mut saw_v2 = false;
+        let mut btmh = None;
         let mut m = Magnet {
             info_hash: InfoHash([0; 20]),
+            info_hash_v2: None,
             display_name: None,
             trackers: Vec::new(),
             peers: Vec::new(),
@@ -59,8 +64,10 @@ impl Magnet {
                         if info_hash.is_none() {
                             info_hash = Some(parse_btih(h)?);
                         }
-                    } else if strip_prefix_ci(&value, "urn:btmh:").is_some() {
-                        saw_v2 = true;
+                    } else if let Some(h) = strip_prefix_ci(&value, "urn:btmh:") {
+                        if btmh.is_none() {
+                            btmh = Some(parse_btmh(h));
+                        }
                     }
                 }
                 "dn" => m.display_name = Some(String::from_utf8_lossy(&value).into_owned()),
@@ -85,16 +92,41 @@ impl Magnet {
         }
         m.info_hash = match info_hash {
             Some(h) => h,
-            None if saw_v2 => return Err(err("v2-only magnet links are not supported yet")),
+            None if btmh.is_some() => {
+                return Err(err("v2-only magnet links are not supported yet"))
+            }
             None => return Err(err("no xt=urn:btih: info-hash")),
         };
+        m.info_hash_v2 = btmh.transpose()?;
         Ok(m)
     }
 
-    /// The magnet link of a torrent: info-hash, name and trackers.
+    /// Checks that `t` (metadata fetched for this link) is the torrent the link names: its
+    /// info-hash, and its v2 info-hash when the link gives one.
+    pub fn check_torrent(&self, t: &Torrent) -> Result<(), MetainfoError> {
+        if t.info_hash != self.info_hash {
+            return Err(err(format!(
+                "the metadata's info-hash {} is not the link's {}",
+                t.info_hash, self.info_hash
+            )));
+        }
+        if let Some(v2) = self.info_hash_v2 {
+            if t.info_hash_v2 != Some(v2) {
+                return Err(err(format!(
+                    "the metadata's v2 info-hash {} is not the link's urn:btmh {v2}",
+                    t.info_hash_v2
+                        .map_or_else(|| "(none)".to_owned(), |h| h.to_hex())
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The magnet link of a torrent: info-hash(es), name and trackers.
     pub fn from_torrent(t: &Torrent) -> Magnet {
         Magnet {
             info_hash: t.info_hash,
+            info_hash_v2: t.info_hash_v2,
             display_name: Some(t.info.name.clone()),
             trackers: t.tracker_tiers().into_iter().flatten().collect(),
             peers: Vec::new(),
@@ -111,9 +143,13 @@ impl FromStr for Magnet {
 }
 
 impl fmt::Display for Magnet {
-    /// `magnet:?xt=urn:btih:<hex>` then `dn`, each `tr`, each `x.pe`, and `so` as ranges.
+    /// `magnet:?xt=urn:btih:<hex>`, `xt=urn:btmh:1220<hex>` for a v2 info-hash, then `dn`,
+    /// each `tr`, each `x.pe`, and `so` as ranges.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "magnet:?xt=urn:btih:{}", self.info_hash.to_hex())?;
+        if let Some(v2) = &self.info_hash_v2 {
+            write!(f, "&xt=urn:btmh:1220{}", v2.to_hex())?;
+        }
         if let Some(dn) = &self.display_name {
             write!(f, "&dn={}", percent_encode(dn))?;
         }
@@ -128,6 +164,13 @@ impl fmt::Display for Magnet {
         }
         Ok(())
     }
+}
+
+/// A BEP 52 multihash: `1220` (SHA-256, 32 bytes) then 64 hex digits.
+fn parse_btmh(h: &str) -> Result<InfoHashV2, MetainfoError> {
+    h.strip_prefix("1220")
+        .and_then(InfoHashV2::from_hex)
+        .ok_or_else(|| err("xt=urn:btmh: is not 1220 followed by 64 hex digits (SHA-256)"))
 }
 
 /// `tr.1` -> `tr`; `x.pe` stays `x.pe`.

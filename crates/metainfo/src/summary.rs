@@ -10,8 +10,11 @@ use crate::torrent::Torrent;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TorrentSummary {
     pub name: String,
-    /// Lower-case hex.
-    pub info_hash: String,
+    /// The v1 info-hash (SHA-1) in lower-case hex; `null` for a v2-only torrent.
+    pub info_hash: Option<String>,
+    /// The v2 info-hash (SHA-256, BEP 52) in lower-case hex, for a v2-only or hybrid
+    /// torrent; `null` for v1.
+    pub info_hash_v2: Option<String>,
     /// Bytes of data, pad files included.
     pub total_size: u64,
     pub piece_length: u64,
@@ -50,7 +53,8 @@ impl From<&Torrent> for TorrentSummary {
     fn from(t: &Torrent) -> Self {
         TorrentSummary {
             name: t.info.name.clone(),
-            info_hash: t.info_hash.to_hex(),
+            info_hash: t.info.has_v1().then(|| t.info_hash.to_hex()),
+            info_hash_v2: t.info_hash_v2.map(|h| h.to_hex()),
             total_size: t.info.total_length(),
             piece_length: t.info.piece_length,
             piece_count: t.info.num_pieces(),
@@ -80,6 +84,8 @@ impl From<&Torrent> for TorrentSummary {
 pub struct MagnetSummary {
     /// Lower-case hex.
     pub info_hash: String,
+    /// The `urn:btmh` v2 info-hash of a hybrid's link, lower-case hex; `null` if none.
+    pub info_hash_v2: Option<String>,
     pub display_name: Option<String>,
     pub trackers: Vec<String>,
     pub peers: Vec<String>,
@@ -93,6 +99,7 @@ impl From<&Magnet> for MagnetSummary {
     fn from(m: &Magnet) -> Self {
         MagnetSummary {
             info_hash: m.info_hash.to_hex(),
+            info_hash_v2: m.info_hash_v2.map(|h| h.to_hex()),
             display_name: m.display_name.clone(),
             trackers: m.trackers.clone(),
             peers: m.peers.clone(),
@@ -137,6 +144,7 @@ mod tests {
             serde_json::json!({
                 "name": "n",
                 "info_hash": hash,
+                "info_hash_v2": null,
                 "total_size": 16386,
                 "piece_length": 16384,
                 "piece_count": 2,
@@ -167,6 +175,7 @@ mod tests {
             json,
             serde_json::json!({
                 "info_hash": "c12fe1c06bba254a9dc9f519b335aa7c1367a88a",
+                "info_hash_v2": null,
                 "display_name": "x",
                 "trackers": [],
                 "peers": ["h:1"],

@@ -9,6 +9,7 @@ use crate::info::info_hash_of;
 pub use crate::info::{FileEntry, Info, MAX_PIECES};
 use crate::magnet::Magnet;
 use crate::types::InfoHash;
+use crate::v2::InfoHashV2;
 
 /// Largest `.torrent` file [`Torrent::from_file`] reads.
 pub const MAX_TORRENT_FILE_SIZE: u64 = 64 << 20;
@@ -22,11 +23,15 @@ pub(crate) fn decode_options() -> DecodeOptions {
     }
 }
 
-/// A parsed v1 (or hybrid, read as v1) torrent.
+/// A parsed v1, v2-only or hybrid (BEP 52) torrent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Torrent {
-    /// SHA-1 of [`Torrent::info_bytes`].
+    /// The info-hash used in the handshake, toward trackers and in the DHT: the SHA-1 of
+    /// [`Torrent::info_bytes`] when the torrent has a v1 half (v1 and hybrid), else the v2
+    /// info-hash truncated to 20 bytes.
     pub info_hash: InfoHash,
+    /// SHA-256 of [`Torrent::info_bytes`] for a v2-only or hybrid torrent.
+    pub info_hash_v2: Option<InfoHashV2>,
     pub info: Info,
     /// The raw info dict exactly as found in the file (served to peers with BEP 9).
     pub info_bytes: Vec<u8>,
@@ -66,6 +71,9 @@ impl Torrent {
             None => return Err(MetainfoError::missing("info")),
         };
         let mut torrent = Torrent::from_info_dict(info)?;
+        if let (Some(v2), Some(layers)) = (torrent.info.v2.as_mut(), top.get("piece layers")) {
+            crate::v2::attach_layers(v2, layers, torrent.info.piece_length)?;
+        }
         torrent.announce = top.get_bytes("announce").and_then(clean_url);
         torrent.announce_list = parse_announce_list(top);
         torrent.url_list = parse_url_list(top, "url-list", torrent.info.files.len() > 1);
@@ -115,10 +123,11 @@ impl Torrent {
 
     fn from_info_dict(info: &Dict<'_>) -> Result<Torrent, MetainfoError> {
         let info_bytes = info.raw().to_vec();
-        let info_hash = info_hash_of(&info_bytes);
+        let (info_hash, info_hash_v2) = info_hashes(info);
         let info = Info::from_dict(info, &info_hash)?;
         Ok(Torrent {
             info_hash,
+            info_hash_v2,
             info,
             info_bytes,
             announce: None,
@@ -141,9 +150,27 @@ impl Torrent {
         }
     }
 
-    /// A magnet link with the info-hash, the name and every tracker.
+    /// A magnet link with the info-hash, the name and every tracker. A hybrid gets both
+    /// `urn:btih` and `urn:btmh` (BEP 52 multihash: `1220` then the SHA-256), a v2-only
+    /// torrent only `urn:btmh` (spate cannot open such a magnet yet).
     pub fn magnet_link(&self) -> String {
-        Magnet::from_torrent(self).to_string()
+        let link = Magnet::from_torrent(self).to_string();
+        if self.info.has_v1() {
+            return link;
+        }
+        // v2-only: the 20-byte hash is the truncated SHA-256, not a v1 info-hash.
+        let btih = format!("xt=urn:btih:{}&", self.info_hash.to_hex());
+        link.replacen(&btih, "", 1)
+    }
+}
+
+/// The handshake info-hash and the v2 info-hash of an info dict (see [`Torrent::info_hash`]).
+pub(crate) fn info_hashes(info: &Dict<'_>) -> (InfoHash, Option<InfoHashV2>) {
+    let v2 =
+        matches!(info.get("meta version"), Some(Value::Int(2))).then(|| InfoHashV2::of(info.raw()));
+    match v2 {
+        Some(h) if !info.contains_key("pieces") => (h.truncated(), Some(h)),
+        _ => (info_hash_of(info.raw()), v2),
     }
 }
 

@@ -178,7 +178,7 @@ fn field_errors_are_one_line_and_named() {
                     .with("name", "x")
                     .with("piece length", 16384i64),
             ),
-            "info: v2-only torrents are not supported yet",
+            "info.file tree: missing",
         ),
         (multi(vec![], 0), "info.files: no files"),
         (

@@ -1,11 +1,11 @@
-//! `spate create`: a file or folder becomes a v1 .torrent.
+//! `spate create`: a file or folder becomes a v1, v2 or hybrid .torrent.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use metainfo::create::{create_torrent, CreateOptions};
+use metainfo::create::{create_torrent_as, CreateOptions, TorrentFormat};
 
 use crate::{fmt, CliError, CliResult};
 
@@ -32,6 +32,12 @@ pub struct CreateArgs {
     /// A comment stored in the torrent.
     #[arg(long)]
     pub comment: Option<String>,
+    /// Which hashes to put in: v1 (SHA-1 pieces, BEP 3), v2 (BEP 52 merkle trees only) or
+    /// hybrid (both; pad files align the files on pieces). v1 is the default: every client
+    /// reads it, and clients that do not know BEP 47 (aria2 1.36) write a hybrid's pad
+    /// files to disk.
+    #[arg(long, default_value = "v1", value_parser = ["v1", "v2", "hybrid"])]
+    pub format: String,
     /// Overwrite the output file if it exists.
     #[arg(short = 'f', long)]
     pub force: bool,
@@ -172,7 +178,8 @@ pub fn run(a: CreateArgs) -> CliResult {
             pb.set_position(done);
         }
     };
-    let (bytes, torrent) = create_torrent(&opts, &mut progress)
+    let format: TorrentFormat = a.format.parse().map_err(CliError::input)?;
+    let (bytes, torrent) = create_torrent_as(&opts, format, &mut progress)
         .map_err(|e| CliError::input(format!("{}: {e}", a.path.display())))?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
@@ -182,7 +189,12 @@ pub fn run(a: CreateArgs) -> CliResult {
     let info = &torrent.info;
     outln!("created {}", output.display());
     outln!("name:      {}", info.name);
-    outln!("info-hash: {}", torrent.info_hash);
+    if info.has_v1() {
+        outln!("info-hash: {}", torrent.info_hash);
+    }
+    if let Some(h) = torrent.info_hash_v2 {
+        outln!("info-hash v2: {h}");
+    }
     outln!(
         "size:      {} in {} file(s), {} pieces of {}",
         fmt::bytes(info.lengths.total_length()),

@@ -45,7 +45,12 @@ pub fn run(a: InfoArgs) -> CliResult {
 fn print_torrent(t: &Torrent) {
     let i = &t.info;
     outln!("name:         {}", i.name);
-    outln!("info-hash:    {}", t.info_hash);
+    if i.has_v1() {
+        outln!("info-hash:    {}", t.info_hash);
+    }
+    if let Some(h) = t.info_hash_v2 {
+        outln!("info-hash v2: {h}");
+    }
     outln!(
         "size:         {} ({} bytes)",
         fmt::bytes(i.lengths.total_length()),

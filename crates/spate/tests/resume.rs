@@ -38,12 +38,22 @@ fn seeder_uploaded(seeder: &Proc) -> u64 {
 }
 
 fn interrupted_download_resumes(how: Interrupt, label: &str) -> Result<()> {
+    interrupted_download_resumes_as(how, label, "v1")
+}
+
+/// `format`: the torrent libtorrent makes, "v1", "v2" (BEP 52 only) or "hybrid".
+fn interrupted_download_resumes_as(how: Interrupt, label: &str, format: &str) -> Result<()> {
     if !require_tools(&["libtorrent"]) {
         return Ok(());
     }
     let dl = Deadline::after(TEST_TIMEOUT);
     let td = TestDir::new(label)?;
     let f = lt_fixture(&td, "slow.bin", SIZE, PIECE, &[])?;
+    if format != "v1" {
+        Libtorrent::create_as(&td, &f.file, &f.torrent, PIECE, true, &[], format)?;
+        let t = metainfo::Torrent::from_file(&f.torrent)?;
+        ensure!(t.info_hash_v2.is_some() && t.info.has_v1() == (format == "hybrid"));
+    }
     let seeder = Libtorrent::seed(&f.torrent, &f.src, free_port())
         .upload_limit(LIMIT)
         .spawn(&td)?;
@@ -132,6 +142,13 @@ fn interrupted_download_resumes(how: Interrupt, label: &str) -> Result<()> {
 #[test]
 fn resume_after_kill_9() -> Result<()> {
     interrupted_download_resumes(Interrupt::Kill9, "resume-kill9")
+}
+
+/// The same with a v2-only torrent: the resume record and the start-up check work with
+/// v2 piece hashes.
+#[test]
+fn resume_v2_after_kill_9() -> Result<()> {
+    interrupted_download_resumes_as(Interrupt::Kill9, "resume-v2-kill9", "v2")
 }
 
 #[test]

@@ -12,7 +12,6 @@ use metainfo::Bitfield;
 
 use crate::cache::HandleCache;
 use crate::error::{Op, StorageError};
-use crate::hash::sha1;
 use crate::layout::{FileSpan, Layout};
 use crate::parts::Parts;
 use crate::paths::{self, Access};
@@ -228,7 +227,7 @@ impl Storage {
         self.read_at(offset, buf)
     }
 
-    /// Reads a piece and compares its SHA-1 with the torrent's. Missing data (a missing or
+    /// Reads a piece and checks it against the torrent's hashes ([`Layout::verify`]). Missing data (a missing or
     /// short file) is `Ok(false)`; other I/O failures are errors.
     pub fn check_piece(&self, piece: u32) -> Result<bool, StorageError> {
         self.check_piece_with(piece, &mut Vec::new())
@@ -383,8 +382,10 @@ impl Storage {
         Ok(self.layout.lengths().piece_offset(piece) + begin as u64)
     }
 
+    /// Whether `data` is piece `piece`: every hash of the torrent agrees (SHA-1 and/or v2).
+    /// A piece that cannot be judged is not had.
     fn hash_matches(&self, piece: u32, data: &[u8]) -> bool {
-        self.layout.piece_hash(piece) == Some(&sha1(data))
+        self.layout.verify(piece, data) == Ok(true)
     }
 
     /// Writes `data` at torrent offset `offset` (inside the torrent; checked by callers).

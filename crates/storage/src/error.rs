@@ -59,6 +59,8 @@ pub enum LayoutError {
     },
     #[error("file {index} ({path}) clashes with an earlier file or folder of the same name")]
     PathClash { index: usize, path: String },
+    #[error("v2 file {index} does not match the layout (offset or length)")]
+    V2Mismatch { index: usize },
 }
 
 /// Every failure of the crate. `Display` is one line naming the operation, the file and the

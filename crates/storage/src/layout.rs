@@ -43,12 +43,15 @@ impl FileSpan {
     }
 }
 
-/// The files and pieces of one v1 torrent.
+/// The files and pieces of one torrent (v1, v2-only or hybrid).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     files: Vec<FileSpan>,
     lengths: Lengths,
+    /// The v1 SHA-1 of every piece; empty for a v2-only torrent.
     piece_hashes: Vec<[u8; 20]>,
+    /// The v2 half (BEP 52) of a v2-only or hybrid torrent.
+    v2: Option<metainfo::V2Info>,
 }
 
 /// A part of a byte range that falls in one file.
@@ -71,6 +74,19 @@ impl Layout {
         files: Vec<LayoutFile>,
         piece_length: u64,
         piece_hashes: Vec<[u8; 20]>,
+    ) -> Result<Layout, LayoutError> {
+        Layout::with_v2(files, piece_length, piece_hashes, None)
+    }
+
+    /// [`Layout::new`] for a torrent with a v2 half: `piece_hashes` may then be empty
+    /// (v2-only), and every v2 file must sit where the layout puts it (on a piece boundary,
+    /// same length). Pieces are checked against every hash there is
+    /// ([`metainfo::info::verify_piece`]).
+    pub fn with_v2(
+        files: Vec<LayoutFile>,
+        piece_length: u64,
+        piece_hashes: Vec<[u8; 20]>,
+        v2: Option<metainfo::V2Info>,
     ) -> Result<Layout, LayoutError> {
         if files.is_empty() {
             return Err(LayoutError::NoFiles);
@@ -100,17 +116,53 @@ impl Layout {
             });
         }
         let lengths = Lengths::new(offset, piece_length)?;
-        if piece_hashes.len() != lengths.num_pieces() as usize {
+        let v2_only = v2.is_some() && piece_hashes.is_empty();
+        if piece_hashes.len() != lengths.num_pieces() as usize && !v2_only {
             return Err(LayoutError::HashCount {
                 expected: lengths.num_pieces(),
                 got: piece_hashes.len(),
             });
         }
+        for f in v2.iter().flat_map(|v2| &v2.files) {
+            let fits = spans.get(f.index).is_some_and(|s| {
+                !s.pad
+                    && s.length == f.length
+                    && s.offset == u64::from(f.first_piece) * piece_length
+                    && f.num_pieces as u64 == f.length.div_ceil(piece_length)
+                    && u64::from(f.first_piece) + u64::from(f.num_pieces)
+                        <= u64::from(lengths.num_pieces())
+            });
+            if !fits {
+                return Err(LayoutError::V2Mismatch { index: f.index });
+            }
+        }
         Ok(Layout {
             files: spans,
             lengths,
             piece_hashes,
+            v2,
         })
+    }
+
+    /// Checks the data of a whole piece against every hash of the torrent: SHA-1, the v2
+    /// merkle subtree, or both for a hybrid. `Err` when it cannot be judged (unknown v2
+    /// layer, or a hybrid whose two hashes disagree): never counted as verified.
+    pub fn verify(&self, piece: u32, data: &[u8]) -> Result<bool, String> {
+        if piece >= self.lengths.num_pieces() {
+            return Err(format!("piece {piece} is out of range"));
+        }
+        metainfo::info::verify_piece(
+            &self.piece_hashes,
+            self.v2.as_ref(),
+            u64::from(self.lengths.piece_length()),
+            piece,
+            data,
+        )
+    }
+
+    /// The v2 half, if the torrent has one.
+    pub fn v2(&self) -> Option<&metainfo::V2Info> {
+        self.v2.as_ref()
     }
 
     /// The layout of a parsed torrent (paths are re-checked here: defence in depth).
@@ -124,7 +176,12 @@ impl Layout {
                 pad: f.pad,
             })
             .collect();
-        Layout::new(files, info.piece_length, info.piece_hashes.clone())
+        Layout::with_v2(
+            files,
+            info.piece_length,
+            info.piece_hashes.clone(),
+            info.v2.clone(),
+        )
     }
 
     pub fn files(&self) -> &[FileSpan] {
@@ -139,7 +196,7 @@ impl Layout {
         &self.piece_hashes
     }
 
-    /// The expected SHA-1 of `piece`, if it is in range.
+    /// The expected SHA-1 of `piece`, if it is in range (never for a v2-only torrent).
     pub fn piece_hash(&self, piece: u32) -> Option<&[u8; 20]> {
         self.piece_hashes.get(piece as usize)
     }

@@ -66,3 +66,50 @@ fn storage_from_a_parsed_torrent() {
 fn common_data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
+
+/// A v2-only torrent (made by `metainfo::create_torrent_as`): the storage writes its files
+/// without the virtual pads, a re-check verifies every piece with the v2 hashes, and a
+/// changed byte loses exactly its piece. A v2 file placed off its piece is refused.
+#[test]
+fn v2_only_storage_rechecks_with_merkle_hashes() {
+    use metainfo::{create_torrent_as, CreateOptions, TorrentFormat};
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("v2demo");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("a.bin"), common_data(50_000)).unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+    std::fs::write(root.join("sub/b.bin"), common_data(70_001)).unwrap();
+    let opts = CreateOptions {
+        path: root.clone(),
+        piece_length: Some(32768),
+        ..CreateOptions::default()
+    };
+    let (_, t) = create_torrent_as(&opts, TorrentFormat::V2, &mut |_, _| {}).unwrap();
+    assert!(!t.info.has_v1());
+    let layout = Layout::from_info(&t.info).unwrap();
+    let n = layout.num_pieces();
+    assert!(layout.piece_hash(0).is_none());
+
+    // The files as they are, in the download folder: every piece verifies.
+    let s = Storage::open(src.path(), layout.clone(), OpenOptions::default()).unwrap();
+    let have = s.recheck(&mut |_, _| {}).unwrap();
+    assert_eq!(have.count_ones(), n);
+    // Pad files are never created.
+    assert!(!root.join(".pad").exists());
+
+    // One byte changed in b.bin: only its piece is lost.
+    let mut b = common_data(70_001);
+    b[40_000] ^= 0xff;
+    std::fs::write(root.join("sub/b.bin"), &b).unwrap();
+    let have = s.recheck(&mut |_, _| {}).unwrap();
+    assert_eq!(have.count_ones(), n - 1);
+    let bad = (0..n).find(|&p| !have.get(p)).unwrap();
+    // b.bin starts on piece 2 (a.bin takes pieces 0 and 1); byte 40,000 is in its 2nd.
+    assert_eq!(bad, 3);
+
+    // A V2Info that does not sit where the layout puts its file is refused.
+    let mut info = t.info.clone();
+    info.v2.as_mut().unwrap().files[1].first_piece += 1;
+    let e = Layout::from_info(&info).unwrap_err().to_string();
+    assert!(e.contains("v2 file"), "{e}");
+}

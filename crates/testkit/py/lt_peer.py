@@ -7,6 +7,8 @@ Run with Debian's interpreter (/usr/bin/python3): python3-libtorrent is built fo
   lt_peer.py leech  TORRENT OUT_DIR  PORT PEERS TIMEOUT [OPTIONS]
   lt_peer.py magnet MAGNET_URI OUT_DIR PORT PEERS TIMEOUT [--save-torrent PATH]
   lt_peer.py create PATH OUT.torrent PIECE_LENGTH [--private] [--symlinks] [--tracker URL]...
+                    [--format v1|v2|hybrid]   (default v1: create_torrent flag v1_only;
+                    v2: flag v2_only; hybrid: neither, libtorrent 2.0's default)
   lt_peer.py infohash TORRENT
 
 PEERS is a comma-separated list of ports (meaning 127.0.0.1:PORT) or HOST:PORT, or "-" for
@@ -274,7 +276,7 @@ def run_magnet(uri, directory, port, peers, timeout, save_torrent):
         time.sleep(0.05)
 
 
-def create(path, out, piece_length, private, trackers, symlinks=False):
+def create(path, out, piece_length, private, trackers, symlinks=False, fmt='v1'):
     fs = lt.file_storage()
     path = os.path.abspath(path)
     # libtorrent records BEP 47 attributes itself: `x` for executable files, and with the
@@ -284,7 +286,9 @@ def create(path, out, piece_length, private, trackers, symlinks=False):
     if fs.num_files() == 0:
         err('error: no files in %s' % path)
         return 2
-    ct = lt.create_torrent(fs, piece_length, flags=lt.create_torrent.v1_only | extra)
+    fmt_flag = {'v1': lt.create_torrent.v1_only, 'v2': lt.create_torrent.v2_only,
+                'hybrid': 0}[fmt]
+    ct = lt.create_torrent(fs, piece_length, flags=fmt_flag | extra)
     for i, t in enumerate(trackers):
         ct.add_tracker(t, i)
     ct.set_priv(private)
@@ -294,7 +298,10 @@ def create(path, out, piece_length, private, trackers, symlinks=False):
     with open(out, 'wb') as f:
         f.write(data)
     ti = lt.torrent_info(out)
-    log('created %s info_hash=%s pieces=%d' % (out, str(ti.info_hash()), ti.num_pieces()))
+    hashes = ti.info_hashes()
+    v1 = str(hashes.v1) if hashes.has_v1() else '-'
+    v2 = str(hashes.v2) if hashes.has_v2() else '-'
+    log('created %s info_hash=%s info_hash_v2=%s pieces=%d' % (out, v1, v2, ti.num_pieces()))
     return 0
 
 
@@ -354,7 +361,7 @@ def main(argv):
         if len(argv) < 5:
             return usage()
         path, out, piece_length = argv[2], argv[3], int(argv[4])
-        private, trackers, symlinks = False, [], False
+        private, trackers, symlinks, fmt = False, [], False, 'v1'
         rest = argv[5:]
         while rest:
             if rest[0] == '--private':
@@ -366,9 +373,12 @@ def main(argv):
             elif rest[0] == '--tracker' and len(rest) > 1:
                 trackers.append(rest[1])
                 rest = rest[2:]
+            elif rest[0] == '--format' and len(rest) > 1 and rest[1] in ('v1', 'v2', 'hybrid'):
+                fmt = rest[1]
+                rest = rest[2:]
             else:
                 return usage()
-        return create(path, out, piece_length, private, trackers, symlinks)
+        return create(path, out, piece_length, private, trackers, symlinks, fmt)
     if role == 'infohash':
         if len(argv) != 3:
             return usage()

@@ -19,6 +19,9 @@ pub const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
 const DHT_BIT: (usize, u8) = (7, 0x01);
 /// Reserved byte 7, bit 0x04: Fast extension (BEP 6).
 const FAST_BIT: (usize, u8) = (7, 0x04);
+/// Reserved byte 7, bit 0x10: BitTorrent v2 (BEP 52), set by libtorrent 2.0 for a torrent
+/// with v2 hashes.
+const V2_BIT: (usize, u8) = (7, 0x10);
 /// Reserved byte 5, bit 0x10: extension protocol (BEP 10).
 const EXTENDED_BIT: (usize, u8) = (5, 0x10);
 
@@ -59,6 +62,17 @@ impl Handshake {
     pub fn with_dht(mut self) -> Self {
         self.reserved[DHT_BIT.0] |= DHT_BIT.1;
         self
+    }
+
+    /// The same, also saying the torrent has v2 hashes (BEP 52), as libtorrent 2.0 does.
+    pub fn with_v2(mut self) -> Self {
+        self.reserved[V2_BIT.0] |= V2_BIT.1;
+        self
+    }
+
+    /// Whether the peer set the v2 bit (BEP 52).
+    pub fn supports_v2(&self) -> bool {
+        self.reserved[V2_BIT.0] & V2_BIT.1 != 0
     }
 
     /// The 68 bytes on the wire.
@@ -237,5 +251,17 @@ mod tests {
         assert!(h.supports_dht());
         assert!(!h.supports_fast());
         assert!(!h.supports_extended());
+    }
+
+    #[test]
+    fn v2_bit_is_libtorrents() {
+        let h = sample().with_v2();
+        assert_eq!(h.reserved[7] & 0x10, 0x10);
+        assert!(h.supports_v2());
+        assert!(!sample().supports_v2());
+        assert_eq!(
+            Handshake::decode(&h.encode()).unwrap().unwrap().reserved,
+            h.reserved
+        );
     }
 }

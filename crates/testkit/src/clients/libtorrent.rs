@@ -58,12 +58,29 @@ impl Libtorrent {
         private: bool,
         trackers: &[&str],
     ) -> Result<String> {
+        let (v1, _) = Self::create_as(td, path, out, piece_length, private, trackers, "v1")?;
+        v1.context("lt_peer.py create printed no v1 info_hash")
+    }
+
+    /// [`Libtorrent::create`] in `format` "v1", "v2" (flag `v2_only`) or "hybrid" (no
+    /// flag: libtorrent 2.0's default). Returns the v1 and v2 info-hashes libtorrent
+    /// reports (lowercase hex; `None` for the half the torrent does not have).
+    pub fn create_as(
+        td: &TestDir,
+        path: &Path,
+        out: &Path,
+        piece_length: u32,
+        private: bool,
+        trackers: &[&str],
+        format: &str,
+    ) -> Result<(Option<String>, Option<String>)> {
         let mut cmd = Command::new(SYSTEM_PYTHON);
         cmd.arg(Self::script())
             .arg("create")
             .arg(abs(path)?)
             .arg(abs(out)?)
-            .arg(piece_length.to_string());
+            .arg(piece_length.to_string())
+            .args(["--format", format]);
         if private {
             cmd.arg("--private");
         }
@@ -77,13 +94,18 @@ impl Libtorrent {
             Duration::from_secs(120),
         )
         .context("libtorrent create_torrent")?;
-        match f
-            .stdout
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("info_hash="))
-        {
-            Some(h) => Ok(h.to_string()),
-            None => bail!("lt_peer.py create printed no info_hash=: {}", f.stdout),
+        let field = |key: &str| {
+            f.stdout
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(|h| (h != "-").then(|| h.to_string()))
+        };
+        match (field("info_hash="), field("info_hash_v2=")) {
+            (Some(v1), Some(v2)) => Ok((v1, v2)),
+            _ => bail!(
+                "lt_peer.py create printed no info_hash= info_hash_v2=: {}",
+                f.stdout
+            ),
         }
     }
 
