@@ -30,7 +30,7 @@ use crate::encryption::{EncryptionSetting, PeerConn};
 use crate::error::ClientError;
 use crate::ipfilter::Blocklist;
 use crate::peer::{self, PendingIncoming};
-use crate::transport::PeerStream;
+use crate::transport::{PeerStream, Transport, TransportSetting};
 use crate::utp::UtpEndpoint;
 
 /// A connection whose handshake the router read: the torrent answers it with its own.
@@ -97,16 +97,17 @@ impl PeerRouter {
         addr: SocketAddr,
         encryption: EncryptionSetting,
     ) -> Result<PeerRouter, ClientError> {
-        Self::bind_full(addr, encryption, true)
+        Self::bind_full(addr, encryption, TransportSetting::default())
     }
 
     /// [`PeerRouter::bind_with`], with uTP on the same port (UDP, shared with a DHT bound
-    /// there) when `utp` is set. uTP is best effort: a port whose UDP side is taken by
+    /// there), whose incoming connections are taken while `transports` has uTP (it may
+    /// change while the router runs). uTP is best effort: a port whose UDP side is taken by
     /// another program runs TCP only (logged).
     pub fn bind_full(
         addr: SocketAddr,
         encryption: EncryptionSetting,
-        utp: bool,
+        transports: TransportSetting,
     ) -> Result<PeerRouter, ClientError> {
         let listener = listen(addr).map_err(|source| ClientError::Listen { addr, source })?;
         let local = listener
@@ -141,20 +142,16 @@ impl PeerRouter {
                 Err(e) => tracing::info!("not listening on [{ip6}]:{}: {e}", local.port()),
             }
         }
-        let utp = if utp {
-            match UtpEndpoint::bind(local) {
-                Ok(ep) => Some(ep),
-                Err(e) => {
-                    tracing::warn!(%local, "no uTP on the peer port: {e}");
-                    None
-                }
+        let utp = match UtpEndpoint::bind(local) {
+            Ok(ep) => Some(ep),
+            Err(e) => {
+                tracing::warn!(%local, "no uTP on the peer port: {e}");
+                None
             }
-        } else {
-            None
         };
         tokio::spawn(accept_loop(
             Acceptor::new(listener),
-            utp.clone().map(crate::utp::incoming),
+            utp.clone().map(|ep| (crate::utp::incoming(ep), transports)),
             routes.clone(),
             stop_rx,
             limits,
@@ -279,7 +276,10 @@ pub(crate) struct IncomingLimits {
 
 async fn accept_loop(
     mut acceptor: Acceptor,
-    mut utp: Option<mpsc::Receiver<(librqbit_utp::UtpStream, SocketAddr)>>,
+    mut utp: Option<(
+        mpsc::Receiver<(librqbit_utp::UtpStream, SocketAddr)>,
+        TransportSetting,
+    )>,
     routes: Routes,
     mut stop: watch::Receiver<bool>,
     limits: IncomingLimits,
@@ -290,7 +290,7 @@ async fn accept_loop(
     loop {
         let from_utp = async {
             match &mut utp {
-                Some(rx) => rx.recv().await,
+                Some((rx, _)) => rx.recv().await,
                 None => std::future::pending().await,
             }
         };
@@ -299,7 +299,13 @@ async fn accept_loop(
             _ = stop.changed() => break,
             (s, a) = acceptor.accept() => (PeerStream::Tcp(s), a),
             u = from_utp => match u {
-                Some((s, a)) => (PeerStream::Utp(s), a),
+                Some((s, a)) => {
+                    if utp.as_ref().is_some_and(|(_, t)| !t.get().has(Transport::Utp)) {
+                        tracing::trace!(%a, "refusing incoming uTP connection: uTP is off");
+                        continue;
+                    }
+                    (PeerStream::Utp(s), a)
+                }
                 None => {
                     utp = None;
                     continue;

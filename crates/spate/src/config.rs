@@ -73,6 +73,9 @@ pub struct NetworkSection {
     pub max_peers_per_ip: usize,
     /// Announce to trackers.
     pub trackers: bool,
+    /// Peer transports in dial order: "tcp,utp" (default), "utp,tcp", "tcp" or "utp".
+    /// `[session] utp_enabled` (Transmission's `utp-enabled`) turns uTP on and off.
+    pub transport: String,
 }
 
 impl Default for NetworkSection {
@@ -83,6 +86,7 @@ impl Default for NetworkSection {
             dht_bootstrap: Vec::new(),
             max_peers_per_ip: client::options::DEFAULT_MAX_PEERS_PER_IP,
             trackers: true,
+            transport: "tcp,utp".into(),
         }
     }
 }
@@ -254,6 +258,9 @@ pub fn parse(text: &str, file: &Path) -> Result<FileConfig, ConfigError> {
             return Err(err(Some(line), Some(format!("session.{key}")), msg));
         }
         session.insert(k.clone(), v.get_ref().clone());
+    }
+    if let Err(e) = doc.network.transport.parse::<client::Transports>() {
+        return Err(err(None, Some("network.transport".into()), e));
     }
     // Addresses are resolved when the daemon starts; here they must at least look like one.
     for b in &doc.network.dht_bootstrap {

@@ -57,6 +57,11 @@ pub struct DownloadArgs {
     /// plaintext; accept both) or `off` (plaintext only).
     #[arg(long, value_name = "POLICY", default_value = "prefer", value_parser = parse_encryption)]
     pub encryption: client::Encryption,
+    /// Peer transports, in the order dials try them: `tcp`, `utp` (BEP 29, over the UDP
+    /// side of the listen port, shared with the DHT) or both, e.g. `utp,tcp`. Incoming
+    /// connections are taken on each one listed.
+    #[arg(long, value_name = "LIST", default_value = "tcp,utp", value_parser = parse_transports)]
+    pub transport: client::Transports,
     #[command(flatten)]
     pub dht: DhtArgs,
     /// Download only these files: indices as `spate info` lists them, ranges and commas,
@@ -105,8 +110,17 @@ pub struct SeedArgs {
     /// plaintext; accept both) or `off` (plaintext only).
     #[arg(long, value_name = "POLICY", default_value = "prefer", value_parser = parse_encryption)]
     pub encryption: client::Encryption,
+    /// Peer transports, in the order dials try them: `tcp`, `utp` (BEP 29, over the UDP
+    /// side of the listen port, shared with the DHT) or both, e.g. `utp,tcp`. Incoming
+    /// connections are taken on each one listed.
+    #[arg(long, value_name = "LIST", default_value = "tcp,utp", value_parser = parse_transports)]
+    pub transport: client::Transports,
     #[command(flatten)]
     pub dht: DhtArgs,
+}
+
+fn parse_transports(s: &str) -> Result<client::Transports, String> {
+    s.parse()
 }
 
 fn parse_encryption(s: &str) -> Result<client::Encryption, String> {
@@ -308,6 +322,7 @@ async fn download_with(
         pex: !a.dht.no_pex,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
+        transports: a.transport.clone(),
         listen,
         dht,
         sequential: a.sequential,
@@ -563,6 +578,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         pex: !a.dht.no_pex,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
+        transports: a.transport.clone(),
         listen,
         dht,
         sequential: false,
@@ -702,6 +718,7 @@ struct OneRun {
     /// `--blocklist`.
     blocklist: Option<PathBuf>,
     encryption: client::Encryption,
+    transports: client::Transports,
     listen: SocketAddr,
     /// Handed to the session, which shuts it down.
     dht: Option<client::DhtHandle>,
@@ -755,6 +772,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
         dht_enabled: r.dht.is_some(),
         pex_enabled: r.pex,
         encryption: r.encryption.as_str().into(),
+        utp_enabled: r.transports.has(client::Transport::Utp),
         ..Settings::default()
     };
     let mut cfg = SessionConfig::new(r.dir.join(".spate"), r.listen);
@@ -767,6 +785,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
     cfg.max_peers_per_ip = r.max_peers_per_ip;
     cfg.web_seed_connections = r.web_seed_connections;
     cfg.pex = r.pex;
+    cfg.transports = r.transports.clone();
     let session = match Session::open(cfg).await {
         Ok((s, _)) => s,
         Err(e) => {
