@@ -136,6 +136,7 @@ pub struct LtPeer {
     bind: Option<std::net::IpAddr>,
     /// `LT_ENCRYPTION` for the script: "forced" or "disabled".
     encryption: Option<&'static str>,
+    utp_only: bool,
 }
 
 impl LtPeer {
@@ -156,6 +157,7 @@ impl LtPeer {
             save_torrent: None,
             bind: None,
             encryption: None,
+            utp_only: false,
         }
     }
 
@@ -169,6 +171,12 @@ impl LtPeer {
     /// Plaintext only: `out_enc_policy` and `in_enc_policy` = `pe_disabled`.
     pub fn disable_encryption(mut self) -> LtPeer {
         self.encryption = Some("disabled");
+        self
+    }
+
+    /// uTP only (BEP 29): TCP off both ways (`LT_TRANSPORT=utp`).
+    pub fn utp_only(mut self) -> LtPeer {
+        self.utp_only = true;
         self
     }
 
@@ -278,6 +286,9 @@ impl LtPeer {
         }
         if let Some(e) = self.encryption {
             cmd.env("LT_ENCRYPTION", e);
+        }
+        if self.utp_only {
+            cmd.env("LT_TRANSPORT", "utp");
         }
         let name = self
             .name
