@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::udp_mux::{Datagram, SharedUdp};
 use dht::{Config, DhtEvent, LookupId, Node, NodeId, NodeInfo};
 use metainfo::InfoHash;
-use crate::udp_mux::{Datagram, SharedUdp};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 

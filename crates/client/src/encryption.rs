@@ -317,7 +317,7 @@ pub(crate) async fn connect(
                 Some(u) => Via::Utp(u),
                 None => continue,
             },
-            };
+        };
         let limit = if i > 0 && *t == Transport::Utp {
             connect_timeout.min(UTP_FALLBACK_CONNECT)
         } else {
@@ -340,7 +340,11 @@ enum Via<'a> {
     Utp(&'a UtpEndpoint),
 }
 
-async fn stream_connect(via: Via<'_>, addr: SocketAddr, limit: Duration) -> Result<PeerStream, String> {
+async fn stream_connect(
+    via: Via<'_>,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<PeerStream, String> {
     match via {
         Via::Tcp => tcp_connect(addr, limit).await.map(PeerStream::Tcp),
         Via::Utp(u) => u
@@ -665,9 +669,14 @@ mod tests {
         key[95] = 7;
         q.write_all(&key).await.unwrap();
         let (s, _) = listener.accept().await.unwrap();
-        let e = accept(PeerStream::Tcp(s), Encryption::Prefer, lookup(h), Duration::from_millis(300))
-            .await
-            .unwrap_err();
+        let e = accept(
+            PeerStream::Tcp(s),
+            Encryption::Prefer,
+            lookup(h),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
         assert!(e.contains("timed out"), "{e}");
         drop((g, q));
     }

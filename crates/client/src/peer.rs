@@ -19,10 +19,10 @@ use wire::{Handshake, Message};
 use crate::encryption::{
     self, Dialer, Encryption, EncryptionSetting, PeerConn, PeerReader, PeerWriter,
 };
-use crate::transport::{PeerStream, ReadHalf, TransportSetting};
-use crate::utp::UtpEndpoint;
 use crate::rate::RateLimiter;
 use crate::torrent::Event;
+use crate::transport::{PeerStream, ReadHalf, TransportSetting};
+use crate::utp::UtpEndpoint;
 
 pub(crate) type PeerKey = u64;
 

@@ -57,7 +57,12 @@ impl Transports {
 
     /// This list with uTP added (last) or removed.
     pub fn with_utp(&self, on: bool) -> Transports {
-        let mut v: Vec<Transport> = self.0.iter().copied().filter(|t| *t != Transport::Utp).collect();
+        let mut v: Vec<Transport> = self
+            .0
+            .iter()
+            .copied()
+            .filter(|t| *t != Transport::Utp)
+            .collect();
         if on {
             v.push(Transport::Utp);
         }
@@ -190,7 +195,11 @@ impl AsyncRead for PeerStream {
 }
 
 impl AsyncWrite for PeerStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             PeerStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             PeerStream::Utp(s) => Pin::new(s).poll_write(cx, buf),
@@ -226,7 +235,11 @@ impl AsyncRead for ReadHalf {
 }
 
 impl AsyncWrite for WriteHalf {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             WriteHalf::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             WriteHalf::Utp(s) => Pin::new(s).poll_write(cx, buf),
@@ -264,7 +277,11 @@ mod tests {
         assert!("".parse::<Transports>().is_err());
         assert_eq!(Transports::default().with_utp(false).to_string(), "tcp");
         assert_eq!(
-            "utp".parse::<Transports>().unwrap().with_utp(true).to_string(),
+            "utp"
+                .parse::<Transports>()
+                .unwrap()
+                .with_utp(true)
+                .to_string(),
             "utp"
         );
     }

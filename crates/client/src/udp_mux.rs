@@ -170,7 +170,10 @@ mod tests {
 
     #[test]
     fn classifies_by_first_byte() {
-        assert_eq!(classify(b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe"), Kind::Dht);
+        assert_eq!(
+            classify(b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe"),
+            Kind::Dht
+        );
         let mut syn = [0u8; 20];
         syn[0] = 0x41; // ST_SYN, version 1
         assert_eq!(classify(&syn), Kind::Utp);
@@ -202,7 +205,10 @@ mod tests {
         assert_eq!(from, peer.local_addr().unwrap());
         let (u, _) = utp.recv().await.unwrap();
         assert_eq!(u, pkt);
-        assert!(dht.try_recv().is_err() && utp.try_recv().is_err(), "garbage went nowhere");
+        assert!(
+            dht.try_recv().is_err() && utp.try_recv().is_err(),
+            "garbage went nowhere"
+        );
         drop((a, b));
         // The socket is closed with its last holder: the port can be bound afresh.
     }

@@ -215,7 +215,15 @@ mod tests {
     const FLOOD: u16 = 40;
 
     /// A uTP header (BEP 29), big-endian, with `payload` after it.
-    fn packet(kind: u8, ext: u8, conn_id: u16, wnd: u32, seq: u16, ack: u16, payload: &[u8]) -> Vec<u8> {
+    fn packet(
+        kind: u8,
+        ext: u8,
+        conn_id: u16,
+        wnd: u32,
+        seq: u16,
+        ack: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut p = vec![(kind << 4) | 1, ext];
         p.extend_from_slice(&conn_id.to_be_bytes());
         p.extend_from_slice(&1234u32.to_be_bytes());
@@ -238,8 +246,8 @@ mod tests {
                 let (mut s, _) = server.accept().await.unwrap();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 5];
-                    let r = tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf))
-                        .await;
+                    let r =
+                        tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await;
                     if matches!(r, Ok(Ok(_))) && &buf == b"hello" {
                         s.write_all(&buf).await.unwrap();
                         s.flush().await.unwrap();

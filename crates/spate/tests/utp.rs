@@ -11,7 +11,9 @@ mod common;
 
 use anyhow::Result;
 use common::{expect_ok, lt_fixture, lt_port, same_file, spate, wait_listening};
-use testkit::{free_port, require_tools, Deadline, Libtorrent, TestDir, Transmission, TEST_TIMEOUT};
+use testkit::{
+    free_port, require_tools, Deadline, Libtorrent, TestDir, Transmission, TEST_TIMEOUT,
+};
 
 const PIECE: u32 = 64 * 1024;
 /// 4 MiB and a bit: 65 pieces, the last one short.
@@ -172,7 +174,9 @@ impl BadLink {
                     let route = match to_client {
                         None => {
                             if !up.contains_key(&from) {
-                                let Ok(s) = UdpSocket::bind("127.0.0.1:0") else { continue };
+                                let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
+                                    continue;
+                                };
                                 let _ = s.set_nonblocking(true);
                                 let _ = s.connect(target);
                                 up.insert(from, s);
