@@ -44,6 +44,8 @@ struct MuxTransport {
 }
 
 impl librqbit_utp::Transport for MuxTransport {
+    // The trait's signature (a `Send + Sync` future) is kept as written.
+    #[allow(clippy::manual_async_fn)]
     fn recv_from<'a>(
         &'a self,
         buf: &'a mut [u8],

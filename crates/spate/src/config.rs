@@ -74,7 +74,8 @@ pub struct NetworkSection {
     /// Announce to trackers.
     pub trackers: bool,
     /// Peer transports in dial order: "tcp,utp" (default), "utp,tcp", "tcp" or "utp".
-    /// `[session] utp_enabled` (Transmission's `utp-enabled`) turns uTP on and off.
+    /// `[session] utp_enabled` (Transmission's `utp-enabled`) turns uTP on and off: while it
+    /// is on, a list without "utp" gets it appended.
     pub transport: String,
 }
 

@@ -173,13 +173,13 @@ impl BadLink {
                     // `None`: from a client, to the target through its upstream socket.
                     let route = match to_client {
                         None => {
-                            if !up.contains_key(&from) {
+                            if let std::collections::hash_map::Entry::Vacant(e) = up.entry(from) {
                                 let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
                                     continue;
                                 };
                                 let _ = s.set_nonblocking(true);
                                 let _ = s.connect(target);
-                                up.insert(from, s);
+                                e.insert(s);
                             }
                             (Some(from), target)
                         }
