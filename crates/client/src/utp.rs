@@ -36,6 +36,8 @@ type Env = <UtpSocketUdp as EnvOf>::Env;
 const MAX_CONNECTIONS: usize = 1024;
 /// Receive buffer per connection: bounds what a peer can make us hold.
 const RX_BUFFER: usize = 1024 * 1024;
+/// How long a connect waits for the answer to its SYN before sending a new one (doubling).
+const SYN_RETRY: Duration = Duration::from_secs(1);
 
 /// The shared UDP socket as the crate's transport.
 struct MuxTransport {
@@ -159,15 +161,32 @@ impl UtpEndpoint {
         self.local
     }
 
-    /// Opens a uTP connection to `addr` within `limit`.
+    /// Opens a uTP connection to `addr` within `limit`. The crate sends a connect's SYN
+    /// once; a lost SYN (or one a busy peer refused) is made up for here by connecting
+    /// again after [`SYN_RETRY`], doubling, as a SYN retransmission would.
     pub async fn connect(&self, addr: SocketAddr, limit: Duration) -> std::io::Result<UtpStream> {
-        match tokio::time::timeout(limit, self.socket.connect(addr)).await {
-            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-            Ok(Err(e)) => Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                format!("utp: {e}"),
-            )),
-            Ok(Ok(s)) => Ok(s),
+        let end = tokio::time::Instant::now() + limit;
+        let mut wait = SYN_RETRY;
+        let mut last = None;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= end {
+                return Err(last.unwrap_or_else(|| std::io::ErrorKind::TimedOut.into()));
+            }
+            let attempt = wait.min(end - now);
+            match tokio::time::timeout(attempt, self.socket.connect(addr)).await {
+                Err(_) => last = Some(std::io::ErrorKind::TimedOut.into()),
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(e)) => {
+                    last = Some(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        format!("utp: {e}"),
+                    ));
+                    // Refused at once (e.g. too many connections): do not spin.
+                    tokio::time::sleep(attempt.min(end - tokio::time::Instant::now())).await;
+                }
+            }
+            wait = (wait * 2).min(Duration::from_secs(8));
         }
     }
 
@@ -257,17 +276,11 @@ mod tests {
                 });
             }
         });
-        // A SYN that arrives while the SYN cache is full is answered with a RESET that the
-        // crate's own connect ignores, and its connect does not send the SYN again: dial
-        // again, as a peer would (at most 6 times).
-        let mut c = None;
-        for _ in 0..6 {
-            if let Ok(s) = client.connect(ep.local_addr(), T).await {
-                c = Some(s);
-                break;
-            }
-        }
-        let mut c = c.expect("a connection after the flood");
+        // A SYN that meets the full SYN cache is refused; `connect` sends it again.
+        let mut c = client
+            .connect(ep.local_addr(), Duration::from_secs(60))
+            .await
+            .expect("a connection after the flood");
         c.write_all(b"hello").await.unwrap();
         c.flush().await.unwrap();
         let mut back = [0u8; 5];
@@ -323,8 +336,8 @@ mod tests {
     }
 
     /// A flood of SYNs from many ports, before anyone accepts: the crate caches at most 32
-    /// unaccepted SYNs and drops the rest; a real connection gets through (on a later dial
-    /// if its SYN met the full cache).
+    /// unaccepted SYNs and drops the rest; a real connection gets through (`connect` sends
+    /// its SYN again if the first met the full cache).
     #[tokio::test]
     async fn a_syn_flood_does_not_lock_the_endpoint_up() {
         let ep = UtpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
