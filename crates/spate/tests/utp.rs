@@ -265,3 +265,72 @@ fn utp_download_from_libtorrent_over_a_lossy_reordering_link() -> Result<()> {
     expect_ok(&down, &[&seeder], &dl)?;
     same_file(&f.file, &out.join(&f.name), &down)
 }
+
+/// The daemon over uTP: a libtorrent seeder that speaks uTP only dials the daemon's peer
+/// port (its UDP side, the router's uTP endpoint), the torrent added over Transmission RPC
+/// completes and verifies, its peer shows `isUTP` while connected; `utp-enabled` reads
+/// true by default and `session-set` turns it off.
+#[test]
+fn daemon_downloads_from_a_utp_only_libtorrent_and_reports_is_utp() -> Result<()> {
+    use serde_json::json;
+    if !require_tools(&["libtorrent"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("utp-daemon")?;
+    let f = lt_fixture(&td, "f.bin", SIZE, PIECE, &[])?;
+    let mut d = spate().daemon(&td)?;
+    d.start(std::time::Duration::from_secs(30))?;
+    let rpc = d.rpc();
+    let s = rpc.ok("session-get", json!({}))?;
+    anyhow::ensure!(s["utp-enabled"] == true, "utp-enabled by default: {s}");
+    let seeder = Libtorrent::seed(&f.torrent, &f.src, free_port())
+        .utp_only()
+        .peers(&[d.peer_port])
+        // About 4 s for the 4 MiB: long enough for the polls below to see the peer.
+        .upload_limit(1024 * 1024)
+        .spawn(&td)?;
+    Libtorrent::wait_seeding(&seeder, dl.remaining())?;
+    let out = td.sub("out")?;
+    rpc.ok(
+        "torrent-add",
+        json!({"filename": f.torrent.canonicalize()?, "download-dir": out.canonicalize()?}),
+    )?;
+    let mut saw_utp = false;
+    loop {
+        let t = rpc.ok(
+            "torrent-get",
+            json!({"fields": ["percentDone", "peers", "error", "errorString"]}),
+        )?;
+        let t = &t["torrents"][0];
+        if let Some(peers) = t["peers"].as_array() {
+            saw_utp |= peers.iter().any(|p| p["isUTP"] == true);
+            anyhow::ensure!(
+                peers.iter().all(|p| p["isUTP"] == true),
+                "a peer not over uTP (libtorrent takes no TCP): {t}"
+            );
+        }
+        if t["percentDone"] == 1.0 || t["percentDone"] == 1 {
+            break;
+        }
+        anyhow::ensure!(
+            dl.remaining() > std::time::Duration::ZERO && seeder.is_running(),
+            "not complete in time: {t}\n{}\n{}",
+            seeder.report(),
+            d.report()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    same_file(&f.file, &out.join(&f.name), d.proc()?)?;
+    anyhow::ensure!(
+        saw_utp,
+        "the torrent completed without a peer listed as isUTP"
+    );
+    rpc.ok("session-set", json!({"utp-enabled": false}))?;
+    let s = rpc.ok("session-get", json!({}))?;
+    anyhow::ensure!(
+        s["utp-enabled"] == false,
+        "session-set utp-enabled false: {s}"
+    );
+    Ok(())
+}
