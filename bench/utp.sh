@@ -17,6 +17,10 @@
 #   SPATE       the spate binary (default: target/release/spate, built if missing)
 #   BENCH_TMP   where the temp dir goes (default /var/tmp: on disk, not tmpfs)
 #   KEEP=1      keep the temp dir (data, torrent, logs)
+#   LOSSY=1     both downloaders reach the seeder through bench/udp_badlink.py, a relay that
+#               delays every datagram 50 ms, drops 1% and lets 25% overtake (netem's
+#               `delay 50ms loss 1% reorder 25%`; this kernel has no netem). Use a smaller
+#               SIZE_MIB (e.g. 32).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -58,6 +62,10 @@ fi
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/spate-bench.XXXXXX")
 SEEDER_PID=""
 cleanup() {
+    if [ -n "${RELAY_PID:-}" ]; then
+        kill -KILL -- "-$RELAY_PID" 2>/dev/null || true
+        wait "$RELAY_PID" 2>/dev/null || true
+    fi
     if [ -n "$SEEDER_PID" ]; then
         kill -KILL -- "-$SEEDER_PID" 2>/dev/null || true
         wait "$SEEDER_PID" 2>/dev/null || true
@@ -103,11 +111,28 @@ for _ in $(seq 1 600); do
 done
 grep -qx seeding "$WORK/logs/seeder.stdout" || die "the seeder did not finish checking in 60 s"
 
+DIAL_PORT=$SEED_PORT
+RELAY_PID=""
+LINK=""
+if [ "${LOSSY:-0}" = 1 ]; then
+    DIAL_PORT=$(free_port)
+    setsid "$PY" "$REPO/bench/udp_badlink.py" "$DIAL_PORT" "$SEED_PORT" 0.05 0.01 0.25 \
+        >"$WORK/logs/relay.stdout" 2>"$WORK/logs/relay.stderr" &
+    RELAY_PID=$!
+    for _ in $(seq 1 100); do
+        grep -qx ready "$WORK/logs/relay.stdout" 2>/dev/null && break
+        sleep 0.1
+    done
+    grep -qx ready "$WORK/logs/relay.stdout" || die "the relay did not start"
+    LINK=" (lossy link: 50 ms, 1% loss, 25% reorder)"
+    echo "== lossy link: relay 127.0.0.1:$DIAL_PORT -> seeder, 50 ms delay, 1% loss, 25% reorder"
+fi
+
 run_spate() {
     local round=$1
     "$PY" "$MEASURE" run --label spate --log "$WORK/logs/spate-$round" --timeout "$TIMEOUT" \
         --expect "$DATA" --got "$WORK/dl/bench.bin" -- \
-        "$SPATE" download "$TORRENT" -o "$WORK/dl" --peer "127.0.0.1:$SEED_PORT" \
+        "$SPATE" download "$TORRENT" -o "$WORK/dl" --peer "127.0.0.1:$DIAL_PORT" \
         --listen 127.0.0.1:0 --no-seed --no-dht --transport utp >>"$RESULTS"
 }
 
@@ -115,7 +140,7 @@ run_libtorrent() {
     local round=$1
     "$PY" "$MEASURE" run --label libtorrent --log "$WORK/logs/libtorrent-$round" \
         --timeout "$TIMEOUT" --expect "$DATA" --got "$WORK/dl/bench.bin" -- \
-        "$PY" "$LT" leech "$TORRENT" "$WORK/dl" "$(free_port)" "$SEED_PORT" "$TIMEOUT" \
+        "$PY" "$LT" leech "$TORRENT" "$WORK/dl" "$(free_port)" "$DIAL_PORT" "$TIMEOUT" \
         >>"$RESULTS"
 }
 
@@ -145,7 +170,7 @@ done
 rm -rf "$WORK/dl"
 
 echo
-echo "== summary: ${SIZE_MIB} MiB over uTP on 127.0.0.1 from a libtorrent seeder (uTP only), $ROUNDS round(s), medians"
+echo "== summary: ${SIZE_MIB} MiB over uTP on 127.0.0.1$LINK from a libtorrent seeder (uTP only), $ROUNDS round(s), medians"
 "$PY" "$MEASURE" summary --size "$SIZE" "$RESULTS" || true
 echo
 echo "spate: $SPATE"
