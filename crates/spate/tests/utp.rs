@@ -1,10 +1,10 @@
 //! uTP (BEP 29) against real clients on loopback: libtorrent with TCP turned off on its side
 //! (`LT_TRANSPORT=utp` in lt_peer.py), in both directions, plaintext and RC4; libtorrent over
-//! an emulated bad link (netem delay, loss and reordering on `lo` of a network namespace the
-//! test makes); and Transmission 3.00 with uTP on, which spate dials over uTP only.
+//! an emulated bad link (a UDP relay that delays, drops and reorders, as `tc ... netem`
+//! would: this machine's kernel has no `sch_netem`); and Transmission 3.00 with uTP on, which spate dials over uTP only.
 //!
 //! The checks are the leecher's exit code 0 and data identical to the source. A missing
-//! client (or, for the netem test, `ip`/`tc` or root) skips the test unless
+//! client skips the test unless
 //! `SPATE_REQUIRE_INTEROP=1`, which fails it.
 
 mod common;
