@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::udp_mux::{Datagram, SharedUdp};
 use dht::{Config, DhtEvent, LookupId, Node, NodeId, NodeInfo};
 use metainfo::InfoHash;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -127,21 +127,14 @@ const MAX_SAVED_NODES: usize = 200;
 const MAX_STATE_FILE: u64 = 1 << 20;
 
 /// Binds `addr` (falling back to a free port on the same address when that one is taken).
-async fn bind(addr: SocketAddr) -> Result<UdpSocket, ClientError> {
-    let s = bind_any(addr).await?;
-    crate::netif::bind_udp(&s).map_err(|source| ClientError::Listen { addr, source })?;
-    Ok(s)
-}
-
-async fn bind_any(addr: SocketAddr) -> Result<UdpSocket, ClientError> {
-    match UdpSocket::bind(addr).await {
+/// The socket is shared with uTP on the same address ([`crate::udp_mux`]).
+async fn bind(addr: SocketAddr) -> Result<Arc<SharedUdp>, ClientError> {
+    match SharedUdp::bind(addr) {
         Ok(s) => Ok(s),
         Err(e) if addr.port() != 0 => {
             let any = SocketAddr::new(addr.ip(), 0);
             tracing::warn!("dht: cannot bind udp {addr}: {e}; using a free port");
-            UdpSocket::bind(any)
-                .await
-                .map_err(|source| ClientError::Listen { addr: any, source })
+            SharedUdp::bind(any).map_err(|source| ClientError::Listen { addr: any, source })
         }
         Err(source) => Err(ClientError::Listen { addr, source }),
     }
@@ -156,16 +149,13 @@ impl DhtHandle {
         for addr in &opts.listen {
             if sockets
                 .iter()
-                .any(|(_, a): &(UdpSocket, SocketAddr)| a.is_ipv6() == addr.is_ipv6())
+                .any(|(_, a): &(Arc<SharedUdp>, SocketAddr)| a.is_ipv6() == addr.is_ipv6())
             {
                 continue; // one node per family
             }
             match bind(*addr).await {
                 Ok(s) => {
-                    let local = s.local_addr().map_err(|source| ClientError::Listen {
-                        addr: *addr,
-                        source,
-                    })?;
+                    let local = s.local_addr();
                     sockets.push((s, local));
                 }
                 Err(e) if addr.is_ipv6() && opts.listen.iter().any(|a| a.is_ipv4()) => {
@@ -237,7 +227,8 @@ impl DhtHandle {
                 hex(&id.0)
             );
             let (tx, rx) = mpsc::channel(64);
-            tokio::spawn(run(socket, node, rx));
+            let packets = socket.subscribe_dht();
+            tokio::spawn(run(socket, packets, node, rx));
             services.push(Service { tx, local_addr });
         }
         let handle = DhtHandle {
@@ -464,8 +455,12 @@ async fn save_periodically(weak: WeakHandle) {
     }
 }
 
-async fn run(socket: UdpSocket, mut node: Node, mut cmds: mpsc::Receiver<Cmd>) {
-    let mut buf = vec![0u8; 65536];
+async fn run(
+    socket: Arc<SharedUdp>,
+    mut packets: mpsc::Receiver<Datagram>,
+    mut node: Node,
+    mut cmds: mpsc::Receiver<Cmd>,
+) {
     let mut replies: HashMap<LookupId, mpsc::Sender<LookupEvent>> = HashMap::new();
     loop {
         flush(&socket, &mut node, &mut replies).await;
@@ -474,10 +469,10 @@ async fn run(socket: UdpSocket, mut node: Node, mut cmds: mpsc::Receiver<Cmd>) {
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(5));
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => node.handle_packet(from, &buf[..n], Instant::now()),
-                // ICMP errors of earlier sends surface here on some systems; nothing to do.
-                Err(e) => tracing::trace!("dht recv: {e}"),
+            p = packets.recv() => match p {
+                Some((data, from)) => node.handle_packet(from, &data, Instant::now()),
+                // Another DHT node took this socket's messages: this one stops.
+                None => break,
             },
             cmd = cmds.recv() => {
                 let now = Instant::now();
@@ -512,12 +507,12 @@ async fn run(socket: UdpSocket, mut node: Node, mut cmds: mpsc::Receiver<Cmd>) {
 
 /// Sends every queued datagram and hands every event to the lookup's owner.
 async fn flush(
-    socket: &UdpSocket,
+    socket: &SharedUdp,
     node: &mut Node,
     replies: &mut HashMap<LookupId, mpsc::Sender<LookupEvent>>,
 ) {
     while let Some((to, bytes)) = node.poll_transmit() {
-        if let Err(e) = socket.send_to(&bytes, to).await {
+        if let Err(e) = socket.socket().send_to(&bytes, to).await {
             tracing::trace!("dht send to {to}: {e}");
         }
     }

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use wire::mse::{
@@ -25,6 +24,8 @@ use wire::mse::{
 use wire::Handshake;
 
 use crate::peer::io_reason;
+use crate::transport::{PeerStream, ReadHalf, Transport, Transports, WriteHalf};
+use crate::utp::UtpEndpoint;
 
 /// Which connections to make and accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -124,7 +125,7 @@ impl EncryptionSetting {
 /// The receiving half of a connection, decrypting in place when RC4 was selected.
 #[derive(Debug)]
 pub struct PeerReader {
-    half: OwnedReadHalf,
+    half: ReadHalf,
     cipher: Option<Rc4Stream>,
 }
 
@@ -141,7 +142,7 @@ impl PeerReader {
     }
 
     /// The raw half, to drain what the peer still sends while closing.
-    pub fn into_inner(self) -> OwnedReadHalf {
+    pub fn into_inner(self) -> ReadHalf {
         self.half
     }
 }
@@ -149,7 +150,7 @@ impl PeerReader {
 /// The sending half of a connection, encrypting in place when RC4 was selected.
 #[derive(Debug)]
 pub struct PeerWriter {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     cipher: Option<Rc4Stream>,
 }
 
@@ -178,10 +179,13 @@ pub struct PeerConn {
     pub(crate) prefix: BytesMut,
     /// The payload is RC4-encrypted.
     pub(crate) encrypted: bool,
+    /// TCP or uTP.
+    pub(crate) transport: Transport,
 }
 
 impl PeerConn {
-    fn new(stream: TcpStream, ciphers: Option<(Rc4Stream, Rc4Stream)>) -> Self {
+    fn new(stream: PeerStream, ciphers: Option<(Rc4Stream, Rc4Stream)>) -> Self {
+        let transport = stream.transport();
         let (r, w) = stream.into_split();
         let encrypted = ciphers.is_some();
         let (enc, dec) = match ciphers {
@@ -199,12 +203,18 @@ impl PeerConn {
             },
             prefix: BytesMut::new(),
             encrypted,
+            transport,
         }
     }
 
     /// Whether the payload is RC4-encrypted.
     pub fn is_encrypted(&self) -> bool {
         self.encrypted
+    }
+
+    /// The transport the connection runs over.
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// Reads the peer's 68-byte BitTorrent handshake (after what `prefix` holds already);
@@ -241,7 +251,7 @@ const READ_CHUNK: usize = 4096;
 /// Runs an MSE handshake over `stream` until it is done, sending its output and feeding it
 /// what arrives, by `deadline`. `first` is what was read from the stream already.
 async fn drive(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     mut mse: MseHandshake,
     first: &[u8],
     deadline: Instant,
@@ -276,12 +286,84 @@ async fn drive(
     }
 }
 
-/// Dials `addr` and runs the handshakes the policy asks for: MSE (offering RC4 only under
-/// `Require`, RC4 or plaintext under `Prefer`) with our handshake as initial payload, or a
-/// plaintext handshake. Under `Prefer`, when the connect succeeded but the encrypted
-/// handshake failed, it dials again in plaintext (a failed connect is not retried). The
-/// peer's handshake must name the same info-hash.
+/// How to dial: the transports in order, and the uTP endpoint (on our listen port) when
+/// there is one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Dialer {
+    pub transports: Transports,
+    pub utp: Option<Arc<UtpEndpoint>>,
+}
+
+/// How long a uTP connect may take when it is not the first transport tried (a peer
+/// without uTP never answers; a TCP peer that refused has told us at once).
+const UTP_FALLBACK_CONNECT: Duration = Duration::from_secs(5);
+
+/// Dials `addr` with each transport of `dialer` in turn until one connects and completes
+/// its handshakes (see [`connect_over`]). The reason given for a failure is the first
+/// transport's.
 pub(crate) async fn connect(
+    addr: SocketAddr,
+    ours: &Handshake,
+    policy: Encryption,
+    dialer: &Dialer,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+) -> Result<(PeerConn, Handshake), String> {
+    let mut first_err = None;
+    for (i, t) in dialer.transports.order().iter().enumerate() {
+        let via = match t {
+            Transport::Tcp => Via::Tcp,
+            // uTP cannot go through the SOCKS5 proxy (no UDP ASSOCIATE): with a proxy, no
+            // peer is dialled over uTP, so nothing leaves but through the proxy.
+            Transport::Utp => match &dialer.utp {
+                Some(u) if crate::proxy::global().is_none() => Via::Utp(u),
+                _ => continue,
+            },
+        };
+        let limit = if i > 0 && *t == Transport::Utp {
+            connect_timeout.min(UTP_FALLBACK_CONNECT)
+        } else {
+            connect_timeout
+        };
+        match connect_over(via, addr, ours, policy, limit, handshake_timeout).await {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                tracing::debug!(%addr, "{} connection failed: {e}", t.as_str());
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| "no transport to dial with".into()))
+}
+
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    Tcp,
+    Utp(&'a UtpEndpoint),
+}
+
+async fn stream_connect(
+    via: Via<'_>,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<PeerStream, String> {
+    match via {
+        Via::Tcp => tcp_connect(addr, limit).await.map(PeerStream::Tcp),
+        Via::Utp(u) => u
+            .connect(addr, limit)
+            .await
+            .map(PeerStream::Utp)
+            .map_err(|e| io_reason(&e)),
+    }
+}
+
+/// Dials `addr` over one transport and runs the handshakes the policy asks for: MSE
+/// (offering RC4 only under `Require`, RC4 or plaintext under `Prefer`) with our handshake
+/// as initial payload, or a plaintext handshake. Under `Prefer`, when the connect succeeded
+/// but the encrypted handshake failed, it dials again in plaintext (a failed connect is not
+/// retried). The peer's handshake must name the same info-hash.
+async fn connect_over(
+    via: Via<'_>,
     addr: SocketAddr,
     ours: &Handshake,
     policy: Encryption,
@@ -294,7 +376,7 @@ pub(crate) async fn connect(
         Encryption::Allow | Encryption::Off => 0,
     };
     if provide != 0 {
-        let stream = tcp_connect(addr, connect_timeout).await?;
+        let stream = stream_connect(via, addr, connect_timeout).await?;
         match handshake(stream, ours, provide, handshake_timeout).await {
             Err(e) if policy == Encryption::Prefer => {
                 tracing::debug!(%addr, "encrypted handshake failed ({e}); trying plaintext");
@@ -302,7 +384,7 @@ pub(crate) async fn connect(
             r => return r,
         }
     }
-    let stream = tcp_connect(addr, connect_timeout).await?;
+    let stream = stream_connect(via, addr, connect_timeout).await?;
     handshake(stream, ours, 0, handshake_timeout).await
 }
 
@@ -314,7 +396,7 @@ async fn tcp_connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Str
 /// The handshakes of a dialled connection: MSE offering `provide` (none: plaintext), then
 /// BitTorrent's.
 async fn handshake(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     ours: &Handshake,
     provide: u32,
     limit: Duration,
@@ -352,12 +434,14 @@ async fn handshake(
 /// BitTorrent handshake is not sent yet (the torrent does that once it took the
 /// connection). Errors are short reasons to log.
 pub(crate) async fn accept(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     policy: Encryption,
     lookup: SkeyLookup,
     limit: Duration,
 ) -> Result<(PeerConn, Handshake), String> {
-    let _ = stream.set_nodelay(true);
+    if let PeerStream::Tcp(s) = &stream {
+        let _ = s.set_nodelay(true);
+    }
     let deadline = Instant::now() + limit;
     let mut first = [0u8; 20];
     timeout_at(deadline, stream.read_exact(&mut first))
@@ -424,7 +508,7 @@ mod tests {
                 let Ok(Ok((s, _))) = tokio::time::timeout(T, listener.accept()).await else {
                     break;
                 };
-                last = accept(s, answer, lookup(h), T).await;
+                last = accept(PeerStream::Tcp(s), answer, lookup(h), T).await;
                 if let Ok((conn, _)) = &mut last {
                     let ours = Handshake::new(h, PeerId([2; 20]));
                     conn.send_handshake(&ours).await.unwrap();
@@ -434,7 +518,7 @@ mod tests {
             last
         });
         let ours = Handshake::new(h, PeerId([1; 20]));
-        let client = connect(addr, &ours, dial, T, T).await;
+        let client = connect(addr, &ours, dial, &Dialer::default(), T, T).await;
         (client, server.await.unwrap())
     }
 
@@ -447,6 +531,74 @@ mod tests {
             b.reader.read_buf(&mut got).await.unwrap();
         }
         assert_eq!(&got[..], b"hello through the stream");
+    }
+
+    /// MSE (RC4 and plaintext) and BitTorrent's handshake over uTP, between two endpoints.
+    #[tokio::test]
+    async fn handshakes_run_over_utp_too() {
+        let h = InfoHash([5; 20]);
+        let server_ep = UtpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client_ep = UtpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server_ep.local_addr();
+        for (dial, answer, encrypted) in [
+            (Encryption::Require, Encryption::Prefer, true),
+            (Encryption::Off, Encryption::Allow, false),
+        ] {
+            let ep = server_ep.clone();
+            let server = tokio::spawn(async move {
+                let (s, _) = tokio::time::timeout(T, ep.accept()).await.unwrap().unwrap();
+                let mut r = accept(PeerStream::Utp(s), answer, lookup(h), T).await;
+                if let Ok((conn, _)) = &mut r {
+                    let ours = Handshake::new(h, PeerId([2; 20]));
+                    conn.send_handshake(&ours).await.unwrap();
+                }
+                r
+            });
+            let ours = Handshake::new(h, PeerId([1; 20]));
+            let dialer = Dialer {
+                transports: "utp".parse().unwrap(),
+                utp: Some(client_ep.clone()),
+            };
+            let (mut c, ch) = connect(addr, &ours, dial, &dialer, T, T).await.unwrap();
+            let (mut s, sh) = server.await.unwrap().unwrap();
+            assert_eq!(c.transport(), Transport::Utp);
+            assert_eq!(s.transport(), Transport::Utp);
+            assert_eq!(c.is_encrypted(), encrypted);
+            assert_eq!(s.is_encrypted(), encrypted);
+            assert_eq!(ch.peer_id, PeerId([2; 20]));
+            assert_eq!(sh.peer_id, PeerId([1; 20]));
+            exchange(&mut c, &mut s).await;
+            exchange(&mut s, &mut c).await;
+        }
+    }
+
+    /// `tcp,utp`: a peer that listens on uTP only is reached after TCP is refused.
+    #[tokio::test]
+    async fn a_refused_tcp_dial_falls_back_to_utp() {
+        let h = InfoHash([6; 20]);
+        let server_ep = UtpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server_ep.local_addr();
+        let ep = server_ep.clone();
+        let server = tokio::spawn(async move {
+            let (s, _) = ep.accept().await.unwrap();
+            let (mut conn, _) = accept(PeerStream::Utp(s), Encryption::Prefer, lookup(h), T)
+                .await
+                .unwrap();
+            conn.send_handshake(&Handshake::new(h, PeerId([2; 20])))
+                .await
+                .unwrap();
+            conn
+        });
+        let dialer = Dialer {
+            transports: "tcp,utp".parse().unwrap(),
+            utp: Some(UtpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap()),
+        };
+        let ours = Handshake::new(h, PeerId([1; 20]));
+        let (c, _) = connect(addr, &ours, Encryption::Prefer, &dialer, T, T)
+            .await
+            .unwrap();
+        assert_eq!(c.transport(), Transport::Utp);
+        let _ = server.await.unwrap();
     }
 
     #[test]
@@ -505,7 +657,7 @@ mod tests {
         let mut g = TcpStream::connect(addr).await.unwrap();
         g.write_all(&[0xFF; 2048]).await.unwrap();
         let (s, _) = listener.accept().await.unwrap();
-        let e = accept(s, Encryption::Prefer, lookup(h), T)
+        let e = accept(PeerStream::Tcp(s), Encryption::Prefer, lookup(h), T)
             .await
             .unwrap_err();
         assert!(e.contains("encryption handshake"), "{e}");
@@ -515,9 +667,14 @@ mod tests {
         key[95] = 7;
         q.write_all(&key).await.unwrap();
         let (s, _) = listener.accept().await.unwrap();
-        let e = accept(s, Encryption::Prefer, lookup(h), Duration::from_millis(300))
-            .await
-            .unwrap_err();
+        let e = accept(
+            PeerStream::Tcp(s),
+            Encryption::Prefer,
+            lookup(h),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
         assert!(e.contains("timed out"), "{e}");
         drop((g, q));
     }

@@ -63,6 +63,9 @@ pub mod rate;
 pub mod router;
 mod stream;
 mod torrent;
+pub mod transport;
+pub mod udp_mux;
+pub mod utp;
 mod webseed;
 
 pub use announce::fetch_torrent_file;
@@ -86,3 +89,5 @@ pub use rate::RateLimiter;
 pub use router::{IncomingPeer, PeerRouter};
 pub use stream::{ReadRequest, MAX_READ};
 pub use torrent::{raise_nofile_limit, run_torrent};
+pub use transport::{Transport, TransportSetting, Transports};
+pub use utp::UtpEndpoint;

@@ -786,7 +786,13 @@ async fn connection_inner(
     events: &mpsc::Sender<ConnEvent>,
 ) -> Result<(), String> {
     let peer_id = ours.peer_id;
-    let (conn, hs) = connect_and_handshake(addr, ours, encryption).await?;
+    let (conn, hs) = connect_and_handshake(
+        addr,
+        ours,
+        encryption,
+        &crate::encryption::Dialer::default(),
+    )
+    .await?;
     if !hs.supports_extended() {
         return Err("no extension protocol (BEP 10)".into());
     }

@@ -135,6 +135,13 @@ pub struct TorrentOptions {
     /// listener accepts (a [`crate::PeerRouter`] applies its own setting to those it routes).
     /// Default: [`crate::Encryption::Prefer`].
     pub encryption: crate::EncryptionSetting,
+    /// The transports the torrent dials with, in order, and (for its own listener) whether
+    /// it takes uTP connections too. Default: `tcp,utp`.
+    pub transports: crate::TransportSetting,
+    /// uTP on the listen port: a [`crate::PeerRouter`]'s ([`crate::PeerRouter::utp`]) for a
+    /// routed torrent. `None`: a torrent with its own listener binds one on its port when
+    /// `transports` has uTP; a routed one dials TCP only.
+    pub utp: Option<Arc<crate::UtpEndpoint>>,
 }
 
 /// Default of [`TorrentOptions::web_seed_connections`].
@@ -256,6 +263,8 @@ pub struct PeerDetails {
     pub incoming: bool,
     /// The connection is RC4-encrypted (MSE).
     pub encrypted: bool,
+    /// The connection runs over uTP (BEP 29), not TCP.
+    pub utp: bool,
     /// Payload bytes per second from it and to it, smoothed.
     pub down_rate: f64,
     pub up_rate: f64,
@@ -321,6 +330,8 @@ impl TorrentOptions {
             blocklist: None,
             web_seed_connections: DEFAULT_WEB_SEED_CONNECTIONS,
             encryption: crate::EncryptionSetting::default(),
+            transports: crate::TransportSetting::default(),
+            utp: None,
         }
     }
 }

@@ -12,15 +12,17 @@ use bytes::BytesMut;
 use metainfo::{BlockRef, InfoHash, PeerId};
 use storage::Storage;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use wire::{Handshake, Message};
 
-use crate::encryption::{self, Encryption, EncryptionSetting, PeerConn, PeerReader, PeerWriter};
+use crate::encryption::{
+    self, Dialer, Encryption, EncryptionSetting, PeerConn, PeerReader, PeerWriter,
+};
 use crate::rate::RateLimiter;
 use crate::torrent::Event;
+use crate::transport::{PeerStream, ReadHalf, TransportSetting};
+use crate::utp::UtpEndpoint;
 
 pub(crate) type PeerKey = u64;
 
@@ -80,6 +82,10 @@ pub(crate) struct ConnCtx {
     pub pending_in: Arc<PendingIncoming>,
     /// Protocol encryption of dials and of connections this torrent accepts itself.
     pub encryption: EncryptionSetting,
+    /// Which transports to dial with, in order.
+    pub transports: TransportSetting,
+    /// uTP on our listen port, when it runs.
+    pub utp: Option<Arc<UtpEndpoint>>,
 }
 
 /// Incoming connections accepted but not yet through the handshake: the accept loop caps
@@ -173,12 +179,18 @@ pub(crate) struct PeerLink {
     pub counters: Arc<Counters>,
     /// The connection is RC4-encrypted (MSE).
     pub encrypted: bool,
+    /// The connection runs over uTP.
+    pub utp: bool,
     pub _kill: oneshot::Sender<()>,
 }
 
 /// Dials `addr` and runs the connection until it ends.
 pub(crate) async fn dial(addr: SocketAddr, ctx: Arc<ConnCtx>) {
-    match connect_and_handshake(addr, ctx.handshake(), ctx.encryption.get()).await {
+    let dialer = Dialer {
+        transports: ctx.transports.get(),
+        utp: ctx.utp.clone(),
+    };
+    match connect_and_handshake(addr, ctx.handshake(), ctx.encryption.get(), &dialer).await {
         Ok((conn, hs)) => run(conn, addr, hs, false, ctx).await,
         Err(reason) => {
             let _ = ctx.events.send(Event::DialFailed { addr, reason }).await;
@@ -193,15 +205,24 @@ pub(crate) async fn connect_and_handshake(
     addr: SocketAddr,
     ours: Handshake,
     policy: Encryption,
+    dialer: &Dialer,
 ) -> Result<(PeerConn, Handshake), String> {
-    encryption::connect(addr, &ours, policy, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT).await
+    encryption::connect(
+        addr,
+        &ours,
+        policy,
+        dialer,
+        CONNECT_TIMEOUT,
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
 }
 
 /// Answers an incoming connection: reads the peer's handshakes (MSE per the torrent's
 /// policy, then BitTorrent's), checks the info-hash, sends ours.
 /// `pending` counts the connection among those in their handshake until it is through.
 pub(crate) async fn accept(
-    stream: TcpStream,
+    stream: PeerStream,
     addr: SocketAddr,
     ctx: Arc<ConnCtx>,
     pending: PendingGuard,
@@ -227,7 +248,7 @@ pub(crate) async fn accept(
 /// plaintext, or MSE whose torrent `lookup` finds; `None`, logged, when they do not come or
 /// `policy` refuses them. Shared by a torrent's own listener and the [`crate::PeerRouter`].
 pub(crate) async fn read_incoming_handshake(
-    stream: TcpStream,
+    stream: PeerStream,
     addr: SocketAddr,
     policy: Encryption,
     lookup: wire::mse::SkeyLookup,
@@ -293,6 +314,7 @@ async fn run(conn: PeerConn, addr: SocketAddr, hs: Handshake, incoming: bool, ct
         writer: write_half,
         prefix,
         encrypted,
+        transport,
     } = conn;
     let (tx, rx) = mpsc::unbounded_channel();
     let (kill_tx, kill_rx) = oneshot::channel();
@@ -301,6 +323,7 @@ async fn run(conn: PeerConn, addr: SocketAddr, hs: Handshake, incoming: bool, ct
         tx,
         counters: counters.clone(),
         encrypted,
+        utp: transport == crate::transport::Transport::Utp,
         _kill: kill_tx,
     };
     if ctx
@@ -337,7 +360,7 @@ async fn run(conn: PeerConn, addr: SocketAddr, hs: Handshake, incoming: bool, ct
 /// makes the kernel send a RST and discard what is still in flight to the peer: a seeder
 /// that stopped at its seed ratio cut off the last block libtorrent had been sent, leaving it
 /// at 99.5% with no peer.
-async fn linger(mut half: OwnedReadHalf, writer: tokio::task::JoinHandle<()>) {
+async fn linger(mut half: ReadHalf, writer: tokio::task::JoinHandle<()>) {
     let drain = async {
         let mut sink = vec![0u8; 16 * 1024];
         loop {

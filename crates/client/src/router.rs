@@ -30,6 +30,8 @@ use crate::encryption::{EncryptionSetting, PeerConn};
 use crate::error::ClientError;
 use crate::ipfilter::Blocklist;
 use crate::peer::{self, PendingIncoming};
+use crate::transport::{PeerStream, Transport, TransportSetting};
+use crate::utp::UtpEndpoint;
 
 /// A connection whose handshake the router read: the torrent answers it with its own.
 #[derive(Debug)]
@@ -78,6 +80,8 @@ struct Inner {
     /// Dropping it (with the last clone) or sending `true` stops the accept task.
     stop: watch::Sender<bool>,
     encryption: EncryptionSetting,
+    /// uTP on the same port (UDP), when it could be bound.
+    utp: Option<Arc<UtpEndpoint>>,
 }
 
 impl PeerRouter {
@@ -92,6 +96,18 @@ impl PeerRouter {
     pub fn bind_with(
         addr: SocketAddr,
         encryption: EncryptionSetting,
+    ) -> Result<PeerRouter, ClientError> {
+        Self::bind_full(addr, encryption, TransportSetting::default())
+    }
+
+    /// [`PeerRouter::bind_with`], with uTP on the same port (UDP, shared with a DHT bound
+    /// there), whose incoming connections are taken while `transports` has uTP (it may
+    /// change while the router runs). uTP is best effort: a port whose UDP side is taken by
+    /// another program runs TCP only (logged).
+    pub fn bind_full(
+        addr: SocketAddr,
+        encryption: EncryptionSetting,
+        transports: TransportSetting,
     ) -> Result<PeerRouter, ClientError> {
         let listener = listen(addr).map_err(|source| ClientError::Listen { addr, source })?;
         let local = listener
@@ -114,6 +130,7 @@ impl PeerRouter {
                 Ok(l6) => {
                     tokio::spawn(accept_loop(
                         Acceptor::new(l6),
+                        None,
                         routes.clone(),
                         stop_rx.clone(),
                         limits,
@@ -125,8 +142,16 @@ impl PeerRouter {
                 Err(e) => tracing::info!("not listening on [{ip6}]:{}: {e}", local.port()),
             }
         }
+        let utp = match UtpEndpoint::bind(local) {
+            Ok(ep) => Some(ep),
+            Err(e) => {
+                tracing::warn!(%local, "no uTP on the peer port: {e}");
+                None
+            }
+        };
         tokio::spawn(accept_loop(
             Acceptor::new(listener),
+            utp.clone().map(|ep| (crate::utp::incoming(ep), transports)),
             routes.clone(),
             stop_rx,
             limits,
@@ -141,6 +166,7 @@ impl PeerRouter {
                 blocklist,
                 stop,
                 encryption,
+                utp,
             }),
         })
     }
@@ -150,6 +176,12 @@ impl PeerRouter {
     /// ([`crate::TorrentOptions::blocklist`]) for the peers they dial.
     pub fn blocklist(&self) -> Arc<Blocklist> {
         self.inner.blocklist.clone()
+    }
+
+    /// uTP on the router's port, when it runs: torrents dial through it
+    /// ([`crate::TorrentOptions::utp`]).
+    pub fn utp(&self) -> Option<Arc<UtpEndpoint>> {
+        self.inner.utp.clone()
     }
 
     /// The address the router listens on (with the port the system chose for port 0).
@@ -244,6 +276,10 @@ pub(crate) struct IncomingLimits {
 
 async fn accept_loop(
     mut acceptor: Acceptor,
+    mut utp: Option<(
+        mpsc::Receiver<(librqbit_utp::UtpStream, SocketAddr)>,
+        TransportSetting,
+    )>,
     routes: Routes,
     mut stop: watch::Receiver<bool>,
     limits: IncomingLimits,
@@ -252,10 +288,29 @@ async fn accept_loop(
 ) {
     let pending = Arc::new(PendingIncoming::default());
     loop {
+        let from_utp = async {
+            match &mut utp {
+                Some((rx, _)) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let (stream, addr) = tokio::select! {
             // A send of `true` or the last PeerRouter dropped.
             _ = stop.changed() => break,
-            a = acceptor.accept() => a,
+            (s, a) = acceptor.accept() => (PeerStream::Tcp(s), a),
+            u = from_utp => match u {
+                Some((s, a)) => {
+                    if utp.as_ref().is_some_and(|(_, t)| !t.get().has(Transport::Utp)) {
+                        tracing::trace!(%a, "refusing incoming uTP connection: uTP is off");
+                        continue;
+                    }
+                    (PeerStream::Utp(s), a)
+                }
+                None => {
+                    utp = None;
+                    continue;
+                }
+            },
         };
         if blocklist.refuses(addr) {
             tracing::trace!(%addr, "refusing incoming connection: blocked by the IP filter");

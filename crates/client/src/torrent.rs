@@ -572,7 +572,15 @@ async fn run_once(
                     source,
                 })?;
             tracing::info!(%listen, "listening for peers");
-            (Incoming::Listener(Acceptor::new(listener)), listen)
+            // uTP on the same port number (UDP), shared with a DHT there; best effort.
+            if opts.utp.is_none() && opts.transports.get().has(crate::Transport::Utp) {
+                match crate::UtpEndpoint::bind(listen) {
+                    Ok(ep) => opts.utp = Some(ep),
+                    Err(e) => tracing::warn!(%listen, "no uTP: {e}"),
+                }
+            }
+            let utp_in = opts.utp.clone().map(crate::utp::incoming);
+            (Incoming::Listener(Acceptor::new(listener), utp_in), listen)
         }
     };
     st.listen = Some(listen);
@@ -593,6 +601,8 @@ async fn run_once(
         live: std::sync::atomic::AtomicUsize::new(0),
         pending_in: Arc::new(peer::PendingIncoming::default()),
         encryption: opts.encryption.clone(),
+        transports: opts.transports.clone(),
+        utp: opts.utp.clone(),
         dht_port: match &opts.dht {
             Some(d) if !info.private => Some(d.local_addr().port()),
             _ => None,
@@ -1220,6 +1230,7 @@ impl TorrentTask {
                     client: crate::client_name::client_name(&p.peer_id),
                     incoming: p.incoming,
                     encrypted: p.link.encrypted,
+                    utp: p.link.utp,
                     down_rate: st.download_rate,
                     up_rate: st.upload_rate,
                     progress: (f64::from(st.pieces.max(p.have_count)) / f64::from(pieces)).min(1.0),
@@ -2093,7 +2104,7 @@ impl TorrentTask {
 
     /// A connection the listener accepted: start its handshake, unless it is refused
     /// (see [`TorrentTask::incoming_refusal`]).
-    fn on_incoming(&mut self, stream: tokio::net::TcpStream, addr: SocketAddr) {
+    fn on_incoming(&mut self, stream: crate::transport::PeerStream, addr: SocketAddr) {
         match self.incoming_refusal(addr) {
             Some(why) => tracing::trace!(%addr, "refusing incoming connection: {why}"),
             None => {
@@ -2645,13 +2656,17 @@ fn nofile_limit() -> Option<u64> {
 
 /// Where connections come from: our own listener, or a [`crate::PeerRouter`].
 enum Incoming {
-    Listener(Acceptor),
+    /// Our TCP listener, and the uTP connections of our endpoint (`None` once it stopped).
+    Listener(
+        Acceptor,
+        Option<mpsc::Receiver<(librqbit_utp::UtpStream, SocketAddr)>>,
+    ),
     /// `None` once the router is gone (no more connections will come).
     Routed(Option<mpsc::Receiver<Box<IncomingPeer>>>),
 }
 
 enum Accepted {
-    Stream(tokio::net::TcpStream, SocketAddr),
+    Stream(crate::transport::PeerStream, SocketAddr),
     Routed(Box<IncomingPeer>),
 }
 
@@ -2659,9 +2674,25 @@ impl Incoming {
     /// The next connection; pending forever when there can be none.
     async fn next(&mut self) -> Accepted {
         match self {
-            Incoming::Listener(a) => {
-                let (stream, addr) = a.accept().await;
-                Accepted::Stream(stream, addr)
+            Incoming::Listener(a, utp) => {
+                use crate::transport::PeerStream;
+                let from_utp = async {
+                    match utp {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    (stream, addr) = a.accept() => Accepted::Stream(PeerStream::Tcp(stream), addr),
+                    u = from_utp => match u {
+                        Some((stream, addr)) => Accepted::Stream(PeerStream::Utp(stream), addr),
+                        None => {
+                            *utp = None;
+                            let (stream, addr) = a.accept().await;
+                            Accepted::Stream(PeerStream::Tcp(stream), addr)
+                        }
+                    },
+                }
             }
             Incoming::Routed(rx) => {
                 if let Some(r) = rx {

@@ -199,6 +199,8 @@ pub struct PeerView {
     pub incoming: bool,
     /// The connection is RC4-encrypted (MSE).
     pub encrypted: bool,
+    /// The connection runs over uTP (BEP 29).
+    pub utp: bool,
     /// 0..=1.
     pub progress: f64,
     pub rate_to_client: u64,
@@ -412,7 +414,7 @@ impl Default for Settings {
             dht_enabled: true,
             pex_enabled: true,
             lpd_enabled: false,
-            utp_enabled: false,
+            utp_enabled: true,
             rename_partial_files: false,
             encryption: "preferred".into(),
             blocklist_enabled: false,

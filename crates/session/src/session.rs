@@ -77,6 +77,9 @@ pub struct SessionConfig {
     /// Allow Local Service Discovery (BEP 14): the multicast service starts when this and
     /// `settings.lpd_enabled` are both on (at open, or when the setting is turned on).
     pub lsd: bool,
+    /// The transports to dial peers with, in order (`--transport`); `Settings::utp_enabled`
+    /// adds or removes uTP (incoming uTP is taken while it is on). Default: `tcp,utp`.
+    pub transports: client::Transports,
 }
 
 impl SessionConfig {
@@ -95,6 +98,7 @@ impl SessionConfig {
             ephemeral: false,
             dht_node: None,
             lsd: true,
+            transports: client::Transports::default(),
         }
     }
 }
@@ -144,6 +148,9 @@ struct Inner {
     /// Protocol encryption, from `Settings::encryption`: shared by the router and every
     /// torrent, so a change applies to the next connection.
     encryption: client::EncryptionSetting,
+    /// The transports in use: `SessionConfig::transports` with uTP as
+    /// `Settings::utp_enabled` says; shared by the router and every torrent.
+    transports: client::TransportSetting,
     dht: Option<client::DhtHandle>,
     /// The LSD service once started (it stays; `lpd_enabled` switches it on and off).
     lsd: Mutex<Option<client::LsdHandle>>,
@@ -355,7 +362,9 @@ impl Session {
         store.put_settings(&settings)?;
 
         let encryption = client::EncryptionSetting::new(encryption_policy(&settings.encryption));
-        let router = PeerPort::bind_with(cfg.listen, encryption.clone())
+        let transports =
+            client::TransportSetting::new(cfg.transports.with_utp(settings.utp_enabled));
+        let router = PeerPort::bind_full(cfg.listen, encryption.clone(), transports.clone())
             .map_err(|e| SessionError::Io(format!("peer port: {e}")))?;
         let listen = router.local_addr();
         let dht = if let Some(node) = cfg.dht_node.clone() {
@@ -417,6 +426,7 @@ impl Session {
             global_up: Arc::new(client::rate::RateLimiter::new(None)),
             peer_budget: client::PeerBudget::new(settings.peer_limit_global),
             encryption,
+            transports,
             dht,
             lsd: Mutex::new(None),
             listen,
@@ -1556,6 +1566,8 @@ impl Inner {
     fn apply_speed_limits(&self, s: &Settings) {
         self.peer_budget.set_limit(s.peer_limit_global);
         self.encryption.set(encryption_policy(&s.encryption));
+        self.transports
+            .set(self.cfg.transports.with_utp(s.utp_enabled));
         let (down, up) = if alt_speed_active(s) {
             (Some(s.alt_speed_down), Some(s.alt_speed_up))
         } else {
@@ -2109,6 +2121,13 @@ async fn prepare_run(
             inner.router.as_ref().map(|r| r.blocklist()),
         )
     };
+    let (transports, utp) = match weak.upgrade() {
+        Some(inner) => (
+            inner.transports.clone(),
+            inner.router.as_ref().and_then(|r| r.utp()),
+        ),
+        None => return Ok(None),
+    };
     // The peers given at add time and a magnet link's `x.pe` hints: dialled for the
     // metadata and, once it is in, for the data.
     let mut peers: Vec<SocketAddr> = job
@@ -2196,6 +2215,8 @@ async fn prepare_run(
     opts.file_priorities = file_priorities(&rec);
     opts.peer_budget = Some(peer_budget);
     opts.encryption = encryption;
+    opts.transports = transports;
+    opts.utp = utp;
     opts.sequential = rec.sequential;
     opts.first_last = rec.first_last;
     opts.super_seed = rec.super_seed;
@@ -3033,12 +3054,16 @@ fn detail_view(d: &client::Details) -> TorrentDetail {
                 if p.incoming {
                     flags.push('I');
                 }
+                if p.utp {
+                    flags.push('T');
+                }
                 PeerView {
                     address: p.addr.ip().to_string(),
                     port: p.addr.port(),
                     client_name: p.client.clone(),
                     incoming: p.incoming,
                     encrypted: p.encrypted,
+                    utp: p.utp,
                     progress: p.progress,
                     rate_to_client: p.down_rate as u64,
                     rate_to_peer: p.up_rate as u64,

@@ -84,6 +84,10 @@ pub struct NetworkSection {
     pub bind_interface: Option<String>,
     /// No client name or version in the peer id, extension handshake or User-Agent.
     pub anonymous_mode: bool,
+    /// Peer transports in dial order: "tcp,utp" (default), "utp,tcp", "tcp" or "utp".
+    /// `[session] utp_enabled` (Transmission's `utp-enabled`) turns uTP on and off: while it
+    /// is on, a list without "utp" gets it appended.
+    pub transport: String,
 }
 
 impl Default for NetworkSection {
@@ -98,6 +102,7 @@ impl Default for NetworkSection {
             proxy: None,
             bind_interface: None,
             anonymous_mode: false,
+            transport: "tcp,utp".into(),
         }
     }
 }
@@ -269,6 +274,9 @@ pub fn parse(text: &str, file: &Path) -> Result<FileConfig, ConfigError> {
             return Err(err(Some(line), Some(format!("session.{key}")), msg));
         }
         session.insert(k.clone(), v.get_ref().clone());
+    }
+    if let Err(e) = doc.network.transport.parse::<client::Transports>() {
+        return Err(err(None, Some("network.transport".into()), e));
     }
     // Addresses are resolved when the daemon starts; here they must at least look like one.
     for b in &doc.network.dht_bootstrap {

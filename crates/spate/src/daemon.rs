@@ -285,6 +285,7 @@ pub async fn run(a: DaemonArgs) -> CliResult {
         sc.dht = false;
     }
     sc.max_peers_per_ip = r.eff.network.max_peers_per_ip;
+    sc.transports = r.eff.network.transport.parse().unwrap_or_default();
     let (session, report) = Session::open(sc).await.map_err(|e| match e {
         session::SessionError::Invalid(m) => CliError::input(m),
         e => CliError::runtime(format!(

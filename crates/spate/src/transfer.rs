@@ -57,6 +57,11 @@ pub struct DownloadArgs {
     /// plaintext; accept both) or `off` (plaintext only).
     #[arg(long, value_name = "POLICY", default_value = "prefer", value_parser = parse_encryption)]
     pub encryption: client::Encryption,
+    /// Peer transports, in the order dials try them: `tcp`, `utp` (BEP 29, over the UDP
+    /// side of the listen port, shared with the DHT) or both, e.g. `utp,tcp`. Incoming
+    /// connections are taken on each one listed.
+    #[arg(long, value_name = "LIST", default_value = "tcp,utp", value_parser = parse_transports)]
+    pub transport: client::Transports,
     #[command(flatten)]
     pub dht: DhtArgs,
     /// Download only these files: indices as `spate info` lists them, ranges and commas,
@@ -105,6 +110,11 @@ pub struct SeedArgs {
     /// plaintext; accept both) or `off` (plaintext only).
     #[arg(long, value_name = "POLICY", default_value = "prefer", value_parser = parse_encryption)]
     pub encryption: client::Encryption,
+    /// Peer transports, in the order dials try them: `tcp`, `utp` (BEP 29, over the UDP
+    /// side of the listen port, shared with the DHT) or both, e.g. `utp,tcp`. Incoming
+    /// connections are taken on each one listed.
+    #[arg(long, value_name = "LIST", default_value = "tcp,utp", value_parser = parse_transports)]
+    pub transport: client::Transports,
     #[command(flatten)]
     pub dht: DhtArgs,
     /// Super-seeding (BEP 16) for an initial seeder: show peers no bitfield and offer each
@@ -112,6 +122,10 @@ pub struct SeedArgs {
     /// the data and we upload close to one copy.
     #[arg(long)]
     pub super_seed: bool,
+}
+
+fn parse_transports(s: &str) -> Result<client::Transports, String> {
+    s.parse()
 }
 
 fn parse_encryption(s: &str) -> Result<client::Encryption, String> {
@@ -316,6 +330,7 @@ async fn download_with(
         lsd: !a.dht.no_lsd && !torrent.info.private,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
+        transports: a.transport.clone(),
         listen,
         dht,
         sequential: a.sequential,
@@ -575,6 +590,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         lsd: !a.dht.no_lsd && !torrent.info.private,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
+        transports: a.transport.clone(),
         listen,
         dht,
         sequential: false,
@@ -717,6 +733,7 @@ struct OneRun {
     /// `--blocklist`.
     blocklist: Option<PathBuf>,
     encryption: client::Encryption,
+    transports: client::Transports,
     listen: SocketAddr,
     /// Handed to the session, which shuts it down.
     dht: Option<client::DhtHandle>,
@@ -772,6 +789,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
         pex_enabled: r.pex,
         lpd_enabled: r.lsd,
         encryption: r.encryption.as_str().into(),
+        utp_enabled: r.transports.has(client::Transport::Utp),
         ..Settings::default()
     };
     let mut cfg = SessionConfig::new(r.dir.join(".spate"), r.listen);
@@ -785,6 +803,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
     cfg.web_seed_connections = r.web_seed_connections;
     cfg.pex = r.pex;
     cfg.lsd = r.lsd;
+    cfg.transports = r.transports.clone();
     let session = match Session::open(cfg).await {
         Ok((s, _)) => s,
         Err(e) => {

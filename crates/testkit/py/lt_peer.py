@@ -71,13 +71,24 @@ def encryption_settings():
     return {}
 
 
+def transport_settings():
+    # LT_TRANSPORT=utp: uTP only (BEP 29), TCP off both ways. Unset: TCP only.
+    mode = os.environ.get('LT_TRANSPORT', '')
+    if mode == 'utp':
+        return {'enable_outgoing_tcp': False, 'enable_incoming_tcp': False,
+                'enable_outgoing_utp': True, 'enable_incoming_utp': True}
+    if mode not in ('', 'tcp'):
+        raise SystemExit('LT_TRANSPORT must be tcp or utp')
+    return {}
+
+
 def settings(port):
     # The INTEROP.md settings pack: everything on 127.0.0.1 (or the loopback address in
     # LT_BIND), no discovery, TCP only.
     ip = os.environ.get('LT_BIND', '127.0.0.1')
     if not (ip.startswith('127.') or ip == '::1'):
         raise SystemExit('LT_BIND must be a 127.x.y.z address or ::1')
-    return dict(encryption_settings(), **{
+    pack = dict(encryption_settings(), **{
         'listen_interfaces': ('[%s]:%d' if ':' in ip else '%s:%d') % (ip, port),
         'outgoing_interfaces': ip,
         'enable_dht': False,
@@ -93,6 +104,8 @@ def settings(port):
         'alert_mask': lt.alert.category_t.error_notification
         | lt.alert.category_t.status_notification,
     })
+    pack.update(transport_settings())
+    return pack
 
 
 def parse_peers(s):

@@ -160,6 +160,7 @@ pub struct LtPeer {
     encryption: Option<&'static str>,
     /// `LT_LSD=1`: local service discovery on.
     lsd: bool,
+    utp_only: bool,
 }
 
 impl LtPeer {
@@ -181,6 +182,7 @@ impl LtPeer {
             bind: None,
             encryption: None,
             lsd: false,
+            utp_only: false,
         }
     }
 
@@ -200,6 +202,12 @@ impl LtPeer {
     /// Plaintext only: `out_enc_policy` and `in_enc_policy` = `pe_disabled`.
     pub fn disable_encryption(mut self) -> LtPeer {
         self.encryption = Some("disabled");
+        self
+    }
+
+    /// uTP only (BEP 29): TCP off both ways (`LT_TRANSPORT=utp`).
+    pub fn utp_only(mut self) -> LtPeer {
+        self.utp_only = true;
         self
     }
 
@@ -330,6 +338,9 @@ impl LtPeer {
         }
         if self.lsd {
             cmd.env("LT_LSD", "1");
+        }
+        if self.utp_only {
+            cmd.env("LT_TRANSPORT", "utp");
         }
         Ok(cmd)
     }

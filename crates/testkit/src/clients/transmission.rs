@@ -25,6 +25,7 @@ impl Transmission {
             out_dir: out_dir.to_path_buf(),
             port,
             require_encryption: false,
+            utp: false,
         }
     }
 
@@ -101,9 +102,16 @@ pub struct TransmissionLeech {
     out_dir: PathBuf,
     port: u16,
     require_encryption: bool,
+    utp: bool,
 }
 
 impl TransmissionLeech {
+    /// uTP on (`"utp-enabled": true`); Transmission 3.00 has no switch to turn TCP off.
+    pub fn utp(mut self) -> Self {
+        self.utp = true;
+        self
+    }
+
     /// Protocol encryption required (`-er`): plaintext peers are refused.
     pub fn require_encryption(mut self) -> Self {
         self.require_encryption = true;
@@ -122,6 +130,14 @@ impl TransmissionLeech {
                 &out,
                 if self.require_encryption { 2 } else { 0 },
                 r#""ratio-limit-enabled": true, "ratio-limit": 0, "rpc-enabled": false"#,
+            )
+            .replace(
+                r#""utp-enabled": false"#,
+                if self.utp {
+                    r#""utp-enabled": true"#
+                } else {
+                    r#""utp-enabled": false"#
+                },
             ),
         )?;
         let mut cmd = Command::new("transmission-cli");
