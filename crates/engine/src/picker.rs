@@ -437,6 +437,17 @@ impl Picker {
         self.bytes_in_flight + self.lengths.piece_len(piece) as u64 <= self.budget
     }
 
+    /// Whether starting `piece` stays within the hard cap: the budget and half again (at
+    /// least one piece more, for budgets of a piece or two). A peer
+    /// with nothing to do may go beyond the budget (rather than stall behind pieces other
+    /// peers are slow to finish), but never beyond this, so pieces that wait for the hash and
+    /// the disk (a loaded CPU, a slow disk) stop the download instead of piling up in memory.
+    pub fn fits_hard_cap(&self, piece: u32) -> bool {
+        let over = (self.budget / 2).max(u64::from(self.lengths.piece_length()));
+        self.bytes_in_flight + self.lengths.piece_len(piece) as u64
+            <= self.budget.saturating_add(over)
+    }
+
     /// Whether a piece of full length would not fit: freeing bytes may unblock a search.
     fn budget_binding(&self) -> bool {
         self.bytes_in_flight + self.lengths.piece_length() as u64 > self.budget

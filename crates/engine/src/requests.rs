@@ -223,7 +223,10 @@ pub(crate) fn pick_block(
                     return Some(b);
                 }
             }
-            Some(PieceState::Wanted) if picker.fits_budget(x) || peer.outstanding.is_empty() => {
+            Some(PieceState::Wanted)
+                if picker.fits_budget(x)
+                    || (peer.outstanding.is_empty() && picker.fits_hard_cap(x)) =>
+            {
                 picker.start(x);
                 peer.current = Some(x);
                 return picker.request_free(x);
@@ -244,7 +247,8 @@ pub(crate) fn pick_block(
         .pieces()
         .find(|&x| ok(x) && peer.can_request(x) && picker.state(x) == Some(PieceState::Wanted));
     if let Some(piece) = retry {
-        if peer.outstanding.is_empty() || picker.fits_budget(piece) {
+        if picker.fits_budget(piece) || (peer.outstanding.is_empty() && picker.fits_hard_cap(piece))
+        {
             picker.start(piece);
             peer.current = Some(piece);
             return picker.request_free(piece);
@@ -276,11 +280,11 @@ pub(crate) fn pick_block(
         peer.current = Some(piece);
         return picker.request_free(piece);
     }
-    // 5. Nothing to do at all: go beyond the budget (or help with a piece it is suspected
-    //    for, if nobody else can) rather than stall.
+    // 5. Nothing to do at all: go beyond the budget, up to the hard cap (or help with a piece
+    //    it is suspected for, if nobody else can) rather than stall.
     if peer.outstanding.is_empty() {
         let last = |x: u32| !covered.contains(&x);
-        if let Some(piece) = find_new(picker, peer, |_, x| last(x)) {
+        if let Some(piece) = find_new(picker, peer, |pk, x| last(x) && pk.fits_hard_cap(x)) {
             picker.start(piece);
             peer.current = Some(piece);
             return picker.request_free(piece);

@@ -3,6 +3,7 @@
 
 mod behaviour;
 mod donthave;
+mod memory;
 mod picker;
 mod priority;
 mod props;
