@@ -25,6 +25,9 @@
 #               pe_rc4 on the seeder and the leecher, spate --encryption require); default:
 #               each side's default (spate prefer, libtorrent pe_enabled: an obfuscated
 #               handshake, then plaintext, which libtorrent's seeder selects)
+#   LOAD=1      run the rounds beside other work: two busy-looping shells (CPU) and a `dd`
+#               writing and fsyncing 1 GiB files over and over in the temp dir (disk), the
+#               "loaded machine" of issue 13; memory must stay bounded there too
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -65,7 +68,11 @@ fi
 
 WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/spate-bench.XXXXXX")
 SEEDER_PID=""
+LOAD_PIDS=()
 cleanup() {
+    for p in "${LOAD_PIDS[@]}"; do
+        kill -KILL -- "-$p" 2>/dev/null || true
+    done
     if [ -n "$SEEDER_PID" ]; then
         kill -KILL -- "-$SEEDER_PID" 2>/dev/null || true
         wait "$SEEDER_PID" 2>/dev/null || true
@@ -146,6 +153,16 @@ else:
 ' "$RESULTS" "$SIZE"
 }
 
+if [ "${LOAD:-0}" = 1 ]; then
+    echo "== load: 2 busy loops and a dd of 1 GiB files with fsync, in $WORK"
+    for _ in 1 2; do
+        setsid sh -c 'while :; do :; done' &
+        LOAD_PIDS+=($!)
+    done
+    setsid sh -c "while :; do dd if=/dev/zero of='$WORK/load.bin' bs=1M count=1024 conv=fsync status=none; done" &
+    LOAD_PIDS+=($!)
+fi
+
 for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round/$ROUNDS"
     if [ $((round % 2)) = 1 ]; then order="spate libtorrent"; else order="libtorrent spate"; fi
@@ -156,9 +173,13 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 rm -rf "$WORK/dl"
+for p in "${LOAD_PIDS[@]}"; do
+    kill -KILL -- "-$p" 2>/dev/null || true
+done
+LOAD_PIDS=()
 
 echo
-echo "== summary: ${SIZE_MIB} MiB ($FORMAT torrent) over 127.0.0.1 from a libtorrent seeder, $ROUNDS round(s), medians"
+echo "== summary: ${SIZE_MIB} MiB ($FORMAT torrent) over 127.0.0.1 from a libtorrent seeder, $ROUNDS round(s), medians${LOAD:+ (LOAD=$LOAD)}"
 "$PY" "$MEASURE" summary --size "$SIZE" "$RESULTS" || true
 echo
 echo "spate: $SPATE"
