@@ -23,14 +23,13 @@ use crate::PeerKey;
 /// want the piece yet).
 pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
-#[derive(Default)]
 struct Offer {
     /// The piece offered to it and not yet had.
     offered: Option<u32>,
     /// It has the piece we offered it; we wait for another peer to announce it.
     waiting: Option<(u32, Instant)>,
     /// Every piece we announced to it (these it may request).
-    announced: Vec<u32>,
+    announced: Bitfield,
 }
 
 /// The super-seeding state of a complete torrent.
@@ -49,7 +48,15 @@ impl SuperSeed {
     }
 
     pub fn add_peer(&mut self, peer: PeerKey) {
-        self.peers.insert(peer, Offer::default());
+        let announced = Bitfield::new(self.offers.len() as u32);
+        self.peers.insert(
+            peer,
+            Offer {
+                offered: None,
+                waiting: None,
+                announced,
+            },
+        );
     }
 
     pub fn remove_peer(&mut self, peer: PeerKey) {
@@ -62,13 +69,11 @@ impl SuperSeed {
 
     /// Pieces announced to `peer` so far (it may request these).
     pub fn may_serve(&self, peer: PeerKey, piece: u32) -> bool {
-        self.peers
-            .get(&peer)
-            .is_none_or(|o| o.announced.contains(&piece))
+        self.peers.get(&peer).is_none_or(|o| o.announced.get(piece))
     }
 
     /// Every peer we track, with the pieces announced to it; super-seeding ends.
-    pub fn finish(self) -> Vec<(PeerKey, Vec<u32>)> {
+    pub fn finish(self) -> Vec<(PeerKey, Bitfield)> {
         self.peers
             .into_iter()
             .map(|(k, o)| (k, o.announced))
@@ -103,7 +108,7 @@ impl SuperSeed {
         let mut best: Option<(u64, u32)> = None;
         for j in 0..n {
             let i = (start + j) % n;
-            if p.has(i) || o.announced.contains(&i) {
+            if p.has(i) || o.announced.get(i) {
                 continue;
             }
             let score = u64::from(picker.availability(i)) + u64::from(self.offers[i as usize]);
@@ -119,7 +124,7 @@ impl SuperSeed {
         let o = self.peers.get_mut(&peer)?;
         o.offered = Some(piece);
         o.waiting = None;
-        o.announced.push(piece);
+        o.announced.set(piece, true);
         Some(piece)
     }
 

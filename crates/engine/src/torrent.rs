@@ -581,7 +581,7 @@ impl Torrent {
                     continue;
                 };
                 let missing: Vec<u32> = (0..n)
-                    .filter(|i| !p.has(*i) && !announced.contains(i) && self.picker.have().get(*i))
+                    .filter(|i| !p.has(*i) && !announced.get(*i) && self.picker.have().get(*i))
                     .collect();
                 for i in missing {
                     self.send(k, Message::Have(i));
