@@ -12,30 +12,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use common::{spate, wait_listening};
+use common::{read_msg, send_msg, spate, wait_listening};
 use testkit::{free_port, Deadline, TestDir, TEST_TIMEOUT};
-
-/// Reads one message (`None`: keep-alive).
-fn read_msg(s: &mut TcpStream) -> Result<Option<(u8, Vec<u8>)>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let len = u32::from_be_bytes(len) as usize;
-    ensure!(len < 1 << 20, "huge message");
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut b = vec![0u8; len];
-    s.read_exact(&mut b)?;
-    Ok(Some((b[0], b[1..].to_vec())))
-}
-
-fn send_msg(s: &mut TcpStream, id: u8, payload: &[u8]) -> Result<()> {
-    let mut m = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
-    m.push(id);
-    m.extend_from_slice(payload);
-    s.write_all(&m)?;
-    Ok(())
-}
 
 /// Our side of the handshake (extension protocol and fast extension), then theirs.
 fn handshake(s: &mut TcpStream, info_hash: &[u8; 20], who: &testkit::Proc) -> Result<()> {

@@ -16,30 +16,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use common::{expect_ok, lt_fixture, same_file, spate, wait_listening};
+use common::{expect_ok, lt_fixture, read_msg, same_file, send_msg, spate, wait_listening};
 use testkit::{free_port, require_tools, Deadline, Libtorrent, TestDir, TEST_TIMEOUT};
-
-/// Reads one length-prefixed message (`None`: a keep-alive).
-fn read_msg(s: &mut TcpStream) -> Result<Option<(u8, Vec<u8>)>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let len = u32::from_be_bytes(len) as usize;
-    ensure!(len <= 1 << 20, "message of {len} bytes");
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body)?;
-    Ok(Some((body[0], body[1..].to_vec())))
-}
-
-fn send_msg(s: &mut TcpStream, id: u8, payload: &[u8]) -> Result<()> {
-    let mut m = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
-    m.push(id);
-    m.extend_from_slice(payload);
-    s.write_all(&m)?;
-    Ok(())
-}
 
 const HAVE: u8 = 4;
 const BITFIELD: u8 = 5;

@@ -148,3 +148,29 @@ pub fn same_dir(expected: &Path, actual: &Path, who: &Proc) -> Result<()> {
     testkit::data::compare_dirs(expected, actual)
         .map_err(|e| anyhow::anyhow!("{e:#}\n{}", who.report()))
 }
+
+/// Reads one length-prefixed peer wire message: `(id, payload)`, `None` for a keep-alive
+/// (hand-made peers in tests).
+pub fn read_msg(s: &mut std::net::TcpStream) -> Result<Option<(u8, Vec<u8>)>> {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    anyhow::ensure!(len <= 1 << 20, "message of {len} bytes");
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok(Some((body[0], body[1..].to_vec())))
+}
+
+/// Writes one peer wire message with `id` and `payload`.
+pub fn send_msg(s: &mut std::net::TcpStream, id: u8, payload: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut m = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+    m.push(id);
+    m.extend_from_slice(payload);
+    s.write_all(&m)?;
+    Ok(())
+}
