@@ -115,7 +115,7 @@ fn check(src: &[u8], max_len: u32) -> Result<Option<usize>, WireError> {
             len,
         });
     }
-    if message_id == id::HASHES && (len as usize - 1 - HASH_REQUEST_PAYLOAD) % 32 != 0 {
+    if message_id == id::HASHES && !(len as usize - 1 - HASH_REQUEST_PAYLOAD).is_multiple_of(32) {
         return Err(WireError::BadLength {
             id: message_id,
             len,

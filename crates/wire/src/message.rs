@@ -74,7 +74,7 @@ impl HashRequest {
         if !self.length.is_power_of_two() || self.length > MAX_HASH_REQUEST_LEN {
             return Err("length not a power of two up to 8192");
         }
-        if self.index % self.length != 0 {
+        if !self.index.is_multiple_of(self.length) {
             return Err("index not a multiple of length");
         }
         if self.base_layer > MAX_HASH_LAYERS || self.proof_layers > MAX_HASH_LAYERS {
