@@ -81,10 +81,7 @@ pub fn verify_layer_hashes(
     if req.base_layer != piece_layer_height(piece_length) {
         return Err("not the piece layer");
     }
-    if !req.length.is_power_of_two()
-        || !req.index.is_multiple_of(req.length)
-        || req.index >= num_pieces
-    {
+    if !req.length.is_power_of_two() || req.index % req.length != 0 || req.index >= num_pieces {
         return Err("request outside the piece layer");
     }
     let length = req.length as usize;
@@ -161,7 +158,7 @@ impl LayerTree {
     pub fn answer(&self, req: &LayerRequest) -> Option<Vec<[u8; 32]>> {
         let height = self.levels.len() as u32 - 1;
         let r = req.base_layer.checked_sub(self.piece_layer)?;
-        if r >= height || !req.length.is_power_of_two() || !req.index.is_multiple_of(req.length) {
+        if r >= height || !req.length.is_power_of_two() || req.index % req.length != 0 {
             return None;
         }
         if u64::from(r) + u64::from(req.proof_layers) + 1 > u64::from(height) {
