@@ -6,7 +6,8 @@
 //!
 //! A hostile peer cannot make the receiver buffer much: the length prefix is checked against
 //! `max_len` as soon as its 4 bytes are in, and the length of a known id as soon as the id byte
-//! is in, both before any of the body is waited for.
+//! is in, both before any of the body is waited for. The fields of BEP 52 hash messages
+//! (ids 21-23) are checked once their frame (at most `max_len`) is in.
 
 use crate::message::{id, HashRequest, HASH_REQUEST_PAYLOAD};
 use crate::{Message, WireError};
