@@ -53,7 +53,7 @@ impl HashServer {
     /// The reply to `req` from a peer that has had `served` answers so far: `Hashes`, or
     /// `HashReject` when we cannot (or will not) answer.
     pub(crate) fn answer(&mut self, info: &Info, req: &HashRequest, served: u32) -> Message {
-        let reject = Message::HashReject(*req);
+        let reject = Message::HashReject(Box::new(*req));
         if served >= self.per_peer_cap {
             return reject;
         }
@@ -78,7 +78,7 @@ impl HashServer {
         };
         match tree.answer(&req.layer_request()) {
             Some(hashes) => Message::Hashes {
-                request: *req,
+                request: Box::new(*req),
                 hashes: hashes.concat().into(),
             },
             None => reject,
@@ -125,7 +125,7 @@ mod tests {
         let Message::Hashes { request, hashes } = server.answer(&info, &good, 0) else {
             panic!("not answered");
         };
-        assert_eq!(request, good);
+        assert_eq!(*request, good);
         let hashes: Vec<[u8; 32]> = hashes.chunks(32).map(|c| c.try_into().unwrap()).collect();
         let got =
             verify_layer_hashes(&a.pieces_root, 16384, 5, &good.layer_request(), &hashes).unwrap();
@@ -136,12 +136,15 @@ mod tests {
             req(a.pieces_root, 0, 8, 8, 2), // past the layer
             req(a.pieces_root, 0, 0, 8, 3), // proof past the root
         ] {
-            assert_eq!(server.answer(&info, &bad, 0), Message::HashReject(bad));
+            assert_eq!(
+                server.answer(&info, &bad, 0),
+                Message::HashReject(bad.into())
+            );
         }
         // The per-connection cap.
         assert_eq!(
             server.answer(&info, &good, u32::MAX),
-            Message::HashReject(good)
+            Message::HashReject(good.into())
         );
     }
 }

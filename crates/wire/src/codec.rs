@@ -192,10 +192,10 @@ fn parse(src: &mut BytesMut, total: usize) -> Message {
         id::REJECT => Message::Reject(block_ref(&mut frame)),
         id::PORT => Message::Port(frame.get_u16()),
         id::BITFIELD => Message::Bitfield(frame.freeze()),
-        id::HASH_REQUEST => Message::HashRequest(hash_request(&frame)),
-        id::HASH_REJECT => Message::HashReject(hash_request(&frame)),
+        id::HASH_REQUEST => Message::HashRequest(Box::new(hash_request(&frame))),
+        id::HASH_REJECT => Message::HashReject(Box::new(hash_request(&frame))),
         id::HASHES => {
-            let request = hash_request(&frame);
+            let request = Box::new(hash_request(&frame));
             frame.advance(HASH_REQUEST_PAYLOAD);
             Message::Hashes {
                 request,
@@ -480,11 +480,15 @@ mod tests {
         }
         let hashes: Vec<u8> = (0..(512 + 2) * 32).map(|i| i as u8).collect();
         let cases = [
-            (Message::HashRequest(req), id::HASH_REQUEST, Vec::new()),
-            (Message::HashReject(req), id::HASH_REJECT, Vec::new()),
+            (
+                Message::HashRequest(req.into()),
+                id::HASH_REQUEST,
+                Vec::new(),
+            ),
+            (Message::HashReject(req.into()), id::HASH_REJECT, Vec::new()),
             (
                 Message::Hashes {
-                    request: req,
+                    request: req.into(),
                     hashes: Bytes::from(hashes.clone()),
                 },
                 id::HASHES,
@@ -523,10 +527,10 @@ mod tests {
         ];
         for req in bad {
             for msg in [
-                Message::HashRequest(req),
-                Message::HashReject(req),
+                Message::HashRequest(req.into()),
+                Message::HashReject(req.into()),
                 Message::Hashes {
-                    request: req,
+                    request: req.into(),
                     hashes: Bytes::from(vec![0; 32 * req.length.clamp(1, 8192) as usize]),
                 },
             ] {
@@ -547,7 +551,7 @@ mod tests {
         let req = hash_request(0, 4, 3);
         for n in [3 * 32, (4 + 65) * 32] {
             let msg = Message::Hashes {
-                request: req,
+                request: req.into(),
                 hashes: Bytes::from(vec![0; n]),
             };
             let mut buf = BytesMut::from(&msg.to_bytes()[..]);
@@ -557,7 +561,7 @@ mod tests {
             ));
         }
         let msg = Message::Hashes {
-            request: req,
+            request: req.into(),
             hashes: Bytes::from(vec![0; 4 * 32 + 5]),
         };
         let mut buf = BytesMut::from(&msg.to_bytes()[..5]);
@@ -617,10 +621,10 @@ mod tests {
 
         fn arb_hash_message() -> impl Strategy<Value = Message> {
             (arb_request(), 0usize..3, 0usize..=64).prop_map(|(r, kind, extra)| match kind {
-                0 => Message::HashRequest(r),
-                1 => Message::HashReject(r),
+                0 => Message::HashRequest(r.into()),
+                1 => Message::HashReject(r.into()),
                 _ => Message::Hashes {
-                    request: r,
+                    request: r.into(),
                     hashes: Bytes::from(vec![7; (r.length as usize + extra) * 32]),
                 },
             })

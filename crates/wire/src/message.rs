@@ -145,16 +145,17 @@ pub enum Message {
         id: u8,
         payload: Bytes,
     },
-    /// BEP 52: asks for hashes of a file's merkle tree.
-    HashRequest(HashRequest),
+    /// BEP 52: asks for hashes of a file's merkle tree. (Boxed, as in the two below: 48
+    /// bytes would make every message larger, and these are rare.)
+    HashRequest(Box<HashRequest>),
     /// BEP 52: the answer: the `length` requested hashes, then the uncle hashes, 32 bytes
     /// each (the decoder checks the count is `length` plus at most 64).
     Hashes {
-        request: HashRequest,
+        request: Box<HashRequest>,
         hashes: Bytes,
     },
     /// BEP 52: the request cannot be answered.
-    HashReject(HashRequest),
+    HashReject(Box<HashRequest>),
 }
 
 impl Message {
