@@ -50,6 +50,7 @@ pub mod dht;
 mod disk;
 pub mod encryption;
 mod error;
+mod hashes;
 mod lock;
 pub mod lsd;
 mod metadata;

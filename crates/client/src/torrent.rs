@@ -171,6 +171,8 @@ struct PeerEntry {
     ext_upload_only: Option<u8>,
     /// Metadata pieces sent to this peer (capped by [`MAX_METADATA_PIECES_SERVED`]).
     metadata_served: u32,
+    /// BEP 52 hash requests answered for this peer (capped by the `HashServer`).
+    hashes_served: u32,
     /// It connected to us.
     incoming: bool,
     connected_at: Instant,
@@ -752,6 +754,7 @@ async fn run_once(
         blocklist_seen: opts.blocklist.as_ref().map_or(0, |b| b.generation()),
         blocklist: opts.blocklist.clone(),
         readers: Default::default(),
+        hash_server: crate::hashes::HashServer::new(&info),
     };
     for addr in &opts.peers {
         t.add_candidate(*addr, true);
@@ -903,6 +906,8 @@ struct TorrentTask {
     blocklist_seen: u64,
     /// Streaming readers ([`Control::Read`]).
     readers: crate::stream::Readers,
+    /// Answers BEP 52 hash requests from our piece layers.
+    hash_server: crate::hashes::HashServer,
 }
 
 impl TorrentTask {
@@ -1453,6 +1458,7 @@ impl TorrentTask {
                 upload_only: false,
                 ext_upload_only: None,
                 metadata_served: 0,
+                hashes_served: 0,
                 incoming,
                 connected_at: now,
                 last_data_in: None,
@@ -1585,6 +1591,19 @@ impl TorrentTask {
                 self.drain_actions();
             }
             Message::Extended { .. } => {}
+            Message::HashRequest(req) => {
+                let served = self.peers.get(&key).map_or(0, |p| p.hashes_served);
+                let reply = self.hash_server.answer(&self.info, &req, served);
+                if let (Message::Hashes { .. }, Some(p)) = (&reply, self.peers.get_mut(&key)) {
+                    p.hashes_served += 1;
+                }
+                self.send(key, reply);
+            }
+            // We ask for no hashes: a reject changes nothing, an answer is unasked for.
+            Message::HashReject(_) => {}
+            Message::Hashes { .. } => {
+                self.disconnect(key, "sent hashes we did not ask for", false, now);
+            }
             other => {
                 match &other {
                     Message::Have(_) => {

@@ -300,6 +300,10 @@ impl Torrent {
         match msg {
             Message::KeepAlive | Message::Port(_) | Message::Extended { .. } => return Ok(()),
             Message::Piece { .. } => return Ok(()),
+            // BEP 52 hash messages are about metadata, not pieces: the client handles them.
+            Message::HashRequest(_) | Message::Hashes { .. } | Message::HashReject(_) => {
+                return Ok(())
+            }
             Message::Bitfield(_) | Message::HaveAll | Message::HaveNone => {
                 if matches!(msg, Message::HaveAll | Message::HaveNone) {
                     need_fast(if *msg == Message::HaveAll {
@@ -447,7 +451,10 @@ impl Torrent {
             Message::KeepAlive
             | Message::Port(_)
             | Message::Extended { .. }
-            | Message::Piece { .. } => {}
+            | Message::Piece { .. }
+            | Message::HashRequest(_)
+            | Message::Hashes { .. }
+            | Message::HashReject(_) => {}
         }
         Ok(())
     }

@@ -12,6 +12,9 @@
 //!   leave the download folder, and renames duplicates (libtorrent's rules).
 //! - [`v2`]: BEP 52: the `file tree`, pieces roots and piece layers of v2-only and hybrid
 //!   torrents ([`V2Info`]), merkle hashing, the v2 info-hash ([`InfoHashV2`]).
+//! - [`v2_proof`]: BEP 52 hash requests: a file's tree above its piece layer
+//!   ([`LayerTree`]) answers them; [`verify_layer_hashes`] checks an answer against the
+//!   file's `pieces root`.
 //! - [`magnet`]: magnet links ([`Magnet`], BEP 9 / BEP 53; a hybrid's `urn:btmh` too).
 //! - [`create`]: building a v1 `.torrent` from files on disk ([`create_torrent`]), with the
 //!   same info-hash as mktorrent and libtorrent (v1-only) for the same data.
@@ -31,6 +34,7 @@ pub mod summary;
 pub mod torrent;
 pub mod types;
 pub mod v2;
+pub mod v2_proof;
 pub mod webseed;
 
 pub use bitfield::Bitfield;
@@ -42,3 +46,4 @@ pub use summary::{FileSummary, MagnetSummary, TorrentSummary};
 pub use torrent::Torrent;
 pub use types::{BlockRef, InfoHash, Lengths, LengthsError, PeerId, BLOCK_SIZE};
 pub use v2::{InfoHashV2, V2File, V2Info, V2PieceHash};
+pub use v2_proof::{layer_requests, verify_layer_hashes, LayerRequest, LayerTree};

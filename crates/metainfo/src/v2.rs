@@ -167,7 +167,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-fn sha256_pair(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+pub(crate) fn sha256_pair(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(a);
     h.update(b);

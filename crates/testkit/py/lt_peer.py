@@ -35,6 +35,9 @@ metadata from PEERS (BEP 9) and then the data; with --save-torrent it writes the
 libtorrent built from the fetched metadata to PATH. It always runs with the torrent flags
 disable_pex, disable_dht and disable_lsd (PEX is on by default for public torrents).
 LT_SUPER_SEED=1 makes a seeder super-seed (BEP 16).
+LT_WANT_PIECES=START:END makes a magnet leecher want only pieces START..END-1 (priority 0 for
+the others, set once the metadata arrives): a v2 piece of a file only partly wanted can only
+be checked with the file's piece layer (BEP 52 hash requests).
 LT_LSD=1 in the environment turns local service discovery (BEP 14) on (default off).
 LT_BIND=127.x.y.z (or ::1) in the environment listens and dials from that loopback address
 instead of 127.0.0.1; PEERS may then name [::1]:PORT. Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
@@ -260,6 +263,11 @@ def run_magnet(uri, directory, port, peers, timeout, save_torrent):
             ti = h.torrent_file()
             log('metadata info_hash=%s pieces=%d size=%d seconds=%.3f'
                 % (str(ti.info_hash()), ti.num_pieces(), ti.total_size(), now - start))
+            want = os.environ.get('LT_WANT_PIECES')
+            if want:
+                start, end = (int(x) for x in want.split(':'))
+                h.prioritize_pieces([4 if start <= i < end else 0
+                                     for i in range(ti.num_pieces())])
             if save_torrent:
                 # The info dict exactly as the peer sent it, wrapped as a .torrent.
                 info = bytes(ti.metadata())
@@ -281,7 +289,10 @@ def run_magnet(uri, directory, port, peers, timeout, save_torrent):
                 % (s.state, s.progress, s.total_payload_download, s.total_payload_upload,
                    s.num_peers))
             next_status = now + 0.5
-        if have_metadata and s.is_seeding and s.total_wanted_done == s.total_wanted:
+        # With LT_WANT_PIECES the torrent ends `finished` (its wanted pieces checked), not
+        # seeding.
+        done = s.is_seeding or (os.environ.get('LT_WANT_PIECES') and s.is_finished)
+        if have_metadata and done and s.total_wanted_done == s.total_wanted:
             log('finished downloaded=%d uploaded=%d seconds=%.3f'
                 % (s.total_payload_download, s.total_payload_upload, now - start))
             return 0

@@ -6,9 +6,10 @@
 //!
 //! A hostile peer cannot make the receiver buffer much: the length prefix is checked against
 //! `max_len` as soon as its 4 bytes are in, and the length of a known id as soon as the id byte
-//! is in, both before any of the body is waited for.
+//! is in, both before any of the body is waited for. The fields of BEP 52 hash messages
+//! (ids 21-23) are checked once their frame (at most `max_len`) is in.
 
-use crate::message::id;
+use crate::message::{id, HashRequest, HASH_REQUEST_PAYLOAD};
 use crate::{Message, WireError};
 use bytes::{Buf, BytesMut};
 use metainfo::BlockRef;
@@ -83,6 +84,8 @@ fn size_of(message_id: u8) -> Result<Size, WireError> {
         id::BITFIELD => Size::AtLeast(1),
         id::PIECE => Size::AtLeast(9),
         id::EXTENDED => Size::AtLeast(2),
+        id::HASH_REQUEST | id::HASH_REJECT => Size::Exactly(1 + HASH_REQUEST_PAYLOAD as u32),
+        id::HASHES => Size::AtLeast(1 + HASH_REQUEST_PAYLOAD as u32),
         other => return Err(WireError::UnknownMessage(other)),
     })
 }
@@ -113,8 +116,54 @@ fn check(src: &[u8], max_len: u32) -> Result<Option<usize>, WireError> {
             len,
         });
     }
+    if message_id == id::HASHES && !(len as usize - 1 - HASH_REQUEST_PAYLOAD).is_multiple_of(32) {
+        return Err(WireError::BadLength {
+            id: message_id,
+            len,
+        });
+    }
     let total = len as usize + 4;
-    Ok((src.len() >= total).then_some(total))
+    if src.len() < total {
+        return Ok(None);
+    }
+    if matches!(message_id, id::HASH_REQUEST | id::HASHES | id::HASH_REJECT) {
+        check_hash_message(message_id, &src[5..total])?;
+    }
+    Ok(Some(total))
+}
+
+/// The header checks of BEP 52 messages (see [`HashRequest::check`]); a `Hashes` answer must
+/// also carry at least the `length` requested hashes and at most 64 uncles.
+fn check_hash_message(message_id: u8, body: &[u8]) -> Result<(), WireError> {
+    let request = hash_request(&body[..HASH_REQUEST_PAYLOAD]);
+    request.check().map_err(|why| WireError::BadHashMessage {
+        id: message_id,
+        why,
+    })?;
+    if message_id == id::HASHES {
+        let count = (body.len() - HASH_REQUEST_PAYLOAD) / 32;
+        if count < request.length as usize || count - request.length as usize > 64 {
+            return Err(WireError::BadHashMessage {
+                id: message_id,
+                why: "hash count does not fit the request",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The 48-byte request header at the start of `b` (the caller has checked the length).
+fn hash_request(b: &[u8]) -> HashRequest {
+    let u = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut pieces_root = [0; 32];
+    pieces_root.copy_from_slice(&b[..32]);
+    HashRequest {
+        pieces_root,
+        base_layer: u(32),
+        index: u(36),
+        length: u(40),
+        proof_layers: u(44),
+    }
 }
 
 /// Takes the `total`-byte frame that [`check`] accepted off `src` and builds its message.
@@ -143,6 +192,16 @@ fn parse(src: &mut BytesMut, total: usize) -> Message {
         id::REJECT => Message::Reject(block_ref(&mut frame)),
         id::PORT => Message::Port(frame.get_u16()),
         id::BITFIELD => Message::Bitfield(frame.freeze()),
+        id::HASH_REQUEST => Message::HashRequest(Box::new(hash_request(&frame))),
+        id::HASH_REJECT => Message::HashReject(Box::new(hash_request(&frame))),
+        id::HASHES => {
+            let request = Box::new(hash_request(&frame));
+            frame.advance(HASH_REQUEST_PAYLOAD);
+            Message::Hashes {
+                request,
+                hashes: frame.freeze(),
+            }
+        }
         id::PIECE => {
             let piece = frame.get_u32();
             let begin = frame.get_u32();
@@ -376,7 +435,7 @@ mod tests {
 
     #[test]
     fn unknown_ids() {
-        for message_id in [10u8, 11, 12, 18, 19, 21, 255] {
+        for message_id in [10u8, 11, 12, 18, 19, 24, 255] {
             let mut buf = BytesMut::from(&[0u8, 0, 0, 3, message_id, 1, 2, 0, 0, 0, 1, 2][..]);
             assert_eq!(
                 decode(&mut buf, MAX),
@@ -399,6 +458,210 @@ mod tests {
         // Several unknown frames in a row.
         let mut buf = BytesMut::from(&[0u8, 0, 0, 1, 99, 0, 0, 0, 1, 98, 0, 0, 0, 1, 0][..]);
         assert_eq!(decode_skip_unknown(&mut buf, MAX), Ok(Some(Message::Choke)));
+    }
+
+    fn hash_request(index: u32, length: u32, proof_layers: u32) -> HashRequest {
+        HashRequest {
+            pieces_root: [0xab; 32],
+            base_layer: 2,
+            index,
+            length,
+            proof_layers,
+        }
+    }
+
+    /// The BEP 52 messages: exact bytes both ways, and the same buffer rules as the others.
+    #[test]
+    fn hash_messages_known_bytes() {
+        let req = hash_request(512, 512, 10);
+        let mut header = vec![0xab; 32];
+        for v in [2u32, 512, 512, 10] {
+            header.extend_from_slice(&v.to_be_bytes());
+        }
+        let hashes: Vec<u8> = (0..(512 + 2) * 32).map(|i| i as u8).collect();
+        let cases = [
+            (
+                Message::HashRequest(req.into()),
+                id::HASH_REQUEST,
+                Vec::new(),
+            ),
+            (Message::HashReject(req.into()), id::HASH_REJECT, Vec::new()),
+            (
+                Message::Hashes {
+                    request: req.into(),
+                    hashes: Bytes::from(hashes.clone()),
+                },
+                id::HASHES,
+                hashes,
+            ),
+        ];
+        for (msg, message_id, tail) in cases {
+            let mut want = ((1 + header.len() + tail.len()) as u32)
+                .to_be_bytes()
+                .to_vec();
+            want.push(message_id);
+            want.extend_from_slice(&header);
+            want.extend_from_slice(&tail);
+            assert_eq!(&msg.to_bytes()[..], &want[..], "{message_id}");
+            assert_eq!(msg.encoded_len(), want.len());
+            let mut buf = BytesMut::from(&want[..]);
+            buf.extend_from_slice(b"\0\0\0\x01\x01");
+            assert_eq!(decode(&mut buf, MAX), Ok(Some(msg)));
+            assert_eq!(decode(&mut buf, MAX), Ok(Some(Message::Unchoke)));
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_hash_messages_rejected() {
+        let bad = [
+            hash_request(0, 0, 0),     // length 0
+            hash_request(0, 3, 0),     // not a power of two
+            hash_request(0, 16384, 0), // over 8192
+            hash_request(4, 8, 0),     // unaligned index
+            hash_request(0, 4, 64),    // too many proof layers
+            HashRequest {
+                base_layer: 64,
+                ..hash_request(0, 4, 0)
+            },
+        ];
+        for req in bad {
+            for msg in [
+                Message::HashRequest(req.into()),
+                Message::HashReject(req.into()),
+                Message::Hashes {
+                    request: req.into(),
+                    hashes: Bytes::from(vec![0; 32 * req.length.clamp(1, 8192) as usize]),
+                },
+            ] {
+                let mut buf = BytesMut::from(&msg.to_bytes()[..]);
+                let len = buf.len();
+                assert!(
+                    matches!(decode(&mut buf, MAX), Err(WireError::BadHashMessage { .. })),
+                    "{req:?}"
+                );
+                assert!(matches!(
+                    decode_skip_unknown(&mut buf, MAX),
+                    Err(WireError::BadHashMessage { .. })
+                ));
+                assert_eq!(buf.len(), len, "buffer untouched");
+            }
+        }
+        // Hashes: fewer than asked for, too many uncles, a partial hash.
+        let req = hash_request(0, 4, 3);
+        for n in [3 * 32, (4 + 65) * 32] {
+            let msg = Message::Hashes {
+                request: req.into(),
+                hashes: Bytes::from(vec![0; n]),
+            };
+            let mut buf = BytesMut::from(&msg.to_bytes()[..]);
+            assert!(matches!(
+                decode(&mut buf, MAX),
+                Err(WireError::BadHashMessage { .. })
+            ));
+        }
+        let msg = Message::Hashes {
+            request: req.into(),
+            hashes: Bytes::from(vec![0; 4 * 32 + 5]),
+        };
+        let mut buf = BytesMut::from(&msg.to_bytes()[..5]);
+        assert!(matches!(
+            decode(&mut buf, MAX),
+            Err(WireError::BadLength { id: id::HASHES, .. })
+        ));
+        // Wrong sizes for the fixed-size ones, from the header alone.
+        for message_id in [id::HASH_REQUEST, id::HASH_REJECT] {
+            let mut buf = BytesMut::from(&[0, 0, 0, 48, message_id][..]);
+            assert!(matches!(
+                decode(&mut buf, MAX),
+                Err(WireError::BadLength { .. })
+            ));
+        }
+        let mut buf = BytesMut::from(&[0, 0, 0, 48, id::HASHES][..]);
+        assert!(matches!(
+            decode(&mut buf, MAX),
+            Err(WireError::BadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn uncle_counts_as_libtorrent() {
+        // 512 piece hashes of a 1024-piece layer, proof to the root (10 layers up): one
+        // uncle, the other half.
+        assert_eq!(hash_request(0, 512, 9).uncle_count(), 1);
+        // The whole layer: none.
+        assert_eq!(hash_request(0, 4, 1).uncle_count(), 0);
+        // One hash, proof 3 layers up: the uncles at heights 0..=3.
+        assert_eq!(hash_request(0, 1, 3).uncle_count(), 4);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_request() -> impl Strategy<Value = HashRequest> {
+            (
+                any::<[u8; 32]>(),
+                0u32..=63,
+                0u32..=13,
+                0u32..1000,
+                0u32..=63,
+            )
+                .prop_map(|(pieces_root, base_layer, log_len, slot, proof_layers)| {
+                    let length = 1 << log_len;
+                    HashRequest {
+                        pieces_root,
+                        base_layer,
+                        index: slot * length,
+                        length,
+                        proof_layers,
+                    }
+                })
+        }
+
+        fn arb_hash_message() -> impl Strategy<Value = Message> {
+            (arb_request(), 0usize..3, 0usize..=64).prop_map(|(r, kind, extra)| match kind {
+                0 => Message::HashRequest(r.into()),
+                1 => Message::HashReject(r.into()),
+                _ => Message::Hashes {
+                    request: r.into(),
+                    hashes: Bytes::from(vec![7; (r.length as usize + extra) * 32]),
+                },
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn hash_messages_round_trip(msg in arb_hash_message(), split in 0usize..400) {
+                let bytes = msg.to_bytes();
+                prop_assert_eq!(bytes.len(), msg.encoded_len());
+                // Any prefix is "incomplete", never an error or a panic.
+                let cut = split.min(bytes.len() - 1);
+                let mut buf = BytesMut::from(&bytes[..cut]);
+                prop_assert_eq!(decode(&mut buf, MAX), Ok(None));
+                buf.extend_from_slice(&bytes[cut..]);
+                prop_assert_eq!(decode(&mut buf, MAX), Ok(Some(msg)));
+                prop_assert!(buf.is_empty());
+            }
+
+            #[test]
+            fn hash_message_headers_never_panic(
+                message_id in 21u8..=23,
+                body in proptest::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let mut buf = BytesMut::new();
+                buf.extend_from_slice(&((body.len() + 1) as u32).to_be_bytes());
+                buf.extend_from_slice(&[message_id]);
+                buf.extend_from_slice(&body);
+                if let Ok(Some(msg)) = decode(&mut buf, MAX) {
+                    let (Message::HashRequest(r) | Message::HashReject(r)
+                        | Message::Hashes { request: r, .. }) = msg else {
+                        panic!("not a hash message");
+                    };
+                    prop_assert!(r.check().is_ok());
+                }
+            }
+        }
     }
 
     #[test]

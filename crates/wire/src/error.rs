@@ -19,6 +19,10 @@ pub enum WireError {
     /// A message id this codec does not know.
     #[error("unknown message id {0}")]
     UnknownMessage(u8),
+    /// A BEP 52 hash request, hashes or hash reject message whose header is malformed
+    /// (length not a power of two, unaligned index, too many layers or hashes).
+    #[error("message id {id}: {why}")]
+    BadHashMessage { id: u8, why: &'static str },
     /// The BEP 10 extension handshake is not valid bencode.
     #[error("extension handshake: {0}")]
     Bencode(#[source] bencode::DecodeError),

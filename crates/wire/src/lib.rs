@@ -44,7 +44,10 @@ pub use codec::{decode, decode_skip_unknown, frame_len, DEFAULT_MAX_MESSAGE_LEN}
 pub use error::WireError;
 pub use extension::ExtHandshake;
 pub use handshake::{Handshake, HandshakePrefix, PROTOCOL};
-pub use message::{encode_piece_header, Message, PIECE_HEADER_LEN};
+pub use message::{
+    encode_piece_header, HashRequest, Message, MAX_HASH_LAYERS, MAX_HASH_REQUEST_LEN,
+    PIECE_HEADER_LEN,
+};
 pub use metadata::{
     MetadataAssembler, MetadataError, MetadataMsg, MAX_METADATA_SIZE, METADATA_PIECE_LEN,
 };

@@ -31,6 +31,84 @@ pub mod id {
     pub const ALLOWED_FAST: u8 = 17;
     /// BEP 10.
     pub const EXTENDED: u8 = 20;
+    /// BEP 52.
+    pub const HASH_REQUEST: u8 = 21;
+    /// BEP 52.
+    pub const HASHES: u8 = 22;
+    /// BEP 52.
+    pub const HASH_REJECT: u8 = 23;
+}
+
+/// The most hashes one BEP 52 hash request may ask for (libtorrent's limit in
+/// `validate_hash_request`; its own requests ask for at most 512 piece hashes, or one piece's
+/// block hashes). Bounds a `Hashes` answer to about 260 KiB.
+pub const MAX_HASH_REQUEST_LEN: u32 = 8192;
+
+/// The most layers a hash request's `base layer` or `proof layers` may name: a file of 2^64
+/// bytes has 2^50 leaves of 16 KiB, so no tree is 64 layers tall.
+pub const MAX_HASH_LAYERS: u32 = 63;
+
+/// Payload bytes of a hash request or hash reject (after the id byte): pieces root, base
+/// layer, index, length, proof layers.
+pub const HASH_REQUEST_PAYLOAD: usize = 32 + 4 * 4;
+
+/// BEP 52 hash request (id 21), also the header of `Hashes` (22) and `HashReject` (23).
+///
+/// Asks for `length` hashes of the layer `base_layer` above the 16 KiB leaves (0: the block
+/// hashes) of the file whose merkle root is `pieces_root`, from `index` on, plus the uncle
+/// hashes that prove them up to `proof_layers` layers above the base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HashRequest {
+    pub pieces_root: [u8; 32],
+    pub base_layer: u32,
+    pub index: u32,
+    pub length: u32,
+    pub proof_layers: u32,
+}
+
+impl HashRequest {
+    /// Why this request is malformed, whatever the file: `length` must be a power of two up to
+    /// [`MAX_HASH_REQUEST_LEN`], `index` a multiple of it, both layer counts at most
+    /// [`MAX_HASH_LAYERS`]. The decoder refuses a message whose header fails this.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if !self.length.is_power_of_two() || self.length > MAX_HASH_REQUEST_LEN {
+            return Err("length not a power of two up to 8192");
+        }
+        if !self.index.is_multiple_of(self.length) {
+            return Err("index not a multiple of length");
+        }
+        if self.base_layer > MAX_HASH_LAYERS || self.proof_layers > MAX_HASH_LAYERS {
+            return Err("too many layers");
+        }
+        Ok(())
+    }
+
+    /// How many uncle hashes a `Hashes` answer to this request carries after the `length`
+    /// requested ones: one per layer from the top of the requested subtree (height
+    /// `log2(length)` above the base) up to `proof_layers`, as libtorrent 2.0 counts them.
+    pub fn uncle_count(&self) -> u32 {
+        self.proof_layers
+            .saturating_add(1)
+            .saturating_sub(self.length.trailing_zeros())
+    }
+
+    /// The header without the root, as `metainfo::v2_proof` takes it.
+    pub fn layer_request(&self) -> metainfo::LayerRequest {
+        metainfo::LayerRequest {
+            base_layer: self.base_layer,
+            index: self.index,
+            length: self.length,
+            proof_layers: self.proof_layers,
+        }
+    }
+
+    fn put(&self, dst: &mut BytesMut) {
+        dst.put_slice(&self.pieces_root);
+        dst.put_u32(self.base_layer);
+        dst.put_u32(self.index);
+        dst.put_u32(self.length);
+        dst.put_u32(self.proof_layers);
+    }
 }
 
 /// Size of a `Piece` message before its data: length prefix, id, piece index, offset.
@@ -67,6 +145,17 @@ pub enum Message {
         id: u8,
         payload: Bytes,
     },
+    /// BEP 52: asks for hashes of a file's merkle tree. (Boxed, as in the two below: 48
+    /// bytes would make every message larger, and these are rare.)
+    HashRequest(Box<HashRequest>),
+    /// BEP 52: the answer: the `length` requested hashes, then the uncle hashes, 32 bytes
+    /// each (the decoder checks the count is `length` plus at most 64).
+    Hashes {
+        request: Box<HashRequest>,
+        hashes: Bytes,
+    },
+    /// BEP 52: the request cannot be answered.
+    HashReject(Box<HashRequest>),
 }
 
 impl Message {
@@ -90,6 +179,9 @@ impl Message {
             Message::Reject(_) => id::REJECT,
             Message::AllowedFast(_) => id::ALLOWED_FAST,
             Message::Extended { .. } => id::EXTENDED,
+            Message::HashRequest(_) => id::HASH_REQUEST,
+            Message::Hashes { .. } => id::HASHES,
+            Message::HashReject(_) => id::HASH_REJECT,
         })
     }
 
@@ -109,6 +201,8 @@ impl Message {
             Message::Bitfield(bits) => 1 + bits.len(),
             Message::Piece { data, .. } => 9 + data.len(),
             Message::Extended { payload, .. } => 2 + payload.len(),
+            Message::HashRequest(_) | Message::HashReject(_) => 1 + HASH_REQUEST_PAYLOAD,
+            Message::Hashes { hashes, .. } => 1 + HASH_REQUEST_PAYLOAD + hashes.len(),
         }
     }
 
@@ -149,6 +243,11 @@ impl Message {
             Message::Extended { id, payload } => {
                 dst.put_u8(*id);
                 dst.put_slice(payload);
+            }
+            Message::HashRequest(r) | Message::HashReject(r) => r.put(dst),
+            Message::Hashes { request, hashes } => {
+                request.put(dst);
+                dst.put_slice(hashes);
             }
             _ => {}
         }

@@ -154,6 +154,8 @@ pub struct LtPeer {
     /// Role `magnet`: the link given instead of a .torrent.
     magnet: Option<String>,
     save_torrent: Option<PathBuf>,
+    /// `LT_WANT_PIECES`: a magnet leecher wants only these pieces.
+    want_pieces: Option<std::ops::Range<u32>>,
     /// `LT_BIND`: listen and dial from this loopback address.
     bind: Option<std::net::IpAddr>,
     /// `LT_ENCRYPTION` for the script: "forced" or "disabled".
@@ -179,6 +181,7 @@ impl LtPeer {
             name: None,
             magnet: None,
             save_torrent: None,
+            want_pieces: None,
             bind: None,
             encryption: None,
             lsd: false,
@@ -297,6 +300,12 @@ impl LtPeer {
             .unwrap_or_else(|| format!("lt-{}-{}", self.role, self.port))
     }
 
+    /// Magnet leecher: want only `pieces` (the others get priority 0 once the metadata is in).
+    pub fn want_pieces(mut self, pieces: std::ops::Range<u32>) -> LtPeer {
+        self.want_pieces = Some(pieces);
+        self
+    }
+
     /// The command [`LtPeer::spawn`] runs (its output folder is made first).
     pub fn command(&self) -> Result<Command> {
         std::fs::create_dir_all(&self.dir)
@@ -329,6 +338,9 @@ impl LtPeer {
         }
         if let Some(t) = &self.save_torrent {
             cmd.arg("--save-torrent").arg(abs(t)?);
+        }
+        if let Some(w) = &self.want_pieces {
+            cmd.env("LT_WANT_PIECES", format!("{}:{}", w.start, w.end));
         }
         if let Some(ip) = self.bind {
             cmd.env("LT_BIND", ip.to_string());
