@@ -555,7 +555,7 @@ async fn run(cfg: PortMapConfig, tx: watch::Sender<PortMapStatus>, cancel: Cance
                 }
             }
             Err(e) => {
-                tracing::warn!(
+                tracing::info!(
                     "port mapping failed: {e} (trying again in {} s)",
                     RETRY_AFTER.as_secs()
                 );
