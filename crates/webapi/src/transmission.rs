@@ -1551,7 +1551,8 @@ pub(crate) struct SessionInfo {
     pub port_mapping: Option<client::portmap::PortMapStatus>,
 }
 
-/// The port mapper's state as JSON (`spate-port-mapping` in `session-get`, the web UI).
+/// The port mapper's state as JSON (`spate-port-mapping` in `session-get`, the web UI's
+/// status bar). One-word keys inside, the same in both RPC styles.
 pub(crate) fn port_mapping_json(st: &client::portmap::PortMapStatus) -> Value {
     let unix = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -1562,12 +1563,12 @@ pub(crate) fn port_mapping_json(st: &client::portmap::PortMapStatus) -> Value {
         "state": st.state.as_str(),
         "protocol": st.method.map(|m| m.as_str()),
         "gateway": st.gateway.map(|g| g.to_string()),
-        "external-address": st.external_ip.map(|ip| ip.to_string()),
+        "external": st.external_ip.map(|ip| ip.to_string()),
         "error": st.error,
         "mappings": st.mappings.iter().map(|m| json!({
             "transport": m.transport.as_str(),
-            "internal-port": m.internal_port,
-            "external-port": m.external_port,
+            "internal": m.internal_port,
+            "external": m.external_port,
             "expires": m.expires.map(unix),
         })).collect::<Vec<_>>(),
     })
@@ -2123,6 +2124,37 @@ mod tests {
             blocklist_size: 0,
             port_mapping: None,
         }
+    }
+
+    #[test]
+    fn session_get_shows_port_mapping() {
+        use client::portmap::*;
+        let st = Settings::default();
+        let off = session_get(&st, &info(), None, Style::Legacy);
+        assert_eq!(off["port-forwarding-enabled"], json!(false));
+        assert_eq!(off["spate-port-mapping"], Value::Null);
+        let mut i = info();
+        i.port_mapping = Some(PortMapStatus {
+            state: PortMapState::Mapped,
+            method: Some(Method::Upnp),
+            gateway: Some("10.0.0.1".parse().unwrap()),
+            external_ip: Some("198.51.100.4".parse().unwrap()),
+            mappings: vec![MappingStatus {
+                transport: Transport::Tcp,
+                internal_port: 51413,
+                external_port: 51413,
+                expires: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000)),
+            }],
+            error: None,
+        });
+        let on = session_get(&st, &i, None, Style::Snake);
+        assert_eq!(on["port_forwarding_enabled"], json!(true));
+        assert_eq!(
+            on["spate_port_mapping"],
+            json!({"state": "mapped", "protocol": "upnp", "gateway": "10.0.0.1",
+                   "external": "198.51.100.4", "error": null,
+                   "mappings": [{"transport": "tcp", "internal": 51413, "external": 51413, "expires": 1000}]})
+        );
     }
 
     #[test]
