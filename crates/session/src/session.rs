@@ -1449,6 +1449,11 @@ impl Session {
     /// Starts the port mapper for the peer port (TCP) and the UDP port (the DHT's, or the
     /// peer port's for uTP), and feeds the external address it learns to the DHT (BEP 42).
     fn start_port_mapping(&self, methods: client::portmap::Methods, utp: bool) {
+        if self.inner.listen.ip().is_loopback() {
+            // Nothing outside this machine can reach a loopback listener.
+            tracing::debug!("port mapping off: listening on {}", self.inner.listen);
+            return;
+        }
         let tcp = self.inner.listen.port();
         let udp = match &self.inner.dht {
             Some(d) => Some(d.local_addr().port()),
