@@ -388,3 +388,125 @@ fn upnp_lease_is_renewed() -> Result<()> {
     seed.expect_exit(dl.remaining())?;
     Ok(())
 }
+
+/// Asks the daemon's Transmission RPC (from inside `ns`) for `session-get` until its
+/// `spate-port-mapping` leaves "discovering"; prints the arguments as JSON.
+const RPC_POLL: &str = r#"
+import json, sys, time, urllib.request, urllib.error
+url, sid, end = sys.argv[1], '', time.time() + float(sys.argv[2])
+body = json.dumps({'method': 'session-get', 'arguments': {'fields': ['port-forwarding-enabled', 'spate-port-mapping']}}).encode()
+last = None
+while time.time() < end:
+    req = urllib.request.Request(url, data=body, headers={'X-Transmission-Session-Id': sid})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            last = json.load(r)['arguments']
+            pm = last.get('spate-port-mapping')
+            if pm and pm['state'] != 'discovering':
+                print(json.dumps(last)); sys.exit(0)
+    except urllib.error.HTTPError as e:
+        if e.code == 409:
+            sid = e.headers.get('X-Transmission-Session-Id', ''); continue
+    except OSError:
+        pass
+    time.sleep(0.3)
+print(json.dumps(last)); sys.exit(1)
+"#;
+
+/// The daemon maps its ports too, and shows the state in `session-get`
+/// (`port-forwarding-enabled`, `spate-port-mapping`); SIGTERM removes the mapping.
+#[test]
+fn daemon_shows_the_mapping_in_session_get() -> Result<()> {
+    if !require_tools(&["ip", "nft", "miniupnpd", "libtorrent"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("portmap-daemon")?;
+    let Some(net) = net(&td, true, false)? else {
+        return Ok(());
+    };
+    let config = td.join("config.toml");
+    std::fs::write(&config, "")?;
+    let (rpc, port) = (free_port(), free_port());
+    let state = td.sub("state")?;
+    let dls = td.sub("downloads")?;
+    let args: Vec<std::ffi::OsString> = vec![
+        "daemon".into(),
+        "--config".into(),
+        config.into_os_string(),
+        "--rpc".into(),
+        format!("127.0.0.1:{rpc}").into(),
+        "--listen".into(),
+        format!("0.0.0.0:{port}").into(),
+        "--download-dir".into(),
+        dls.into_os_string(),
+        "--state-dir".into(),
+        state.into_os_string(),
+        "--no-dht".into(),
+        "--no-lsd".into(),
+    ];
+    let daemon = Proc::spawn(
+        "spate-daemon-mapped",
+        net.client.wrap(&spate().command_with_port_mapping(args)),
+        &td.logs(),
+    )?;
+    let secs = dl.remaining().as_secs().max(30).to_string();
+    let url = format!("http://127.0.0.1:{rpc}/transmission/rpc");
+    let out = net
+        .client
+        .command("/usr/bin/python3", ["-c", RPC_POLL, &url, &secs])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "session-get never showed a mapping: {text}\n{}\n{}",
+            daemon.report(),
+            net.miniupnpd.report()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(text.trim()).context("session-get JSON")?;
+    let pm = &v["spate-port-mapping"];
+    if v["port-forwarding-enabled"] != serde_json::json!(true)
+        || pm["state"] != "mapped"
+        || pm["protocol"] != "upnp"
+        || pm["external"] != GW_EXT.to_string()
+        || pm["gateway"] != GW_IN
+    {
+        bail!("unexpected session-get: {v}\n{}", daemon.report());
+    }
+    let ports: Vec<(String, u64)> = pm["mappings"]
+        .as_array()
+        .context("mappings")?
+        .iter()
+        .map(|m| {
+            (
+                m["transport"].as_str().unwrap_or("").to_string(),
+                m["external"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let want = |t: &str| ports.contains(&(t.to_string(), u64::from(port)));
+    if !(want("tcp") && want("udp")) {
+        bail!("mappings {ports:?}, wanted tcp and udp {port}");
+    }
+    if lease_end(&net.leases, "TCP", port).is_none() {
+        bail!("no TCP lease on the gateway:\n{}", leases(&net.leases));
+    }
+    daemon.terminate();
+    let fin = daemon.expect_exit(dl.remaining())?;
+    if !fin.status.success() {
+        bail!(
+            "the daemon did not exit cleanly on SIGTERM\n{}",
+            daemon.report()
+        );
+    }
+    if lease_end(&net.leases, "TCP", port).is_some()
+        || lease_end(&net.leases, "UDP", port).is_some()
+    {
+        bail!(
+            "mappings left after the daemon exited:\n{}",
+            leases(&net.leases)
+        );
+    }
+    Ok(())
+}
