@@ -134,10 +134,10 @@ def vmhwm_mib(pid, field="VmHWM"):
 
 def start_spate(spate, work, rpc_port):
     peer = free_port()
-    env = dict(os.environ, XDG_CONFIG_HOME=work, XDG_STATE_HOME=work, SPATE_NO_DHT="1", SPATE_NO_LSD="1")
+    env = dict(os.environ, XDG_CONFIG_HOME=work, XDG_STATE_HOME=work, SPATE_NO_DHT="1", SPATE_NO_LSD="1", SPATE_NO_PORTMAP="1")
     cmd = [spate, "daemon", "--config", os.path.join(work, "config.toml"),
            "--rpc", "127.0.0.1:%d" % rpc_port, "--listen", "127.0.0.1:%d" % peer,
-           "--state-dir", os.path.join(work, "state"), "--download-dir", work, "--no-dht", "--no-lsd"]
+           "--state-dir", os.path.join(work, "state"), "--download-dir", work, "--no-dht", "--no-lsd", "--no-port-mapping"]
     log = open(os.path.join(work, "daemon.log"), "w")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
 

@@ -130,6 +130,7 @@ def main():
     env = dict(os.environ)
     env.pop('SPATE_NO_DHT', None)
     env['SPATE_NO_LSD'] = '1'  # peers from the DHT only, no multicast
+    env['SPATE_NO_PORTMAP'] = '1'  # no gateway asked to forward ports
     procs = []
     try:
         for i in range(NODES):

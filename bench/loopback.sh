@@ -128,7 +128,7 @@ run_spate() {
     "$PY" "$MEASURE" run --label spate --log "$WORK/logs/spate-$round" --timeout "$TIMEOUT" \
         --expect "$DATA" --got "$WORK/dl/bench.bin" -- \
         "$SPATE" download "$TORRENT" -o "$WORK/dl" --peer "127.0.0.1:$SEED_PORT" \
-        --listen 127.0.0.1:0 --no-seed --no-dht --no-lsd "${SPATE_ENC[@]}" >>"$RESULTS"
+        --listen 127.0.0.1:0 --no-seed --no-dht --no-lsd --no-port-mapping "${SPATE_ENC[@]}" >>"$RESULTS"
 }
 
 run_libtorrent() {

@@ -79,7 +79,7 @@ run_swarm() {
     spate | spate-super)
         local extra=()
         [ "$label" = spate-super ] && extra=(--super-seed)
-        setsid "$SPATE" seed "$TORRENT" "$DATA" --listen "127.0.0.1:$seed_port" --no-dht --no-lsd \
+        setsid "$SPATE" seed "$TORRENT" "$DATA" --listen "127.0.0.1:$seed_port" --no-dht --no-lsd --no-port-mapping \
             --no-trackers --max-up "$RATE" "${extra[@]}" \
             >"$WORK/logs/$label-seed.out" 2>"$WORK/logs/$label-seed.err" &
         PIDS+=($!)

@@ -113,7 +113,7 @@ rm -rf "$WORK/dl"
 echo "spate..."
 "$PY" "$MEASURE" run --label spate --log "$WORK/logs/spate" --timeout "$TIMEOUT" \
     --expect "$DATA" --got "$WORK/dl/bench.bin" -- \
-    "$SPATE" download "$TORRENT" -o "$WORK/dl" --listen 127.0.0.1:0 --no-seed --no-dht --no-lsd \
+    "$SPATE" download "$TORRENT" -o "$WORK/dl" --listen 127.0.0.1:0 --no-seed --no-dht --no-lsd --no-port-mapping \
     >>"$RESULTS"
 rm -rf "$WORK/dl"
 echo "aria2c..."

@@ -80,7 +80,9 @@ warn() {
 
 PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent nginx-light iproute2
     python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg tcpdump
-    microsocks)
+    microsocks
+    # The port mapping test (crates/spate/tests/portmap.rs): a real UPnP/NAT-PMP/PCP gateway.
+    miniupnpd miniupnpd-nftables nftables)
 
 missing_packages() {
     local m=()
@@ -99,6 +101,9 @@ missing_packages() {
     command -v tcpdump >/dev/null 2>&1 || [ -x /usr/sbin/tcpdump ] || [ -x /usr/bin/tcpdump ] || m+=(tcpdump)
     # The SOCKS5 proxy tests (crates/spate/tests/proxy.rs).
     command -v microsocks >/dev/null 2>&1 || m+=(microsocks)
+    # The port mapping test: miniupnpd (nftables build) as the gateway, nft to set its tables up.
+    command -v miniupnpd >/dev/null 2>&1 || m+=(miniupnpd miniupnpd-nftables)
+    command -v nft >/dev/null 2>&1 || m+=(nftables)
     # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
     /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || m+=(python3-venv)
     # The web UI's test (crates/spate/tests/webui.rs): headless Chromium through selenium.
@@ -203,7 +208,8 @@ make_test_cmd() {
     # SPATE_NO_DHT=1: no spate process joins a DHT unless its test gives it loopback nodes
     # (the DHT tests clear it for the processes they start); never the public routers.
     # SPATE_NO_LSD=1: no spate process multicasts LSD announces except in the LSD test.
-    local envs=(SPATE_REQUIRE_INTEROP=1 SPATE_NO_DHT=1 SPATE_NO_LSD=1 "PATH=$PATH" "HOME=${HOME:-/root}"
+    # SPATE_NO_PORTMAP=1: none asks a gateway to forward ports except in the port mapping test.
+    local envs=(SPATE_REQUIRE_INTEROP=1 SPATE_NO_DHT=1 SPATE_NO_LSD=1 SPATE_NO_PORTMAP=1 "PATH=$PATH" "HOME=${HOME:-/root}"
         "SPATE_TEST_PYTHON=$SPATE_TEST_VENV/bin/python"
         "RUST_LIB_BACKTRACE=$RUST_LIB_BACKTRACE" "CARGO_TERM_COLOR=$CARGO_TERM_COLOR")
     local v

@@ -90,6 +90,7 @@ enum Cmd {
         reply: mpsc::Sender<LookupEvent>,
     },
     AddNode(SocketAddr),
+    ExternalIp(std::net::IpAddr),
     Stats(oneshot::Sender<dht::Stats>),
     Nodes(oneshot::Sender<Snapshot>),
     Shutdown(oneshot::Sender<Snapshot>),
@@ -349,6 +350,18 @@ impl DhtHandle {
         }
     }
 
+    /// Our external address as the gateway reports it (port mapping): the node of its family
+    /// takes it at once and, for a public address, a BEP 42 id that fits it. Never waits.
+    pub fn set_external_ip(&self, ip: std::net::IpAddr) {
+        if let Some(s) = self
+            .services
+            .iter()
+            .find(|s| s.local_addr.is_ipv6() == ip.is_ipv6())
+        {
+            let _ = s.tx.try_send(Cmd::ExternalIp(ip));
+        }
+    }
+
     /// The counters of every node, summed; `None` when the service has stopped.
     pub async fn stats(&self) -> Option<dht::Stats> {
         let mut total: Option<dht::Stats> = None;
@@ -488,6 +501,7 @@ async fn run(
                         replies.insert(id, reply);
                     }
                     Some(Cmd::AddNode(addr)) => node.add_node(addr, now),
+                    Some(Cmd::ExternalIp(ip)) => node.set_external_ip(ip, now),
                     Some(Cmd::Stats(tx)) => {
                         let _ = tx.send(node.stats());
                     }

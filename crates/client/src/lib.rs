@@ -14,6 +14,7 @@
 //!   the per-torrent peer search that feeds it lookups.
 //! - [`lsd`]: Local Service Discovery (BEP 14), one multicast service per process that
 //!   announces registered torrents and hands the peers it hears to them.
+//! - [`portmap`]: port mapping (PCP, NAT-PMP, UPnP IGD) of the listen ports on the gateway.
 //! - [`rate`]: token buckets for `--max-down` / `--max-up` (changeable while running, and
 //!   shareable by many torrents), and rate meters.
 //! - [`router`]: [`PeerRouter`], one listening port for many torrents.
@@ -58,6 +59,7 @@ pub mod netif;
 pub mod options;
 mod peer;
 mod pex;
+pub mod portmap;
 pub mod privacy;
 pub mod proxy;
 pub mod rate;

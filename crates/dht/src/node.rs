@@ -257,6 +257,23 @@ impl Node {
         self.external_ip
     }
 
+    /// Our external address as the gateway reports it (port mapping: PCP, NAT-PMP or UPnP).
+    /// The gateway is one trusted answer, not one vote among strangers: it is taken at once,
+    /// and a public address our id does not fit gives us an id that fits it (BEP 42), as a
+    /// won vote would. An address of the other family, unspecified or exempt (private,
+    /// loopback) changes no id. Later votes can still move it, by a clear majority.
+    pub fn set_external_ip(&mut self, ip: IpAddr, now: Instant) {
+        if ip.is_ipv6() != self.config.ipv6 || ip.is_unspecified() {
+            return;
+        }
+        self.external_ip = Some(ip);
+        if is_exempt(ip) || self.id.is_secure_for(ip) {
+            return;
+        }
+        let id = NodeId::secure_for_ip(ip, &mut self.rng);
+        self.change_id(id, ip, now);
+    }
+
     /// True for an IPv6 node (BEP 32), false for IPv4.
     pub fn config_ipv6(&self) -> bool {
         self.config.ipv6

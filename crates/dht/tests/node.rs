@@ -408,6 +408,29 @@ fn own_id_follows_a_clear_majority_of_public_votes() {
 }
 
 #[test]
+fn external_address_from_the_gateway_sets_a_secure_id_at_once() {
+    let (mut n, t0) = node(Config::default());
+    let old = n.id();
+    // Exempt (private) and other-family addresses change nothing.
+    n.set_external_ip("192.168.1.1".parse().unwrap(), t0);
+    assert_eq!(n.id(), old);
+    n.set_external_ip("2001:db8::1".parse().unwrap(), t0);
+    assert_eq!(n.id(), old);
+    assert!(id_changes(&mut n).is_empty());
+    let ext: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    n.set_external_ip(ext, t0);
+    assert_ne!(n.id(), old);
+    assert!(n.id().is_secure_for(ext));
+    assert_eq!(n.external_ip(), Some(ext));
+    assert_eq!(id_changes(&mut n), [(n.id(), ext)]);
+    // The same address again: the id already fits, no change.
+    let id = n.id();
+    n.set_external_ip(ext, t0);
+    assert_eq!(n.id(), id);
+    assert!(id_changes(&mut n).is_empty());
+}
+
+#[test]
 fn local_votes_local_addresses_and_minorities_never_change_the_id() {
     // Loopback voters (all of spate's tests) do not count, whatever they say.
     let (mut n, t0) = node(Config::default());

@@ -80,6 +80,10 @@ pub struct SessionConfig {
     /// The transports to dial peers with, in order (`--transport`); `Settings::utp_enabled`
     /// adds or removes uTP (incoming uTP is taken while it is on). Default: `tcp,utp`.
     pub transports: client::Transports,
+    /// Ask the gateway to forward the peer port (TCP) and the DHT/uTP port (UDP): PCP,
+    /// NAT-PMP, UPnP IGD (`client::portmap`). Off here; the CLI and the daemon turn it on
+    /// unless `--no-port-mapping` / `SPATE_NO_PORTMAP=1` / `[network] port_mapping = false`.
+    pub port_mapping: Option<client::portmap::Methods>,
 }
 
 impl SessionConfig {
@@ -99,6 +103,7 @@ impl SessionConfig {
             dht_node: None,
             lsd: true,
             transports: client::Transports::default(),
+            port_mapping: None,
         }
     }
 }
@@ -154,6 +159,8 @@ struct Inner {
     dht: Option<client::DhtHandle>,
     /// The LSD service once started (it stays; `lpd_enabled` switches it on and off).
     lsd: Mutex<Option<client::LsdHandle>>,
+    /// The port mapper, when `SessionConfig::port_mapping` asked for one.
+    portmap: Mutex<Option<client::portmap::PortMapper>>,
     listen: SocketAddr,
     router: Option<PeerPort>,
     /// Fires when the session shuts down.
@@ -429,6 +436,7 @@ impl Session {
             transports,
             dht,
             lsd: Mutex::new(None),
+            portmap: Mutex::new(None),
             listen,
             router: Some(router),
             closing: watch::channel(false).0,
@@ -439,6 +447,9 @@ impl Session {
             inner: inner.clone(),
         };
         session.apply_lsd(settings.lpd_enabled).await;
+        if let Some(methods) = session.inner.cfg.port_mapping {
+            session.start_port_mapping(methods, settings.utp_enabled);
+        }
         // Before any torrent starts: no connection escapes the filter.
         if settings.blocklist_enabled {
             session.apply_blocklist(true).await;
@@ -1435,6 +1446,65 @@ impl Session {
             .await
     }
 
+    /// Starts the port mapper for the peer port (TCP) and the UDP port (the DHT's, or the
+    /// peer port's for uTP), and feeds the external address it learns to the DHT (BEP 42).
+    fn start_port_mapping(&self, methods: client::portmap::Methods, utp: bool) {
+        if self.inner.listen.ip().is_loopback() {
+            // Nothing outside this machine can reach a loopback listener.
+            tracing::debug!("port mapping off: listening on {}", self.inner.listen);
+            return;
+        }
+        let tcp = self.inner.listen.port();
+        let udp = match &self.inner.dht {
+            Some(d) => Some(d.local_addr().port()),
+            None => utp.then_some(tcp),
+        };
+        let mut cfg = client::portmap::PortMapConfig::new(Some(tcp), udp);
+        cfg.methods = methods;
+        let cfg = match cfg.with_env() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("port mapping off: {e}");
+                return;
+            }
+        };
+        let mapper = client::portmap::PortMapper::start(cfg);
+        if let Some(dht) = self.inner.dht.clone() {
+            let mut rx = mapper.subscribe();
+            tokio::spawn(async move {
+                let mut told = None;
+                while rx.changed().await.is_ok() {
+                    let ip = rx.borrow_and_update().external_ip;
+                    if let Some(ip) = ip.filter(|ip| Some(*ip) != told) {
+                        dht.set_external_ip(ip);
+                        told = Some(ip);
+                    }
+                }
+            });
+        }
+        *self.inner.portmap.lock().unwrap_or_else(|e| e.into_inner()) = Some(mapper);
+    }
+
+    /// The port mapper's state; `None` when port mapping is off.
+    pub fn port_mapping(&self) -> Option<client::portmap::PortMapStatus> {
+        self.inner
+            .portmap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|m| m.status())
+    }
+
+    /// The port mapper's state as it changes; `None` when port mapping is off.
+    pub fn port_mapping_watch(&self) -> Option<watch::Receiver<client::portmap::PortMapStatus>> {
+        self.inner
+            .portmap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|m| m.subscribe())
+    }
+
     /// Nodes in the DHT's routing tables; `None` when the DHT is off.
     pub async fn dht_nodes(&self) -> Option<usize> {
         Some(self.inner.dht.as_ref()?.stats().await?.nodes)
@@ -1496,6 +1566,15 @@ impl Session {
             .take();
         if let Some(l) = lsd {
             l.shutdown().await;
+        }
+        let portmap = self
+            .inner
+            .portmap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(m) = portmap {
+            m.shutdown().await;
         }
         if let Some(r) = &self.inner.router {
             r.shutdown();

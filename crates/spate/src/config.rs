@@ -77,6 +77,9 @@ pub struct NetworkSection {
     /// setting `lpd_enabled` is on (off by default, as in Transmission; RPC `lpd-enabled`,
     /// qBittorrent `lsd`).
     pub lsd: bool,
+    /// Ask the gateway (router) to forward the peer port and the UDP port: PCP, NAT-PMP,
+    /// UPnP IGD (Transmission's `port-forwarding-enabled`, qBittorrent's `upnp`, read-only).
+    pub port_mapping: bool,
     /// `socks5://[user:pass@]host:port`: every peer connection and HTTP request goes
     /// through it (UDP trackers, the DHT and LSD are then off).
     pub proxy: Option<String>,
@@ -99,6 +102,7 @@ impl Default for NetworkSection {
             max_peers_per_ip: client::options::DEFAULT_MAX_PEERS_PER_IP,
             trackers: true,
             lsd: true,
+            port_mapping: true,
             proxy: None,
             bind_interface: None,
             anonymous_mode: false,
@@ -546,6 +550,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# lsd = true"), "{text}");
+        assert!(text.contains("# port_mapping = true"), "{text}");
+        let c = parse("[network]\nport_mapping = false\n", Path::new("c.toml")).unwrap();
+        assert!(!c.network.port_mapping && d.port_mapping);
     }
 
     #[test]

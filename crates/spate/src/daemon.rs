@@ -50,6 +50,10 @@ pub struct DaemonArgs {
     /// lsd). Also set by SPATE_NO_LSD=1.
     #[arg(long, env = "SPATE_NO_LSD", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_lsd: bool,
+    /// Never ask the gateway to forward our ports (no PCP, NAT-PMP, UPnP; overrides
+    /// [network] port_mapping). Also set by SPATE_NO_PORTMAP=1.
+    #[arg(long, env = "SPATE_NO_PORTMAP", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_port_mapping: bool,
     /// Connect to peers, trackers and web seeds only through this SOCKS5 proxy,
     /// socks5://[user:pass@]host:port (overrides [network] proxy).
     #[arg(long, value_name = "URL")]
@@ -173,6 +177,9 @@ fn resolve(a: &DaemonArgs, file: FileConfig, config_file: PathBuf) -> CliResult<
     if a.no_lsd {
         network.lsd = false;
     }
+    if a.no_port_mapping {
+        network.port_mapping = false;
+    }
     if a.proxy.is_some() {
         network.proxy = a.proxy.clone();
     }
@@ -281,6 +288,11 @@ pub async fn run(a: DaemonArgs) -> CliResult {
     sc.dht_bootstrap = r.dht_bootstrap.clone();
     sc.use_trackers = r.eff.network.trackers;
     sc.lsd = r.eff.network.lsd && proxy.is_none();
+    sc.port_mapping = r
+        .eff
+        .network
+        .port_mapping
+        .then_some(client::portmap::Methods::ALL);
     if proxy.is_some() {
         sc.dht = false;
     }

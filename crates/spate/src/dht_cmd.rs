@@ -34,6 +34,10 @@ pub struct DhtArgs {
     /// always off for private torrents). Also set by SPATE_NO_LSD=1.
     #[arg(long, env = "SPATE_NO_LSD", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_lsd: bool,
+    /// Do not ask the gateway (router) to forward the listen ports: no PCP, NAT-PMP or UPnP
+    /// IGD. Also set by SPATE_NO_PORTMAP=1.
+    #[arg(long, env = "SPATE_NO_PORTMAP", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_port_mapping: bool,
     /// Never connect to or accept peers in this IP filter: an eMule ipfilter.dat or a
     /// PeerGuardian P2P list, plain or gzipped.
     #[arg(long, value_name = "FILE")]

@@ -328,6 +328,7 @@ async fn download_with(
         web_seed_connections: a.web_seed_connections,
         pex: !a.dht.no_pex,
         lsd: !a.dht.no_lsd && !torrent.info.private,
+        port_mapping: !a.dht.no_port_mapping,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
         transports: a.transport.clone(),
@@ -588,6 +589,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         web_seed_connections: 0,
         pex: !a.dht.no_pex,
         lsd: !a.dht.no_lsd && !torrent.info.private,
+        port_mapping: !a.dht.no_port_mapping,
         blocklist: a.dht.blocklist.clone(),
         encryption: a.encryption,
         transports: a.transport.clone(),
@@ -730,6 +732,8 @@ struct OneRun {
     pex: bool,
     /// Local Service Discovery (`--no-lsd` turns it off).
     lsd: bool,
+    /// Port mapping on the gateway (`--no-port-mapping` turns it off).
+    port_mapping: bool,
     /// `--blocklist`.
     blocklist: Option<PathBuf>,
     encryption: client::Encryption,
@@ -803,6 +807,7 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
     cfg.web_seed_connections = r.web_seed_connections;
     cfg.pex = r.pex;
     cfg.lsd = r.lsd;
+    cfg.port_mapping = r.port_mapping.then_some(client::portmap::Methods::ALL);
     cfg.transports = r.transports.clone();
     let session = match Session::open(cfg).await {
         Ok((s, _)) => s,
@@ -814,9 +819,60 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
     if let Some(f) = blocklist {
         session.set_blocklist(f);
     }
+    if let Some(rx) = session.port_mapping_watch() {
+        tokio::spawn(show_port_mapping(rx));
+    }
     let result = follow_one(&session, r, label).await;
     session.shutdown().await;
     result
+}
+
+/// One line on stderr each time the port mapping is made, changes or fails.
+async fn show_port_mapping(mut rx: tokio::sync::watch::Receiver<client::portmap::PortMapStatus>) {
+    use client::portmap::PortMapState;
+    let mut last = String::new();
+    loop {
+        let line = {
+            let st = rx.borrow_and_update();
+            match st.state {
+                PortMapState::Mapped => {
+                    let ext = st
+                        .external_ip
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_else(|| "?".into());
+                    let ports: Vec<String> = st
+                        .mappings
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "{} {} -> {ext}:{}",
+                                m.transport.as_str().to_uppercase(),
+                                m.internal_port,
+                                m.external_port
+                            )
+                        })
+                        .collect();
+                    format!(
+                        "port mapping ({}): {}",
+                        st.method.map(|m| m.to_string()).unwrap_or_default(),
+                        ports.join(", ")
+                    )
+                }
+                PortMapState::Failed => format!(
+                    "port mapping failed: {}",
+                    st.error.as_deref().unwrap_or("unknown error")
+                ),
+                _ => String::new(),
+            }
+        };
+        if !line.is_empty() && line != last {
+            errln!("{line}");
+            last = line;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn follow_one(

@@ -743,6 +743,7 @@ fn open_adds_to_the_daemon_or_downloads_here() -> Result<()> {
     // Loopback only: the download started here runs without the DHT.
     c.env("SPATE_NO_DHT", "1");
     c.env("SPATE_NO_LSD", "1");
+    c.env("SPATE_NO_PORTMAP", "1");
     let f = run(&td.unique("open-here"), c, &td.logs(), QUICK)?;
     ensure!(
         f.code() == Some(0) && f.stderr.contains("downloading here") && f.stdout.contains("done"),

@@ -211,6 +211,7 @@ fn connection_flood_under_a_low_fd_limit() -> Result<()> {
         .arg(td.join("src").join("f.bin"))
         .env("SPATE_NO_DHT", "1")
         .env("SPATE_NO_LSD", "1")
+        .env("SPATE_NO_PORTMAP", "1")
         .env("SPATE_LOG", "info");
     let seeder = Proc::spawn("spate-seed-ulimit", cmd, &td.logs())?;
     common::wait_listening(&seeder, port, &Deadline::after(Duration::from_secs(30)))?;
@@ -292,7 +293,8 @@ fn soft_open_file_limit_is_raised_to_the_hard_one() -> Result<()> {
         .arg(&t)
         .arg(td.join("src").join("f.bin"))
         .env("SPATE_NO_DHT", "1")
-        .env("SPATE_NO_LSD", "1");
+        .env("SPATE_NO_LSD", "1")
+        .env("SPATE_NO_PORTMAP", "1");
     let seeder = Proc::spawn("spate-seed-raise", cmd, &td.logs())?;
     common::wait_listening(&seeder, port, &Deadline::after(Duration::from_secs(30)))?;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", seeder.pid()))?;

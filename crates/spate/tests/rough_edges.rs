@@ -58,6 +58,7 @@ fn run_with_closed_stdout(args: &[&str], timeout: Duration) -> Result<(Option<i3
         .args(args)
         .env("SPATE_NO_DHT", "1")
         .env("SPATE_NO_LSD", "1")
+        .env("SPATE_NO_PORTMAP", "1")
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(writer)
@@ -227,6 +228,7 @@ fn closed_stderr_is_not_fatal() -> Result<()> {
         .args(["--log", "info"])
         .env("SPATE_NO_DHT", "1")
         .env("SPATE_NO_LSD", "1")
+        .env("SPATE_NO_PORTMAP", "1")
         .stdin(Stdio::null())
         .stdout(closed()?)
         .stderr(closed()?)
@@ -572,6 +574,7 @@ sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
         .args(args)
         .env("SPATE_NO_DHT", "1")
         .env("SPATE_NO_LSD", "1")
+        .env("SPATE_NO_PORTMAP", "1")
         .env("TERM", "xterm")
         .stdin(Stdio::null());
     for (k, v) in env {

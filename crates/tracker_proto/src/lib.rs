@@ -19,6 +19,7 @@
 //! - [`udp`]: BEP 15 packets in both directions ([`udp::Request`], [`udp::Response`]) with their
 //!   exact byte layouts, plus allocation-free writers for a server's hot path.
 //! - [`lsd`]: Local Service Discovery (BEP 14) `BT-SEARCH` datagrams, built and parsed.
+//! - [`route`]: the default IPv4 gateway from `/proc/net/route` text (for port mapping).
 //!
 //! Parsers never panic: every one of them is fuzzed (`fuzz/fuzz_targets/tracker_*.rs`).
 
@@ -28,6 +29,7 @@ pub use metainfo::types::{InfoHash, PeerId};
 
 pub mod http;
 pub mod lsd;
+pub mod route;
 pub mod udp;
 
 /// What happened since the last announce (BEP 3 `event`).

@@ -1874,6 +1874,8 @@ fn preferences(app: &App) -> Value {
             .join("\n"),
         "pex": st.pex_enabled,
         "lsd": st.lpd_enabled,
+        // Port mapping (PCP, NAT-PMP, UPnP), read-only: `[network] port_mapping`.
+        "upnp": app.session.port_mapping().is_some(),
         "max_connec": st.peer_limit_global,
         "max_connec_per_torrent": st.peer_limit_per_torrent,
         "add_stopped_enabled": !st.start_added_torrents,

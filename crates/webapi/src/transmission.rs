@@ -762,6 +762,7 @@ async fn exec(app: &App, call: Call) -> Reply {
                 peer_port: s.listen_addr().port(),
                 download_dir_free_space: free,
                 blocklist_size: s.blocklist_size(),
+                port_mapping: s.port_mapping(),
             };
             Ok(session_get(&s.settings(), &info, fields.as_deref(), style))
         }
@@ -1546,6 +1547,31 @@ pub(crate) struct SessionInfo {
     pub download_dir_free_space: Option<u64>,
     /// Rules of the IP filter in force.
     pub blocklist_size: usize,
+    /// The port mapper's state; `None` when port mapping is off.
+    pub port_mapping: Option<client::portmap::PortMapStatus>,
+}
+
+/// The port mapper's state as JSON (`spate-port-mapping` in `session-get`, the web UI's
+/// status bar). One-word keys inside, the same in both RPC styles.
+pub(crate) fn port_mapping_json(st: &client::portmap::PortMapStatus) -> Value {
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    json!({
+        "state": st.state.as_str(),
+        "protocol": st.method.map(|m| m.as_str()),
+        "gateway": st.gateway.map(|g| g.to_string()),
+        "external": st.external_ip.map(|ip| ip.to_string()),
+        "error": st.error,
+        "mappings": st.mappings.iter().map(|m| json!({
+            "transport": m.transport.as_str(),
+            "internal": m.internal_port,
+            "external": m.external_port,
+            "expires": m.expires.map(unix),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 pub(crate) fn session_values(
@@ -1616,7 +1642,16 @@ pub(crate) fn session_values(
         ("peer_port", json!(info.peer_port)),
         ("peer_port_random_on_start", json!(false)),
         ("pex_enabled", json!(st.pex_enabled)),
-        ("port_forwarding_enabled", json!(false)),
+        (
+            "port_forwarding_enabled",
+            json!(info.port_mapping.is_some()),
+        ),
+        (
+            "spate_port_mapping",
+            info.port_mapping
+                .as_ref()
+                .map_or(Value::Null, port_mapping_json),
+        ),
         ("queue_stalled_enabled", json!(st.queue_stalled_enabled)),
         ("queue_stalled_minutes", json!(st.queue_stalled_minutes)),
         ("rename_partial_files", json!(st.rename_partial_files)),
@@ -2087,7 +2122,39 @@ mod tests {
             peer_port: 51413,
             download_dir_free_space: Some(123),
             blocklist_size: 0,
+            port_mapping: None,
         }
+    }
+
+    #[test]
+    fn session_get_shows_port_mapping() {
+        use client::portmap::*;
+        let st = Settings::default();
+        let off = session_get(&st, &info(), None, Style::Legacy);
+        assert_eq!(off["port-forwarding-enabled"], json!(false));
+        assert_eq!(off["spate-port-mapping"], Value::Null);
+        let mut i = info();
+        i.port_mapping = Some(PortMapStatus {
+            state: PortMapState::Mapped,
+            method: Some(Method::Upnp),
+            gateway: Some("10.0.0.1".parse().unwrap()),
+            external_ip: Some("198.51.100.4".parse().unwrap()),
+            mappings: vec![MappingStatus {
+                transport: Transport::Tcp,
+                internal_port: 51413,
+                external_port: 51413,
+                expires: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000)),
+            }],
+            error: None,
+        });
+        let on = session_get(&st, &i, None, Style::Snake);
+        assert_eq!(on["port_forwarding_enabled"], json!(true));
+        assert_eq!(
+            on["spate_port_mapping"],
+            json!({"state": "mapped", "protocol": "upnp", "gateway": "10.0.0.1",
+                   "external": "198.51.100.4", "error": null,
+                   "mappings": [{"transport": "tcp", "internal": 51413, "external": 51413, "expires": 1000}]})
+        );
     }
 
     #[test]

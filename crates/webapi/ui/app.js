@@ -342,6 +342,13 @@ function statusbar() {
     ? `🐢 ↓ ${v.alt_speed_down} kB/s ↑ ${v.alt_speed_up} kB/s`
     : `limits ↓ ${lim(v.speed_limit_down_enabled, v.speed_limit_down)} ↑ ${lim(v.speed_limit_up_enabled, v.speed_limit_up)}`;
   $('sb-free').textContent = v.download_dir_free_space >= 0 ? 'Free: ' + fmtBytes(v.download_dir_free_space) : '';
+  // Port mapping on the gateway (null when off): the ports forwarded, or why not.
+  const pm = v.spate_port_mapping;
+  const pmEl = $('sb-portmap');
+  pmEl.textContent = !pm ? ''
+    : pm.state === 'mapped' ? `Forwarded (${pm.protocol}): ${pm.mappings.map((m) => `${m.transport.toUpperCase()} ${pm.external || '?'}:${m.external}`).join(', ')}`
+    : pm.state === 'failed' ? 'Port mapping failed' : '';
+  pmEl.title = (pm && pm.error) || 'Ports forwarded by the gateway (UPnP, NAT-PMP, PCP)';
   const c = s.current_stats;
   $('sb-totals').textContent = c ? `This session: ↓ ${fmtBytes(c.downloaded_bytes)} ↑ ${fmtBytes(c.uploaded_bytes)}` : '';
   const turtle = $('btn-turtle');

@@ -277,6 +277,20 @@ impl LtPeer {
         self
     }
 
+    /// [`LtPeer::bind`] and [`LtPeer::peer_addrs`] for addresses that are not loopback: only
+    /// for a peer run with [`LtPeer::spawn_in`] in a network namespace the test made, whose
+    /// links go to the test's other namespaces and never to the host (the port mapping test's
+    /// "internet" side).
+    pub fn in_namespace(
+        mut self,
+        bind: std::net::IpAddr,
+        peers: &[std::net::SocketAddr],
+    ) -> LtPeer {
+        self.bind = Some(bind);
+        self.peers.extend(peers.iter().map(|a| a.to_string()));
+        self
+    }
+
     /// The name used in logs and failure reports (default `lt-seed` / `lt-leech`).
     pub fn name(mut self, n: &str) -> LtPeer {
         self.name = Some(n.to_string());
@@ -344,6 +358,9 @@ impl LtPeer {
         }
         if let Some(ip) = self.bind {
             cmd.env("LT_BIND", ip.to_string());
+            if !ip.is_loopback() {
+                cmd.env("LT_NETNS", "1");
+            }
         }
         if let Some(e) = self.encryption {
             cmd.env("LT_ENCRYPTION", e);

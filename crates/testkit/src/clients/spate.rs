@@ -35,7 +35,8 @@ impl Spate {
 
     /// A `Command` for `spate ARGS...` (with `RUST_BACKTRACE=1`, so a panic shows where, and
     /// `SPATE_NO_DHT=1`, so it joins no DHT: see [`Spate::command_with_dht`]; and
-    /// `SPATE_NO_LSD=1`, so it sends no Local Service Discovery announces).
+    /// `SPATE_NO_LSD=1`, so it sends no Local Service Discovery announces; `SPATE_NO_PORTMAP=1`,
+    /// so it asks no gateway to forward ports: see [`Spate::command_with_port_mapping`]).
     pub fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -45,7 +46,8 @@ impl Spate {
         c.args(args)
             .env("RUST_BACKTRACE", "1")
             .env("SPATE_NO_DHT", "1")
-            .env("SPATE_NO_LSD", "1");
+            .env("SPATE_NO_LSD", "1")
+            .env("SPATE_NO_PORTMAP", "1");
         c
     }
 
@@ -58,6 +60,18 @@ impl Spate {
     {
         let mut c = self.command(args);
         c.env_remove("SPATE_NO_LSD");
+        c
+    }
+
+    /// Like [`Spate::command`] but with port mapping allowed: only for the port mapping test,
+    /// which runs it in network namespaces of its own behind a miniupnpd gateway.
+    pub fn command_with_port_mapping<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = self.command(args);
+        c.env_remove("SPATE_NO_PORTMAP");
         c
     }
 

@@ -87,6 +87,7 @@ impl SpateDaemon {
             self.state_dir.clone().into(),
             "--no-dht".into(),
             "--no-lsd".into(),
+            "--no-port-mapping".into(),
         ];
         a.extend(self.extra.iter().cloned());
         a
