@@ -59,7 +59,7 @@ run_one() {
             --expect "$DATA" --got "$WORK/dl/bench.bin" -- \
             "$SPATE" download "$TORRENT" -o "$WORK/dl" --listen "127.0.0.2:$lport" \
             --no-seed --no-dht --no-lsd --no-trackers --transport tcp \
-            --max-peers $((n + 50)) >"$log.json" &
+            --max-peers $((2 * n + 100)) >"$log.json" &
     else
         LT_BIND=127.0.0.2 LT_CONNECTIONS_LIMIT=$((2 * n + 100)) \
             "$PY" "$MEASURE" run --label "$label" --log "$log" --timeout "$TIMEOUT" \

@@ -40,6 +40,8 @@ const INCOMING_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a writer holding only `Have`s waits for more before writing them.
+const HAVE_DELAY: Duration = Duration::from_millis(100);
 /// How long a connection the torrent closed may take to send what was queued for it and to
 /// see the peer close its side (see [`linger`]).
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
@@ -426,6 +428,25 @@ async fn writer(
             Ok(Some(first)) => batch.push(first),
             Ok(None) => break,
             Err(_) => batch.push(Out::Msg(Message::KeepAlive)),
+        }
+        if matches!(batch[0], Out::Msg(Message::Have(_))) {
+            // A `Have` can wait a little: gathering the next ones for up to `HAVE_DELAY` (or
+            // until anything else comes) makes one write of them. With hundreds of peers
+            // connected, a write per piece per peer cost a leecher half its rate.
+            let deadline = tokio::time::Instant::now() + HAVE_DELAY;
+            while batch.len() < 256 {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(o)) => {
+                        let more = matches!(o, Out::Msg(Message::Have(_)));
+                        batch.push(o);
+                        if !more {
+                            break;
+                        }
+                    }
+                    // Closed: the next `recv` says so, after this batch is written.
+                    Ok(None) | Err(_) => break,
+                }
+            }
         }
         while batch.len() < 64 {
             match rx.try_recv() {
