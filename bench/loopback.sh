@@ -25,84 +25,32 @@
 #               pe_rc4 on the seeder and the leecher, spate --encryption require); default:
 #               each side's default (spate prefer, libtorrent pe_enabled: an obfuscated
 #               handshake, then plaintext, which libtorrent's seeder selects)
+#   FILES=N     N files instead of one (a multi-file torrent: a folder of N files of uneven
+#               sizes adding up to SIZE_MIB, some in subfolders; issue 13's many-files case is
+#               FILES=200 SIZE_MIB=512)
 #   LOAD=1      run the rounds beside other work: two busy-looping shells (CPU) and a `dd`
 #               writing and fsyncing 1 GiB files over and over in the temp dir (disk), the
 #               "loaded machine" of issue 13; memory must stay bounded there too
-set -euo pipefail
-
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-REPO=$PWD
+BENCH=loopback.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_time
 ROUNDS=${ROUNDS:-3}
 SIZE_MIB=${SIZE_MIB:-1024}
 PIECE_KIB=${PIECE_KIB:-1024}
 TIMEOUT=${TIMEOUT:-300}
-PY=/usr/bin/python3
-LT="$REPO/crates/testkit/py/lt_peer.py"
-MEASURE="$REPO/bench/measure.py"
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo -n"
-
-die() {
-    echo "loopback.sh: $*" >&2
-    exit 1
-}
-
-# --- prerequisites ------------------------------------------------------------------------
-"$PY" -c 'import libtorrent' 2>/dev/null ||
-    die "python3-libtorrent for $PY is missing (apt-get install python3-libtorrent)"
-if [ ! -x /usr/bin/time ]; then
-    echo "installing the 'time' package for /usr/bin/time"
-    $SUDO apt-get install -y time >/dev/null 2>&1 ||
-        { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y time >/dev/null; } ||
-        die "cannot install the 'time' package"
-fi
-
-if [ -z "${SPATE:-}" ]; then
-    SPATE="${CARGO_TARGET_DIR:-$REPO/target}/release/spate"
-    if [ ! -x "$SPATE" ]; then
-        echo "building spate (release)..."
-        cargo build --release -p spate --bin spate ||
-            echo "WARNING: building spate failed; its rounds will be reported as failed"
-    fi
-fi
-
-WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/spate-bench.XXXXXX")
-SEEDER_PID=""
-LOAD_PIDS=()
-cleanup() {
-    for p in "${LOAD_PIDS[@]}"; do
-        kill -KILL -- "-$p" 2>/dev/null || true
-    done
-    if [ -n "$SEEDER_PID" ]; then
-        kill -KILL -- "-$SEEDER_PID" 2>/dev/null || true
-        wait "$SEEDER_PID" 2>/dev/null || true
-    fi
-    if [ "${KEEP:-0}" = 1 ]; then
-        echo "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A free TCP port on 127.0.0.1.
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+FILES=${FILES:-1}
 
 SIZE=$((SIZE_MIB * 1024 * 1024))
-mkdir -p "$WORK/src" "$WORK/dl" "$WORK/logs"
+mkdir -p "$WORK/src" "$WORK/dl"
 DATA="$WORK/src/bench.bin"
+[ "$FILES" -gt 1 ] && DATA="$WORK/src/bench"
 TORRENT="$WORK/bench.torrent"
 RESULTS="$WORK/results.jsonl"
 
 FORMAT=${FORMAT:-v1}
-echo "== making a ${SIZE_MIB} MiB file and a private $FORMAT torrent (${PIECE_KIB} KiB pieces) in $WORK"
-head -c "$SIZE" /dev/urandom >"$DATA"
-"$PY" "$LT" create "$DATA" "$TORRENT" $((PIECE_KIB * 1024)) --private --format "$FORMAT" \
-    >"$WORK/logs/create.log" 2>&1 ||
-    die "torrent creation failed: $(cat "$WORK/logs/create.log")"
+echo "== making ${SIZE_MIB} MiB in $FILES file(s) and a private $FORMAT torrent (${PIECE_KIB} KiB pieces) in $WORK"
+make_data "$DATA" "$SIZE_MIB" "$FILES"
+make_torrent "$DATA" "$TORRENT" "$PIECE_KIB" --private --format "$FORMAT"
 
 SPATE_ENC=()
 if [ "${ENCRYPTION:-}" = rc4 ]; then
@@ -113,20 +61,13 @@ fi
 
 SEED_PORT=$(free_port)
 echo "== libtorrent seeder on 127.0.0.1:$SEED_PORT"
-setsid "$PY" "$LT" seed "$TORRENT" "$WORK/src" "$SEED_PORT" - 86400 \
-    >"$WORK/logs/seeder.stdout" 2>"$WORK/logs/seeder.stderr" &
-SEEDER_PID=$!
-for _ in $(seq 1 600); do
-    grep -qx seeding "$WORK/logs/seeder.stdout" 2>/dev/null && break
-    kill -0 "$SEEDER_PID" 2>/dev/null || die "the seeder exited: $(tail -n 5 "$WORK/logs/seeder.stderr")"
-    sleep 0.1
-done
-grep -qx seeding "$WORK/logs/seeder.stdout" || die "the seeder did not finish checking in 60 s"
+lt_seed seeder "$TORRENT" "$WORK/src" 127.0.0.1 "$SEED_PORT" -
+GOT="$WORK/dl/$(basename "$DATA")"
 
 run_spate() {
     local round=$1
     "$PY" "$MEASURE" run --label spate --log "$WORK/logs/spate-$round" --timeout "$TIMEOUT" \
-        --expect "$DATA" --got "$WORK/dl/bench.bin" -- \
+        --expect "$DATA" --got "$GOT" -- \
         "$SPATE" download "$TORRENT" -o "$WORK/dl" --peer "127.0.0.1:$SEED_PORT" \
         --listen 127.0.0.1:0 --no-seed --no-dht --no-lsd --no-port-mapping "${SPATE_ENC[@]}" >>"$RESULTS"
 }
@@ -134,7 +75,7 @@ run_spate() {
 run_libtorrent() {
     local round=$1
     "$PY" "$MEASURE" run --label libtorrent --log "$WORK/logs/libtorrent-$round" \
-        --timeout "$TIMEOUT" --expect "$DATA" --got "$WORK/dl/bench.bin" -- \
+        --timeout "$TIMEOUT" --expect "$DATA" --got "$GOT" -- \
         "$PY" "$LT" leech "$TORRENT" "$WORK/dl" "$(free_port)" "$SEED_PORT" "$TIMEOUT" \
         >>"$RESULTS"
 }
@@ -155,12 +96,9 @@ else:
 
 if [ "${LOAD:-0}" = 1 ]; then
     echo "== load: 2 busy loops and a dd of 1 GiB files with fsync, in $WORK"
-    for _ in 1 2; do
-        setsid sh -c 'while :; do :; done' &
-        LOAD_PIDS+=($!)
-    done
-    setsid sh -c "while :; do dd if=/dev/zero of='$WORK/load.bin' bs=1M count=1024 conv=fsync status=none; done" &
-    LOAD_PIDS+=($!)
+    bg load-1 sh -c 'while :; do :; done'
+    bg load-2 sh -c 'while :; do :; done'
+    bg load-dd sh -c "while :; do dd if=/dev/zero of='$WORK/load.bin' bs=1M count=1024 conv=fsync status=none; done"
 fi
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -173,14 +111,11 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 rm -rf "$WORK/dl"
-for p in "${LOAD_PIDS[@]}"; do
-    kill -KILL -- "-$p" 2>/dev/null || true
-done
-LOAD_PIDS=()
+stop_all
 
 echo
-echo "== summary: ${SIZE_MIB} MiB ($FORMAT torrent) over 127.0.0.1 from a libtorrent seeder, $ROUNDS round(s), medians${LOAD:+ (LOAD=$LOAD)}"
+echo "== summary: ${SIZE_MIB} MiB in $FILES file(s) ($FORMAT torrent) over 127.0.0.1 from a libtorrent seeder, $ROUNDS round(s), medians${LOAD:+ (LOAD=$LOAD)}"
 "$PY" "$MEASURE" summary --size "$SIZE" "$RESULTS" || true
 echo
 echo "spate: $SPATE"
-"$PY" -c 'import libtorrent; print("libtorrent", libtorrent.__version__)'
+libtorrent_version

@@ -7,6 +7,10 @@
       optionally compares the downloaded FILE with the source, and prints one JSON line:
       {"label", "ok", "exit", "error", "wall_s", "user_s", "sys_s", "maxrss_kib",
        "vmhwm_kib", "rssanon_peak_kib", "log"}.
+      --watch PID also samples a process that is already running (a seeder): its CPU
+      seconds during the run ("watch_cpu_s", from /proc/PID/stat, all threads), its VmHWM at
+      the end ("watch_vmhwm_kib") and its peak RssAnon ("watch_rssanon_peak_kib").
+      --expect and --got may be folders (a multi-file torrent): every file is compared.
 
   measure.py summary --size BYTES RESULTS.jsonl
       Prints median MB/s, CPU seconds (user+sys), peak RSS (time's %M) and peak RssAnon
@@ -35,6 +39,30 @@ def status_kib(pid, key):
     return None
 
 
+def cpu_s(pid):
+    """User+system CPU seconds of a whole process (all its threads), or None."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def same_tree(a, b):
+    """True when b holds the same file, or the same files (recursively), as a."""
+    if os.path.isfile(a):
+        return os.path.isfile(b) and filecmp.cmp(a, b, shallow=False)
+    for root, _dirs, files in os.walk(a):
+        for name in files:
+            x = os.path.join(root, name)
+            y = os.path.join(b, os.path.relpath(x, a))
+            if not os.path.isfile(y) or not filecmp.cmp(x, y, shallow=False):
+                return False
+    return True
+
+
 def children(pid):
     try:
         with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
@@ -58,6 +86,8 @@ def run(a):
     cmd = ['/usr/bin/time', '-f', '%e %U %S %M', '-o', timefile] + a.cmd
     res = {'label': a.label, 'ok': False, 'exit': None, 'error': None, 'log': a.log}
     vmhwm = rssanon = 0
+    watch_anon = 0
+    watch_cpu0 = cpu_s(a.watch) if a.watch else None
     try:
         with open(out_path, 'wb') as out, open(err_path, 'wb') as err:
             p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -75,6 +105,10 @@ def run(a):
                 vmhwm = max(vmhwm, h)
             if r:
                 rssanon = max(rssanon, r)
+        if a.watch:
+            r = status_kib(a.watch, 'RssAnon')
+            if r:
+                watch_anon = max(watch_anon, r)
         if time.monotonic() > deadline:
             timed_out = True
             try:
@@ -85,6 +119,11 @@ def run(a):
             break
         time.sleep(0.02)
     res['exit'] = p.returncode
+    if a.watch:
+        c = cpu_s(a.watch)
+        res['watch_cpu_s'] = None if c is None or watch_cpu0 is None else c - watch_cpu0
+        res['watch_vmhwm_kib'] = status_kib(a.watch, 'VmHWM')
+        res['watch_rssanon_peak_kib'] = watch_anon or None
     res['vmhwm_kib'] = vmhwm or None
     res['rssanon_peak_kib'] = rssanon or None
     try:
@@ -98,9 +137,9 @@ def run(a):
         res['error'] = 'timed out after %.0f s' % a.timeout
     elif p.returncode != 0:
         res['error'] = 'exit code %s' % p.returncode
-    elif a.expect and not os.path.isfile(a.got):
+    elif a.expect and not os.path.exists(a.got):
         res['error'] = 'exit 0 but no file at %s' % a.got
-    elif a.expect and not filecmp.cmp(a.expect, a.got, shallow=False):
+    elif a.expect and not same_tree(a.expect, a.got):
         res['error'] = 'exit 0 but %s differs from the source' % a.got
     else:
         res['ok'] = True
@@ -162,6 +201,31 @@ def summary(a):
     print('ratios spate/%s: speed %s  CPU %s  peak RSS %s  RssAnon %s' % (
         other, fmt(ratio('mbps'), '.2f'), fmt(ratio('cpu'), '.2f'), fmt(ratio('rss'), '.2f'),
         fmt(ratio('anon'), '.2f')))
+    if any('watch_cpu_s' in r for r in rows):
+        # The watched process (a seeder): its CPU during the download, peak RSS, RssAnon.
+        w = {}
+        print()
+        print('%-11s %13s %13s %11s' % ('seeder', 'CPU s', 'peak RSS MiB', 'RssAnon MiB'))
+        for label in labels:
+            ok = [r for r in rows if r['label'] == label and r['ok']]
+            w[label] = {
+                'cpu': median([r['watch_cpu_s'] for r in ok
+                               if r.get('watch_cpu_s') is not None]),
+                'rss': median([r['watch_vmhwm_kib'] / 1024 for r in ok
+                               if r.get('watch_vmhwm_kib')]),
+                'anon': median([r['watch_rssanon_peak_kib'] / 1024 for r in ok
+                                if r.get('watch_rssanon_peak_kib')]),
+            }
+            print('%-11s %13s %13s %11s' % (label, fmt(w[label]['cpu'], '.2f'),
+                                            fmt(w[label]['rss'], '.1f'),
+                                            fmt(w[label]['anon'], '.1f')))
+        ws, wl = w.get('spate', {}), w.get(other, {})
+
+        def wratio(k):
+            return None if ws.get(k) is None or not wl.get(k) else ws[k] / wl[k]
+        print('seeder ratios spate/%s: CPU %s  peak RSS %s  RssAnon %s' % (
+            other, fmt(wratio('cpu'), '.2f'), fmt(wratio('rss'), '.2f'),
+            fmt(wratio('anon'), '.2f')))
     return 0
 
 
@@ -174,6 +238,7 @@ def main():
     r.add_argument('--timeout', type=float, default=600)
     r.add_argument('--expect')
     r.add_argument('--got')
+    r.add_argument('--watch', type=int, help='a running process to sample too (a seeder)')
     r.add_argument('cmd', nargs=argparse.REMAINDER)
     s = sub.add_parser('summary')
     s.add_argument('--size', type=int, required=True)

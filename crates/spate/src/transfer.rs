@@ -44,6 +44,9 @@ pub struct DownloadArgs {
     /// 127.0.0.1: raise it there for swarms of more peers).
     #[arg(long, value_name = "N", default_value_t = client::options::DEFAULT_MAX_PEERS_PER_IP, value_parser = parse_per_ip)]
     pub max_peers_per_ip: usize,
+    /// At most this many connected peers for the torrent.
+    #[arg(long, value_name = "N", default_value_t = client::options::DEFAULT_MAX_PEERS, value_parser = parse_max_peers)]
+    pub max_peers: usize,
     /// HTTP connections to each web seed (the torrent's `url-list`/`httpseeds`); 0 turns
     /// web seeds off.
     #[arg(long, value_name = "N", default_value_t = client::DEFAULT_WEB_SEED_CONNECTIONS, value_parser = parse_web_seed_connections)]
@@ -101,6 +104,9 @@ pub struct SeedArgs {
     /// 127.0.0.1: raise it there for swarms of more peers).
     #[arg(long, value_name = "N", default_value_t = client::options::DEFAULT_MAX_PEERS_PER_IP, value_parser = parse_per_ip)]
     pub max_peers_per_ip: usize,
+    /// At most this many connected peers for the torrent.
+    #[arg(long, value_name = "N", default_value_t = client::options::DEFAULT_MAX_PEERS, value_parser = parse_max_peers)]
+    pub max_peers: usize,
     /// For a magnet link whose metadata is not saved: give up (exit code 1) when no peer
     /// has sent it within this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
@@ -139,6 +145,13 @@ fn parse_per_ip(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{s}: must be a whole number of at least 1")),
+    }
+}
+
+fn parse_max_peers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s}: must be a whole number from 1 to 10000")),
     }
 }
 
@@ -325,6 +338,7 @@ async fn download_with(
         max_up: a.max_up,
         use_trackers: !a.no_trackers,
         max_peers_per_ip: a.max_peers_per_ip,
+        max_peers: a.max_peers,
         web_seed_connections: a.web_seed_connections,
         pex: !a.dht.no_pex,
         lsd: !a.dht.no_lsd && !torrent.info.private,
@@ -585,6 +599,7 @@ pub async fn seed(mut a: SeedArgs) -> CliResult {
         max_up: a.max_up,
         use_trackers: !a.no_trackers,
         max_peers_per_ip: a.max_peers_per_ip,
+        max_peers: a.max_peers,
         // A seed has nothing to fetch.
         web_seed_connections: 0,
         pex: !a.dht.no_pex,
@@ -728,6 +743,7 @@ struct OneRun {
     max_up: Option<u64>,
     use_trackers: bool,
     max_peers_per_ip: usize,
+    max_peers: usize,
     web_seed_connections: usize,
     pex: bool,
     /// Local Service Discovery (`--no-lsd` turns it off).
@@ -787,7 +803,9 @@ async fn run_with_progress(r: OneRun, label: String) -> CliResult<(Summary, bool
         download_queue_enabled: false,
         seed_queue_enabled: false,
         queue_stalled_enabled: false,
-        peer_limit_per_torrent: client::options::DEFAULT_MAX_PEERS,
+        peer_limit_per_torrent: r.max_peers,
+        // One torrent: the global limit must not be the lower one.
+        peer_limit_global: r.max_peers.max(Settings::default().peer_limit_global),
         start_added_torrents: true,
         dht_enabled: r.dht.is_some(),
         pex_enabled: r.pex,
@@ -1010,5 +1028,20 @@ pub(crate) async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod max_peers_tests {
+    use super::parse_max_peers;
+
+    #[test]
+    fn max_peers_is_a_bounded_whole_number() {
+        assert_eq!(parse_max_peers("1"), Ok(1));
+        assert_eq!(parse_max_peers("600"), Ok(600));
+        assert_eq!(parse_max_peers("10000"), Ok(10_000));
+        for bad in ["0", "10001", "-1", "many", ""] {
+            assert!(parse_max_peers(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -38,6 +38,7 @@ LT_SUPER_SEED=1 makes a seeder super-seed (BEP 16).
 LT_WANT_PIECES=START:END makes a magnet leecher want only pieces START..END-1 (priority 0 for
 the others, set once the metadata arrives): a v2 piece of a file only partly wanted can only
 be checked with the file's piece layer (BEP 52 hash requests).
+LT_CONNECTIONS_LIMIT=N raises (or lowers) libtorrent's connection limit (default 200).
 LT_LSD=1 in the environment turns local service discovery (BEP 14) on (default off).
 LT_BIND=127.x.y.z (or ::1) in the environment listens and dials from that loopback address
 instead of 127.0.0.1; PEERS may then name [::1]:PORT. Errors and libtorrent error alerts go to stderr. Exit codes: 0 finished (leecher) or
@@ -110,6 +111,10 @@ def settings(port):
         | lt.alert.category_t.status_notification,
     })
     pack.update(transport_settings())
+    # LT_CONNECTIONS_LIMIT=N: at most N connections (libtorrent's default is 200;
+    # bench/manypeers.sh raises it).
+    if os.environ.get('LT_CONNECTIONS_LIMIT'):
+        pack['connections_limit'] = int(os.environ['LT_CONNECTIONS_LIMIT'])
     return pack
 
 
