@@ -17,10 +17,8 @@
 # Environment: ROUNDS (3)  SIZE_MIB (1024)  PIECE_KIB (1024)  TIMEOUT (300 s per download)
 #   SPATE (default target/release/spate, built if missing)  BENCH_TMP (/var/tmp)  KEEP=1
 #   SPATE_ENCRYPTION   the spate seeder's --encryption (default prefer, spate's default: as
-#            the answering side of an MSE handshake it selects RC4 whenever the dialler offers
-#            it, as Transmission's "preferred" does; libtorrent's leecher offers RC4 and
-#            plaintext, and libtorrent's seeder selects plaintext). `allow` selects plaintext
-#            when offered, like libtorrent's default.
+#            the answering side of an MSE handshake it selects plaintext payload when the
+#            dialler offers it, as libtorrent's seeder does; `require` forces RC4)
 #   PERF=1   record the spate seeder with `perf record -g` (perf.data in the kept temp dir;
 #            implies KEEP=1)
 BENCH=seed.sh

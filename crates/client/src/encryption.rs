@@ -460,7 +460,11 @@ pub(crate) async fn accept(
             return Err("not a BitTorrent handshake (encryption is off)".into());
         }
         let mut mse = MseHandshake::responder(policy.accepted(), lookup, &mut rand::rng());
-        if policy == Encryption::Allow {
+        // `prefer` and `allow` answer an initiator that offers both with plaintext, as
+        // libtorrent (and so qBittorrent) does by default: the handshake stays obfuscated
+        // and the payload costs no RC4 (about 2.4 CPU seconds a GiB on each side).
+        // `require` always selects RC4.
+        if policy != Encryption::Require {
             mse = mse.prefer_plaintext();
         }
         let done = drive(&mut stream, mse, &first, deadline).await?;
