@@ -626,7 +626,10 @@ mod tests {
             (Require, Prefer, true, true),
             (Require, Allow, true, true),
             (Require, Off, false, false),
-            (Prefer, Prefer, true, true),
+            // `prefer` answers an offer of both with plaintext payload (as libtorrent does);
+            // the handshake is obfuscated all the same. `require` answers RC4.
+            (Prefer, Prefer, true, false),
+            (Prefer, Require, true, true),
             (Prefer, Allow, true, false),
             (Prefer, Off, true, false),
             (Allow, Require, false, false),
