@@ -17,50 +17,13 @@
 #   SPATE (default target/release/spate, built if missing)  BENCH_TMP (/var/tmp)  KEEP=1
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-REPO=$PWD
 SIZE_MIB=${SIZE_MIB:-32}
 PIECE_KIB=${PIECE_KIB:-256}
 LEECHERS=${LEECHERS:-4}
 RATE=${RATE:-2000000}
 TIMEOUT=${TIMEOUT:-300}
-PY=/usr/bin/python3
-LT="$REPO/crates/testkit/py/lt_peer.py"
-
-die() {
-    echo "superseed.sh: $*" >&2
-    exit 1
-}
-
-"$PY" -c 'import libtorrent' 2>/dev/null ||
-    die "python3-libtorrent for $PY is missing (apt-get install python3-libtorrent)"
-if [ -z "${SPATE:-}" ]; then
-    SPATE="${CARGO_TARGET_DIR:-$REPO/target}/release/spate"
-    if [ ! -x "$SPATE" ]; then
-        echo "building spate (release)..."
-        cargo build --release -p spate --bin spate || die "building spate failed"
-    fi
-fi
-
-WORK=$(mktemp -d "${BENCH_TMP:-/var/tmp}/spate-superseed.XXXXXX")
-PIDS=()
-stop_all() {
-    for p in "${PIDS[@]}"; do
-        kill -KILL -- "-$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    PIDS=()
-}
-cleanup() {
-    stop_all
-    if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    "$PY" -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
-}
+BENCH=superseed.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SIZE=$((SIZE_MIB * 1024 * 1024))
 mkdir -p "$WORK/src" "$WORK/logs"
@@ -82,14 +45,14 @@ run_swarm() {
         setsid "$SPATE" seed "$TORRENT" "$DATA" --listen "127.0.0.1:$seed_port" --no-dht --no-lsd --no-port-mapping \
             --no-trackers --max-up "$RATE" "${extra[@]}" \
             >"$WORK/logs/$label-seed.out" 2>"$WORK/logs/$label-seed.err" &
-        PIDS+=($!)
+        BG_PIDS+=($!)
         ;;
     libtorrent | libtorrent-super)
         local ss=0
         [ "$label" = libtorrent-super ] && ss=1
         LT_SUPER_SEED=$ss setsid "$PY" "$LT" seed "$TORRENT" "$WORK/src" "$seed_port" - "$TIMEOUT" \
             --upload-limit "$RATE" >"$WORK/logs/$label-seed.out" 2>"$WORK/logs/$label-seed.err" &
-        PIDS+=($!)
+        BG_PIDS+=($!)
         ;;
     esac
     sleep 1
