@@ -93,9 +93,21 @@ fn a_seed_drops_a_peer_that_turns_upload_only() -> Result<()> {
         .arg("client=debug,info")
         .spawn(&td)?;
     wait_listening(&seeder, port, &dl)?;
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    handshake(&mut s, &spec.info_hash(), &seeder)?;
+    // The port listens before the torrent has checked its data and registered: until then
+    // an incoming handshake is closed unanswered ("unknown torrent"), so dial again.
+    let mut tries = 0;
+    let mut s = loop {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        match handshake(&mut s, &spec.info_hash(), &seeder) {
+            Ok(()) => break s,
+            Err(e) if tries >= 50 || dl.remaining().is_zero() => return Err(e),
+            Err(_) => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
     send_msg(&mut s, 20, b"\x00d1:md11:upload_onlyi3eee")?;
     send_msg(&mut s, 0x0f, &[])?; // have-none: a leecher, so far
     let id = their_ext_id(&mut s, "upload_only")?;
