@@ -257,7 +257,8 @@ fn a_refused_udp_associate_is_a_clear_error_and_nothing_goes_around() -> Result<
         .arg("--proxy")
         .arg(format!("socks5://127.0.0.1:{pport}"))
         .spawn(&td)?;
-    seeder.wait_for_line(Duration::from_secs(90), "a refused UDP association", |l| {
+    let t = dl.remaining().min(Duration::from_secs(90));
+    seeder.wait_for_line(t, "a refused UDP association", |l| {
         l.contains("announce failed") && l.contains("refused the UDP association")
     })?;
     let peers = tracker_peers(tracker.port, &raw)?;
