@@ -17,9 +17,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use wire::socks5::{Bound, Socks5Connect, Step, Target};
 
-/// Where the proxy is and how to log in to it.
+/// Which protocol the proxy speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// SOCKS5 (RFC 1928): TCP tunnels and UDP associations.
+    Socks5,
+    /// An HTTP proxy: `CONNECT` tunnels (and plain HTTP requests forwarded by it); no UDP.
+    Http,
+}
+
+impl ProxyKind {
+    fn scheme(self) -> &'static str {
+        match self {
+            ProxyKind::Socks5 => "socks5",
+            ProxyKind::Http => "http",
+        }
+    }
+}
+
+/// Where the proxy is, what it speaks and how to log in to it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Proxy {
+    pub kind: ProxyKind,
     pub host: String,
     pub port: u16,
     pub auth: Option<(String, String)>,
@@ -34,9 +53,10 @@ impl std::fmt::Debug for Proxy {
 
 impl std::fmt::Display for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.kind.scheme();
         match &self.auth {
-            Some((u, _)) => write!(f, "socks5://{u}:***@{}", self.host_port()),
-            None => write!(f, "socks5://{}", self.host_port()),
+            Some((u, _)) => write!(f, "{scheme}://{u}:***@{}", self.host_port()),
+            None => write!(f, "{scheme}://{}", self.host_port()),
         }
     }
 }
@@ -64,13 +84,22 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 impl Proxy {
     /// `socks5://[user:pass@]host:port` (`socks5h://` is taken too: host names are always
-    /// resolved by the proxy). User and password may be %-escaped; an IPv6 host is
-    /// bracketed.
+    /// resolved by the proxy) or `http://[user:pass@]host:port` (an HTTP proxy, spoken to
+    /// in plain HTTP). User and password may be %-escaped; an IPv6 host is bracketed.
     pub fn parse(url: &str) -> Result<Proxy, String> {
-        let rest = url
+        let (kind, rest) = if let Some(r) = url
             .strip_prefix("socks5://")
             .or_else(|| url.strip_prefix("socks5h://"))
-            .ok_or_else(|| format!("{url}: only socks5://[user:pass@]host:port proxies"))?;
+        {
+            (ProxyKind::Socks5, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (ProxyKind::Http, r)
+        } else {
+            return Err(format!(
+                "{}: only socks5://[user:pass@]host:port and http://[user:pass@]host:port proxies",
+                redact(url)
+            ));
+        };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (auth, hostport) = match rest.rsplit_once('@') {
             Some((cred, hp)) => {
@@ -99,6 +128,7 @@ impl Proxy {
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("{}: bad proxy port", redact(url)))?;
         Ok(Proxy {
+            kind,
             host: host.to_string(),
             port,
             auth,
@@ -114,8 +144,18 @@ impl Proxy {
     }
 
     /// The proxy for reqwest: `socks5h` (the proxy resolves names: no DNS query leaves
-    /// from here).
+    /// from here), or the HTTP proxy (which resolves names too: plain HTTP requests are
+    /// sent to it whole, HTTPS ones through `CONNECT host:port`) with Basic
+    /// `Proxy-Authorization`.
     pub fn reqwest_proxy(&self) -> Result<reqwest::Proxy, String> {
+        if self.kind == ProxyKind::Http {
+            let p = reqwest::Proxy::all(format!("http://{}", self.host_port()))
+                .map_err(|e| format!("proxy: {e}"))?;
+            return Ok(match &self.auth {
+                Some((u, pw)) => p.basic_auth(u, pw),
+                None => p,
+            });
+        }
         let mut u = reqwest::Url::parse(&format!("socks5h://{}", self.host_port()))
             .map_err(|e| format!("proxy URL: {e}"))?;
         if let Some((user, pass)) = &self.auth {
@@ -130,7 +170,10 @@ impl Proxy {
 
 fn redact(url: &str) -> String {
     match url.rsplit_once('@') {
-        Some((_, hp)) => format!("socks5://***@{hp}"),
+        Some((_, hp)) => {
+            let scheme = url.split_once("://").map_or("", |(s, _)| s);
+            format!("{scheme}://***@{hp}")
+        }
         None => url.to_string(),
     }
 }
@@ -164,12 +207,82 @@ pub async fn connect(proxy: &Proxy, target: Target, limit: Duration) -> Result<T
 }
 
 async fn connect_inner(proxy: &Proxy, target: Target) -> Result<TcpStream, String> {
+    if proxy.kind == ProxyKind::Http {
+        return http_connect(proxy, target).await;
+    }
     let auth = proxy.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
     let (hs, greeting) =
         Socks5Connect::new(target, auth).map_err(|e| format!("proxy {proxy}: {e}"))?;
     let (s, bound) = handshake(proxy, hs, greeting, None).await?;
     tracing::trace!("proxy {proxy}: tunnel open (bound {bound:?})");
     Ok(s)
+}
+
+/// A `CONNECT` tunnel through an HTTP proxy: the request, then its answer read one byte at
+/// a time (the head is small, and nothing of the tunnel may be taken with it). A 2xx opens
+/// the tunnel; anything else is a one-line error with the proxy's status.
+async fn http_connect(proxy: &Proxy, target: Target) -> Result<TcpStream, String> {
+    use wire::http_connect::{parse_head, request};
+    let authority = match &target {
+        Target::Ip(a) => a.to_string(),
+        Target::Domain(h, p) if h.contains(':') => format!("[{h}]:{p}"),
+        Target::Domain(h, p) => format!("{h}:{p}"),
+    };
+    let auth = proxy.auth.as_ref().map(|(u, p)| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    });
+    let at = proxy_addr(proxy).await?;
+    let mut s = crate::netif::connect(at)
+        .await
+        .map_err(|e| format!("proxy {proxy}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    s.write_all(&request(&authority, auth.as_deref()))
+        .await
+        .map_err(|e| format!("proxy {proxy}: {e}"))?;
+    let mut buf = Vec::with_capacity(256);
+    let head = loop {
+        let mut b = [0u8; 1];
+        match s.read(&mut b).await {
+            Ok(0) if buf.is_empty() => {
+                return Err(format!(
+                    "proxy {proxy}: closed the connection without an answer"
+                ))
+            }
+            Ok(0) => {
+                return Err(format!(
+                    "proxy {proxy}: closed the connection in the middle of its answer"
+                ))
+            }
+            Ok(_) => buf.push(b[0]),
+            Err(e) => return Err(format!("proxy {proxy}: {e}")),
+        }
+        if let Some(h) = parse_head(&buf).map_err(|e| format!("proxy {proxy}: {e}"))? {
+            break h;
+        }
+    };
+    match head.status {
+        200..=299 => {
+            tracing::trace!(
+                "proxy {proxy}: tunnel open ({} {})",
+                head.status,
+                head.reason
+            );
+            Ok(s)
+        }
+        // 407 is the standard answer; tinyproxy answers 401 to wrong ones.
+        401 | 407 => Err(format!(
+            "proxy {proxy}: the HTTP proxy refused our credentials ({} {})",
+            head.status, head.reason
+        )),
+        _ => Err(format!(
+            "proxy {proxy}: the HTTP proxy refused the tunnel ({} {})",
+            head.status, head.reason
+        )),
+    }
 }
 
 /// The proxy's address (resolved here: it is where we connect to).
@@ -257,6 +370,9 @@ impl UdpAssociation {
     }
 
     async fn open_inner(proxy: &Proxy) -> Result<UdpAssociation, String> {
+        if proxy.kind != ProxyKind::Socks5 {
+            return Err(format!("proxy {proxy}: an HTTP proxy cannot carry UDP"));
+        }
         let at = proxy_addr(proxy).await?;
         // The socket first, so the proxy is told where our datagrams come from (an
         // unspecified IP stays zeros: the proxy then takes the port from any of our IPs).
@@ -394,8 +510,14 @@ mod tests {
         assert_eq!(p.host, "::1");
         assert_eq!(p.auth, Some(("us@er".into(), "p:ss".into())));
         assert_eq!(p.to_string(), "socks5://us@er:***@[::1]:9050");
+        let p = Proxy::parse("http://u:p%40@127.0.0.1:3128").unwrap();
+        assert_eq!(p.kind, ProxyKind::Http);
+        assert_eq!(p.auth, Some(("u".into(), "p@".into())));
+        assert_eq!(p.to_string(), "http://u:***@127.0.0.1:3128");
+        let e = Proxy::parse("https://u:secret@127.0.0.1:3128").unwrap_err();
+        assert!(e.contains("only socks5://") && !e.contains("secret"), "{e}");
         for bad in [
-            "http://127.0.0.1:1080",
+            "socks4://127.0.0.1:1080",
             "socks5://127.0.0.1",
             "socks5://127.0.0.1:0",
             "socks5://:1080",
@@ -431,6 +553,7 @@ mod tests {
         let target = || Target::Ip("10.0.0.1:6881".parse().unwrap());
         let t = Duration::from_secs(10);
         let at = |a: SocketAddr| Proxy {
+            kind: ProxyKind::Socks5,
             host: a.ip().to_string(),
             port: a.port(),
             auth: None,
@@ -492,6 +615,7 @@ mod tests {
 
     fn at(a: SocketAddr) -> Proxy {
         Proxy {
+            kind: ProxyKind::Socks5,
             host: a.ip().to_string(),
             port: a.port(),
             auth: None,
@@ -580,5 +704,80 @@ mod tests {
         let (pa, _r) = fake_assoc(|_| vec![5, 0, 0, 1, 127, 0, 0, 1, 0, 0], rx).await;
         let e = UdpAssociation::open(&at(pa), t).await.err().unwrap();
         assert!(e.contains("UDP relay on port 0"), "{e}");
+    }
+
+    /// A hand-made HTTP proxy: reads the request head, checks it, answers `answer`.
+    async fn fake_http(answer: &'static [u8], want_auth: Option<&'static str>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") {
+                if s.read(&mut b).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                req.push(b[0]);
+            }
+            let req = String::from_utf8(req).unwrap();
+            assert!(
+                req.starts_with("CONNECT 10.0.0.1:6881 HTTP/1.1\r\n"),
+                "{req}"
+            );
+            if let Some(a) = want_auth {
+                assert!(
+                    req.contains(&format!("Proxy-Authorization: Basic {a}\r\n")),
+                    "{req}"
+                );
+            }
+            let _ = s.write_all(answer).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_connect_tunnels_and_refusals() {
+        let target = || Target::Ip("10.0.0.1:6881".parse().unwrap());
+        let t = Duration::from_secs(10);
+        let at = |a: SocketAddr, auth: bool| Proxy {
+            kind: ProxyKind::Http,
+            host: a.ip().to_string(),
+            port: a.port(),
+            auth: auth.then(|| ("user".into(), "pass".into())),
+        };
+        // The tunnel's first bytes come with the head: they stay in the stream.
+        let a = fake_http(
+            b"HTTP/1.0 200 Connection established\r\nProxy-agent: x\r\n\r\npeer bytes",
+            Some("dXNlcjpwYXNz"),
+        )
+        .await;
+        let mut s = connect(&at(a, true), target(), t).await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"peer bytes");
+        let a = fake_http(b"HTTP/1.0 407 Proxy Authentication Required\r\n\r\n", None).await;
+        let e = connect(&at(a, false), target(), t).await.unwrap_err();
+        assert!(
+            e.ends_with(
+                "the HTTP proxy refused our credentials (407 Proxy Authentication Required)"
+            ),
+            "{e}"
+        );
+        let a = fake_http(b"HTTP/1.1 403 Forbidden\r\n\r\n", None).await;
+        let e = connect(&at(a, false), target(), t).await.unwrap_err();
+        assert!(e.ends_with("refused the tunnel (403 Forbidden)"), "{e}");
+        let a = fake_http(b"HTTP/1.1 200 OK\r\nX-", None).await;
+        let e = connect(&at(a, false), target(), t).await.unwrap_err();
+        assert!(
+            e.contains("closed the connection in the middle of its answer"),
+            "{e}"
+        );
+        let a = fake_http(b"\x05\x00", None).await;
+        let e = connect(&at(a, false), target(), t).await.unwrap_err();
+        assert!(e.contains("is not HTTP"), "{e}");
+        // No UDP through an HTTP proxy, and nothing is tried.
+        let e = UdpAssociation::open(&at(a, false), t).await.err().unwrap();
+        assert!(e.ends_with("an HTTP proxy cannot carry UDP"), "{e}");
     }
 }

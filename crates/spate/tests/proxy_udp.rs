@@ -13,12 +13,12 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use common::{lt_fixture, same_file, spate, wait_listening, Fixture};
+use common::{lt_fixture, same_file, spate, udp_tracker_peers, wait_listening, Fixture};
 use testkit::bencode::{info_hash_of_file, unhex};
 use testkit::{
     free_port, require_tools, wait_port, Deadline, Libtorrent, OpenTracker, Proc, TestDir,
@@ -70,57 +70,6 @@ fn dante(td: &TestDir, udp: bool) -> Result<(Proc, u16)> {
     Ok((p, port))
 }
 
-/// One BEP 15 announce of our own, straight to the tracker: the peers it lists.
-fn tracker_peers(port: u16, info_hash: &[u8]) -> Result<Vec<SocketAddr>> {
-    let s = UdpSocket::bind("127.0.0.1:0")?;
-    s.connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let tid = 0x5eed_0001u32;
-    let mut m = Vec::new();
-    m.extend_from_slice(&0x0417_2710_1980u64.to_be_bytes());
-    m.extend_from_slice(&0u32.to_be_bytes());
-    m.extend_from_slice(&tid.to_be_bytes());
-    s.send(&m)?;
-    let mut b = [0u8; 2048];
-    let n = s
-        .recv(&mut b)
-        .context("no connect answer from the tracker")?;
-    if n < 16 || b[..4] != [0, 0, 0, 0] || b[4..8] != tid.to_be_bytes() {
-        bail!("bad connect answer: {:?}", &b[..n]);
-    }
-    let conn = &b[8..16].to_vec();
-    let mut m = Vec::new();
-    m.extend_from_slice(conn);
-    m.extend_from_slice(&1u32.to_be_bytes());
-    m.extend_from_slice(&(tid + 1).to_be_bytes());
-    m.extend_from_slice(info_hash);
-    m.extend_from_slice(b"-TT0001-proxyudptest");
-    m.extend_from_slice(&0u64.to_be_bytes()); // downloaded
-    m.extend_from_slice(&1000u64.to_be_bytes()); // left
-    m.extend_from_slice(&0u64.to_be_bytes()); // uploaded
-    m.extend_from_slice(&0u32.to_be_bytes()); // event: none
-    m.extend_from_slice(&0u32.to_be_bytes()); // ip: the sender's
-    m.extend_from_slice(&7u32.to_be_bytes()); // key
-    m.extend_from_slice(&200i32.to_be_bytes()); // numwant
-    m.extend_from_slice(&9u16.to_be_bytes()); // our (unused) port
-    s.send(&m)?;
-    let n = s
-        .recv(&mut b)
-        .context("no announce answer from the tracker")?;
-    if n < 20 || b[..4] != [0, 0, 0, 1] || b[4..8] != (tid + 1).to_be_bytes() {
-        bail!("bad announce answer: {:?}", &b[..n.min(64)]);
-    }
-    Ok(b[20..n]
-        .chunks_exact(6)
-        .map(|c| {
-            SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::new(c[0], c[1], c[2], c[3]),
-                u16::from_be_bytes([c[4], c[5]]),
-            ))
-        })
-        .collect())
-}
-
 fn fixture(td: &TestDir, tracker: &OpenTracker) -> Result<(Fixture, String)> {
     let f = lt_fixture(td, "pxu.bin", SIZE, PIECE, &[&tracker.udp_url()])?;
     let hash = info_hash_of_file(&f.torrent)?;
@@ -155,7 +104,7 @@ fn udp_tracker_announces_go_through_socks5_udp_associate() -> Result<()> {
     let end = Instant::now() + dl.remaining().min(Duration::from_secs(120));
     let peers = loop {
         let peers =
-            tracker_peers(tracker.port, &raw).map_err(|e| e.context(tracker.proc.report()))?;
+            udp_tracker_peers(tracker.port, &raw).map_err(|e| e.context(tracker.proc.report()))?;
         if peers.contains(&via_proxy) || peers.contains(&direct) {
             break peers;
         }
@@ -261,7 +210,7 @@ fn a_refused_udp_associate_is_a_clear_error_and_nothing_goes_around() -> Result<
     seeder.wait_for_line(t, "a refused UDP association", |l| {
         l.contains("announce failed") && l.contains("refused the UDP association")
     })?;
-    let peers = tracker_peers(tracker.port, &raw)?;
+    let peers = udp_tracker_peers(tracker.port, &raw)?;
     if peers.iter().any(|p| p.port() == port) {
         bail!(
             "the tracker heard of spate despite the refusing proxy: {peers:?}\n{}",
