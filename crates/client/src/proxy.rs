@@ -680,6 +680,47 @@ mod tests {
         );
     }
 
+    /// UDP ASSOCIATE with a username/password (RFC 1929), checked by a hand-made proxy.
+    #[tokio::test]
+    async fn udp_association_logs_in() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pa = l.local_addr().unwrap();
+        let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rport = relay.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut g = [0u8; 4];
+            s.read_exact(&mut g).await.unwrap();
+            assert_eq!(g, [5, 2, 0, 2], "no auth and username/password offered");
+            s.write_all(&[5, 2]).await.unwrap();
+            let mut auth = [0u8; 1 + 1 + 4 + 1 + 2];
+            s.read_exact(&mut auth).await.unwrap();
+            assert_eq!(&auth, b"\x01\x04user\x02pw");
+            s.write_all(&[1, 0]).await.unwrap();
+            let mut req = [0u8; 10];
+            s.read_exact(&mut req).await.unwrap();
+            assert_eq!(&req[..4], &[5, 3, 0, 1]);
+            let mut r = vec![5, 0, 0, 1, 127, 0, 0, 1];
+            r.extend_from_slice(&rport.to_be_bytes());
+            s.write_all(&r).await.unwrap();
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b).await;
+        });
+        let mut p = at(pa);
+        p.auth = Some(("user".into(), "pw".into()));
+        let a = UdpAssociation::open(&p, Duration::from_secs(10))
+            .await
+            .unwrap();
+        a.send_to(b"x", &Target::Domain("tracker.example".into(), 6969))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = relay.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..5], &[0, 0, 0, 3, 15]);
+        assert_eq!(&buf[5..20], b"tracker.example");
+        assert_eq!(&buf[20..n], &[0x1b, 0x39, b'x']);
+    }
+
     #[tokio::test]
     async fn refused_and_truncated_associations_are_clear_errors() {
         let t = Duration::from_secs(10);

@@ -3,7 +3,8 @@
 //! (`Bind 127.0.0.11`), allows `CONNECT` only to the seeder's port and, in the password
 //! case, wants `BasicAuth`.
 //!
-//! spate downloads with no `--peer`: it learns of a libtorrent seeder from opentracker's
+//! spate fetches the .torrent by URL from Python's `http.server` (which logs each client's
+//! address) and downloads with no `--peer`: it learns of a libtorrent seeder from opentracker's
 //! HTTP announce (a plain HTTP request the proxy forwards) and dials it with `CONNECT`. The
 //! seeder must see spate only at 127.0.0.11, and the tracker must list spate (a spate
 //! seeder here) only at 127.0.0.11. A wrong password is a clear error and nothing goes
@@ -58,6 +59,27 @@ fn tinyproxy(
     Ok((p, port))
 }
 
+/// `python3 -m http.server` on 127.0.0.1 serving `td`'s folder; it logs each request's
+/// client address on stderr.
+fn http_server(td: &TestDir) -> Result<(Proc, u16)> {
+    let port = free_port();
+    let mut c = Command::new(testkit::SYSTEM_PYTHON);
+    c.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .arg("--directory")
+    .arg(td.path());
+    let p = Proc::spawn("http-server", c, &td.logs())?;
+    if !wait_port(port, Duration::from_secs(30)) {
+        bail!("http.server did not listen on {port}\n{}", p.report());
+    }
+    Ok((p, port))
+}
+
 fn fixture(td: &TestDir, tracker: &OpenTracker) -> Result<(Fixture, String)> {
     let f = lt_fixture(td, "pxh.bin", SIZE, PIECE, &[&tracker.announce_url()])?;
     let hash = info_hash_of_file(&f.torrent)?;
@@ -96,14 +118,20 @@ fn download_through(auth: Option<(&str, &str)>) -> Result<()> {
     let seed_port = lt_port(&seed)?;
     tracker.wait_seeders(&hash, 1, dl.remaining())?;
     let (proxy, pport) = tinyproxy(&td, &[seed_port], auth)?;
+    let (web, wport) = http_server(&td)?;
     let out = td.sub("out")?;
-    let down = spate()
-        .download(&f.torrent, &out)
+    let torrent_url = format!(
+        "http://127.0.0.1:{wport}/{}",
+        f.torrent.file_name().unwrap().to_string_lossy()
+    );
+    let args = spate()
+        // (The magnet builder passes its string as is: here a .torrent URL.)
+        .download_magnet(&torrent_url, &out)
         .arg("--proxy")
         .arg(url(pport, auth))
-        .name("spate-proxied")
-        .spawn(&td)?;
-    down.expect_success_while(dl.remaining(), &[&seed, &proxy, &tracker.proc], &[])?;
+        .args()?;
+    let down = Proc::spawn("spate-proxied", spate().command(args), &td.logs())?;
+    down.expect_success_while(dl.remaining(), &[&seed, &proxy, &tracker.proc, &web], &[])?;
     same_file(&f.file, &out.join(&f.name), &down)?;
     let peers: Vec<String> = seed
         .stdout()
@@ -121,6 +149,15 @@ fn download_through(auth: Option<(&str, &str)>) -> Result<()> {
         bail!(
             "the seeder saw a peer not from the proxy: {bad}\n{}",
             seed.report()
+        );
+    }
+    // The .torrent was fetched through the proxy too.
+    let log = web.stderr();
+    let gets: Vec<&str> = log.lines().filter(|l| l.contains("GET /")).collect();
+    if gets.is_empty() || gets.iter().any(|l| !l.starts_with(&PROXY_OUT.to_string())) {
+        bail!(
+            "the .torrent was not fetched (only) through the proxy: {gets:?}\n{}",
+            web.report()
         );
     }
     // tinyproxy logged the tracker request it forwarded and the tunnel it opened.
