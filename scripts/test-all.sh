@@ -80,7 +80,7 @@ warn() {
 
 PACKAGES=(python3-libtorrent transmission-cli transmission-daemon aria2 opentracker mktorrent nginx-light iproute2
     python3-venv chromium chromium-driver python3-selenium fonts-noto-color-emoji ffmpeg tcpdump
-    microsocks
+    microsocks dante-server tinyproxy
     # The port mapping test (crates/spate/tests/portmap.rs): a real UPnP/NAT-PMP/PCP gateway.
     miniupnpd miniupnpd-nftables nftables)
 
@@ -101,6 +101,10 @@ missing_packages() {
     command -v tcpdump >/dev/null 2>&1 || [ -x /usr/sbin/tcpdump ] || [ -x /usr/bin/tcpdump ] || m+=(tcpdump)
     # The SOCKS5 proxy tests (crates/spate/tests/proxy.rs).
     command -v microsocks >/dev/null 2>&1 || m+=(microsocks)
+    # SOCKS5 UDP ASSOCIATE (crates/spate/tests/proxy_udp.rs): dante, in /usr/sbin.
+    [ -x /usr/sbin/danted ] || command -v danted >/dev/null 2>&1 || m+=(dante-server)
+    # HTTP CONNECT proxies (crates/spate/tests/proxy_http.rs).
+    command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || m+=(tinyproxy)
     # The port mapping test: miniupnpd (nftables build) as the gateway, nft to set its tables up.
     command -v miniupnpd >/dev/null 2>&1 || m+=(miniupnpd miniupnpd-nftables)
     command -v nft >/dev/null 2>&1 || m+=(nftables)

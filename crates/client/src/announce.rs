@@ -9,6 +9,7 @@
 //! whole exchange (connect, headers, body), and a shutdown gives up on the `stopped`
 //! announce after [`STOP_BUDGET`], also when an announce was under way.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use metainfo::{InfoHash, PeerId};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracker_proto::{udp, AnnounceRequest, AnnounceResponse, Event as TrackerEvent};
+use wire::socks5::{Bound, Target};
 
 use crate::torrent::Event;
 
@@ -359,33 +361,92 @@ async fn announce_one(
     }
 }
 
+/// Where a UDP tracker's datagrams go: straight to it, or through the SOCKS5 proxy's UDP
+/// relay (a fresh association for each announce, so none outlives its use).
+enum UdpPath {
+    Direct(UdpSocket, bool),
+    Proxied(crate::proxy::UdpAssociation, Target),
+}
+
+impl UdpPath {
+    async fn open(hostport: &str) -> Result<UdpPath, String> {
+        if let Some(p) = crate::proxy::global() {
+            // No DNS query from here: a name goes to the proxy as is.
+            let target = match hostport.parse::<SocketAddr>() {
+                Ok(a) => Target::Ip(a),
+                Err(_) => {
+                    let (h, port) = hostport
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                        .ok_or_else(|| format!("{hostport}: expected host:port"))?;
+                    Target::Domain(h.to_string(), port)
+                }
+            };
+            let assoc = crate::proxy::UdpAssociation::open(p, Duration::from_secs(15)).await?;
+            return Ok(UdpPath::Proxied(assoc, target));
+        }
+        let addr = tokio::net::lookup_host(hostport)
+            .await
+            .map_err(|e| format!("resolve {hostport}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("resolve {hostport}: no address"))?;
+        let bind = crate::netif::udp_local_for(addr).map_err(|e| e.to_string())?;
+        let sock = UdpSocket::bind(bind)
+            .await
+            .map_err(|e| crate::peer::io_reason(&e))?;
+        crate::netif::bind_udp(&sock).map_err(|e| e.to_string())?;
+        sock.connect(addr)
+            .await
+            .map_err(|e| crate::peer::io_reason(&e))?;
+        Ok(UdpPath::Direct(sock, addr.is_ipv6()))
+    }
+
+    async fn send(&self, b: &[u8]) -> Result<(), String> {
+        match self {
+            UdpPath::Direct(s, _) => s
+                .send(b)
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::peer::io_reason(&e)),
+            UdpPath::Proxied(a, t) => a.send_to(b, t).await,
+        }
+    }
+
+    /// A datagram from the tracker: its length and whether it came over IPv6 (BEP 15's
+    /// peer format follows the tracker's address family).
+    async fn recv(&self, buf: &mut [u8]) -> Result<(usize, bool), String> {
+        match self {
+            UdpPath::Direct(s, v6) => s
+                .recv(buf)
+                .await
+                .map(|n| (n, *v6))
+                .map_err(|e| crate::peer::io_reason(&e)),
+            UdpPath::Proxied(a, t) => loop {
+                let (n, from) = a.recv_from(buf).await?;
+                match (t, from) {
+                    (Target::Ip(want), Bound::Ip(got)) => {
+                        if want.ip().to_canonical() == got.ip().to_canonical()
+                            && want.port() == got.port()
+                        {
+                            return Ok((n, want.is_ipv6()));
+                        }
+                    }
+                    // A name we never resolved: the relay's word for the sender's family.
+                    (Target::Domain(..), Bound::Ip(got)) => return Ok((n, got.is_ipv6())),
+                    (_, Bound::Domain(..)) => {}
+                }
+            },
+        }
+    }
+}
+
 /// BEP 15 with a shortened retry schedule (3 s, 6 s, 12 s) bounded by the caller's budget.
 async fn udp_announce(
     hostport: &str,
     url_data: &str,
     req: &AnnounceRequest,
 ) -> Result<AnnounceResponse, String> {
-    if let Some(p) = crate::proxy::global() {
-        // Not sent around the proxy, and UDP ASSOCIATE is not supported yet.
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            tracing::warn!("UDP trackers are skipped: a proxy ({p}) is set and spate cannot send UDP through it yet")
-        });
-        return Err("skipped: UDP trackers are not used through a proxy".into());
-    }
-    let addr = tokio::net::lookup_host(hostport)
-        .await
-        .map_err(|e| format!("resolve {hostport}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("resolve {hostport}: no address"))?;
-    let bind = crate::netif::udp_local_for(addr).map_err(|e| e.to_string())?;
-    let sock = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| crate::peer::io_reason(&e))?;
-    crate::netif::bind_udp(&sock).map_err(|e| e.to_string())?;
-    sock.connect(addr)
-        .await
-        .map_err(|e| crate::peer::io_reason(&e))?;
+    let path = UdpPath::open(hostport).await?;
     let mut buf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(128);
     for attempt in 0..3u32 {
@@ -397,10 +458,8 @@ async fn udp_announce(
             transaction_id: tid,
         }
         .encode(&mut out);
-        sock.send(&out)
-            .await
-            .map_err(|e| crate::peer::io_reason(&e))?;
-        let conn_id = match recv_matching(&sock, &mut buf, tid, wait, addr.is_ipv6()).await? {
+        path.send(&out).await?;
+        let conn_id = match recv_matching(&path, &mut buf, tid, wait).await? {
             Some(udp::Response::Connect { connection_id, .. }) => connection_id,
             Some(udp::Response::Error { message, .. }) => return Err(message),
             _ => continue,
@@ -414,10 +473,8 @@ async fn udp_announce(
             url_data: url_data.as_bytes().to_vec(),
         }
         .encode(&mut out);
-        sock.send(&out)
-            .await
-            .map_err(|e| crate::peer::io_reason(&e))?;
-        match recv_matching(&sock, &mut buf, tid, wait, addr.is_ipv6()).await? {
+        path.send(&out).await?;
+        match recv_matching(&path, &mut buf, tid, wait).await? {
             Some(udp::Response::Announce {
                 interval,
                 leechers,
@@ -443,18 +500,16 @@ async fn udp_announce(
 }
 
 async fn recv_matching(
-    sock: &UdpSocket,
+    path: &UdpPath,
     buf: &mut [u8],
     tid: u32,
     wait: Duration,
-    ipv6: bool,
 ) -> Result<Option<udp::Response>, String> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let n = match tokio::time::timeout_at(deadline, sock.recv(buf)).await {
+        let (n, ipv6) = match tokio::time::timeout_at(deadline, path.recv(buf)).await {
             Err(_) => return Ok(None),
-            Ok(Err(e)) => return Err(crate::peer::io_reason(&e)),
-            Ok(Ok(n)) => n,
+            Ok(r) => r?,
         };
         if let Ok(resp) = udp::Response::parse(&buf[..n], ipv6) {
             if resp.transaction_id() == tid {

@@ -341,7 +341,7 @@ pub fn commented_defaults(session_defaults: &Settings) -> String {
     s.push_str(&commented(&network));
     s.push_str("# dht_bootstrap = [\"router.example.org:6881\"]   # [] = the public routers\n");
     s.push_str(
-        "# proxy = \"socks5://user:pass@host:1080\"   # every connection through it; no UDP\n",
+        "# proxy = \"socks5://user:pass@host:1080\"   # or http://...; every connection through it\n",
     );
     s.push_str("# bind_interface = \"wg0\"   # or an address; nothing is sent when it is gone\n\n");
     s.push_str(

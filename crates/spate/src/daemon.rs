@@ -54,8 +54,9 @@ pub struct DaemonArgs {
     /// [network] port_mapping). Also set by SPATE_NO_PORTMAP=1.
     #[arg(long, env = "SPATE_NO_PORTMAP", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_port_mapping: bool,
-    /// Connect to peers, trackers and web seeds only through this SOCKS5 proxy,
-    /// socks5://[user:pass@]host:port (overrides [network] proxy).
+    /// Connect to peers, trackers and web seeds only through this proxy,
+    /// socks5://[user:pass@]host:port or http://[user:pass@]host:port (overrides [network]
+    /// proxy).
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
     /// Bind every socket to this interface name or local address; nothing is sent when it

@@ -42,9 +42,10 @@ pub struct DhtArgs {
     /// PeerGuardian P2P list, plain or gzipped.
     #[arg(long, value_name = "FILE")]
     pub blocklist: Option<PathBuf>,
-    /// Make every peer connection, HTTP tracker announce, web seed and .torrent fetch through
-    /// this SOCKS5 proxy (socks5://[user:pass@]host:port), never around it. UDP trackers, the
-    /// DHT and LSD are then off (no UDP through the proxy yet).
+    /// Make every peer connection, tracker announce, web seed and .torrent fetch through this
+    /// proxy, never around it: socks5://[user:pass@]host:port (UDP trackers through its UDP
+    /// ASSOCIATE) or http://[user:pass@]host:port (CONNECT; no UDP trackers). The DHT and
+    /// LSD are then off.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
     /// Bind every socket (peers, listener, trackers, web seeds, DHT, LSD) to this interface

@@ -100,6 +100,7 @@ fn install_hint(name: &str) -> String {
         "transmission-remote" => "transmission-cli",
         "aria2" | "aria2c" => "aria2",
         "nginx" => "nginx-light",
+        "danted" => "dante-server",
         "time" | "/usr/bin/time" => "time",
         "transmission-rpc" | "qbittorrent-api" | "prometheus-client" => {
             return format!(

@@ -34,6 +34,7 @@ pub mod codec;
 pub mod error;
 pub mod extension;
 pub mod handshake;
+pub mod http_connect;
 pub mod message;
 pub mod metadata;
 pub mod mse;

@@ -7,6 +7,10 @@
 //! ever taken from the stream), what to send next ([`Step::Send`]) or that the tunnel is
 //! open ([`Step::Done`]). A refusal, an unknown method, a truncated or malformed reply is a
 //! [`SocksError`] with a one-line reason; nothing panics (fuzzed: `socks5_reply`).
+//!
+//! [`Socks5Connect::udp_associate`] runs the same handshake for a `UDP ASSOCIATE` (RFC 1928
+//! section 7); [`encode_udp_header`] and [`parse_udp`] wrap and unwrap the datagrams sent
+//! through the relay it names (fuzzed: `socks5_udp`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -37,6 +41,8 @@ pub enum SocksError {
     AuthFailed(u8),
     #[error("the SOCKS proxy refused the connection: {}", reply_text(*.0))]
     Refused(u8),
+    #[error("the SOCKS proxy refused the UDP association: {}", reply_text(*.0))]
+    RefusedAssociate(u8),
     #[error("malformed SOCKS reply: {0}")]
     Malformed(&'static str),
     #[error(
@@ -87,9 +93,13 @@ pub struct Socks5Connect {
     state: State,
     target: Target,
     auth: Option<(Vec<u8>, Vec<u8>)>,
+    /// RFC 1928's CMD: [`CONNECT`] or [`UDP_ASSOCIATE`].
+    cmd: u8,
 }
 
 const VERSION: u8 = 5;
+const CONNECT: u8 = 1;
+const UDP_ASSOCIATE: u8 = 3;
 const NO_AUTH: u8 = 0;
 const USER_PASS: u8 = 2;
 const NONE_ACCEPTABLE: u8 = 0xff;
@@ -125,13 +135,27 @@ impl Socks5Connect {
                 state: State::Method,
                 target,
                 auth,
+                cmd: CONNECT,
             },
             greeting,
         ))
     }
 
+    /// A `UDP ASSOCIATE` handshake (RFC 1928 section 7) instead of a `CONNECT`: `client` is
+    /// the address our datagrams will come from (zeros where unknown). [`Step::Done`] then
+    /// gives the relay's address (an unspecified IP there means the proxy's own). The
+    /// association lives as long as the TCP connection the handshake ran on.
+    pub fn udp_associate(
+        client: SocketAddr,
+        auth: Option<(&str, &str)>,
+    ) -> Result<(Socks5Connect, Vec<u8>), SocksError> {
+        let (mut hs, greeting) = Socks5Connect::new(Target::Ip(client), auth)?;
+        hs.cmd = UDP_ASSOCIATE;
+        Ok((hs, greeting))
+    }
+
     fn request(&self) -> Vec<u8> {
-        let mut r = vec![VERSION, 1, 0];
+        let mut r = vec![VERSION, self.cmd, 0];
         match &self.target {
             Target::Ip(SocketAddr::V4(a)) => {
                 r.push(1);
@@ -212,7 +236,11 @@ impl Socks5Connect {
                 }
                 if let Some(&rep) = input.get(1) {
                     if rep != 0 {
-                        return Err(SocksError::Refused(rep));
+                        return Err(if self.cmd == UDP_ASSOCIATE {
+                            SocksError::RefusedAssociate(rep)
+                        } else {
+                            SocksError::Refused(rep)
+                        });
                     }
                 }
                 if input.len() < 5 {
@@ -255,6 +283,116 @@ impl Socks5Connect {
             State::Done => Err(SocksError::Finished),
         }
     }
+}
+
+/// Why a datagram from a SOCKS5 UDP relay was dropped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UdpHeaderError {
+    #[error("SOCKS UDP datagram shorter than its header")]
+    Truncated,
+    #[error("SOCKS UDP datagram with non-zero reserved bytes")]
+    Reserved,
+    #[error("SOCKS UDP fragment {0} (fragments are not reassembled)")]
+    Fragment(u8),
+    #[error("SOCKS UDP datagram with unknown address type {0}")]
+    AddressType(u8),
+}
+
+/// A datagram from a SOCKS5 UDP relay: who sent it (as the relay says) and its payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpDatagram<'a> {
+    pub from: Bound,
+    pub payload: &'a [u8],
+}
+
+/// The longest UDP request header: RSV(2) FRAG(1) ATYP(1) a 255-byte name with its length
+/// byte, and the port.
+pub const MAX_UDP_HEADER: usize = 4 + 1 + 255 + 2;
+
+/// Appends RFC 1928 section 7's UDP request header for `dst` to `out` (RSV 0, FRAG 0: we
+/// never fragment); the payload follows it. A host name must be 1 to 255 bytes.
+pub fn encode_udp_header(dst: &Target, out: &mut Vec<u8>) -> Result<(), SocksError> {
+    out.extend_from_slice(&[0, 0, 0]);
+    match dst {
+        Target::Ip(SocketAddr::V4(a)) => {
+            out.push(1);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_be_bytes());
+        }
+        Target::Ip(SocketAddr::V6(a)) => {
+            out.push(4);
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&a.port().to_be_bytes());
+        }
+        Target::Domain(h, port) => {
+            if h.is_empty() || h.len() > 255 {
+                return Err(SocksError::TooLong);
+            }
+            out.push(3);
+            out.push(h.len() as u8);
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(&port.to_be_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// Parses a datagram the relay sent us: its header and the payload after it. A fragment
+/// (FRAG != 0) is an error: RFC 1928 lets a client drop fragments rather than reassemble
+/// them, and we do.
+pub fn parse_udp(datagram: &[u8]) -> Result<UdpDatagram<'_>, UdpHeaderError> {
+    if datagram.len() < 4 {
+        return Err(UdpHeaderError::Truncated);
+    }
+    if datagram[0] != 0 || datagram[1] != 0 {
+        return Err(UdpHeaderError::Reserved);
+    }
+    if datagram[2] != 0 {
+        return Err(UdpHeaderError::Fragment(datagram[2]));
+    }
+    let (from, end) = match datagram[3] {
+        1 => {
+            let o: [u8; 4] = datagram
+                .get(4..8)
+                .ok_or(UdpHeaderError::Truncated)?
+                .try_into()
+                .expect("4 bytes");
+            (IpAddr::V4(Ipv4Addr::from(o)), 8)
+        }
+        4 => {
+            let o: [u8; 16] = datagram
+                .get(4..20)
+                .ok_or(UdpHeaderError::Truncated)?
+                .try_into()
+                .expect("16 bytes");
+            (IpAddr::V6(Ipv6Addr::from(o)), 20)
+        }
+        3 => {
+            let n = *datagram.get(4).ok_or(UdpHeaderError::Truncated)? as usize;
+            let name = datagram.get(5..5 + n).ok_or(UdpHeaderError::Truncated)?;
+            let port = datagram
+                .get(5 + n..7 + n)
+                .ok_or(UdpHeaderError::Truncated)?;
+            return Ok(UdpDatagram {
+                from: Bound::Domain(
+                    String::from_utf8_lossy(name).into_owned(),
+                    u16::from_be_bytes([port[0], port[1]]),
+                ),
+                payload: &datagram[7 + n..],
+            });
+        }
+        t => return Err(UdpHeaderError::AddressType(t)),
+    };
+    let port = datagram
+        .get(end..end + 2)
+        .ok_or(UdpHeaderError::Truncated)?;
+    Ok(UdpDatagram {
+        from: Bound::Ip(SocketAddr::new(
+            from,
+            u16::from_be_bytes([port[0], port[1]]),
+        )),
+        payload: &datagram[end + 2..],
+    })
 }
 
 #[cfg(test)]
@@ -384,6 +522,112 @@ mod tests {
                         Ok(Step::Need(n)) => prop_assert!(n > end),
                         Ok(_) | Err(_) => break,
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn udp_associate_handshake() {
+        let (hs, greeting) =
+            Socks5Connect::udp_associate("127.0.0.1:4000".parse().unwrap(), None).unwrap();
+        assert_eq!(greeting, [5, 1, 0]);
+        let (sent, r) = drive(hs, &[&[5, 0], &[5, 0, 0, 1, 0, 0, 0, 0, 0x1f, 0x90]]);
+        assert_eq!(sent, vec![vec![5, 3, 0, 1, 127, 0, 0, 1, 0x0f, 0xa0]]);
+        assert_eq!(r, Ok(Bound::Ip("0.0.0.0:8080".parse().unwrap())));
+        // Refused: its own words.
+        let (hs, _) = Socks5Connect::udp_associate("0.0.0.0:0".parse().unwrap(), None).unwrap();
+        let e = drive(hs, &[&[5, 0], &[5, 7, 0, 1, 0, 0, 0, 0, 0, 0]])
+            .1
+            .unwrap_err();
+        assert_eq!(e, SocksError::RefusedAssociate(7));
+        assert_eq!(
+            e.to_string(),
+            "the SOCKS proxy refused the UDP association: command not supported"
+        );
+    }
+
+    #[test]
+    fn udp_headers_round_trip_and_fragments_are_dropped() {
+        for (t, want) in [
+            (
+                Target::Ip("10.1.2.3:6969".parse().unwrap()),
+                vec![0, 0, 0, 1, 10, 1, 2, 3, 0x1b, 0x39],
+            ),
+            (
+                Target::Domain("tr.example".into(), 80),
+                [&[0u8, 0, 0, 3, 10][..], b"tr.example", &[0, 80]].concat(),
+            ),
+        ] {
+            let mut out = Vec::new();
+            encode_udp_header(&t, &mut out).unwrap();
+            assert_eq!(out, want);
+            out.extend_from_slice(b"payload");
+            let d = parse_udp(&out).unwrap();
+            assert_eq!(d.payload, b"payload");
+            match (&t, &d.from) {
+                (Target::Ip(a), Bound::Ip(b)) => assert_eq!(a, b),
+                (Target::Domain(a, p), Bound::Domain(b, q)) => assert_eq!((a, p), (b, q)),
+                _ => panic!("address kind changed"),
+            }
+        }
+        let mut v6 = Vec::new();
+        encode_udp_header(&Target::Ip("[::1]:1".parse().unwrap()), &mut v6).unwrap();
+        assert_eq!(v6.len(), 22);
+        assert_eq!(
+            parse_udp(&v6).unwrap().from,
+            Bound::Ip("[::1]:1".parse().unwrap())
+        );
+        assert_eq!(parse_udp(&v6).unwrap().payload, b"");
+        assert_eq!(
+            encode_udp_header(&Target::Domain(String::new(), 1), &mut Vec::new()),
+            Err(SocksError::TooLong)
+        );
+        // Fragments, reserved bytes, unknown types and every truncation are errors.
+        assert_eq!(
+            parse_udp(&[0, 0, 1, 1, 1, 2, 3, 4, 0, 1, 9]),
+            Err(UdpHeaderError::Fragment(1))
+        );
+        assert_eq!(
+            parse_udp(&[0, 1, 0, 1, 1, 2, 3, 4, 0, 1]),
+            Err(UdpHeaderError::Reserved)
+        );
+        assert_eq!(
+            parse_udp(&[0, 0, 0, 2, 1, 2, 3, 4, 0, 1]),
+            Err(UdpHeaderError::AddressType(2))
+        );
+        for full in [
+            want_v4(),
+            v6.clone(),
+            [&[0u8, 0, 0, 3, 2][..], b"ab", &[0, 1]].concat(),
+        ] {
+            for end in 0..full.len() {
+                assert_eq!(
+                    parse_udp(&full[..end]),
+                    Err(UdpHeaderError::Truncated),
+                    "{end}"
+                );
+            }
+            assert!(parse_udp(&full).is_ok());
+        }
+    }
+
+    fn want_v4() -> Vec<u8> {
+        vec![0, 0, 0, 1, 127, 0, 0, 1, 0, 80]
+    }
+
+    proptest! {
+        /// Any datagram parses or is an error, never a panic; a parsed one's payload is its
+        /// tail; encoding what was parsed gives back the header.
+        #[test]
+        fn udp_parse_never_panics(d in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(u) = parse_udp(&d) {
+                let header = &d[..d.len() - u.payload.len()];
+                prop_assert_eq!(&d[d.len() - u.payload.len()..], u.payload);
+                if let Bound::Ip(a) = u.from {
+                    let mut out = Vec::new();
+                    encode_udp_header(&Target::Ip(a), &mut out).unwrap();
+                    prop_assert_eq!(&out[..], header);
                 }
             }
         }

@@ -174,3 +174,56 @@ pub fn send_msg(s: &mut std::net::TcpStream, id: u8, payload: &[u8]) -> Result<(
     s.write_all(&m)?;
     Ok(())
 }
+
+/// One BEP 15 announce of our own (a leecher, event none, port 9), straight to the UDP
+/// tracker on 127.0.0.1:`port`: the peers it lists (IPv4).
+pub fn udp_tracker_peers(port: u16, info_hash: &[u8]) -> Result<Vec<std::net::SocketAddr>> {
+    use anyhow::Context;
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    s.connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let tid = 0x5eed_0001u32;
+    let mut m = Vec::new();
+    m.extend_from_slice(&0x0417_2710_1980u64.to_be_bytes());
+    m.extend_from_slice(&0u32.to_be_bytes());
+    m.extend_from_slice(&tid.to_be_bytes());
+    s.send(&m)?;
+    let mut b = [0u8; 2048];
+    let n = s
+        .recv(&mut b)
+        .context("no connect answer from the tracker")?;
+    if n < 16 || b[..4] != [0, 0, 0, 0] || b[4..8] != tid.to_be_bytes() {
+        anyhow::bail!("bad connect answer: {:?}", &b[..n]);
+    }
+    let conn = &b[8..16].to_vec();
+    let mut m = Vec::new();
+    m.extend_from_slice(conn);
+    m.extend_from_slice(&1u32.to_be_bytes());
+    m.extend_from_slice(&(tid + 1).to_be_bytes());
+    m.extend_from_slice(info_hash);
+    m.extend_from_slice(b"-TT0001-proxyudptest");
+    m.extend_from_slice(&0u64.to_be_bytes()); // downloaded
+    m.extend_from_slice(&1000u64.to_be_bytes()); // left
+    m.extend_from_slice(&0u64.to_be_bytes()); // uploaded
+    m.extend_from_slice(&0u32.to_be_bytes()); // event: none
+    m.extend_from_slice(&0u32.to_be_bytes()); // ip: the sender's
+    m.extend_from_slice(&7u32.to_be_bytes()); // key
+    m.extend_from_slice(&200i32.to_be_bytes()); // numwant
+    m.extend_from_slice(&9u16.to_be_bytes()); // our (unused) port
+    s.send(&m)?;
+    let n = s
+        .recv(&mut b)
+        .context("no announce answer from the tracker")?;
+    if n < 20 || b[..4] != [0, 0, 0, 1] || b[4..8] != (tid + 1).to_be_bytes() {
+        anyhow::bail!("bad announce answer: {:?}", &b[..n.min(64)]);
+    }
+    Ok(b[20..n]
+        .chunks_exact(6)
+        .map(|c| {
+            std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]),
+                u16::from_be_bytes([c[4], c[5]]),
+            ))
+        })
+        .collect())
+}
