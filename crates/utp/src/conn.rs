@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::ledbat::Ledbat;
 use crate::packet::{Packet, PacketType, MAX_SACK_BYTES};
 use crate::seq;
-use crate::{CloseReason, Event, Handle};
+use crate::{CloseReason, Counters, Event, Handle};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
@@ -107,8 +107,10 @@ pub(crate) struct Conn {
     reply_micro: u32,
     last_adv_wnd: u64,
     send_reset: bool,
+    syn_ack_pending: bool,
 
     pub(crate) close_reason: Option<CloseReason>,
+    pub(crate) counters: Counters,
 }
 
 impl Conn {
@@ -173,7 +175,9 @@ impl Conn {
             reply_micro: 0,
             last_adv_wnd: 0,
             send_reset: false,
+            syn_ack_pending: false,
             close_reason: None,
+            counters: Counters::default(),
         }
     }
 
@@ -207,7 +211,7 @@ impl Conn {
         c.ack_nr = syn.seq_nr;
         c.peer_wnd = u64::from(syn.wnd_size);
         c.reply_micro = now_us.wrapping_sub(syn.timestamp_us);
-        c.ack_now = true;
+        c.syn_ack_pending = true;
         c
     }
 
@@ -217,7 +221,7 @@ impl Conn {
 
     /// Nothing left to send: the endpoint may forget a closed connection.
     pub(crate) fn drained(&self) -> bool {
-        !self.ack_now && !self.send_reset
+        !self.ack_now && !self.send_reset && !self.syn_ack_pending
     }
 
     pub(crate) fn is_pending_syn(&self) -> bool {
@@ -259,10 +263,14 @@ impl Conn {
         n
     }
 
-    pub(crate) fn read(&mut self, out: &mut [u8]) -> ReadOutcome {
+    pub(crate) fn read(&mut self, out: &mut [u8], events: &mut VecDeque<Event>) -> ReadOutcome {
         if self.read_buf.is_empty() {
             self.readable_signalled = false;
-            return if self.eof_reached { ReadOutcome::Eof } else { ReadOutcome::WouldBlock };
+            if self.eof_reached {
+                self.check_done(events);
+                return ReadOutcome::Eof;
+            }
+            return ReadOutcome::WouldBlock;
         }
         let n = out.len().min(self.read_buf.len());
         out[..n].copy_from_slice(&self.read_buf[..n]);
@@ -288,6 +296,11 @@ impl Conn {
             self.send_reset = true;
         }
         self.close(CloseReason::Aborted, events);
+    }
+
+    /// Bytes held for this connection (send and receive sides), for memory bounds.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.send_buf.len() + self.inflight_payload + self.read_buf.len() + self.reorder_bytes
     }
 
     pub(crate) fn readable_bytes(&self) -> usize {
@@ -398,6 +411,14 @@ impl Conn {
             }
             return false;
         }
+        if self.state == State::SynRecv && std::mem::take(&mut self.syn_ack_pending) {
+            // The answer to the SYN goes before anything else: its seq_nr tells the
+            // initiator where our stream starts.
+            let h = self.header(PacketType::State, self.seq_nr, now_us);
+            self.last_adv_wnd = u64::from(h.wnd_size);
+            h.encode(out);
+            return true;
+        }
         if self.send_one(now, now_us, out) {
             return true;
         }
@@ -431,7 +452,11 @@ impl Conn {
                         None
                     }
                 } else if self.inflight.len() < self.max_in_flight_pkts {
-                    let len = self.mss.min(self.send_buf.len());
+                    let mut len = self.mss.min(self.send_buf.len());
+                    if self.bytes_in_flight == 0 && self.peer_wnd > 0 && (self.peer_wnd as usize) < len {
+                        // A small window and nothing in flight: a packet that fits it.
+                        len = self.peer_wnd as usize;
+                    }
                     if self.unsent_window_ok(len) || probe {
                         let payload = self.send_buf.split_to(len).freeze();
                         self.push_packet(PacketType::Data, payload);
@@ -466,6 +491,13 @@ impl Conn {
         out.extend_from_slice(&p.payload);
         p.need_send = false;
         p.transmissions += 1;
+        self.counters.packets_sent += 1;
+        if p.transmissions > 1 {
+            self.counters.retransmits += 1;
+        }
+        if probe {
+            self.counters.zero_window_probes += 1;
+        }
         p.sent_at = Some(now);
         if !p.in_flight {
             p.in_flight = true;
@@ -485,7 +517,7 @@ impl Conn {
     // ----- timers -----
 
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
-        if self.ack_now || self.send_reset {
+        if self.ack_now || self.send_reset || self.syn_ack_pending {
             // Due at once; the endpoint's poll_transmit picks it up.
             return None;
         }
@@ -511,6 +543,7 @@ impl Conn {
         if self.rto_at.is_some_and(|t| t <= now) {
             self.rto_at = None;
             self.timeouts += 1;
+            self.counters.timeouts += 1;
             let limit = if self.state == State::SynSent { self.syn_retries } else { self.max_timeouts };
             if self.timeouts > limit {
                 let reason = if self.state == State::SynSent { CloseReason::ConnectTimedOut } else { CloseReason::TimedOut };
@@ -557,8 +590,8 @@ impl Conn {
             }
             PacketType::Syn => {
                 // A repeated SYN (our STATE was lost): answer again.
-                if self.peer_syn_seq == Some(pkt.seq_nr) {
-                    self.ack_now = true;
+                if self.peer_syn_seq == Some(pkt.seq_nr) && self.state == State::SynRecv {
+                    self.syn_ack_pending = true;
                 }
                 return;
             }
@@ -567,7 +600,7 @@ impl Conn {
         if self.state == State::SynSent {
             // Only an answer acknowledging our SYN opens the connection.
             let syn_seq = self.seq_nr.wrapping_sub(1);
-            if pkt.ack_nr != syn_seq || (pkt.ty != PacketType::State && pkt.ty != PacketType::Data) {
+            if pkt.ack_nr != syn_seq {
                 return;
             }
             self.ack_nr = pkt.seq_nr.wrapping_sub(1);
@@ -652,6 +685,7 @@ impl Conn {
                         self.bytes_in_flight -= p.payload.len() as u64;
                     }
                     loss = true;
+                    self.counters.fast_retransmits += 1;
                 }
             }
         }
@@ -698,6 +732,7 @@ impl Conn {
                             self.bytes_in_flight -= p.payload.len() as u64;
                         }
                         loss = true;
+                        self.counters.sack_retransmits += 1;
                     }
                 }
             }
@@ -751,6 +786,7 @@ impl Conn {
             if self.read_buf.len() + payload.len() > self.recv_cap {
                 // No room (a peer ignoring our window, or a probe): drop, tell our window.
                 self.ack_now = true;
+                self.counters.dropped_no_room += 1;
                 return;
             }
             self.ack_nr = seq_nr;
@@ -775,6 +811,7 @@ impl Conn {
                     self.reorder.resize(i + 1, None);
                 }
                 if self.reorder[i].is_none() {
+                    self.counters.out_of_order += 1;
                     self.reorder_bytes += payload.len();
                     self.reorder[i] = Some((pkt.ty, Bytes::copy_from_slice(payload)));
                 }
@@ -783,6 +820,7 @@ impl Conn {
         } else {
             // Already have it: our ACK was lost, say it again.
             self.ack_now = true;
+            self.counters.duplicates += 1;
         }
         let readable = !self.read_buf.is_empty() || self.eof_reached;
         if readable && !self.readable_signalled {
@@ -792,7 +830,7 @@ impl Conn {
     }
 
     fn check_done(&mut self, events: &mut VecDeque<Event>) {
-        if self.fin_acked && self.eof_reached && self.state == State::Connected {
+        if self.fin_acked && self.eof_reached && self.read_buf.is_empty() && self.state == State::Connected {
             // Both directions finished; the last ACK still goes out (drained() waits).
             let ack = self.ack_now;
             self.close(CloseReason::Finished, events);

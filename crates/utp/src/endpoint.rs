@@ -11,7 +11,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use crate::config::Config;
 use crate::conn::{Conn, ReadOutcome};
 use crate::packet::{Packet, PacketType};
-use crate::{CloseReason, Error, Event, Handle};
+use crate::{CloseReason, Counters, Error, Event, Handle};
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,8 @@ pub struct Endpoint {
     reset_tokens: f64,
     reset_refill: Instant,
     stats: Stats,
+    /// Counters of connections already forgotten.
+    retired: Counters,
 }
 
 impl Endpoint {
@@ -68,6 +70,7 @@ impl Endpoint {
             reset_tokens: tokens,
             reset_refill: now,
             stats: Stats::default(),
+            retired: Counters::default(),
         }
     }
 
@@ -77,6 +80,21 @@ impl Endpoint {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Counters summed over every connection this endpoint had.
+    pub fn counters(&self) -> Counters {
+        let mut total = self.retired;
+        for c in self.conns.values() {
+            total.add(&c.counters);
+        }
+        total
+    }
+
+    /// Bytes buffered over all connections (send queues, packets in flight, receive and
+    /// reorder buffers).
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns.values().map(|c| c.buffered_bytes()).sum()
     }
 
     /// Live connections (closed ones are forgotten once their last packet is out).
@@ -130,7 +148,7 @@ impl Endpoint {
     /// `Err(WouldBlock)` when nothing is there yet (`Event::Readable` follows).
     pub fn read(&mut self, h: Handle, buf: &mut [u8]) -> Result<usize, Error> {
         let c = self.conns.get_mut(&h).ok_or(Error::UnknownConnection)?;
-        match c.read(buf) {
+        match c.read(buf, &mut self.events) {
             ReadOutcome::Data(n) => Ok(n),
             ReadOutcome::Eof => Ok(0),
             ReadOutcome::WouldBlock => match c.close_reason {
@@ -269,6 +287,7 @@ impl Endpoint {
             let dest = c.addr;
             if c.is_closed() && c.drained() {
                 let key = (c.addr, c.recv_id);
+                self.retired.add(&c.counters);
                 self.conns.remove(&h);
                 self.by_id.remove(&key);
             } else {

@@ -28,6 +28,8 @@ pub const DEFAULT_TARGET: Duration = Duration::from_millis(100);
 pub const ALLOWED_INCREASE: u64 = 2;
 /// Smallest congestion window, in MSS (RFC 6817 says 2).
 pub const MIN_CWND: u64 = 2;
+/// Largest decrease per round trip, as a share of the window (1/2, in 1/65536 units).
+const MAX_DECREASE: i64 = 32768;
 /// Samples in the current-delay filter.
 const CURRENT_FILTER: usize = 4;
 /// Base-delay history: this many one-minute buckets.
@@ -144,7 +146,14 @@ impl Ledbat {
         if self.slow_start && (off_target < 0 || self.cwnd >= self.ssthresh) {
             self.slow_start = false;
         }
-        let mut delta = off_target * bytes_acked as i64 * self.mss as i64 / self.cwnd.max(1) as i64;
+        let mut delta = if off_target >= 0 {
+            off_target * bytes_acked as i64 * self.mss as i64 / self.cwnd.max(1) as i64
+        } else {
+            // Above the target: shrink in proportion to the window (LEDBAT++'s
+            // multiplicative decrease, at most half the window per round trip), so an
+            // overshoot drains in a few round trips instead of RFC 6817's one MSS per RTT.
+            off_target.max(-MAX_DECREASE) * bytes_acked as i64
+        };
         if self.slow_start {
             delta = delta.max(bytes_acked as i64 * 65536);
         }

@@ -69,6 +69,42 @@ pub enum Event {
     Closed { conn: Handle, reason: CloseReason },
 }
 
+/// Per-connection event counters (summed over an endpoint by [`Endpoint::counters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets sent from the send queue (SYN, DATA, FIN), retransmissions included.
+    pub packets_sent: u64,
+    pub retransmits: u64,
+    /// Retransmissions after three duplicate ACKs.
+    pub fast_retransmits: u64,
+    /// Retransmissions of selective-ACK holes.
+    pub sack_retransmits: u64,
+    /// Retransmission timer expiries.
+    pub timeouts: u64,
+    /// Packets sent into a zero window to learn when it opens.
+    pub zero_window_probes: u64,
+    /// In-order packets dropped for a full receive buffer.
+    pub dropped_no_room: u64,
+    /// Packets kept in the reorder buffer.
+    pub out_of_order: u64,
+    /// Packets received again.
+    pub duplicates: u64,
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.packets_sent += o.packets_sent;
+        self.retransmits += o.retransmits;
+        self.fast_retransmits += o.fast_retransmits;
+        self.sack_retransmits += o.sack_retransmits;
+        self.timeouts += o.timeouts;
+        self.zero_window_probes += o.zero_window_probes;
+        self.dropped_no_room += o.dropped_no_room;
+        self.out_of_order += o.out_of_order;
+        self.duplicates += o.duplicates;
+    }
+}
+
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
