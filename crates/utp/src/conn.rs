@@ -108,6 +108,8 @@ pub(crate) struct Conn {
     last_adv_wnd: u64,
     send_reset: bool,
     syn_ack_pending: bool,
+    /// Our first sequence number (the accepting side's answer to a SYN carries it).
+    isn: u16,
 
     pub(crate) close_reason: Option<CloseReason>,
     pub(crate) counters: Counters,
@@ -176,6 +178,7 @@ impl Conn {
             last_adv_wnd: 0,
             send_reset: false,
             syn_ack_pending: false,
+            isn: seq_nr,
             close_reason: None,
             counters: Counters::default(),
         }
@@ -413,8 +416,9 @@ impl Conn {
         }
         if self.state == State::SynRecv && std::mem::take(&mut self.syn_ack_pending) {
             // The answer to the SYN goes before anything else: its seq_nr tells the
-            // initiator where our stream starts.
-            let h = self.header(PacketType::State, self.seq_nr, now_us);
+            // initiator where our stream starts (also when it is repeated after our
+            // first packets went out).
+            let h = self.header(PacketType::State, self.isn, now_us);
             self.last_adv_wnd = u64::from(h.wnd_size);
             h.encode(out);
             return true;
@@ -598,9 +602,10 @@ impl Conn {
             _ => {}
         }
         if self.state == State::SynSent {
-            // Only an answer acknowledging our SYN opens the connection.
+            // Only the STATE answering our SYN opens the connection: its seq_nr is where
+            // the peer's stream starts (a DATA packet's might be a later one).
             let syn_seq = self.seq_nr.wrapping_sub(1);
-            if pkt.ack_nr != syn_seq {
+            if pkt.ack_nr != syn_seq || pkt.ty != PacketType::State {
                 return;
             }
             self.ack_nr = pkt.seq_nr.wrapping_sub(1);
