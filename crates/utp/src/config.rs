@@ -66,6 +66,8 @@ impl Default for Config {
 impl Config {
     /// Payload bytes per full packet.
     pub fn mss(&self) -> usize {
-        self.max_packet_size.saturating_sub(crate::packet::HEADER_LEN).max(64)
+        self.max_packet_size
+            .saturating_sub(crate::packet::HEADER_LEN)
+            .max(64)
     }
 }

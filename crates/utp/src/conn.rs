@@ -153,7 +153,9 @@ impl Conn {
             cc: Ledbat::new(mss as u32, cfg.target_delay, cfg.max_cwnd),
             srtt: None,
             rttvar: Duration::ZERO,
-            rto: cfg.initial_rto.clamp(cfg.min_rto, cfg.max_rto.max(cfg.min_rto)),
+            rto: cfg
+                .initial_rto
+                .clamp(cfg.min_rto, cfg.max_rto.max(cfg.min_rto)),
             rto_at: None,
             timeouts: 0,
             dup_acks: 0,
@@ -163,7 +165,11 @@ impl Conn {
             probe_at: None,
             probe_now: false,
             writable_wanted: false,
-            deadline: if state == State::SynRecv { Some(now + cfg.syn_recv_timeout) } else { None },
+            deadline: if state == State::SynRecv {
+                Some(now + cfg.syn_recv_timeout)
+            } else {
+                None
+            },
             ack_nr: 0,
             read_buf: BytesMut::new(),
             reorder: VecDeque::new(),
@@ -193,7 +199,16 @@ impl Conn {
         cfg: &Config,
         now: Instant,
     ) -> Conn {
-        let mut c = Conn::new(handle, addr, State::SynSent, recv_id, recv_id.wrapping_add(1), seq_nr, cfg, now);
+        let mut c = Conn::new(
+            handle,
+            addr,
+            State::SynSent,
+            recv_id,
+            recv_id.wrapping_add(1),
+            seq_nr,
+            cfg,
+            now,
+        );
         c.push_packet(PacketType::Syn, Bytes::new());
         c
     }
@@ -209,7 +224,16 @@ impl Conn {
         now_us: u32,
     ) -> Conn {
         let send_id = syn.connection_id;
-        let mut c = Conn::new(handle, addr, State::SynRecv, send_id.wrapping_add(1), send_id, seq_nr, cfg, now);
+        let mut c = Conn::new(
+            handle,
+            addr,
+            State::SynRecv,
+            send_id.wrapping_add(1),
+            send_id,
+            seq_nr,
+            cfg,
+            now,
+        );
         c.peer_syn_seq = Some(syn.seq_nr);
         c.ack_nr = syn.seq_nr;
         c.peer_wnd = u64::from(syn.wnd_size);
@@ -247,7 +271,10 @@ impl Conn {
         self.send_buf.clear();
         self.reorder.clear();
         self.reorder_bytes = 0;
-        events.push_back(Event::Closed { conn: self.handle, reason });
+        events.push_back(Event::Closed {
+            conn: self.handle,
+            reason,
+        });
     }
 
     // ----- application side -----
@@ -282,7 +309,10 @@ impl Conn {
             self.readable_signalled = false;
         }
         // Tell a peer that was held back by a small window that it opened again.
-        if self.last_adv_wnd < self.mss as u64 && self.adv_wnd() >= self.mss as u64 && self.state != State::Closed {
+        if self.last_adv_wnd < self.mss as u64
+            && self.adv_wnd() >= self.mss as u64
+            && self.state != State::Closed
+        {
             self.ack_now = true;
         }
         ReadOutcome::Data(n)
@@ -321,7 +351,8 @@ impl Conn {
     // ----- helpers -----
 
     fn adv_wnd(&self) -> u64 {
-        self.recv_cap.saturating_sub(self.read_buf.len() + self.reorder_bytes) as u64
+        self.recv_cap
+            .saturating_sub(self.read_buf.len() + self.reorder_bytes) as u64
     }
 
     fn push_packet(&mut self, ty: PacketType, payload: Bytes) {
@@ -345,7 +376,11 @@ impl Conn {
     }
 
     fn sack_mask(&self) -> Option<Vec<u8>> {
-        let last = self.reorder.iter().take(MAX_SACK_BYTES * 8).rposition(|p| p.is_some())?;
+        let last = self
+            .reorder
+            .iter()
+            .take(MAX_SACK_BYTES * 8)
+            .rposition(|p| p.is_some())?;
         let bytes = (last / 8 + 1).div_ceil(4) * 4;
         let mut mask = vec![0u8; bytes];
         for (i, p) in self.reorder.iter().take(bytes * 8).enumerate() {
@@ -359,7 +394,11 @@ impl Conn {
     fn header(&self, ty: PacketType, seq_nr: u16, now_us: u32) -> Packet {
         Packet {
             ty,
-            connection_id: if ty == PacketType::Syn { self.recv_id } else { self.send_id },
+            connection_id: if ty == PacketType::Syn {
+                self.recv_id
+            } else {
+                self.send_id
+            },
             timestamp_us: now_us,
             timestamp_diff_us: self.reply_micro,
             wnd_size: self.adv_wnd().min(u64::from(u32::MAX)) as u32,
@@ -381,7 +420,8 @@ impl Conn {
                 self.srtt = Some((srtt * 7 + sample) / 8);
             }
         }
-        self.rto = (self.srtt.unwrap_or(sample) + self.rttvar * 4).clamp(self.min_rto, self.max_rto);
+        self.rto =
+            (self.srtt.unwrap_or(sample) + self.rttvar * 4).clamp(self.min_rto, self.max_rto);
     }
 
     fn unsent_window_ok(&self, len: usize) -> bool {
@@ -409,7 +449,8 @@ impl Conn {
         if self.state == State::Closed {
             // Only the last ACK of a finished connection (for the peer's FIN) goes out.
             if std::mem::take(&mut self.ack_now) {
-                self.header(PacketType::State, self.seq_nr, now_us).encode(out);
+                self.header(PacketType::State, self.seq_nr, now_us)
+                    .encode(out);
                 return true;
             }
             return false;
@@ -449,7 +490,11 @@ impl Conn {
             Some(i) => Some(i),
             None => {
                 if self.state == State::SynSent || self.send_buf.is_empty() {
-                    if self.close_requested && self.send_buf.is_empty() && self.fin_seq.is_none() && self.state != State::SynSent {
+                    if self.close_requested
+                        && self.send_buf.is_empty()
+                        && self.fin_seq.is_none()
+                        && self.state != State::SynSent
+                    {
                         self.push_packet(PacketType::Fin, Bytes::new());
                         Some(self.inflight.len() - 1)
                     } else {
@@ -457,7 +502,10 @@ impl Conn {
                     }
                 } else if self.inflight.len() < self.max_in_flight_pkts {
                     let mut len = self.mss.min(self.send_buf.len());
-                    if self.bytes_in_flight == 0 && self.peer_wnd > 0 && (self.peer_wnd as usize) < len {
+                    if self.bytes_in_flight == 0
+                        && self.peer_wnd > 0
+                        && (self.peer_wnd as usize) < len
+                    {
                         // A small window and nothing in flight: a packet that fits it.
                         len = self.peer_wnd as usize;
                     }
@@ -466,7 +514,10 @@ impl Conn {
                         self.push_packet(PacketType::Data, payload);
                         Some(self.inflight.len() - 1)
                     } else {
-                        if self.peer_wnd == 0 && self.bytes_in_flight == 0 && self.probe_at.is_none() {
+                        if self.peer_wnd == 0
+                            && self.bytes_in_flight == 0
+                            && self.probe_at.is_none()
+                        {
                             self.probe_at = Some(now + self.rto);
                         }
                         None
@@ -486,7 +537,9 @@ impl Conn {
         }
         let mut h = self.header(self.inflight[i].ty, self.inflight[i].seq, now_us);
         let sack = self.sack_mask();
-        if sack.as_ref().is_some_and(|s| h.encoded_len() + 2 + s.len() + len <= self.mss + crate::packet::HEADER_LEN) {
+        if sack.as_ref().is_some_and(|s| {
+            h.encoded_len() + 2 + s.len() + len <= self.mss + crate::packet::HEADER_LEN
+        }) {
             h.sack = sack;
         }
         self.last_adv_wnd = u64::from(h.wnd_size);
@@ -525,7 +578,10 @@ impl Conn {
             // Due at once; the endpoint's poll_transmit picks it up.
             return None;
         }
-        [self.rto_at, self.ack_at, self.probe_at, self.deadline].into_iter().flatten().min()
+        [self.rto_at, self.ack_at, self.probe_at, self.deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, events: &mut VecDeque<Event>) {
@@ -548,9 +604,17 @@ impl Conn {
             self.rto_at = None;
             self.timeouts += 1;
             self.counters.timeouts += 1;
-            let limit = if self.state == State::SynSent { self.syn_retries } else { self.max_timeouts };
+            let limit = if self.state == State::SynSent {
+                self.syn_retries
+            } else {
+                self.max_timeouts
+            };
             if self.timeouts > limit {
-                let reason = if self.state == State::SynSent { CloseReason::ConnectTimedOut } else { CloseReason::TimedOut };
+                let reason = if self.state == State::SynSent {
+                    CloseReason::ConnectTimedOut
+                } else {
+                    CloseReason::TimedOut
+                };
                 self.close(reason, events);
                 return;
             }
@@ -588,7 +652,11 @@ impl Conn {
         }
         match pkt.ty {
             PacketType::Reset => {
-                let reason = if self.state == State::SynSent { CloseReason::Refused } else { CloseReason::Reset };
+                let reason = if self.state == State::SynSent {
+                    CloseReason::Refused
+                } else {
+                    CloseReason::Reset
+                };
                 self.close(reason, events);
                 return;
             }
@@ -652,7 +720,11 @@ impl Conn {
         let mut acked_bytes = 0u64;
         let mut loss = false;
         let mut newest_rtt: Option<Duration> = None;
-        let acked = if seq::lt(pkt.ack_nr, before) { 0 } else { pkt.ack_nr.wrapping_sub(before) as usize };
+        let acked = if seq::lt(pkt.ack_nr, before) {
+            0
+        } else {
+            pkt.ack_nr.wrapping_sub(before) as usize
+        };
         let acked = acked.min(self.inflight.len());
         for _ in 0..acked {
             let p = self.inflight.pop_front().expect("counted");
@@ -758,7 +830,11 @@ impl Conn {
                 self.rto = (srtt + self.rttvar * 4).clamp(self.min_rto, self.max_rto);
             }
             self.rto_at = None;
-            if self.inflight.iter().any(|p| p.transmissions > 0 && !p.sacked) {
+            if self
+                .inflight
+                .iter()
+                .any(|p| p.transmissions > 0 && !p.sacked)
+            {
                 self.arm_rto(now);
             }
             if self.writable_wanted {
@@ -776,7 +852,13 @@ impl Conn {
         }
     }
 
-    fn process_data(&mut self, now: Instant, pkt: &Packet, payload: &[u8], events: &mut VecDeque<Event>) {
+    fn process_data(
+        &mut self,
+        now: Instant,
+        pkt: &Packet,
+        payload: &[u8],
+        events: &mut VecDeque<Event>,
+    ) {
         let seq_nr = pkt.seq_nr;
         if pkt.ty == PacketType::Fin && self.eof_seq.is_none() && seq::lt(self.ack_nr, seq_nr) {
             self.eof_seq = Some(seq_nr);
@@ -811,7 +893,9 @@ impl Conn {
             // Out of order: keep it if it fits the window we could advertise.
             let i = seq_nr.wrapping_sub(expected) as usize - 1;
             let max_slots = (self.recv_cap / self.mss.max(1)).clamp(8, 4096);
-            if i < max_slots && self.read_buf.len() + self.reorder_bytes + payload.len() <= self.recv_cap {
+            if i < max_slots
+                && self.read_buf.len() + self.reorder_bytes + payload.len() <= self.recv_cap
+            {
                 if self.reorder.len() <= i {
                     self.reorder.resize(i + 1, None);
                 }
@@ -835,7 +919,11 @@ impl Conn {
     }
 
     fn check_done(&mut self, events: &mut VecDeque<Event>) {
-        if self.fin_acked && self.eof_reached && self.read_buf.is_empty() && self.state == State::Connected {
+        if self.fin_acked
+            && self.eof_reached
+            && self.read_buf.is_empty()
+            && self.state == State::Connected
+        {
             // Both directions finished; the last ACK still goes out (drained() waits).
             let ack = self.ack_now;
             self.close(CloseReason::Finished, events);

@@ -203,9 +203,16 @@ impl Endpoint {
         let mut h = self.by_id.get(&(from, pkt.connection_id)).copied();
         if h.is_none() && pkt.ty == PacketType::Reset {
             // A RESET may carry our send id (answering a packet we sent).
-            for cand in [pkt.connection_id.wrapping_sub(1), pkt.connection_id.wrapping_add(1)] {
+            for cand in [
+                pkt.connection_id.wrapping_sub(1),
+                pkt.connection_id.wrapping_add(1),
+            ] {
                 if let Some(&c) = self.by_id.get(&(from, cand)) {
-                    if self.conns.get(&c).is_some_and(|c| c.send_id == pkt.connection_id) {
+                    if self
+                        .conns
+                        .get(&c)
+                        .is_some_and(|c| c.send_id == pkt.connection_id)
+                    {
                         h = Some(c);
                     }
                 }
@@ -242,11 +249,16 @@ impl Endpoint {
         self.by_id.insert((from, recv_id), h);
         self.conns.insert(h, conn);
         self.order.push_back(h);
-        self.events.push_back(Event::Incoming { conn: h, addr: from });
+        self.events.push_back(Event::Incoming {
+            conn: h,
+            addr: from,
+        });
     }
 
     fn reset_stranger(&mut self, now: Instant, now_us: u32, to: SocketAddr, pkt: &Packet) {
-        let elapsed = now.saturating_duration_since(self.reset_refill).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.reset_refill)
+            .as_secs_f64();
         self.reset_refill = now;
         let max = f64::from(self.cfg.resets_per_second);
         self.reset_tokens = (self.reset_tokens + elapsed * max).min(max);
@@ -282,7 +294,9 @@ impl Endpoint {
         let mut buf = Vec::new();
         for _ in 0..self.order.len() {
             let h = self.order.pop_front()?;
-            let Some(c) = self.conns.get_mut(&h) else { continue };
+            let Some(c) = self.conns.get_mut(&h) else {
+                continue;
+            };
             let sent = c.poll_transmit(now, now_us, &mut buf);
             let dest = c.addr;
             if c.is_closed() && c.drained() {

@@ -87,7 +87,11 @@ impl Ledbat {
 
     /// The base delay (smallest sample over the history), if any sample arrived.
     pub fn base_delay(&self) -> Option<u32> {
-        self.base.iter().flatten().copied().reduce(|a, b| if lt32(b, a) { b } else { a })
+        self.base
+            .iter()
+            .flatten()
+            .copied()
+            .reduce(|a, b| if lt32(b, a) { b } else { a })
     }
 
     /// Current queuing delay estimate in microseconds.
@@ -98,7 +102,11 @@ impl Ledbat {
             .copied()
             .reduce(|a, b| if lt32(b, a) { b } else { a })?;
         // A sample below the base cannot happen after `on_delay_sample`; saturate anyway.
-        Some(if lt32(cur, base) { 0 } else { cur.wrapping_sub(base) })
+        Some(if lt32(cur, base) {
+            0
+        } else {
+            cur.wrapping_sub(base)
+        })
     }
 
     /// One echoed `timestamp_difference_microseconds` (0 means "none yet", ignored).
@@ -235,9 +243,15 @@ mod tests {
         let (cc, delays) = run_bottleneck(1_000_000, 20, 120, u32::MAX - 30_000);
         let tail = &delays[delays.len() - 2000..];
         let avg = tail.iter().sum::<u64>() / tail.len() as u64;
-        assert!((60_000..=140_000).contains(&avg), "steady queuing delay {avg} us, target 100 ms");
+        assert!(
+            (60_000..=140_000).contains(&avg),
+            "steady queuing delay {avg} us, target 100 ms"
+        );
         let max = *tail.iter().max().unwrap();
-        assert!(max <= 200_000, "queuing delay peaked at {max} us in steady state");
+        assert!(
+            max <= 200_000,
+            "queuing delay peaked at {max} us in steady state"
+        );
         // The window is about bandwidth * (2 * prop + target) = 140 KB, not unbounded.
         assert!(cc.cwnd() < 400_000, "cwnd {}", cc.cwnd());
         assert!(!cc.in_slow_start());
@@ -253,7 +267,11 @@ mod tests {
             let flight = cc.cwnd();
             cc.on_ack(MSS, flight);
         }
-        assert!(cc.cwnd() >= 1 << 20, "cwnd {} after 2000 ACKs without queueing", cc.cwnd());
+        assert!(
+            cc.cwnd() >= 1 << 20,
+            "cwnd {} after 2000 ACKs without queueing",
+            cc.cwnd()
+        );
     }
 
     #[test]
@@ -273,7 +291,11 @@ mod tests {
             let f = cc.cwnd();
             cc.on_ack(MSS, f);
         }
-        assert!(cc.cwnd() < big, "cwnd {} did not shrink from {big}", cc.cwnd());
+        assert!(
+            cc.cwnd() < big,
+            "cwnd {} did not shrink from {big}",
+            cc.cwnd()
+        );
         let before = cc.cwnd();
         let rtt = Duration::from_millis(100);
         cc.on_loss(now, rtt);
@@ -294,7 +316,11 @@ mod tests {
         for _ in 0..1000 {
             cc.on_ack(MSS, MSS); // one packet in flight at a time
         }
-        assert!(cc.cwnd() <= MSS * (1 + ALLOWED_INCREASE + 1), "cwnd {}", cc.cwnd());
+        assert!(
+            cc.cwnd() <= MSS * (1 + ALLOWED_INCREASE + 1),
+            "cwnd {}",
+            cc.cwnd()
+        );
     }
 
     #[test]

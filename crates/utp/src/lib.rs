@@ -57,7 +57,10 @@ pub struct Handle(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A peer opened a connection to us (its SYN was answered).
-    Incoming { conn: Handle, addr: std::net::SocketAddr },
+    Incoming {
+        conn: Handle,
+        addr: std::net::SocketAddr,
+    },
     /// Our `connect` was answered.
     Connected { conn: Handle },
     /// Bytes (or the end of the stream) wait to be read. Edge-triggered: read until

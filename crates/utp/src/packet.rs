@@ -82,8 +82,12 @@ impl fmt::Display for PacketError {
             Self::Truncated => write!(f, "uTP packet truncated"),
             Self::BadVersion(v) => write!(f, "uTP version {v} (only 1 exists)"),
             Self::BadType(t) => write!(f, "uTP packet type {t} unknown"),
-            Self::BadSackLen(l) => write!(f, "uTP selective ACK of {l} bytes (not a multiple of 4)"),
-            Self::TooManyExtensions => write!(f, "uTP extension chain longer than {MAX_EXTENSIONS}"),
+            Self::BadSackLen(l) => {
+                write!(f, "uTP selective ACK of {l} bytes (not a multiple of 4)")
+            }
+            Self::TooManyExtensions => {
+                write!(f, "uTP extension chain longer than {MAX_EXTENSIONS}")
+            }
         }
     }
 }
@@ -139,7 +143,9 @@ impl Packet {
             let head = buf.get(at..at + 2).ok_or(PacketError::Truncated)?;
             let (ext, len) = (next, head[1] as usize);
             next = head[0];
-            let body = buf.get(at + 2..at + 2 + len).ok_or(PacketError::Truncated)?;
+            let body = buf
+                .get(at + 2..at + 2 + len)
+                .ok_or(PacketError::Truncated)?;
             if ext == EXT_SACK {
                 if len == 0 || len % 4 != 0 {
                     return Err(PacketError::BadSackLen(len as u8));
@@ -184,9 +190,9 @@ impl Packet {
         let ack = self.ack_nr;
         self.sack.iter().flat_map(move |mask| {
             mask.iter().enumerate().flat_map(move |(i, byte)| {
-                (0..8).filter(move |j| byte & (1 << j) != 0).map(move |j| {
-                    ack.wrapping_add(2).wrapping_add((i * 8 + j) as u16)
-                })
+                (0..8)
+                    .filter(move |j| byte & (1 << j) != 0)
+                    .map(move |j| ack.wrapping_add(2).wrapping_add((i * 8 + j) as u16))
             })
         })
     }

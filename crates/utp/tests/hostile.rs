@@ -15,7 +15,11 @@ const MIB: u64 = 1 << 20;
 
 fn random_packet(rng: &mut StdRng, ty: PacketType, id: u16) -> Vec<u8> {
     let sack = if rng.random_bool(0.3) {
-        Some((0..rng.random_range(1..=8) * 4).map(|_| rng.random()).collect())
+        Some(
+            (0..rng.random_range(1..=8) * 4)
+                .map(|_| rng.random())
+                .collect(),
+        )
     } else {
         None
     };
@@ -24,7 +28,11 @@ fn random_packet(rng: &mut StdRng, ty: PacketType, id: u16) -> Vec<u8> {
         connection_id: id,
         timestamp_us: rng.random(),
         timestamp_diff_us: rng.random(),
-        wnd_size: if rng.random_bool(0.3) { 0 } else { rng.random() },
+        wnd_size: if rng.random_bool(0.3) {
+            0
+        } else {
+            rng.random()
+        },
         seq_nr: rng.random(),
         ack_nr: rng.random(),
         sack,
@@ -37,7 +45,13 @@ fn random_packet(rng: &mut StdRng, ty: PacketType, id: u16) -> Vec<u8> {
 }
 
 fn any_type(rng: &mut StdRng) -> PacketType {
-    [PacketType::Data, PacketType::Fin, PacketType::State, PacketType::Reset, PacketType::Syn][rng.random_range(0..5)]
+    [
+        PacketType::Data,
+        PacketType::Fin,
+        PacketType::State,
+        PacketType::Reset,
+        PacketType::Syn,
+    ][rng.random_range(0..5)]
 }
 
 #[test]
@@ -48,9 +62,13 @@ fn garbage_strangers_and_syn_floods_stay_bounded() {
     let mut ep = Endpoint::new(cfg.clone(), start, 1);
     let mut sent = 0usize;
     for i in 0..30_000u32 {
-        let from: SocketAddr = format!("127.0.{}.{}:{}", i % 7, i % 251, 1000 + i % 5000).parse().unwrap();
+        let from: SocketAddr = format!("127.0.{}.{}:{}", i % 7, i % 251, 1000 + i % 5000)
+            .parse()
+            .unwrap();
         let data = match i % 3 {
-            0 => (0..rng.random_range(0..100)).map(|_| rng.random::<u8>()).collect(),
+            0 => (0..rng.random_range(0..100))
+                .map(|_| rng.random::<u8>())
+                .collect(),
             1 => {
                 let ty = any_type(&mut rng);
                 let id = rng.random();
@@ -68,13 +86,23 @@ fn garbage_strangers_and_syn_floods_stay_bounded() {
         }
     }
     let st = ep.stats().clone();
-    eprintln!("{st:?}, {} connections, {sent} datagrams out", ep.connection_count());
+    eprintln!(
+        "{st:?}, {} connections, {sent} datagrams out",
+        ep.connection_count()
+    );
     assert!(st.garbage > 5_000, "{st:?}");
-    assert!(ep.connection_count() <= cfg.max_pending_syns, "{} connections", ep.connection_count());
+    assert!(
+        ep.connection_count() <= cfg.max_pending_syns,
+        "{} connections",
+        ep.connection_count()
+    );
     assert!(st.syns_refused > 5_000, "{st:?}");
     // All at one instant: the RESET budget is one second's worth.
     assert!(st.resets_sent <= u64::from(cfg.resets_per_second), "{st:?}");
-    assert!(sent <= cfg.max_pending_syns * 2 + cfg.resets_per_second as usize, "{sent} datagrams answered a flood");
+    assert!(
+        sent <= cfg.max_pending_syns * 2 + cfg.resets_per_second as usize,
+        "{sent} datagrams answered a flood"
+    );
     // The half-open connections expire.
     let later = start + cfg.syn_recv_timeout + Duration::from_secs(1);
     ep.handle_timeout(later);
@@ -85,23 +113,39 @@ fn garbage_strangers_and_syn_floods_stay_bounded() {
 /// Packets with other connection ids, or from another address, never touch a transfer.
 #[test]
 fn wrong_ids_and_addresses_do_not_disturb_a_transfer() {
-    let mut sim = Sim::new(Config::default(), LinkCfg::default(), LinkCfg::default(), 31);
+    let mut sim = Sim::new(
+        Config::default(),
+        LinkCfg::default(),
+        LinkCfg::default(),
+        31,
+    );
     sim.accept_app = Some(Box::new(|| App::new(MIB, 2, 1)));
     let h = sim.dial(App::new(2 * MIB, 1, 2));
     let mut rng = StdRng::seed_from_u64(5);
     let stranger: SocketAddr = "127.0.0.99:6881".parse().unwrap();
     let mut learnt = None;
     let (mut to_a, mut to_b) = (0u64, 0u64);
-    while sim.apps.values().any(|a| a.closed.is_none()) && sim.elapsed() < Duration::from_secs(600) {
+    while sim.apps.values().any(|a| a.closed.is_none()) && sim.elapsed() < Duration::from_secs(600)
+    {
         if !sim.step() {
             break;
         }
         if learnt.is_none() {
-            learnt = sim.ab.last_sent.as_ref().and_then(|d| Packet::decode(d).ok()).map(|(p, _)| p.connection_id);
+            learnt = sim
+                .ab
+                .last_sent
+                .as_ref()
+                .and_then(|d| Packet::decode(d).ok())
+                .map(|(p, _)| p.connection_id);
         }
         let Some(id) = learnt else { continue };
         for _ in 0..3 {
-            let ty = [PacketType::Data, PacketType::Fin, PacketType::State, PacketType::Reset][rng.random_range(0..4)];
+            let ty = [
+                PacketType::Data,
+                PacketType::Fin,
+                PacketType::State,
+                PacketType::Reset,
+            ][rng.random_range(0..4)];
             let other = id.wrapping_add(rng.random_range(2..60000));
             let pkt = random_packet(&mut rng, ty, other);
             sim.b.handle_datagram(sim.now, sim.a_addr, &pkt);
@@ -129,21 +173,34 @@ fn wrong_ids_and_addresses_do_not_disturb_a_transfer() {
 /// the right connection id and address: ignored; the transfer completes byte-exact.
 #[test]
 fn wild_acks_and_sequence_numbers_are_ignored() {
-    let mut sim = Sim::new(Config::default(), LinkCfg::default(), LinkCfg::default(), 37);
+    let mut sim = Sim::new(
+        Config::default(),
+        LinkCfg::default(),
+        LinkCfg::default(),
+        37,
+    );
     sim.accept_app = Some(Box::new(|| App::new(MIB, 2, 1)));
     let h = sim.dial(App::new(2 * MIB, 1, 2));
     let mut rng = StdRng::seed_from_u64(6);
-    while sim.apps.values().any(|a| a.closed.is_none()) && sim.elapsed() < Duration::from_secs(600) {
+    while sim.apps.values().any(|a| a.closed.is_none()) && sim.elapsed() < Duration::from_secs(600)
+    {
         if !sim.step() {
             break;
         }
         // What A last sent tells B's receive id and A's current numbers; likewise B.
-        for (to_b, last) in [(true, sim.ab.last_sent.clone()), (false, sim.ba.last_sent.clone())] {
-            let Some((p, _)) = last.as_deref().and_then(|d| Packet::decode(d).ok()) else { continue };
+        for (to_b, last) in [
+            (true, sim.ab.last_sent.clone()),
+            (false, sim.ba.last_sent.clone()),
+        ] {
+            let Some((p, _)) = last.as_deref().and_then(|d| Packet::decode(d).ok()) else {
+                continue;
+            };
             if p.ty == PacketType::Syn {
                 continue;
             }
-            let mut q = Packet::decode(&random_packet(&mut rng, PacketType::State, 0)).unwrap().0;
+            let mut q = Packet::decode(&random_packet(&mut rng, PacketType::State, 0))
+                .unwrap()
+                .0;
             q.connection_id = p.connection_id;
             q.sack = None;
             // An ACK far ahead of anything the receiver of this packet sent, and data far
@@ -185,24 +242,43 @@ fn spoofed_packets_on_a_live_connection_stay_bounded() {
     let mut app = App::new(16 * MIB, 1, 2);
     app.verify = false;
     let _h = sim.dial(app);
-    while sim.b.connection_count() == 0 || sim.ab.last_sent.is_none() || sim.elapsed() < Duration::from_millis(100) {
+    while sim.b.connection_count() == 0
+        || sim.ab.last_sent.is_none()
+        || sim.elapsed() < Duration::from_millis(100)
+    {
         assert!(sim.step());
     }
-    let id = Packet::decode(sim.ab.last_sent.as_ref().unwrap()).unwrap().0.connection_id;
+    let id = Packet::decode(sim.ab.last_sent.as_ref().unwrap())
+        .unwrap()
+        .0
+        .connection_id;
     let mut rng = StdRng::seed_from_u64(7);
     let bound = 2 * (cfg.send_buffer + 2 * cfg.recv_buffer);
     for i in 0..40_000 {
-        let ty = [PacketType::Data, PacketType::Fin, PacketType::State, PacketType::Syn][rng.random_range(0..4)];
+        let ty = [
+            PacketType::Data,
+            PacketType::Fin,
+            PacketType::State,
+            PacketType::Syn,
+        ][rng.random_range(0..4)];
         let pkt = random_packet(&mut rng, ty, id);
         sim.b.handle_datagram(sim.now, sim.a_addr, &pkt);
         if i % 100 == 0 {
             sim.step();
-            assert!(sim.b.buffered_bytes() <= bound, "{} bytes buffered", sim.b.buffered_bytes());
+            assert!(
+                sim.b.buffered_bytes() <= bound,
+                "{} bytes buffered",
+                sim.b.buffered_bytes()
+            );
         }
     }
     // Whatever became of that connection, it ends within the time limits...
     sim.run(Duration::from_secs(900));
-    assert!(sim.apps.values().all(|a| a.closed.is_some()), "{:?}", sim.apps);
+    assert!(
+        sim.apps.values().all(|a| a.closed.is_some()),
+        "{:?}",
+        sim.apps
+    );
     // ...and a new one works.
     sim.apps.clear();
     sim.accept_app = Some(Box::new(|| App::new(64 * 1024, 4, 3)));
@@ -217,7 +293,12 @@ fn spoofed_packets_on_a_live_connection_stay_bounded() {
 /// (one connection, not two); a lost first data packet is repaired.
 #[test]
 fn lost_syn_answer_is_repeated() {
-    let mut sim = Sim::new(Config::default(), LinkCfg::default(), LinkCfg::default(), 43);
+    let mut sim = Sim::new(
+        Config::default(),
+        LinkCfg::default(),
+        LinkCfg::default(),
+        43,
+    );
     sim.accept_app = Some(Box::new(|| App::new(1000, 2, 1)));
     sim.ba.cfg.loss = 1.0; // B's answers are lost for a while
     let h = sim.dial(App::new(1000, 1, 2));
@@ -226,7 +307,11 @@ fn lost_syn_answer_is_repeated() {
     }
     sim.ba.cfg.loss = 0.0;
     sim.run(Duration::from_secs(60));
-    assert_eq!(sim.apps.len(), 2, "one accepted connection for the repeated SYN");
+    assert_eq!(
+        sim.apps.len(),
+        2,
+        "one accepted connection for the repeated SYN"
+    );
     let a = &sim.apps[&(true, h)];
     assert_eq!(a.closed, Some(CloseReason::Finished), "{a:?}");
     assert_eq!(a.received, 1000);

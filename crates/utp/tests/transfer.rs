@@ -51,14 +51,24 @@ fn lossy_reordering_duplicating_link() {
     eprintln!("lossy link: A {a:?}\nB {b:?}");
     // The path did what it was told, and the repairs ran.
     for c in [a, b] {
-        assert!(c.retransmits > 0 && c.out_of_order > 0 && c.duplicates > 0, "{c:?}");
-        assert!(c.sack_retransmits + c.fast_retransmits > 0, "no fast repair: {c:?}");
+        assert!(
+            c.retransmits > 0 && c.out_of_order > 0 && c.duplicates > 0,
+            "{c:?}"
+        );
+        assert!(
+            c.sack_retransmits + c.fast_retransmits > 0,
+            "no fast repair: {c:?}"
+        );
     }
 }
 
 #[test]
 fn heavy_loss_still_completes() {
-    let link = LinkCfg { delay: Duration::from_millis(5), loss: 0.15, ..LinkCfg::default() };
+    let link = LinkCfg {
+        delay: Duration::from_millis(5),
+        loss: 0.15,
+        ..LinkCfg::default()
+    };
     let mut sim = Sim::new(Config::default(), link.clone(), link, 11);
     both_ways(&mut sim, MIB, MIB / 2, Duration::from_secs(3600));
 }
@@ -67,7 +77,10 @@ fn heavy_loss_still_completes() {
 fn sequence_numbers_wrap_during_a_transfer() {
     // 100 MiB would be slow in debug; 64k packets of 1380 bytes = 88 MiB. Use small
     // packets instead so the 16-bit sequence wraps more than once within 8 MiB.
-    let cfg = Config { max_packet_size: 84, ..Config::default() };
+    let cfg = Config {
+        max_packet_size: 84,
+        ..Config::default()
+    };
     let mut sim = Sim::new(cfg, LinkCfg::default(), LinkCfg::default(), 3);
     both_ways(&mut sim, 8 * MIB, 64 * 1024, Duration::from_secs(3600));
 }
@@ -77,7 +90,11 @@ fn sequence_numbers_wrap_during_a_transfer() {
 /// its 100 ms target once past slow start, and still uses the link.
 #[test]
 fn ledbat_keeps_bottleneck_queue_near_target() {
-    let bottleneck = LinkCfg { rate: 1_000_000, queue: 2_000_000, ..LinkCfg::default() };
+    let bottleneck = LinkCfg {
+        rate: 1_000_000,
+        queue: 2_000_000,
+        ..LinkCfg::default()
+    };
     let mut sim = Sim::new(Config::default(), bottleneck, LinkCfg::default(), 5);
     sim.accept_app = Some(Box::new(|| App::new(0, 2, 1)));
     let size = 16 * MIB;
@@ -91,7 +108,10 @@ fn ledbat_keeps_bottleneck_queue_near_target() {
     let q = &sim.ab.queuing;
     let tail = &q[q.len() / 2..];
     let avg = tail.iter().map(|(_, d)| d.as_secs_f64()).sum::<f64>() / tail.len() as f64;
-    let max = tail.iter().map(|(_, d)| d.as_secs_f64()).fold(0.0, f64::max);
+    let max = tail
+        .iter()
+        .map(|(_, d)| d.as_secs_f64())
+        .fold(0.0, f64::max);
     eprintln!(
         "bottleneck: {:.0} KB/s of 1000, queuing delay avg {:.1} ms max {:.1} ms, {} queue drops",
         rate / 1000.0,
@@ -99,8 +119,14 @@ fn ledbat_keeps_bottleneck_queue_near_target() {
         max * 1000.0,
         sim.ab.dropped_queue
     );
-    assert!((0.05..=0.15).contains(&avg), "average queuing delay {avg} s, target 0.1 s");
-    assert!(max < 0.4, "queuing delay peaked at {max} s in the second half");
+    assert!(
+        (0.05..=0.15).contains(&avg),
+        "average queuing delay {avg} s, target 0.1 s"
+    );
+    assert!(
+        max < 0.4,
+        "queuing delay peaked at {max} s in the second half"
+    );
     assert_eq!(sim.ab.dropped_queue, 0, "LEDBAT overflowed a 2 s queue");
     assert!(rate > 700_000.0, "only {rate} B/s through a 1 MB/s link");
 }
@@ -108,7 +134,11 @@ fn ledbat_keeps_bottleneck_queue_near_target() {
 /// Without a queue building (a fast link), the window opens far beyond its start.
 #[test]
 fn window_grows_without_queueing() {
-    let cfg = Config { send_buffer: 8 << 20, recv_buffer: 8 << 20, ..Config::default() };
+    let cfg = Config {
+        send_buffer: 8 << 20,
+        recv_buffer: 8 << 20,
+        ..Config::default()
+    };
     let mut sim = Sim::new(cfg, LinkCfg::default(), LinkCfg::default(), 9);
     sim.accept_app = Some(Box::new(|| App::new(0, 2, 1)));
     let h = sim.dial(App::new(64 * MIB, 1, 2));
@@ -121,7 +151,10 @@ fn window_grows_without_queueing() {
             max_cwnd = max_cwnd.max(cwnd);
         }
     }
-    assert!(max_cwnd >= 2 * MIB, "cwnd reached only {max_cwnd} on a 10 ms link without a queue");
+    assert!(
+        max_cwnd >= 2 * MIB,
+        "cwnd reached only {max_cwnd} on a 10 ms link without a queue"
+    );
 }
 
 /// The receiver reads 4 KiB per 10 ms, and nothing at all from 1 s to 4 s: its window
@@ -129,7 +162,10 @@ fn window_grows_without_queueing() {
 /// overrunning, and every byte arrives.
 #[test]
 fn slow_reader_zero_window() {
-    let cfg = Config { recv_buffer: 64 * 1024, ..Config::default() };
+    let cfg = Config {
+        recv_buffer: 64 * 1024,
+        ..Config::default()
+    };
     let mut sim = Sim::new(cfg, LinkCfg::default(), LinkCfg::default(), 13);
     sim.accept_app = Some(Box::new(|| {
         let mut app = App::new(0, 2, 1);
@@ -150,20 +186,35 @@ fn slow_reader_zero_window() {
 
 #[test]
 fn connect_to_nobody_times_out() {
-    let dead = LinkCfg { loss: 1.0, ..LinkCfg::default() };
+    let dead = LinkCfg {
+        loss: 1.0,
+        ..LinkCfg::default()
+    };
     let mut sim = Sim::new(Config::default(), dead, LinkCfg::default(), 17);
     sim.accept_app = Some(Box::new(|| App::new(0, 2, 1)));
     let h = sim.dial(App::new(10, 1, 2));
     sim.run(Duration::from_secs(120));
-    assert_eq!(sim.apps[&(true, h)].closed, Some(CloseReason::ConnectTimedOut));
+    assert_eq!(
+        sim.apps[&(true, h)].closed,
+        Some(CloseReason::ConnectTimedOut)
+    );
     // 1 + 2 + 4 + 8 s of backoff, then the give-up: well within the limit.
-    assert!(sim.elapsed() < Duration::from_secs(60), "{:?}", sim.elapsed());
+    assert!(
+        sim.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        sim.elapsed()
+    );
     assert_eq!(sim.ab.sent, 4, "the SYN and its three retransmissions");
 }
 
 #[test]
 fn peer_going_silent_times_out() {
-    let mut sim = Sim::new(Config::default(), LinkCfg::default(), LinkCfg::default(), 19);
+    let mut sim = Sim::new(
+        Config::default(),
+        LinkCfg::default(),
+        LinkCfg::default(),
+        19,
+    );
     sim.accept_app = Some(Box::new(|| App::new(0, 2, 1)));
     let h = sim.dial(App::new(8 * MIB, 1, 2));
     while sim.apps.len() < 2 || sim.apps[&(true, h)].written < 2 * MIB {
@@ -178,7 +229,12 @@ fn peer_going_silent_times_out() {
 
 #[test]
 fn abort_resets_the_peer() {
-    let mut sim = Sim::new(Config::default(), LinkCfg::default(), LinkCfg::default(), 23);
+    let mut sim = Sim::new(
+        Config::default(),
+        LinkCfg::default(),
+        LinkCfg::default(),
+        23,
+    );
     sim.accept_app = Some(Box::new(|| App::new(0, 2, 1)));
     let h = sim.dial(App::new(4 * MIB, 1, 2));
     while sim.apps.len() < 2 || sim.apps[&(true, h)].written < MIB {

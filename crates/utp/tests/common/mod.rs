@@ -95,7 +95,11 @@ impl Link {
         }
         if self.rng.random_bool(self.cfg.duplicate) {
             self.order += 1;
-            self.queue.push(Reverse((arrive + Duration::from_millis(1), self.order, data.clone())));
+            self.queue.push(Reverse((
+                arrive + Duration::from_millis(1),
+                self.order,
+                data.clone(),
+            )));
         }
         self.order += 1;
         self.queue.push(Reverse((arrive, self.order, data)));
@@ -116,7 +120,8 @@ impl Link {
 
 /// The byte at `offset` of stream `salt` (deterministic, not periodic in any short span).
 pub fn byte_at(salt: u64, offset: u64) -> u8 {
-    let mut x = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut x =
+        offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 29;
     x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
     (x >> 32) as u8
@@ -169,7 +174,9 @@ impl App {
         // Write what fits.
         while self.written < self.to_send {
             let n = (self.to_send - self.written).min(64 * 1024) as usize;
-            let chunk: Vec<u8> = (0..n as u64).map(|i| byte_at(self.send_salt, self.written + i)).collect();
+            let chunk: Vec<u8> = (0..n as u64)
+                .map(|i| byte_at(self.send_salt, self.written + i))
+                .collect();
             match ep.write(h, &chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(k) => self.written += k as u64,
@@ -182,7 +189,10 @@ impl App {
         // Read and check.
         let mut buf = vec![0u8; 32 * 1024];
         let mut budget = self.read_limit.unwrap_or(usize::MAX);
-        if self.read_pause.is_some_and(|(from, to)| elapsed >= from && elapsed < to) {
+        if self
+            .read_pause
+            .is_some_and(|(from, to)| elapsed >= from && elapsed < to)
+        {
             budget = 0;
         }
         while budget > 0 {
@@ -195,7 +205,13 @@ impl App {
                 Ok(n) => {
                     for (i, b) in buf[..n].iter().enumerate().filter(|_| self.verify) {
                         let want = byte_at(self.recv_salt, self.received + i as u64);
-                        assert_eq!(*b, want, "byte {} of stream {} differs", self.received + i as u64, self.recv_salt);
+                        assert_eq!(
+                            *b,
+                            want,
+                            "byte {} of stream {} differs",
+                            self.received + i as u64,
+                            self.recv_salt
+                        );
                     }
                     self.received += n as u64;
                     budget -= n;
@@ -256,7 +272,11 @@ impl Sim {
     fn events(&mut self) {
         for side in [true, false] {
             loop {
-                let ev = if side { self.a.poll_event() } else { self.b.poll_event() };
+                let ev = if side {
+                    self.a.poll_event()
+                } else {
+                    self.b.poll_event()
+                };
                 let Some(ev) = ev else { break };
                 match ev {
                     Event::Incoming { conn, .. } => {
@@ -314,12 +334,20 @@ impl Sim {
                 self.elsewhere += 1;
             }
         }
-        let next = [self.ab.next_arrival(), self.ba.next_arrival(), self.a.poll_timeout(), self.b.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            self.ab.next_arrival(),
+            self.ba.next_arrival(),
+            self.a.poll_timeout(),
+            self.b.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         // Slow readers come back every 10 ms at least.
-        let tick = self.apps.values().any(|a| a.read_limit.is_some() && a.closed.is_none());
+        let tick = self
+            .apps
+            .values()
+            .any(|a| a.read_limit.is_some() && a.closed.is_none());
         let next = match (next, tick) {
             (Some(n), true) => n.min(self.now + Duration::from_millis(10)),
             (None, true) => self.now + Duration::from_millis(10),
@@ -345,7 +373,8 @@ impl Sim {
     /// Runs until every app is closed, or `limit` of virtual time passed.
     pub fn run(&mut self, limit: Duration) {
         while self.elapsed() < limit {
-            let all_closed = !self.apps.is_empty() && self.apps.values().all(|a| a.closed.is_some());
+            let all_closed =
+                !self.apps.is_empty() && self.apps.values().all(|a| a.closed.is_some());
             if all_closed && self.a.connection_count() == 0 && self.b.connection_count() == 0 {
                 return;
             }
