@@ -13,8 +13,10 @@
 //! ```
 //! All fields are big-endian. Each extension is `next_extension: u8, len: u8, len bytes`;
 //! `extension` in the header names the first one, 0 ends the chain. Extension 1 is the
-//! selective ACK: a bitmask (a multiple of 4 bytes long) where bit `j` of byte `i` (least
-//! significant bit first) says that packet `ack_nr + 2 + 8 * i + j` arrived.
+//! selective ACK: a bitmask where bit `j` of byte `i` (least significant bit first) says
+//! that packet `ack_nr + 2 + 8 * i + j` arrived. BEP 29 says its length is a multiple of
+//! 4, and ours is; libtorrent 2.0.8 sends other lengths too (18 bytes, seen in the interop
+//! test), so any length is accepted (an empty one means nothing).
 //!
 //! Decoding never panics: any input yields a [`Packet`] or a [`PacketError`]. Unknown
 //! extensions are skipped; chains longer than [`MAX_EXTENSIONS`] are refused.
@@ -70,8 +72,6 @@ pub enum PacketError {
     BadVersion(u8),
     /// The type nibble is above 4.
     BadType(u8),
-    /// A selective ACK whose length is 0 or not a multiple of 4.
-    BadSackLen(u8),
     /// More than [`MAX_EXTENSIONS`] extensions.
     TooManyExtensions,
 }
@@ -82,9 +82,6 @@ impl fmt::Display for PacketError {
             Self::Truncated => write!(f, "uTP packet truncated"),
             Self::BadVersion(v) => write!(f, "uTP version {v} (only 1 exists)"),
             Self::BadType(t) => write!(f, "uTP packet type {t} unknown"),
-            Self::BadSackLen(l) => {
-                write!(f, "uTP selective ACK of {l} bytes (not a multiple of 4)")
-            }
             Self::TooManyExtensions => {
                 write!(f, "uTP extension chain longer than {MAX_EXTENSIONS}")
             }
@@ -146,14 +143,9 @@ impl Packet {
             let body = buf
                 .get(at + 2..at + 2 + len)
                 .ok_or(PacketError::Truncated)?;
-            if ext == EXT_SACK {
-                if len == 0 || len % 4 != 0 {
-                    return Err(PacketError::BadSackLen(len as u8));
-                }
-                if packet.sack.is_none() {
-                    // Keep at most what we would ever look at; the rest is in the input.
-                    packet.sack = Some(body[..len.min(MAX_SACK_BYTES)].to_vec());
-                }
+            if ext == EXT_SACK && len > 0 && packet.sack.is_none() {
+                // Keep at most what we would ever look at; the rest is in the input.
+                packet.sack = Some(body[..len.min(MAX_SACK_BYTES)].to_vec());
             }
             at += 2 + len;
         }
@@ -165,8 +157,8 @@ impl Packet {
         HEADER_LEN + self.sack.as_ref().map_or(0, |s| 2 + s.len())
     }
 
-    /// Appends the header and extensions (not the payload) to `out`. A selective ACK
-    /// must be 4 to 252 bytes, a multiple of 4 (debug-asserted; callers build it so).
+    /// Appends the header and extensions (not the payload) to `out`. A selective ACK must
+    /// be 1 to 255 bytes (debug-asserted); the connection sends multiples of 4 (BEP 29).
     pub fn encode(&self, out: &mut Vec<u8>) {
         let ext = if self.sack.is_some() { EXT_SACK } else { 0 };
         out.push(((self.ty as u8) << 4) | VERSION);
@@ -178,7 +170,7 @@ impl Packet {
         out.extend_from_slice(&self.seq_nr.to_be_bytes());
         out.extend_from_slice(&self.ack_nr.to_be_bytes());
         if let Some(sack) = &self.sack {
-            debug_assert!(!sack.is_empty() && sack.len() % 4 == 0 && sack.len() <= 252);
+            debug_assert!(!sack.is_empty() && sack.len() <= 255);
             out.push(0);
             out.push(sack.len() as u8);
             out.extend_from_slice(sack);
@@ -293,12 +285,14 @@ mod tests {
         }
         long.extend_from_slice(&[0, 0]);
         assert_eq!(Packet::decode(&long), Err(PacketError::TooManyExtensions));
-        // A SACK of 3 bytes and an extension running past the end are errors.
-        let mut bad = Vec::new();
-        p.encode(&mut bad);
-        bad[1] = EXT_SACK;
-        bad.extend_from_slice(&[0, 3, 1, 2, 3]);
-        assert_eq!(Packet::decode(&bad), Err(PacketError::BadSackLen(3)));
+        // libtorrent's SACK lengths need not be multiples of 4: 3 bytes are taken.
+        let mut odd = Vec::new();
+        p.encode(&mut odd);
+        odd[1] = EXT_SACK;
+        odd.extend_from_slice(&[0, 3, 1, 2, 3]);
+        let (q, _) = Packet::decode(&odd).unwrap();
+        assert_eq!(q.sack.as_deref(), Some(&[1, 2, 3][..]));
+        // An extension running past the end is an error.
         let mut cut = Vec::new();
         p.encode(&mut cut);
         cut[1] = 5;
