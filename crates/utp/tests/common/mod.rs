@@ -53,6 +53,13 @@ pub struct Link {
     pub sent: u64,
     /// The last datagram handed to the link (to learn ids and numbers for spoofing).
     pub last_sent: Option<Vec<u8>>,
+    /// Other traffic through the bottleneck: 1000-byte packets at this many bytes per
+    /// second from `cross_next` on (not delivered anywhere; they only take their turn).
+    pub cross_rate: u64,
+    pub cross_next: Option<Instant>,
+    /// Queuing delay of every cross-traffic packet, with the time it was sent.
+    pub cross_queuing: Vec<(Instant, Duration)>,
+    pub cross_dropped: u64,
 }
 
 impl Link {
@@ -67,10 +74,36 @@ impl Link {
             dropped_queue: 0,
             sent: 0,
             last_sent: None,
+            cross_rate: 0,
+            cross_next: None,
+            cross_queuing: Vec::new(),
+            cross_dropped: 0,
+        }
+    }
+
+    /// Puts the cross-traffic packets due by `now` into the bottleneck queue.
+    pub fn run_cross(&mut self, now: Instant) {
+        const SIZE: u64 = 1000;
+        while let Some(t) = self
+            .cross_next
+            .filter(|t| *t <= now && self.cross_rate > 0 && self.cfg.rate > 0)
+        {
+            let start = self.busy_until.map_or(t, |b| b.max(t));
+            let backlog = (start - t).as_secs_f64() * self.cfg.rate as f64;
+            if backlog + SIZE as f64 > self.cfg.queue as f64 {
+                self.cross_dropped += 1;
+            } else {
+                self.cross_queuing.push((t, start - t));
+                self.busy_until =
+                    Some(start + Duration::from_secs_f64(SIZE as f64 / self.cfg.rate as f64));
+            }
+            self.cross_next =
+                Some(t + Duration::from_secs_f64(SIZE as f64 / self.cross_rate as f64));
         }
     }
 
     pub fn send(&mut self, now: Instant, data: Vec<u8>) {
+        self.run_cross(now);
         self.sent += 1;
         self.last_sent = Some(data.clone());
         if self.rng.random_bool(self.cfg.loss) {
@@ -339,6 +372,7 @@ impl Sim {
             self.ba.next_arrival(),
             self.a.poll_timeout(),
             self.b.poll_timeout(),
+            self.ab.cross_next.filter(|_| self.ab.cross_rate > 0),
         ]
         .into_iter()
         .flatten()
@@ -355,6 +389,7 @@ impl Sim {
             (None, false) => return false,
         };
         self.now = self.now.max(next);
+        self.ab.run_cross(self.now);
         while let Some(d) = self.ab.pop_due(self.now) {
             self.b.handle_datagram(self.now, self.a_addr, &d);
         }
