@@ -319,6 +319,10 @@ impl Conn {
     }
 
     /// Finish our direction once the send buffer is out (FIN); reading goes on.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.close_requested
+    }
+
     pub(crate) fn shutdown(&mut self) {
         self.close_requested = true;
     }

@@ -135,11 +135,14 @@ impl Endpoint {
     }
 
     /// Queues bytes on a connection; returns how many were taken (0 when the send buffer
-    /// is full: `Event::Writable` follows when room frees).
+    /// is full: `Event::Writable` follows when room frees). After `shutdown`: an error.
     pub fn write(&mut self, h: Handle, data: &[u8]) -> Result<usize, Error> {
         let c = self.conns.get_mut(&h).ok_or(Error::UnknownConnection)?;
         if let Some(r) = c.close_reason {
             return Err(Error::Closed(r));
+        }
+        if c.is_shut_down() {
+            return Err(Error::ShutDown);
         }
         Ok(c.write(data))
     }

@@ -136,6 +136,8 @@ pub enum Error {
     Closed(CloseReason),
     /// The endpoint's connection limit is reached.
     TooManyConnections,
+    /// `write` after `shutdown`.
+    ShutDown,
 }
 
 impl fmt::Display for Error {
@@ -145,6 +147,7 @@ impl fmt::Display for Error {
             Error::UnknownConnection => write!(f, "unknown uTP connection"),
             Error::Closed(r) => write!(f, "uTP connection closed: {r:?}"),
             Error::TooManyConnections => write!(f, "too many uTP connections"),
+            Error::ShutDown => write!(f, "uTP connection shut down for writing"),
         }
     }
 }

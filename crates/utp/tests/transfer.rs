@@ -324,7 +324,12 @@ fn abort_resets_the_peer() {
         assert!(sim.step());
     }
     sim.a.abort(h);
+    assert_eq!(
+        sim.a.write(h, b"x"),
+        Err(utp::Error::Closed(CloseReason::Aborted))
+    );
     sim.run(Duration::from_secs(60));
+    assert_eq!(sim.a.write(h, b"x"), Err(utp::Error::UnknownConnection));
     assert_eq!(sim.apps[&(true, h)].closed, Some(CloseReason::Aborted));
     let b = sim.apps.iter().find(|(k, _)| !k.0).unwrap().1;
     assert_eq!(b.closed, Some(CloseReason::Reset));

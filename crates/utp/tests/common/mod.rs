@@ -218,6 +218,7 @@ impl App {
         if self.written == self.to_send && !self.shut && self.connected {
             self.shut = true;
             ep.shutdown(h).unwrap();
+            assert_eq!(ep.write(h, b"late"), Err(utp::Error::ShutDown));
         }
         // Read and check.
         let mut buf = vec![0u8; 32 * 1024];
