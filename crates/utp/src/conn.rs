@@ -261,6 +261,9 @@ impl Conn {
         }
         self.state = State::Closed;
         self.close_reason = Some(reason);
+        // Nothing more goes out (check_done keeps the last ACK of a finished connection).
+        self.ack_now = false;
+        self.syn_ack_pending = false;
         self.rto_at = None;
         self.ack_at = None;
         self.probe_at = None;
