@@ -110,6 +110,8 @@ pub(crate) struct Conn {
     syn_ack_pending: bool,
     /// Our first sequence number (the accepting side's answer to a SYN carries it).
     isn: u16,
+    /// A finished connection stays until then to ACK a repeated FIN (its ACK was lost).
+    linger_until: Option<Instant>,
 
     pub(crate) close_reason: Option<CloseReason>,
     pub(crate) counters: Counters,
@@ -185,6 +187,7 @@ impl Conn {
             send_reset: false,
             syn_ack_pending: false,
             isn: seq_nr,
+            linger_until: None,
             close_reason: None,
             counters: Counters::default(),
         }
@@ -246,9 +249,16 @@ impl Conn {
         self.state == State::Closed
     }
 
-    /// Nothing left to send: the endpoint may forget a closed connection.
-    pub(crate) fn drained(&self) -> bool {
-        !self.ack_now && !self.send_reset && !self.syn_ack_pending
+    /// Nothing left to send and no lingering: the endpoint may forget a closed connection.
+    pub(crate) fn drained(&self, now: Instant) -> bool {
+        !self.ack_now
+            && !self.send_reset
+            && !self.syn_ack_pending
+            && match self.linger_until {
+                Some(t) => t <= now,
+                // A finished connection starts lingering at its next poll_transmit.
+                None => self.close_reason != Some(CloseReason::Finished),
+            }
     }
 
     pub(crate) fn is_pending_syn(&self) -> bool {
@@ -454,6 +464,11 @@ impl Conn {
             return true;
         }
         if self.state == State::Closed {
+            if self.close_reason == Some(CloseReason::Finished) && self.linger_until.is_none() {
+                self.linger_until = Some(
+                    now + (self.rto * 3).clamp(Duration::from_secs(1), Duration::from_secs(10)),
+                );
+            }
             // Only the last ACK of a finished connection (for the peer's FIN) goes out.
             if std::mem::take(&mut self.ack_now) {
                 self.header(PacketType::State, self.seq_nr, now_us)
@@ -585,6 +600,9 @@ impl Conn {
             // Due at once; the endpoint's poll_transmit picks it up.
             return None;
         }
+        if self.state == State::Closed {
+            return self.linger_until;
+        }
         [self.rto_at, self.ack_at, self.probe_at, self.deadline]
             .into_iter()
             .flatten()
@@ -655,6 +673,10 @@ impl Conn {
         events: &mut VecDeque<Event>,
     ) {
         if self.state == State::Closed {
+            // Lingering after both FINs: the peer repeats its FIN when our ACK was lost.
+            if self.close_reason == Some(CloseReason::Finished) && pkt.ty == PacketType::Fin {
+                self.ack_now = true;
+            }
             return;
         }
         match pkt.ty {

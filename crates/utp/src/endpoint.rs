@@ -302,7 +302,7 @@ impl Endpoint {
             };
             let sent = c.poll_transmit(now, now_us, &mut buf);
             let dest = c.addr;
-            if c.is_closed() && c.drained() {
+            if c.is_closed() && c.drained(now) {
                 let key = (c.addr, c.recv_id);
                 self.retired.add(&c.counters);
                 self.conns.remove(&h);
@@ -328,6 +328,19 @@ impl Endpoint {
         for c in self.conns.values_mut() {
             if c.next_timeout().is_some_and(|t| t <= now) {
                 c.handle_timeout(now, &mut self.events);
+            }
+        }
+        // Forget closed connections whose lingering ended.
+        let done: Vec<Handle> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_closed() && c.drained(now))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in done {
+            if let Some(c) = self.conns.remove(&h) {
+                self.retired.add(&c.counters);
+                self.by_id.remove(&(c.addr, c.recv_id));
             }
         }
     }

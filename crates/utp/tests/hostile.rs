@@ -316,3 +316,58 @@ fn lost_syn_answer_is_repeated() {
     assert_eq!(a.closed, Some(CloseReason::Finished), "{a:?}");
     assert_eq!(a.received, 1000);
 }
+
+/// After both FINs a connection lingers: a repeated FIN (our ACK was lost) is ACKed, not
+/// RESET; once the lingering ends the connection is forgotten and a FIN is a stranger's.
+#[test]
+fn repeated_fin_is_acked_while_lingering() {
+    let mut sim = Sim::new(
+        Config::default(),
+        LinkCfg::default(),
+        LinkCfg::default(),
+        47,
+    );
+    sim.accept_app = Some(Box::new(|| App::new(3000, 2, 1)));
+    sim.dial(App::new(5000, 1, 2));
+    while sim.apps.len() < 2 || sim.apps.values().any(|a| a.closed.is_none()) {
+        assert!(sim.step());
+        sim.events(); // see the closes at the time they happen
+    }
+    assert!(sim
+        .apps
+        .values()
+        .all(|a| a.closed == Some(CloseReason::Finished)));
+    let fin = sim
+        .ab
+        .history
+        .iter()
+        .rev()
+        .find(|d| Packet::decode(d).is_ok_and(|(p, _)| p.ty == PacketType::Fin))
+        .expect("A sent a FIN")
+        .clone();
+    let fin_seq = Packet::decode(&fin).unwrap().0.seq_nr;
+    while sim.b.poll_transmit(sim.now).is_some() {}
+    assert_eq!(sim.b.connection_count(), 1, "B lingers");
+    sim.b.handle_datagram(sim.now, sim.a_addr, &fin);
+    let answer = sim
+        .b
+        .poll_transmit(sim.now)
+        .expect("an answer to the repeated FIN");
+    let (p, _) = Packet::decode(&answer.data).unwrap();
+    assert_eq!((p.ty, p.ack_nr), (PacketType::State, fin_seq));
+    sim.run(Duration::from_secs(60));
+    assert_eq!(
+        sim.b.connection_count(),
+        0,
+        "B forgot the connection after lingering"
+    );
+    sim.b.handle_datagram(sim.now, sim.a_addr, &fin);
+    let answer = sim
+        .b
+        .poll_transmit(sim.now)
+        .expect("a RESET for a stranger's FIN");
+    assert_eq!(
+        Packet::decode(&answer.data).unwrap().0.ty,
+        PacketType::Reset
+    );
+}

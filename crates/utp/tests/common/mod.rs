@@ -53,6 +53,8 @@ pub struct Link {
     pub sent: u64,
     /// The last datagram handed to the link (to learn ids and numbers for spoofing).
     pub last_sent: Option<Vec<u8>>,
+    /// The last 64 datagrams handed to the link.
+    pub history: std::collections::VecDeque<Vec<u8>>,
     /// Other traffic through the bottleneck: 1000-byte packets at this many bytes per
     /// second from `cross_next` on (not delivered anywhere; they only take their turn).
     pub cross_rate: u64,
@@ -74,6 +76,7 @@ impl Link {
             dropped_queue: 0,
             sent: 0,
             last_sent: None,
+            history: std::collections::VecDeque::new(),
             cross_rate: 0,
             cross_next: None,
             cross_queuing: Vec::new(),
@@ -106,6 +109,10 @@ impl Link {
         self.run_cross(now);
         self.sent += 1;
         self.last_sent = Some(data.clone());
+        if self.history.len() == 64 {
+            self.history.pop_front();
+        }
+        self.history.push_back(data.clone());
         if self.rng.random_bool(self.cfg.loss) {
             return;
         }
@@ -303,7 +310,8 @@ impl Sim {
         h
     }
 
-    fn events(&mut self) {
+    /// Hands the endpoints' events to the apps (`step` does it too, before moving time).
+    pub fn events(&mut self) {
         for side in [true, false] {
             loop {
                 let ev = if side {
