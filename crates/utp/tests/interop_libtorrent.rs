@@ -4,9 +4,14 @@
 //! seeder (every piece checked against the torrent's SHA-1) and a libtorrent leecher
 //! downloading from us (its exit code and the file it wrote are checked).
 //!
+//! Both also run over a bad link emulated inside the driver (this kernel has no netem): every
+//! datagram, both ways, is dropped with 1% probability, else held 25 ms, or passed at once
+//! with 25% probability (overtaking the held ones).
+//!
 //! A missing libtorrent skips the tests unless `SPATE_REQUIRE_INTEROP=1`, which fails them.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -22,11 +27,32 @@ const PIECE: u32 = 64 * 1024;
 const SIZE: u64 = 3 * 1024 * 1024 + 1234;
 const BLOCK: u32 = 16 * 1024;
 
-/// A UDP socket and an endpoint, turned by hand.
+/// An emulated bad link: loss, delay, reordering (each way).
+#[derive(Clone, Copy)]
+struct Bad {
+    loss: f64,
+    delay: Duration,
+    reorder: f64,
+}
+
+const BAD: Bad = Bad {
+    loss: 0.01,
+    delay: Duration::from_millis(25),
+    reorder: 0.25,
+};
+
+/// A held datagram: (due, order, outgoing?, address, bytes).
+type Held = Reverse<(Instant, u64, bool, SocketAddr, Vec<u8>)>;
+
+/// A UDP socket and an endpoint, turned by hand; optionally a bad link in between.
 struct Driver {
     sock: UdpSocket,
     ep: Endpoint,
     buf: Vec<u8>,
+    bad: Option<Bad>,
+    rng: u64,
+    order: u64,
+    held: BinaryHeap<Held>,
 }
 
 impl Driver {
@@ -37,7 +63,60 @@ impl Driver {
             sock,
             ep: Endpoint::new(Config::default(), Instant::now(), seed),
             buf: vec![0; 65536],
+            bad: None,
+            rng: seed | 1,
+            order: 0,
+            held: BinaryHeap::new(),
         })
+    }
+
+    fn rand01(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Through the bad link (if any): dropped, held, or passed at once.
+    fn pass(&mut self, outgoing: bool, addr: SocketAddr, data: Vec<u8>) -> Result<()> {
+        let due = match self.bad {
+            None => None,
+            Some(bad) => {
+                if self.rand01() < bad.loss {
+                    return Ok(());
+                }
+                (self.rand01() >= bad.reorder).then(|| Instant::now() + bad.delay)
+            }
+        };
+        match due {
+            Some(due) => {
+                self.order += 1;
+                self.held
+                    .push(Reverse((due, self.order, outgoing, addr, data)));
+            }
+            None if outgoing => {
+                self.sock.send_to(&data, addr)?;
+            }
+            None => self.ep.handle_datagram(Instant::now(), addr, &data),
+        }
+        Ok(())
+    }
+
+    fn release_held(&mut self) -> Result<()> {
+        let now = Instant::now();
+        while self
+            .held
+            .peek()
+            .is_some_and(|Reverse((due, ..))| *due <= now)
+        {
+            let Reverse((_, _, outgoing, addr, data)) = self.held.pop().unwrap();
+            if outgoing {
+                self.sock.send_to(&data, addr)?;
+            } else {
+                self.ep.handle_datagram(now, addr, &data);
+            }
+        }
+        Ok(())
     }
 
     fn port(&self) -> u16 {
@@ -46,13 +125,16 @@ impl Driver {
 
     /// Sends what is due, waits (at most `max_wait`) for datagrams, runs timers.
     fn turn(&mut self, max_wait: Duration) -> Result<()> {
+        self.release_held()?;
         let now = Instant::now();
         while let Some(t) = self.ep.poll_transmit(now) {
-            self.sock.send_to(&t.data, t.dest)?;
+            self.pass(true, t.dest, t.data)?;
         }
-        let wait = self
-            .ep
-            .poll_timeout()
+        let next_held = self.held.peek().map(|Reverse((due, ..))| *due);
+        let wait = [self.ep.poll_timeout(), next_held]
+            .into_iter()
+            .flatten()
+            .min()
             .map_or(max_wait, |t| t.saturating_duration_since(now))
             .clamp(Duration::from_micros(200), max_wait);
         self.sock.set_nonblocking(false)?;
@@ -60,9 +142,10 @@ impl Driver {
         let mut first = true;
         loop {
             match self.sock.recv_from(&mut self.buf) {
-                Ok((n, from)) => self
-                    .ep
-                    .handle_datagram(Instant::now(), from, &self.buf[..n]),
+                Ok((n, from)) => {
+                    let data = self.buf[..n].to_vec();
+                    self.pass(false, from, data)?;
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -78,6 +161,7 @@ impl Driver {
                 self.sock.set_nonblocking(true)?;
             }
         }
+        self.release_held()?;
         let now = Instant::now();
         if self.ep.poll_timeout().is_some_and(|t| t <= now) {
             self.ep.handle_timeout(now);
@@ -185,11 +269,20 @@ fn peer_id() -> PeerId {
 
 #[test]
 fn own_utp_downloads_from_libtorrent_utp_seeder() -> Result<()> {
+    download_from_libtorrent("utpown-lt-seeds", None)
+}
+
+#[test]
+fn own_utp_downloads_from_libtorrent_over_a_bad_link() -> Result<()> {
+    download_from_libtorrent("utpown-lt-seeds-bad", Some(BAD))
+}
+
+fn download_from_libtorrent(name: &str, bad: Option<Bad>) -> Result<()> {
     if !require_tools(&["libtorrent"]) {
         return Ok(());
     }
     let dl = Deadline::after(TEST_TIMEOUT);
-    let (td, f) = fixture("utpown-lt-seeds")?;
+    let (td, f) = fixture(name)?;
     let seeder = Libtorrent::seed(&f.torrent_path, &f.src, free_port())
         .utp_only()
         .spawn(&td)?;
@@ -201,6 +294,7 @@ fn own_utp_downloads_from_libtorrent_utp_seeder() -> Result<()> {
     let lt: SocketAddr = ([127, 0, 0, 1], port).into();
 
     let mut d = Driver::bind()?;
+    d.bad = bad;
     let conn =
         d.ep.connect(Instant::now(), lt)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -291,7 +385,7 @@ fn own_utp_downloads_from_libtorrent_utp_seeder() -> Result<()> {
     }
     ensure!(got == f.data, "downloaded bytes differ from the source");
     let c = d.ep.counters();
-    eprintln!("download from libtorrent over own uTP: {pieces} pieces verified; {c:?}");
+    eprintln!("{name}: {pieces} pieces from libtorrent verified; {c:?}");
     // Close our side and let the FIN go out.
     d.ep.shutdown(conn).ok();
     for _ in 0..10 {
@@ -302,12 +396,22 @@ fn own_utp_downloads_from_libtorrent_utp_seeder() -> Result<()> {
 
 #[test]
 fn libtorrent_utp_leecher_downloads_from_own_utp() -> Result<()> {
+    upload_to_libtorrent("utpown-lt-leeches", None)
+}
+
+#[test]
+fn libtorrent_utp_leecher_downloads_from_own_utp_over_a_bad_link() -> Result<()> {
+    upload_to_libtorrent("utpown-lt-leeches-bad", Some(BAD))
+}
+
+fn upload_to_libtorrent(name: &str, bad: Option<Bad>) -> Result<()> {
     if !require_tools(&["libtorrent"]) {
         return Ok(());
     }
     let dl = Deadline::after(TEST_TIMEOUT);
-    let (td, f) = fixture("utpown-lt-leeches")?;
+    let (td, f) = fixture(name)?;
     let mut d = Driver::bind()?;
+    d.bad = bad;
     let out = td.sub("out")?;
     let leecher = Libtorrent::leech(&f.torrent_path, &out, free_port(), &[d.port()])
         .utp_only()
@@ -379,7 +483,7 @@ fn libtorrent_utp_leecher_downloads_from_own_utp() -> Result<()> {
         "libtorrent's file differs from the source"
     );
     eprintln!(
-        "libtorrent leeched {pieces} pieces over own uTP; {:?}",
+        "{name}: libtorrent leeched {pieces} pieces; {:?}",
         d.ep.counters()
     );
     Ok(())
