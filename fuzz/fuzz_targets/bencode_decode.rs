@@ -16,9 +16,6 @@ fuzz_target!(|data: &[u8]| {
         .expect("the encoder's output must decode strictly");
     assert_eq!(again.to_owned(), owned);
     if DecodeOptions::strict().decode(data).is_ok() {
-        assert_eq!(
-            encoded, data,
-            "canonical input must round-trip byte for byte"
-        );
+        assert_eq!(encoded, data, "canonical input must round-trip byte for byte");
     }
 });

@@ -15,10 +15,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(t.info.v2.is_some() && t.info.piece_hashes.is_empty());
         }
         for f in &t.info.files {
-            assert!(f
-                .path
-                .iter()
-                .all(|c| metainfo::sanitize::is_safe_component(c)));
+            assert!(f.path.iter().all(|c| metainfo::sanitize::is_safe_component(c)));
         }
         let _ = t.magnet_link();
     }

@@ -31,10 +31,7 @@ fn check(bytes: &[u8]) {
     let total: u64 = t.info.files.iter().map(|f| f.length).sum();
     assert_eq!(total, t.info.total_length());
     for f in &t.info.files {
-        assert!(f
-            .path
-            .iter()
-            .all(|c| metainfo::sanitize::is_safe_component(c)));
+        assert!(f.path.iter().all(|c| metainfo::sanitize::is_safe_component(c)));
     }
     if let Some(v2) = &t.info.v2 {
         for f in &v2.files {

@@ -9,15 +9,8 @@ use librqbit_utp::raw::UtpHeader;
 fuzz_target!(|data: &[u8]| {
     let utp_by_first_byte = data.len() >= 20 && data[0] & 0x0f == 1 && data[0] >> 4 <= 4;
     if let Some((header, len)) = UtpHeader::deserialize(data) {
-        assert!(
-            utp_by_first_byte,
-            "the parser took a packet the demultiplexer drops"
-        );
-        assert!(
-            len >= 20 && len <= data.len(),
-            "header length {len} of {}",
-            data.len()
-        );
+        assert!(utp_by_first_byte, "the parser took a packet the demultiplexer drops");
+        assert!(len >= 20 && len <= data.len(), "header length {len} of {}", data.len());
         // A parsed header serializes again, and that parses to the same fields.
         let mut buf = vec![0u8; 20 + 2 * 255 + 64];
         if let Ok(n) = header.serialize(&mut buf) {
