@@ -173,6 +173,8 @@ struct PeerEntry {
     metadata_served: u32,
     /// BEP 52 hash requests answered for this peer (capped by the `HashServer`).
     hashes_served: u32,
+    /// It set the v2 bit in its handshake (BEP 52): it may answer our hash requests.
+    v2: bool,
     /// It connected to us.
     incoming: bool,
     connected_at: Instant,
@@ -199,6 +201,9 @@ enum Worth {
     /// Data moved lately, or it is new: never dropped by the slot manager.
     Protected,
 }
+
+/// How often requests every connected peer refused are tried again.
+const HASH_FALLBACK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The extended message id under which spate receives `ut_metadata` (BEP 9) messages; it is
 /// what our extension handshake advertises in `m`. Any id in 1..=255 would do; 2 is what
@@ -462,8 +467,13 @@ async fn run_once(
     if let Some(name) = &opts.rename_root {
         rename_root(&mut info, name);
     }
-    let info = Arc::new(info);
     let info_hash = opts.torrent.info_hash;
+    let resume_path_of = resume_path(opts, info_hash);
+    if info.v2.as_ref().is_some_and(|v| !v.has_all_layers()) {
+        load_saved_layers(&mut info, &opts.torrent, &layers_path(&resume_path_of));
+    }
+    let layer_fetch = crate::hashes::LayerFetch::new(&info);
+    let info = Arc::new(info);
     let lengths = info.lengths;
     let total = lengths.total_length();
 
@@ -477,7 +487,7 @@ async fn run_once(
                 .into(),
         ));
     }
-    let resume_path = resume_path(opts, info_hash);
+    let resume_path = resume_path_of.clone();
     let parts_path = storage::resume::parts_path(&resume_path);
     let resume = match &opts.resume_store {
         Some(store) => ResumeTarget::Store(store.clone()),
@@ -755,7 +765,19 @@ async fn run_once(
         blocklist: opts.blocklist.clone(),
         readers: Default::default(),
         hash_server: crate::hashes::HashServer::new(&info),
+        layer_fetch,
+        user_wanted: wanted.clone(),
+        layer_held: 0,
+        last_hash_fallback: None,
+        layers_path: layers_path(&resume_path_of),
     };
+    t.apply_layer_mask();
+    if let Some(f) = &t.layer_fetch {
+        tracing::info!(
+            "{} file(s) without their piece layer: asking peers for them (BEP 52 hash requests)",
+            f.missing_files().count()
+        );
+    }
     for addr in &opts.peers {
         t.add_candidate(*addr, true);
     }
@@ -788,7 +810,7 @@ async fn run_once(
     let mut banned = carried.banned.clone();
     banned.extend(t.ban_log.iter().copied());
     let summary = Summary {
-        complete: t.engine.is_wanted_complete(),
+        complete: t.wanted_complete(),
         verified_at_start: carried.verified_at_start.unwrap_or(verified_at_start),
         downloaded: t.downloaded,
         uploaded: t.ctx.uploaded.load(Ordering::Relaxed),
@@ -908,6 +930,17 @@ struct TorrentTask {
     readers: crate::stream::Readers,
     /// Answers BEP 52 hash requests from our piece layers.
     hash_server: crate::hashes::HashServer,
+    /// Fetches the piece layers the torrent lacks (BEP 52 hash requests), while any is.
+    layer_fetch: Option<crate::hashes::LayerFetch>,
+    /// The pieces the user wants; the engine is given these less the pieces of a v2-only
+    /// torrent's files whose layer is still missing (nothing could verify them).
+    user_wanted: Bitfield,
+    /// Wanted pieces held back that way: the download is not complete while any is.
+    layer_held: u32,
+    /// When files that every peer refused were last asked for again.
+    last_hash_fallback: Option<Instant>,
+    /// Where the layers fetched from peers are saved (a .torrent with `piece layers`).
+    layers_path: PathBuf,
 }
 
 impl TorrentTask {
@@ -929,13 +962,13 @@ impl TorrentTask {
         let mut last_status;
         let mut last_rate_sample = Instant::now();
         let mut last_resume_save = Instant::now();
-        self.status.phase = if self.engine.is_wanted_complete() {
+        self.status.phase = if self.wanted_complete() {
             Phase::Seeding
         } else {
             Phase::Downloading
         };
         let mut finished = self.check_finished();
-        if self.engine.is_wanted_complete() {
+        if self.wanted_complete() {
             self.apply_attributes();
             if let Some(a) = &self.announcer {
                 a.set_seeding();
@@ -975,6 +1008,7 @@ impl TorrentTask {
                     self.feed_upload_stats(now);
                     self.engine.tick(now);
                     self.drain_actions();
+                    self.ask_hashes(now);
                     self.connect_web_seeds(now);
                     self.send_pex(now);
                     self.manage_slots(now);
@@ -1037,7 +1071,7 @@ impl TorrentTask {
     /// address to dial for [`TorrentOptions::park_after`].
     fn consider_parking(&mut self, now: Instant) {
         let Some(after) = self.park_after else { return };
-        let complete = self.engine.is_wanted_complete();
+        let complete = self.wanted_complete();
         // Not before the first announce has an answer (its next one sets the wake-up),
         // nor before the first DHT lookup has run: a parked torrent must be findable.
         let announced = self.announcer.is_none() || self.next_announce.is_some();
@@ -1081,7 +1115,7 @@ impl TorrentTask {
         if !self.is_idle() {
             return TICK;
         }
-        let complete = self.engine.is_wanted_complete();
+        let complete = self.wanted_complete();
         // A complete torrent with nobody to talk to has nothing to do until a peer or a
         // command arrives (each wakes the task): thousands of them idle in a daemon.
         let idle = if complete {
@@ -1459,6 +1493,7 @@ impl TorrentTask {
                 ext_upload_only: None,
                 metadata_served: 0,
                 hashes_served: 0,
+                v2: hs.supports_v2(),
                 incoming,
                 connected_at: now,
                 last_data_in: None,
@@ -1483,7 +1518,7 @@ impl TorrentTask {
                 p: Some(self.status.listen.map(|a| a.port()).unwrap_or(0)),
                 reqq: Some(self.engine.advertised_reqq()),
                 // A super-seeder does not say it is a seed.
-                upload_only: self.engine.is_wanted_complete() && !self.engine.is_super_seeding(),
+                upload_only: self.wanted_complete() && !self.engine.is_super_seeding(),
                 m: [
                     ("ut_metadata".to_owned(), UT_METADATA_ID),
                     ("upload_only".to_owned(), UPLOAD_ONLY_ID),
@@ -1503,6 +1538,7 @@ impl TorrentTask {
                 },
             );
         }
+        self.ask_hashes(now);
     }
 
     fn on_message(&mut self, key: PeerKey, msg: Message, now: Instant) {
@@ -1599,11 +1635,13 @@ impl TorrentTask {
                 }
                 self.send(key, reply);
             }
-            // We ask for no hashes: a reject changes nothing, an answer is unasked for.
-            Message::HashReject(_) => {}
-            Message::Hashes { .. } => {
-                self.disconnect(key, "sent hashes we did not ask for", false, now);
+            Message::HashReject(req) => {
+                if let Some(f) = self.layer_fetch.as_mut() {
+                    f.on_reject(key, &req);
+                    self.ask_hashes(now);
+                }
             }
+            Message::Hashes { request, hashes } => self.on_hashes(key, &request, &hashes, now),
             other => {
                 match &other {
                     Message::Have(_) => {
@@ -1640,7 +1678,8 @@ impl TorrentTask {
     /// Two seeds have nothing to say to each other (nor has a seed, or a partial seed done
     /// with its selection, to us once our selection is complete).
     fn drop_if_both_done(&mut self, key: PeerKey, now: Instant) {
-        if !self.engine.is_wanted_complete() {
+        // A hybrid complete by SHA-1 still wants its layers from the peers that have them.
+        if !self.wanted_complete() || self.layer_fetch.is_some() {
             return;
         }
         if self.peer_is_seed(key) {
@@ -1754,7 +1793,7 @@ impl TorrentTask {
         self.shared
             .downloaded
             .store(self.downloaded, Ordering::Relaxed);
-        if self.engine.is_wanted_complete() && self.status.phase == Phase::Downloading {
+        if self.wanted_complete() && self.status.phase == Phase::Downloading {
             self.status.phase = Phase::Seeding;
             tracing::info!("download complete: every wanted piece verified");
             self.apply_attributes();
@@ -1819,7 +1858,7 @@ impl TorrentTask {
     /// Opens web seed connections (while downloading) and adds each to the engine as a
     /// pseudo-peer that has every piece and unchokes us.
     fn connect_web_seeds(&mut self, now: Instant) {
-        if self.engine.is_wanted_complete() || self.status.phase != Phase::Downloading {
+        if self.wanted_complete() || self.status.phase != Phase::Downloading {
             return;
         }
         for key in self.web_seeds.connect(&self.ctx, &self.info, now) {
@@ -1912,6 +1951,9 @@ impl TorrentTask {
         let Some(p) = self.peers.remove(&key) else {
             return;
         };
+        if let Some(f) = self.layer_fetch.as_mut() {
+            f.peer_gone(key);
+        }
         let was_seed = p.have_count >= self.info.lengths.num_pieces();
         self.engine.remove_peer(key);
         self.pex.on_disconnected(key);
@@ -1977,7 +2019,7 @@ impl TorrentTask {
     fn on_pex_msg(&mut self, key: PeerKey, payload: &[u8], now: Instant) {
         let ctx = RecvCtx {
             listen: self.status.listen,
-            complete: self.engine.is_wanted_complete(),
+            complete: self.wanted_complete(),
         };
         let from = self.peers.get(&key).map(|p| p.addr);
         let (added, total) = match self.pex.on_message(key, payload, now, ctx) {
@@ -2073,7 +2115,7 @@ impl TorrentTask {
         if dial_room == 0 {
             return;
         }
-        let complete = self.engine.is_wanted_complete();
+        let complete = self.wanted_complete();
         let mut ready: Vec<SocketAddr> = self
             .candidates
             .iter()
@@ -2278,7 +2320,7 @@ impl TorrentTask {
         }
         let crowded = self.peers.len() * 10 >= self.max_peers * 9;
         if !crowded
-            || self.engine.is_wanted_complete()
+            || self.wanted_complete()
             || now.duration_since(self.last_turnover) < TURNOVER_INTERVAL
         {
             return;
@@ -2311,7 +2353,7 @@ impl TorrentTask {
     /// data flows, and logs the line when it changes.
     fn update_waiting(&mut self, now: Instant) {
         let downloading =
-            self.status.phase == Phase::Downloading && !self.engine.is_wanted_complete();
+            self.status.phase == Phase::Downloading && !self.wanted_complete();
         let since = self
             .last_data_at
             .map_or(self.waiting_since, |t| t.max(self.waiting_since));
@@ -2482,8 +2524,136 @@ impl TorrentTask {
         );
     }
 
+    /// Every wanted piece is verified, none held back for want of its piece layer.
+    fn wanted_complete(&self) -> bool {
+        self.layer_held == 0 && self.engine.is_wanted_complete()
+    }
+
+    /// Gives the engine the wanted pieces less those of a v2-only torrent's files whose
+    /// layer is missing: they could not be verified, so they are not downloaded yet. (A
+    /// hybrid's pieces are checked by SHA-1 meanwhile, and by both once the layer is in.)
+    fn apply_layer_mask(&mut self) {
+        let mut wanted = self.user_wanted.clone();
+        let mut held = 0;
+        if let (false, Some(f), Some(v2)) = (
+            self.info.has_v1(),
+            self.layer_fetch.as_ref(),
+            self.info.v2.as_ref(),
+        ) {
+            for file in f.missing_files().filter_map(|i| v2.files.get(i)) {
+                for p in file.first_piece..file.first_piece.saturating_add(file.num_pieces) {
+                    if wanted.get(p) && !self.engine.have().get(p) {
+                        held += 1;
+                    }
+                    wanted.set(p, false);
+                }
+            }
+        }
+        self.layer_held = held;
+        self.engine.set_wanted(&wanted);
+        self.drain_actions();
+    }
+
+    /// Sends the hash requests that are due to the peers that set the v2 bit.
+    fn ask_hashes(&mut self, now: Instant) {
+        let Some(f) = self.layer_fetch.as_mut() else {
+            return;
+        };
+        f.expire(now);
+        let mut v2_peers: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.v2)
+            .map(|(k, _)| *k)
+            .collect();
+        v2_peers.sort_unstable();
+        let mut out = Vec::new();
+        for &k in &v2_peers {
+            for r in f.next_requests(k, false, now) {
+                out.push((k, r));
+            }
+        }
+        // What every connected peer refused is asked again now and then (a peer may have
+        // been missing the layer itself at first).
+        let fallback_due = self
+            .last_hash_fallback
+            .is_none_or(|t| now.saturating_duration_since(t) >= HASH_FALLBACK_INTERVAL);
+        if f.has_todo() && fallback_due && !v2_peers.is_empty() {
+            self.last_hash_fallback = Some(now);
+            for &k in &v2_peers {
+                for r in f.next_requests(k, true, now) {
+                    out.push((k, r));
+                }
+            }
+        }
+        for (k, r) in out {
+            tracing::debug!(
+                peer = k,
+                index = r.index,
+                length = r.length,
+                "asking for piece-layer hashes"
+            );
+            self.send(k, Message::HashRequest(Box::new(r)));
+        }
+    }
+
+    /// A `hashes` message: kept once proved; a wrong proof or hashes we did not ask for
+    /// drop the peer (and ban it for a wrong proof or an unknown file: it lied).
+    fn on_hashes(&mut self, key: PeerKey, req: &wire::HashRequest, hashes: &[u8], now: Instant) {
+        let Some(f) = self.layer_fetch.as_mut() else {
+            self.disconnect(key, "sent hashes we did not ask for", false, now);
+            return;
+        };
+        match f.on_hashes(key, req, hashes) {
+            Ok(crate::hashes::HashesOutcome::Stored) => {}
+            Ok(crate::hashes::HashesOutcome::Layer(i, layer)) => self.on_layer(i, layer),
+            Err((reason, ban)) => {
+                if let Some(p) = self.peers.get(&key) {
+                    tracing::warn!(addr = %p.addr, "dropping peer: {reason}");
+                }
+                self.disconnect(key, &reason, ban, now);
+            }
+        }
+        self.ask_hashes(now);
+    }
+
+    /// A file's piece layer is proved: its pieces can be verified (and downloaded, for a
+    /// v2-only torrent) from now on; the layers known so far are saved for the next run.
+    fn on_layer(&mut self, file: usize, layer: Vec<[u8; 32]>) {
+        let pieces = layer.len();
+        let info = Arc::make_mut(&mut self.info);
+        let mut name = String::new();
+        if let Some(v2) = info.v2.as_mut() {
+            if let Some(f) = v2.files.get_mut(file) {
+                f.layer = Some(layer);
+                if let Some(e) = info.files.get(f.index) {
+                    name = e.path.join("/");
+                }
+            }
+        }
+        tracing::info!("piece layer of {name} ({pieces} pieces) received and proved");
+        if self.layer_fetch.as_ref().is_some_and(|f| f.is_done()) {
+            self.layer_fetch = None;
+            tracing::info!("every piece layer is known");
+        }
+        self.apply_layer_mask();
+        if let Some(v2) = self.info.v2.as_ref() {
+            let bytes = layers_torrent_bytes(&self.info_bytes, v2);
+            let path = self.layers_path.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| storage::resume::write_atomic(&path, &bytes));
+                if let Err(e) = r {
+                    tracing::warn!("cannot save piece layers to {}: {e}", path.display());
+                }
+            });
+        }
+    }
+
     fn check_finished(&mut self) -> bool {
-        if !self.engine.is_wanted_complete() || self.pieces_checking > 0 {
+        if !self.wanted_complete() || self.pieces_checking > 0 {
             return false;
         }
         match self.seed {
@@ -2568,7 +2738,7 @@ impl TorrentTask {
             }
         }
         self.save_resume().await;
-        if self.engine.is_wanted_complete() {
+        if self.wanted_complete() {
             self.status.phase = Phase::Done;
         }
         self.publish_status();
@@ -2979,6 +3149,72 @@ fn rename_root(info: &mut Info, name: &str) {
     }
 }
 
+/// Where the piece layers fetched for the torrent of resume record `resume` are saved.
+fn layers_path(resume: &Path) -> PathBuf {
+    resume.with_extension("layers.torrent")
+}
+
+/// A .torrent of `info_bytes` and the layers of `v2` (those known), keys in order.
+fn layers_torrent_bytes(info_bytes: &[u8], v2: &metainfo::V2Info) -> Vec<u8> {
+    let mut layers: Vec<(&[u8; 32], &Vec<[u8; 32]>)> = v2
+        .files
+        .iter()
+        .filter(|f| f.num_pieces > 1)
+        .filter_map(|f| f.layer.as_ref().map(|l| (&f.pieces_root, l)))
+        .collect();
+    layers.sort();
+    layers.dedup_by_key(|(root, _)| **root);
+    let mut out = b"d4:info".to_vec();
+    out.extend_from_slice(info_bytes);
+    out.extend_from_slice(b"12:piece layersd");
+    for (root, layer) in layers {
+        out.extend_from_slice(b"32:");
+        out.extend_from_slice(root);
+        out.extend_from_slice(format!("{}:", layer.len() * 32).as_bytes());
+        for h in layer {
+            out.extend_from_slice(h);
+        }
+    }
+    out.extend_from_slice(b"ee");
+    out
+}
+
+/// Fills in the layers an earlier run fetched (saved at `path`) for the files of `info`
+/// (the torrent `torrent`) that lack one. The file is parsed as any .torrent, so its layers
+/// are checked against their roots; one of another torrent is ignored.
+fn load_saved_layers(info: &mut Info, torrent: &metainfo::Torrent, path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    let saved = match metainfo::Torrent::from_file(path) {
+        Ok(t) if t.info_hash == torrent.info_hash && t.info_hash_v2 == torrent.info_hash_v2 => t,
+        Ok(_) => {
+            tracing::warn!("{}: another torrent's layers; ignored", path.display());
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("{}: {e}; asking peers again", path.display());
+            return;
+        }
+    };
+    let (Some(v2), Some(saved)) = (info.v2.as_mut(), saved.info.v2) else {
+        return;
+    };
+    let mut n = 0;
+    for (f, s) in v2.files.iter_mut().zip(saved.files) {
+        if f.layer.is_none() && f.pieces_root == s.pieces_root && s.layer.is_some() {
+            f.layer = s.layer;
+            n += 1;
+        }
+    }
+    if n > 0 {
+        tracing::info!(
+            "{n} piece layer(s) read from {} (fetched by an earlier run)",
+            path.display()
+        );
+    }
+}
+
 /// The storage layout of a parsed torrent.
 fn layout_of(info: &Info) -> Result<storage::Layout, ClientError> {
     let files = info
@@ -2990,13 +3226,6 @@ fn layout_of(info: &Info) -> Result<storage::Layout, ClientError> {
             pad: f.pad,
         })
         .collect();
-    if info.v2.as_ref().is_some_and(|v2| !v2.has_all_layers()) && !info.has_v1() {
-        return Err(ClientError::BadInput(
-            "v2 torrent without piece layers: fetching them from peers (BEP 52 hash \
-             requests) is not supported yet"
-                .into(),
-        ));
-    }
     storage::Layout::with_v2(
         files,
         info.piece_length,
