@@ -173,7 +173,8 @@ struct PeerEntry {
     metadata_served: u32,
     /// BEP 52 hash requests answered for this peer (capped by the `HashServer`).
     hashes_served: u32,
-    /// It set the v2 bit in its handshake (BEP 52): it may answer our hash requests.
+    /// It speaks BEP 52 (the v2 bit, or a v2 info-hash in its handshake): it may answer
+    /// our hash requests.
     v2: bool,
     /// It connected to us.
     incoming: bool,
@@ -613,8 +614,16 @@ async fn run_once(
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let peer_id = crate::privacy::peer_id(rand::random());
+    // A hybrid is also known by its truncated v2 info-hash (BEP 52): accepted from peers,
+    // announced to trackers and the DHT.
+    let info_hash_v2 = opts
+        .torrent
+        .info_hash_v2
+        .filter(|_| info.has_v1())
+        .map(|h| h.truncated());
     let ctx = Arc::new(ConnCtx {
         info_hash,
+        info_hash_v2,
         peer_id,
         storage: storage.clone(),
         events: events_tx.clone(),
@@ -674,6 +683,50 @@ async fn run_once(
             dht_search_now.clone(),
         )),
         _ => None,
+    };
+    // A hybrid's v2 name (BEP 52): its trackers and the DHT are asked for peers under the
+    // truncated v2 info-hash too, as libtorrent does, so peers that know the torrent only
+    // by a `urn:btmh` link find us. Only the peers found come back: the status, schedule,
+    // `completed` and re-announces are the v1 name's.
+    let dht_v2 = opts.dht.as_ref().filter(|_| !info.private);
+    let (announcer_v2, dht_search_v2) = match info_hash_v2 {
+        Some(h2) if has_trackers || dht_v2.is_some() => {
+            let (tx2, mut rx2) = mpsc::channel::<Event>(64);
+            let fwd = events_tx.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = rx2.recv().await {
+                    if matches!(ev, Event::Peers(_)) && fwd.send(ev).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let a = has_trackers.then(|| {
+                announce::spawn(announce::AnnounceCtx {
+                    tiers: opts.torrent.tracker_tiers(),
+                    info_hash: h2,
+                    peer_id,
+                    port: listen.port(),
+                    stats: shared.clone(),
+                    events: tx2.clone(),
+                    first_event: if opts.announce_started {
+                        tracker_proto::Event::Started
+                    } else {
+                        tracker_proto::Event::None
+                    },
+                })
+            });
+            let d = dht_v2.map(|d| {
+                crate::dht::spawn_peer_search(
+                    d.clone(),
+                    h2,
+                    Some(listen.port()),
+                    tx2,
+                    dht_search_now.clone(),
+                )
+            });
+            (a, d)
+        }
+        _ => (None, None),
     };
     // BEP 14 (and BEP 27: never for a private torrent); dropped when the run ends.
     let lsd = match &opts.lsd {
@@ -806,6 +859,16 @@ async fn run_once(
     let dht_on = dht_search.is_some();
     if let Some(search) = dht_search {
         search.abort();
+    }
+    if let Some(search) = dht_search_v2 {
+        search.abort();
+    }
+    if let Some(a) = announcer_v2 {
+        if t.parked {
+            a.abort();
+        } else {
+            a.stop().await;
+        }
     }
     let mut banned = carried.banned.clone();
     banned.extend(t.ban_log.iter().copied());
@@ -1493,7 +1556,11 @@ impl TorrentTask {
                 ext_upload_only: None,
                 metadata_served: 0,
                 hashes_served: 0,
-                v2: hs.supports_v2(),
+                // libtorrent 2.0 sets the v2 bit for a hybrid only: the info-hash of a
+                // v2-only torrent (or a hybrid's v2 name) already says the peer speaks v2.
+                v2: hs.supports_v2()
+                    || !self.info.has_v1()
+                    || Some(hs.info_hash) == self.ctx.info_hash_v2,
                 incoming,
                 connected_at: now,
                 last_data_in: None,

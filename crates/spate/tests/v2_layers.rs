@@ -231,8 +231,7 @@ fn hybrid_magnet_fetches_layers_from_libtorrent() -> Result<()> {
         .arg("60")
         .arg("--log")
         .arg("info")
-        .arg("--seed-ratio")
-        .arg("1000")
+        .seed_ratio(1000.0)
         .name("spate-hybrid-magnet")
         .spawn(&td)?;
     // It seeds on (ratio never reached) until every layer is in: a fast download may end
@@ -260,7 +259,8 @@ fn hybrid_magnet_fetches_layers_from_libtorrent() -> Result<()> {
 }
 
 /// A hand-made v2 peer that answers every hash request with a wrong proof: spate drops and
-/// bans it and never asks it for a block (nothing of the file could be verified).
+/// bans it and never asks it for a block (nothing of the file could be verified). It sets
+/// the v2 bit, which libtorrent sets for hybrids only; a v2-only torrent asks any peer.
 #[test]
 fn wrong_hash_proof_drops_the_peer() -> Result<()> {
     let dl = Deadline::after(TEST_TIMEOUT);
@@ -352,4 +352,55 @@ fn wrong_hash_proof_drops_the_peer() -> Result<()> {
         "data written from a peer whose layer was refused"
     );
     Ok(())
+}
+
+/// A hybrid has two names: spate seeding one announces it to opentracker under its
+/// truncated v2 info-hash too, and a libtorrent leecher that knows it only by a
+/// `urn:btmh` link finds spate there, handshakes with the truncated v2 info-hash and
+/// downloads it (no `--peer` anywhere).
+#[test]
+fn hybrid_seeder_found_and_accepted_under_its_v2_name() -> Result<()> {
+    if !require_tools(&["libtorrent", "opentracker"]) {
+        return Ok(());
+    }
+    let dl = Deadline::after(TEST_TIMEOUT);
+    let td = TestDir::new("v2-layers-hybrid-v2-name")?;
+    let tracker = testkit::OpenTracker::start(&td, &[])?;
+    let src = td.sub("src")?;
+    let root = write_edge_case_tree(&src, "edge", 101)?;
+    let torrent = td.join("edge.torrent");
+    let created = spate().create(
+        &td,
+        &root,
+        &torrent,
+        &[
+            "--piece-length",
+            "16384",
+            "--format",
+            "hybrid",
+            "-a",
+            &tracker.announce_url(),
+        ],
+    )?;
+    ensure!(created.status.success(), "spate create: {}", created.stderr);
+    let t = metainfo::Torrent::from_file(&torrent)?;
+    let v2 = t.info_hash_v2.expect("a v2 half");
+    let v2_name = v2.truncated().to_hex();
+    tracker.allow(&t.info_hash.to_hex())?;
+    tracker.allow(&v2_name)?;
+    let port = free_port();
+    let seeder = spate().seed(&torrent, &root, port).spawn(&td)?;
+    common::wait_listening(&seeder, port, &dl)?;
+    tracker.wait_seeders(&v2_name, 1, dl.remaining())?;
+    let link = format!(
+        "magnet:?xt=urn:btmh:1220{}&tr={}",
+        v2.to_hex(),
+        tracker.announce_url()
+    );
+    let out = td.sub("out")?;
+    let leecher = Libtorrent::magnet(&link, &out, free_port(), &[])
+        .timeout(dl.remaining())
+        .spawn(&td)?;
+    expect_ok(&leecher, &[&seeder, &tracker.proc], &dl)?;
+    same_dir(&root, &out.join("edge"), &leecher)
 }
