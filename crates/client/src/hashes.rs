@@ -100,7 +100,10 @@ pub(crate) const HASH_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 enum Chunk {
     /// Not asked, or asked and lost (rejected, timed out, the peer left).
     Todo,
-    Asked { peer: PeerKey, at: Instant },
+    Asked {
+        peer: PeerKey,
+        at: Instant,
+    },
     /// Proved: the real piece hashes it covers.
     Done(Vec<[u8; 32]>),
 }
@@ -250,12 +253,21 @@ impl LayerFetch {
         hashes: &[u8],
     ) -> Result<HashesOutcome, (String, bool)> {
         let Some((mi, ri)) = self.find(peer, req) else {
-            return Err(if self.missing.iter().any(|m| m.pieces_root == req.pieces_root) {
-                // Perhaps an answer that came after its timeout: not a lie.
-                ("sent hashes we did not ask it for".into(), false)
-            } else {
-                ("sent hashes of a file whose layer we do not fetch".into(), true)
-            });
+            return Err(
+                if self
+                    .missing
+                    .iter()
+                    .any(|m| m.pieces_root == req.pieces_root)
+                {
+                    // Perhaps an answer that came after its timeout: not a lie.
+                    ("sent hashes we did not ask it for".into(), false)
+                } else {
+                    (
+                        "sent hashes of a file whose layer we do not fetch".into(),
+                        true,
+                    )
+                },
+            );
         };
         if hashes.len() % 32 != 0 {
             return Err(("sent hashes of a length not a multiple of 32".into(), true));
@@ -266,14 +278,9 @@ impl LayerFetch {
             .collect();
         let m = &mut self.missing[mi];
         let (lr, _) = m.requests[ri];
-        let proved = verify_layer_hashes(
-            &m.pieces_root,
-            self.piece_length,
-            m.num_pieces,
-            &lr,
-            &list,
-        )
-        .map_err(|e| (format!("sent a wrong hash proof ({e})"), true))?;
+        let proved =
+            verify_layer_hashes(&m.pieces_root, self.piece_length, m.num_pieces, &lr, &list)
+                .map_err(|e| (format!("sent a wrong hash proof ({e})"), true))?;
         m.requests[ri].1 = Chunk::Done(proved);
         if !m.requests.iter().all(|(_, c)| matches!(c, Chunk::Done(_))) {
             return Ok(HashesOutcome::Stored);
@@ -397,7 +404,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("t");
         std::fs::create_dir_all(&root).unwrap();
-        let big: Vec<u8> = (0..600 * 16384 - 777).map(|i| (i * 7 % 251) as u8).collect();
+        let big: Vec<u8> = (0..600 * 16384 - 777)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         std::fs::write(root.join("big"), big).unwrap();
         std::fs::write(root.join("small"), vec![3u8; 5 * 16384 - 9]).unwrap();
         let opts = metainfo::CreateOptions {
@@ -435,7 +444,10 @@ mod tests {
         assert!(fetch.next_requests(1, false, now).is_empty());
         let mut layers = HashMap::new();
         for r in &reqs {
-            match fetch.on_hashes(1, r, &answer_of(&mut server, &full, r)).unwrap() {
+            match fetch
+                .on_hashes(1, r, &answer_of(&mut server, &full, r))
+                .unwrap()
+            {
                 HashesOutcome::Stored => {}
                 HashesOutcome::Layer(i, l) => {
                     layers.insert(i, l);

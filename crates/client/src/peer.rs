@@ -194,6 +194,7 @@ pub(crate) async fn dial(addr: SocketAddr, ctx: Arc<ConnCtx>) {
     let dialer = Dialer {
         transports: ctx.transports.get(),
         utp: ctx.utp.clone(),
+        upgrade_to: ctx.info_hash_v2,
     };
     match connect_and_handshake(addr, ctx.handshake(), ctx.encryption.get(), &dialer).await {
         Ok((conn, hs)) => run(conn, addr, hs, false, ctx).await,

@@ -228,9 +228,7 @@ impl PeerRouter {
             return false;
         }
         routes.by_hash.insert(alias, tx);
-        routes
-            .by_req2
-            .insert(wire::mse::req2_hash(&alias.0), alias);
+        routes.by_req2.insert(wire::mse::req2_hash(&alias.0), alias);
         routes.aliases.insert(info_hash, alias);
         true
     }

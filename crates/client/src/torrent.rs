@@ -1556,11 +1556,11 @@ impl TorrentTask {
                 ext_upload_only: None,
                 metadata_served: 0,
                 hashes_served: 0,
-                // libtorrent 2.0 sets the v2 bit for a hybrid only: the info-hash of a
-                // v2-only torrent (or a hybrid's v2 name) already says the peer speaks v2.
-                v2: hs.supports_v2()
-                    || !self.info.has_v1()
-                    || Some(hs.info_hash) == self.ctx.info_hash_v2,
+                // A v2-only torrent's peers speak v2 (libtorrent sets the v2 bit for
+                // hybrids only). A hybrid's peer answers hash requests on a connection
+                // named by the v2 info-hash (libtorrent drops one named by the v1 hash
+                // that asks: it upgrades a plaintext connection when both set the bit).
+                v2: !self.info.has_v1() || Some(hs.info_hash) == self.ctx.info_hash_v2,
                 incoming,
                 connected_at: now,
                 last_data_in: None,
@@ -2419,8 +2419,7 @@ impl TorrentTask {
     /// Sets [`Status::waiting`] while downloading with no data arriving, clears it while
     /// data flows, and logs the line when it changes.
     fn update_waiting(&mut self, now: Instant) {
-        let downloading =
-            self.status.phase == Phase::Downloading && !self.wanted_complete();
+        let downloading = self.status.phase == Phase::Downloading && !self.wanted_complete();
         let since = self
             .last_data_at
             .map_or(self.waiting_since, |t| t.max(self.waiting_since));

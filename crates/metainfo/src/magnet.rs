@@ -359,7 +359,10 @@ mod tests {
         assert_eq!(m.info_hash_v2.unwrap().0, [0xab; 32]);
         assert_eq!(m.to_string(), format!("magnet:?xt=urn:btmh:1220{hex}&dn=x"));
         assert_eq!(Magnet::parse(&m.to_string()).unwrap(), m);
-        let hybrid = format!("magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{hex}", "cd".repeat(20));
+        let hybrid = format!(
+            "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{hex}",
+            "cd".repeat(20)
+        );
         assert!(!Magnet::parse(&hybrid).unwrap().is_v2_only());
     }
 

@@ -233,7 +233,11 @@ fn magnet_links_of_v2_and_hybrid_torrents() {
     assert_eq!(m.info_hash, t.info_hash);
     assert!(m.check_torrent(&t).is_ok());
     // A v2-only link to a hybrid names it by its v2 info-hash only.
-    let m = crate::Magnet::parse(&format!("magnet:?xt=urn:btmh:1220{}", h.info_hash_v2.unwrap().to_hex())).unwrap();
+    let m = crate::Magnet::parse(&format!(
+        "magnet:?xt=urn:btmh:1220{}",
+        h.info_hash_v2.unwrap().to_hex()
+    ))
+    .unwrap();
     assert!(m.check_torrent(&h).is_ok() && m.check_torrent(&t).is_err());
 }
 
