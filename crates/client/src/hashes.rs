@@ -269,7 +269,7 @@ impl LayerFetch {
                 },
             );
         };
-        if hashes.len() % 32 != 0 {
+        if !hashes.len().is_multiple_of(32) {
             return Err(("sent hashes of a length not a multiple of 32".into(), true));
         }
         let list: Vec<[u8; 32]> = hashes
