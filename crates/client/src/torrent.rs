@@ -173,8 +173,8 @@ struct PeerEntry {
     metadata_served: u32,
     /// BEP 52 hash requests answered for this peer (capped by the `HashServer`).
     hashes_served: u32,
-    /// It speaks BEP 52 (the v2 bit, or a v2 info-hash in its handshake): it may answer
-    /// our hash requests.
+    /// We may ask it for piece layers: any peer of a v2-only torrent, a hybrid's peer on a
+    /// connection named by the torrent's truncated v2 info-hash.
     v2: bool,
     /// It connected to us.
     incoming: bool,
@@ -2684,7 +2684,7 @@ impl TorrentTask {
     }
 
     /// A file's piece layer is proved: its pieces can be verified (and downloaded, for a
-    /// v2-only torrent) from now on; the layers known so far are saved for the next run.
+    /// v2-only torrent) from now on; once every layer is in, they are saved for the next run.
     fn on_layer(&mut self, file: usize, layer: Vec<[u8; 32]>) {
         let pieces = layer.len();
         let info = Arc::make_mut(&mut self.info);
@@ -2698,12 +2698,14 @@ impl TorrentTask {
             }
         }
         tracing::info!("piece layer of {name} ({pieces} pieces) received and proved");
-        if self.layer_fetch.as_ref().is_some_and(|f| f.is_done()) {
+        let done = self.layer_fetch.as_ref().is_some_and(|f| f.is_done());
+        if done {
             self.layer_fetch = None;
             tracing::info!("every piece layer is known");
         }
         self.apply_layer_mask();
-        if let Some(v2) = self.info.v2.as_ref() {
+        // Saved once, when all are in (one writer of the file at a time).
+        if let (true, Some(v2)) = (done, self.info.v2.as_ref()) {
             let bytes = layers_torrent_bytes(&self.info_bytes, v2);
             let path = self.layers_path.clone();
             tokio::task::spawn_blocking(move || {
