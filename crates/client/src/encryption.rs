@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use metainfo::InfoHash;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -292,6 +293,9 @@ async fn drive(
 pub(crate) struct Dialer {
     pub transports: Transports,
     pub utp: Option<Arc<UtpEndpoint>>,
+    /// A hybrid's truncated v2 info-hash: a peer may answer our v1 handshake with it (BEP 52's
+    /// upgrade to a v2 connection, as libtorrent 2.0 does when both set the v2 bit).
+    pub upgrade_to: Option<InfoHash>,
 }
 
 /// How long a uTP connect may take when it is not the first transport tried (a peer
@@ -325,7 +329,17 @@ pub(crate) async fn connect(
         } else {
             connect_timeout
         };
-        match connect_over(via, addr, ours, policy, limit, handshake_timeout).await {
+        match connect_over(
+            via,
+            addr,
+            ours,
+            dialer.upgrade_to,
+            policy,
+            limit,
+            handshake_timeout,
+        )
+        .await
+        {
             Ok(r) => return Ok(r),
             Err(e) => {
                 tracing::debug!(%addr, "{} connection failed: {e}", t.as_str());
@@ -366,6 +380,7 @@ async fn connect_over(
     via: Via<'_>,
     addr: SocketAddr,
     ours: &Handshake,
+    upgrade_to: Option<InfoHash>,
     policy: Encryption,
     connect_timeout: Duration,
     handshake_timeout: Duration,
@@ -377,7 +392,7 @@ async fn connect_over(
     };
     if provide != 0 {
         let stream = stream_connect(via, addr, connect_timeout).await?;
-        match handshake(stream, ours, provide, handshake_timeout).await {
+        match handshake(stream, ours, upgrade_to, provide, handshake_timeout).await {
             Err(e) if policy == Encryption::Prefer => {
                 tracing::debug!(%addr, "encrypted handshake failed ({e}); trying plaintext");
             }
@@ -385,7 +400,7 @@ async fn connect_over(
         }
     }
     let stream = stream_connect(via, addr, connect_timeout).await?;
-    handshake(stream, ours, 0, handshake_timeout).await
+    handshake(stream, ours, upgrade_to, 0, handshake_timeout).await
 }
 
 /// Direct, or through the process's SOCKS5 proxy (`crate::proxy`).
@@ -398,6 +413,7 @@ async fn tcp_connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Str
 async fn handshake(
     mut stream: PeerStream,
     ours: &Handshake,
+    upgrade_to: Option<InfoHash>,
     provide: u32,
     limit: Duration,
 ) -> Result<(PeerConn, Handshake), String> {
@@ -422,7 +438,7 @@ async fn handshake(
         conn
     };
     let theirs = conn.read_handshake(deadline).await?;
-    if theirs.info_hash != ours.info_hash {
+    if theirs.info_hash != ours.info_hash && Some(theirs.info_hash) != upgrade_to {
         return Err("answered for another torrent".to_string());
     }
     Ok((conn, theirs))
@@ -562,6 +578,7 @@ mod tests {
             let dialer = Dialer {
                 transports: "utp".parse().unwrap(),
                 utp: Some(client_ep.clone()),
+                upgrade_to: None,
             };
             let (mut c, ch) = connect(addr, &ours, dial, &dialer, T, T).await.unwrap();
             let (mut s, sh) = server.await.unwrap().unwrap();
@@ -596,6 +613,7 @@ mod tests {
         let dialer = Dialer {
             transports: "tcp,utp".parse().unwrap(),
             utp: Some(UtpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap()),
+            upgrade_to: None,
         };
         let ours = Handshake::new(h, PeerId([1; 20]));
         let (c, _) = connect(addr, &ours, Encryption::Prefer, &dialer, T, T)

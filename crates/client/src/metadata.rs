@@ -135,7 +135,7 @@ pub async fn load_or_fetch_metadata(
     let path = metadata_cache_path(cache_dir, magnet.info_hash);
     if path.exists() {
         match Torrent::from_file(&path) {
-            Ok(t) if t.info_hash == magnet.info_hash => return Ok((t, true)),
+            Ok(t) if magnet.check_torrent(&t).is_ok() => return Ok((t, true)),
             Ok(_) => tracing::warn!("{}: another info-hash; fetching again", path.display()),
             Err(e) => tracing::warn!("{}: {e}; fetching again", path.display()),
         }
@@ -223,6 +223,9 @@ pub async fn fetch_metadata(
         conn_tx,
     );
     f.encryption = opts.encryption;
+    if magnet.is_v2_only() {
+        f.info_hash_v2 = magnet.info_hash_v2.map(|h| h.0);
+    }
     for p in &magnet.peers {
         match tokio::net::lookup_host(p.as_str()).await {
             Ok(mut addrs) => {
@@ -246,7 +249,8 @@ pub async fn fetch_metadata(
     let info = r?;
     let mut torrent = Torrent::from_info_bytes(&info)
         .map_err(|e| ClientError::BadInput(format!("the metadata peers sent: {e}")))?;
-    // The SHA-1 matched; a hybrid's link may also name its v2 info-hash (urn:btmh).
+    // The SHA-1 (SHA-256 for a v2-only link) matched; a hybrid's link may also name its v2
+    // info-hash (urn:btmh).
     magnet
         .check_torrent(&torrent)
         .map_err(|e| ClientError::BadInput(format!("the metadata peers sent: {e}")))?;
@@ -302,6 +306,8 @@ struct Conn {
 
 struct Fetch {
     info_hash: InfoHash,
+    /// A v2-only link: the info dict is checked by its SHA-256 against this.
+    info_hash_v2: Option<[u8; 32]>,
     peer_id: PeerId,
     max_size: u64,
     candidates: HashMap<SocketAddr, Candidate>,
@@ -332,6 +338,7 @@ impl Fetch {
     ) -> Fetch {
         Fetch {
             info_hash,
+            info_hash_v2: None,
             peer_id,
             max_size,
             candidates: HashMap::new(),
@@ -349,6 +356,15 @@ impl Fetch {
             status: MetadataStatus::default(),
             result: None,
         }
+    }
+
+    /// An assembler for an info dict of `size` bytes, checked by the link's hash.
+    fn assembler_of(&self, size: u64) -> Result<MetadataAssembler, MetadataSizeError> {
+        let a = MetadataAssembler::with_limit(self.info_hash, size, self.max_size)?;
+        Ok(match self.info_hash_v2 {
+            Some(v2) => a.with_v2_check(v2),
+            None => a,
+        })
     }
 
     async fn run(
@@ -506,7 +522,7 @@ impl Fetch {
             return;
         };
         // Only a size we could assemble is worth keeping the peer for.
-        match MetadataAssembler::with_limit(self.info_hash, size, self.max_size) {
+        match self.assembler_of(size) {
             Ok(a) => {
                 if self.assembler.is_none() {
                     self.assembler = Some(a);
@@ -551,7 +567,7 @@ impl Fetch {
             return;
         };
         tracing::debug!("no peer left with metadata_size {current}; assembling {size} bytes");
-        self.assembler = MetadataAssembler::with_limit(self.info_hash, size, self.max_size).ok();
+        self.assembler = self.assembler_of(size).ok();
         self.in_flight.clear();
         self.contributors.clear();
         for p in self.peers.values_mut() {

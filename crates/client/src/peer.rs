@@ -63,6 +63,9 @@ pub(crate) struct Counters {
 /// What a connection needs from its torrent.
 pub(crate) struct ConnCtx {
     pub info_hash: InfoHash,
+    /// A hybrid's v2 info-hash truncated to 20 bytes: incoming peers that know the torrent
+    /// as v2 (a `urn:btmh` link) handshake with it, and get it back in our handshake.
+    pub info_hash_v2: Option<InfoHash>,
     pub peer_id: PeerId,
     pub storage: Arc<Storage>,
     pub events: mpsc::Sender<Event>,
@@ -191,6 +194,7 @@ pub(crate) async fn dial(addr: SocketAddr, ctx: Arc<ConnCtx>) {
     let dialer = Dialer {
         transports: ctx.transports.get(),
         utp: ctx.utp.clone(),
+        upgrade_to: ctx.info_hash_v2,
     };
     match connect_and_handshake(addr, ctx.handshake(), ctx.encryption.get(), &dialer).await {
         Ok((conn, hs)) => run(conn, addr, hs, false, ctx).await,
@@ -230,16 +234,24 @@ pub(crate) async fn accept(
     pending: PendingGuard,
 ) {
     let ours = ctx.info_hash;
+    let alt = ctx.info_hash_v2;
     let lookup: wire::mse::SkeyLookup = {
         let req2 = wire::mse::req2_hash(&ours.0);
-        Box::new(move |h: &[u8; 20]| (*h == req2).then_some(ours.0))
+        let req2_alt = alt.map(|a| wire::mse::req2_hash(&a.0));
+        Box::new(move |h: &[u8; 20]| {
+            if *h == req2 {
+                Some(ours.0)
+            } else {
+                alt.filter(|_| req2_alt == Some(*h)).map(|a| a.0)
+            }
+        })
     };
     let Some((conn, hs)) =
         read_incoming_handshake(stream, addr, ctx.encryption.get(), lookup).await
     else {
         return;
     };
-    if hs.info_hash != ctx.info_hash {
+    if hs.info_hash != ctx.info_hash && Some(hs.info_hash) != ctx.info_hash_v2 {
         tracing::debug!(%addr, "incoming handshake for an unknown torrent {}", hs.info_hash);
         return;
     }
@@ -273,7 +285,11 @@ pub(crate) async fn answer(
     ctx: Arc<ConnCtx>,
     pending: PendingGuard,
 ) {
-    let ours = ctx.handshake();
+    let mut ours = ctx.handshake();
+    // The info-hash it used: ours, or a hybrid's truncated v2 one (checked by the caller).
+    if Some(hs.info_hash) == ctx.info_hash_v2 {
+        ours.info_hash = hs.info_hash;
+    }
     if timeout(INCOMING_HANDSHAKE_TIMEOUT, conn.send_handshake(&ours))
         .await
         .map_or(true, |r| r.is_err())

@@ -54,12 +54,19 @@ struct RouteTable {
     by_hash: HashMap<InfoHash, mpsc::Sender<Box<IncomingPeer>>>,
     /// `HASH('req2', info-hash)` of every registered torrent, for MSE connections.
     by_req2: HashMap<[u8; 20], InfoHash>,
+    /// A registered info-hash's second name (a hybrid's truncated v2 info-hash), routed to
+    /// the same torrent.
+    aliases: HashMap<InfoHash, InfoHash>,
 }
 
 impl RouteTable {
     fn remove(&mut self, info_hash: &InfoHash) {
         self.by_hash.remove(info_hash);
         self.by_req2.remove(&wire::mse::req2_hash(&info_hash.0));
+        if let Some(alias) = self.aliases.remove(info_hash) {
+            self.by_hash.remove(&alias);
+            self.by_req2.remove(&wire::mse::req2_hash(&alias.0));
+        }
     }
 }
 
@@ -207,6 +214,23 @@ impl PeerRouter {
             .by_req2
             .insert(wire::mse::req2_hash(&info_hash.0), info_hash);
         Some(rx)
+    }
+
+    /// Also routes connections for `alias` (a hybrid's truncated v2 info-hash) to the
+    /// torrent registered as `info_hash`, until that is unregistered. False if `info_hash`
+    /// is not registered or `alias` is taken.
+    pub fn register_alias(&self, info_hash: InfoHash, alias: InfoHash) -> bool {
+        let mut routes = lock(&self.inner.routes);
+        let Some(tx) = routes.by_hash.get(&info_hash).cloned() else {
+            return false;
+        };
+        if routes.by_hash.get(&alias).is_some_and(|t| !t.is_closed()) {
+            return false;
+        }
+        routes.by_hash.insert(alias, tx);
+        routes.by_req2.insert(wire::mse::req2_hash(&alias.0), alias);
+        routes.aliases.insert(info_hash, alias);
+        true
     }
 
     /// Stops routing connections for `info_hash` (they are closed from now on).

@@ -173,6 +173,9 @@ struct PeerEntry {
     metadata_served: u32,
     /// BEP 52 hash requests answered for this peer (capped by the `HashServer`).
     hashes_served: u32,
+    /// We may ask it for piece layers: any peer of a v2-only torrent, a hybrid's peer on a
+    /// connection named by the torrent's truncated v2 info-hash.
+    v2: bool,
     /// It connected to us.
     incoming: bool,
     connected_at: Instant,
@@ -199,6 +202,9 @@ enum Worth {
     /// Data moved lately, or it is new: never dropped by the slot manager.
     Protected,
 }
+
+/// How often requests every connected peer refused are tried again.
+const HASH_FALLBACK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The extended message id under which spate receives `ut_metadata` (BEP 9) messages; it is
 /// what our extension handshake advertises in `m`. Any id in 1..=255 would do; 2 is what
@@ -462,8 +468,13 @@ async fn run_once(
     if let Some(name) = &opts.rename_root {
         rename_root(&mut info, name);
     }
-    let info = Arc::new(info);
     let info_hash = opts.torrent.info_hash;
+    let resume_path_of = resume_path(opts, info_hash);
+    if info.v2.as_ref().is_some_and(|v| !v.has_all_layers()) {
+        load_saved_layers(&mut info, &opts.torrent, &layers_path(&resume_path_of));
+    }
+    let layer_fetch = crate::hashes::LayerFetch::new(&info);
+    let info = Arc::new(info);
     let lengths = info.lengths;
     let total = lengths.total_length();
 
@@ -477,7 +488,7 @@ async fn run_once(
                 .into(),
         ));
     }
-    let resume_path = resume_path(opts, info_hash);
+    let resume_path = resume_path_of.clone();
     let parts_path = storage::resume::parts_path(&resume_path);
     let resume = match &opts.resume_store {
         Some(store) => ResumeTarget::Store(store.clone()),
@@ -603,8 +614,16 @@ async fn run_once(
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let peer_id = crate::privacy::peer_id(rand::random());
+    // A hybrid is also known by its truncated v2 info-hash (BEP 52): accepted from peers,
+    // announced to trackers and the DHT.
+    let info_hash_v2 = opts
+        .torrent
+        .info_hash_v2
+        .filter(|_| info.has_v1())
+        .map(|h| h.truncated());
     let ctx = Arc::new(ConnCtx {
         info_hash,
+        info_hash_v2,
         peer_id,
         storage: storage.clone(),
         events: events_tx.clone(),
@@ -664,6 +683,50 @@ async fn run_once(
             dht_search_now.clone(),
         )),
         _ => None,
+    };
+    // A hybrid's v2 name (BEP 52): its trackers and the DHT are asked for peers under the
+    // truncated v2 info-hash too, as libtorrent does, so peers that know the torrent only
+    // by a `urn:btmh` link find us. Only the peers found come back: the status, schedule,
+    // `completed` and re-announces are the v1 name's.
+    let dht_v2 = opts.dht.as_ref().filter(|_| !info.private);
+    let (announcer_v2, dht_search_v2) = match info_hash_v2 {
+        Some(h2) if has_trackers || dht_v2.is_some() => {
+            let (tx2, mut rx2) = mpsc::channel::<Event>(64);
+            let fwd = events_tx.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = rx2.recv().await {
+                    if matches!(ev, Event::Peers(_)) && fwd.send(ev).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let a = has_trackers.then(|| {
+                announce::spawn(announce::AnnounceCtx {
+                    tiers: opts.torrent.tracker_tiers(),
+                    info_hash: h2,
+                    peer_id,
+                    port: listen.port(),
+                    stats: shared.clone(),
+                    events: tx2.clone(),
+                    first_event: if opts.announce_started {
+                        tracker_proto::Event::Started
+                    } else {
+                        tracker_proto::Event::None
+                    },
+                })
+            });
+            let d = dht_v2.map(|d| {
+                crate::dht::spawn_peer_search(
+                    d.clone(),
+                    h2,
+                    Some(listen.port()),
+                    tx2,
+                    dht_search_now.clone(),
+                )
+            });
+            (a, d)
+        }
+        _ => (None, None),
     };
     // BEP 14 (and BEP 27: never for a private torrent); dropped when the run ends.
     let lsd = match &opts.lsd {
@@ -755,7 +818,19 @@ async fn run_once(
         blocklist: opts.blocklist.clone(),
         readers: Default::default(),
         hash_server: crate::hashes::HashServer::new(&info),
+        layer_fetch,
+        user_wanted: wanted.clone(),
+        layer_held: 0,
+        last_hash_fallback: None,
+        layers_path: layers_path(&resume_path_of),
     };
+    t.apply_layer_mask();
+    if let Some(f) = &t.layer_fetch {
+        tracing::info!(
+            "{} file(s) without their piece layer: asking peers for them (BEP 52 hash requests)",
+            f.missing_files().count()
+        );
+    }
     for addr in &opts.peers {
         t.add_candidate(*addr, true);
     }
@@ -785,10 +860,20 @@ async fn run_once(
     if let Some(search) = dht_search {
         search.abort();
     }
+    if let Some(search) = dht_search_v2 {
+        search.abort();
+    }
+    if let Some(a) = announcer_v2 {
+        if t.parked {
+            a.abort();
+        } else {
+            a.stop().await;
+        }
+    }
     let mut banned = carried.banned.clone();
     banned.extend(t.ban_log.iter().copied());
     let summary = Summary {
-        complete: t.engine.is_wanted_complete(),
+        complete: t.wanted_complete(),
         verified_at_start: carried.verified_at_start.unwrap_or(verified_at_start),
         downloaded: t.downloaded,
         uploaded: t.ctx.uploaded.load(Ordering::Relaxed),
@@ -908,6 +993,17 @@ struct TorrentTask {
     readers: crate::stream::Readers,
     /// Answers BEP 52 hash requests from our piece layers.
     hash_server: crate::hashes::HashServer,
+    /// Fetches the piece layers the torrent lacks (BEP 52 hash requests), while any is.
+    layer_fetch: Option<crate::hashes::LayerFetch>,
+    /// The pieces the user wants; the engine is given these less the pieces of a v2-only
+    /// torrent's files whose layer is still missing (nothing could verify them).
+    user_wanted: Bitfield,
+    /// Wanted pieces held back that way: the download is not complete while any is.
+    layer_held: u32,
+    /// When files that every peer refused were last asked for again.
+    last_hash_fallback: Option<Instant>,
+    /// Where the layers fetched from peers are saved (a .torrent with `piece layers`).
+    layers_path: PathBuf,
 }
 
 impl TorrentTask {
@@ -929,13 +1025,13 @@ impl TorrentTask {
         let mut last_status;
         let mut last_rate_sample = Instant::now();
         let mut last_resume_save = Instant::now();
-        self.status.phase = if self.engine.is_wanted_complete() {
+        self.status.phase = if self.wanted_complete() {
             Phase::Seeding
         } else {
             Phase::Downloading
         };
         let mut finished = self.check_finished();
-        if self.engine.is_wanted_complete() {
+        if self.wanted_complete() {
             self.apply_attributes();
             if let Some(a) = &self.announcer {
                 a.set_seeding();
@@ -975,6 +1071,7 @@ impl TorrentTask {
                     self.feed_upload_stats(now);
                     self.engine.tick(now);
                     self.drain_actions();
+                    self.ask_hashes(now);
                     self.connect_web_seeds(now);
                     self.send_pex(now);
                     self.manage_slots(now);
@@ -1037,7 +1134,7 @@ impl TorrentTask {
     /// address to dial for [`TorrentOptions::park_after`].
     fn consider_parking(&mut self, now: Instant) {
         let Some(after) = self.park_after else { return };
-        let complete = self.engine.is_wanted_complete();
+        let complete = self.wanted_complete();
         // Not before the first announce has an answer (its next one sets the wake-up),
         // nor before the first DHT lookup has run: a parked torrent must be findable.
         let announced = self.announcer.is_none() || self.next_announce.is_some();
@@ -1081,7 +1178,7 @@ impl TorrentTask {
         if !self.is_idle() {
             return TICK;
         }
-        let complete = self.engine.is_wanted_complete();
+        let complete = self.wanted_complete();
         // A complete torrent with nobody to talk to has nothing to do until a peer or a
         // command arrives (each wakes the task): thousands of them idle in a daemon.
         let idle = if complete {
@@ -1459,6 +1556,11 @@ impl TorrentTask {
                 ext_upload_only: None,
                 metadata_served: 0,
                 hashes_served: 0,
+                // A v2-only torrent's peers speak v2 (libtorrent sets the v2 bit for
+                // hybrids only). A hybrid's peer answers hash requests on a connection
+                // named by the v2 info-hash (libtorrent drops one named by the v1 hash
+                // that asks: it upgrades a plaintext connection when both set the bit).
+                v2: !self.info.has_v1() || Some(hs.info_hash) == self.ctx.info_hash_v2,
                 incoming,
                 connected_at: now,
                 last_data_in: None,
@@ -1483,7 +1585,7 @@ impl TorrentTask {
                 p: Some(self.status.listen.map(|a| a.port()).unwrap_or(0)),
                 reqq: Some(self.engine.advertised_reqq()),
                 // A super-seeder does not say it is a seed.
-                upload_only: self.engine.is_wanted_complete() && !self.engine.is_super_seeding(),
+                upload_only: self.wanted_complete() && !self.engine.is_super_seeding(),
                 m: [
                     ("ut_metadata".to_owned(), UT_METADATA_ID),
                     ("upload_only".to_owned(), UPLOAD_ONLY_ID),
@@ -1503,6 +1605,7 @@ impl TorrentTask {
                 },
             );
         }
+        self.ask_hashes(now);
     }
 
     fn on_message(&mut self, key: PeerKey, msg: Message, now: Instant) {
@@ -1599,11 +1702,13 @@ impl TorrentTask {
                 }
                 self.send(key, reply);
             }
-            // We ask for no hashes: a reject changes nothing, an answer is unasked for.
-            Message::HashReject(_) => {}
-            Message::Hashes { .. } => {
-                self.disconnect(key, "sent hashes we did not ask for", false, now);
+            Message::HashReject(req) => {
+                if let Some(f) = self.layer_fetch.as_mut() {
+                    f.on_reject(key, &req);
+                    self.ask_hashes(now);
+                }
             }
+            Message::Hashes { request, hashes } => self.on_hashes(key, &request, &hashes, now),
             other => {
                 match &other {
                     Message::Have(_) => {
@@ -1640,7 +1745,8 @@ impl TorrentTask {
     /// Two seeds have nothing to say to each other (nor has a seed, or a partial seed done
     /// with its selection, to us once our selection is complete).
     fn drop_if_both_done(&mut self, key: PeerKey, now: Instant) {
-        if !self.engine.is_wanted_complete() {
+        // A hybrid complete by SHA-1 still wants its layers from the peers that have them.
+        if !self.wanted_complete() || self.layer_fetch.is_some() {
             return;
         }
         if self.peer_is_seed(key) {
@@ -1754,7 +1860,7 @@ impl TorrentTask {
         self.shared
             .downloaded
             .store(self.downloaded, Ordering::Relaxed);
-        if self.engine.is_wanted_complete() && self.status.phase == Phase::Downloading {
+        if self.wanted_complete() && self.status.phase == Phase::Downloading {
             self.status.phase = Phase::Seeding;
             tracing::info!("download complete: every wanted piece verified");
             self.apply_attributes();
@@ -1819,7 +1925,7 @@ impl TorrentTask {
     /// Opens web seed connections (while downloading) and adds each to the engine as a
     /// pseudo-peer that has every piece and unchokes us.
     fn connect_web_seeds(&mut self, now: Instant) {
-        if self.engine.is_wanted_complete() || self.status.phase != Phase::Downloading {
+        if self.wanted_complete() || self.status.phase != Phase::Downloading {
             return;
         }
         for key in self.web_seeds.connect(&self.ctx, &self.info, now) {
@@ -1912,6 +2018,9 @@ impl TorrentTask {
         let Some(p) = self.peers.remove(&key) else {
             return;
         };
+        if let Some(f) = self.layer_fetch.as_mut() {
+            f.peer_gone(key);
+        }
         let was_seed = p.have_count >= self.info.lengths.num_pieces();
         self.engine.remove_peer(key);
         self.pex.on_disconnected(key);
@@ -1977,7 +2086,7 @@ impl TorrentTask {
     fn on_pex_msg(&mut self, key: PeerKey, payload: &[u8], now: Instant) {
         let ctx = RecvCtx {
             listen: self.status.listen,
-            complete: self.engine.is_wanted_complete(),
+            complete: self.wanted_complete(),
         };
         let from = self.peers.get(&key).map(|p| p.addr);
         let (added, total) = match self.pex.on_message(key, payload, now, ctx) {
@@ -2073,7 +2182,7 @@ impl TorrentTask {
         if dial_room == 0 {
             return;
         }
-        let complete = self.engine.is_wanted_complete();
+        let complete = self.wanted_complete();
         let mut ready: Vec<SocketAddr> = self
             .candidates
             .iter()
@@ -2278,7 +2387,7 @@ impl TorrentTask {
         }
         let crowded = self.peers.len() * 10 >= self.max_peers * 9;
         if !crowded
-            || self.engine.is_wanted_complete()
+            || self.wanted_complete()
             || now.duration_since(self.last_turnover) < TURNOVER_INTERVAL
         {
             return;
@@ -2310,8 +2419,7 @@ impl TorrentTask {
     /// Sets [`Status::waiting`] while downloading with no data arriving, clears it while
     /// data flows, and logs the line when it changes.
     fn update_waiting(&mut self, now: Instant) {
-        let downloading =
-            self.status.phase == Phase::Downloading && !self.engine.is_wanted_complete();
+        let downloading = self.status.phase == Phase::Downloading && !self.wanted_complete();
         let since = self
             .last_data_at
             .map_or(self.waiting_since, |t| t.max(self.waiting_since));
@@ -2482,8 +2590,138 @@ impl TorrentTask {
         );
     }
 
+    /// Every wanted piece is verified, none held back for want of its piece layer.
+    fn wanted_complete(&self) -> bool {
+        self.layer_held == 0 && self.engine.is_wanted_complete()
+    }
+
+    /// Gives the engine the wanted pieces less those of a v2-only torrent's files whose
+    /// layer is missing: they could not be verified, so they are not downloaded yet. (A
+    /// hybrid's pieces are checked by SHA-1 meanwhile, and by both once the layer is in.)
+    fn apply_layer_mask(&mut self) {
+        let mut wanted = self.user_wanted.clone();
+        let mut held = 0;
+        if let (false, Some(f), Some(v2)) = (
+            self.info.has_v1(),
+            self.layer_fetch.as_ref(),
+            self.info.v2.as_ref(),
+        ) {
+            for file in f.missing_files().filter_map(|i| v2.files.get(i)) {
+                for p in file.first_piece..file.first_piece.saturating_add(file.num_pieces) {
+                    if wanted.get(p) && !self.engine.have().get(p) {
+                        held += 1;
+                    }
+                    wanted.set(p, false);
+                }
+            }
+        }
+        self.layer_held = held;
+        self.engine.set_wanted(&wanted);
+        self.drain_actions();
+    }
+
+    /// Sends the hash requests that are due to the peers that set the v2 bit.
+    fn ask_hashes(&mut self, now: Instant) {
+        let Some(f) = self.layer_fetch.as_mut() else {
+            return;
+        };
+        f.expire(now);
+        let mut v2_peers: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.v2)
+            .map(|(k, _)| *k)
+            .collect();
+        v2_peers.sort_unstable();
+        let mut out = Vec::new();
+        for &k in &v2_peers {
+            for r in f.next_requests(k, false, now) {
+                out.push((k, r));
+            }
+        }
+        // What every connected peer refused is asked again now and then (a peer may have
+        // been missing the layer itself at first).
+        let fallback_due = self
+            .last_hash_fallback
+            .is_none_or(|t| now.saturating_duration_since(t) >= HASH_FALLBACK_INTERVAL);
+        if f.has_todo() && fallback_due && !v2_peers.is_empty() {
+            self.last_hash_fallback = Some(now);
+            for &k in &v2_peers {
+                for r in f.next_requests(k, true, now) {
+                    out.push((k, r));
+                }
+            }
+        }
+        for (k, r) in out {
+            tracing::debug!(
+                peer = k,
+                index = r.index,
+                length = r.length,
+                "asking for piece-layer hashes"
+            );
+            self.send(k, Message::HashRequest(Box::new(r)));
+        }
+    }
+
+    /// A `hashes` message: kept once proved; a wrong proof or hashes we did not ask for
+    /// drop the peer (and ban it for a wrong proof or an unknown file: it lied).
+    fn on_hashes(&mut self, key: PeerKey, req: &wire::HashRequest, hashes: &[u8], now: Instant) {
+        let Some(f) = self.layer_fetch.as_mut() else {
+            self.disconnect(key, "sent hashes we did not ask for", false, now);
+            return;
+        };
+        match f.on_hashes(key, req, hashes) {
+            Ok(crate::hashes::HashesOutcome::Stored) => {}
+            Ok(crate::hashes::HashesOutcome::Layer(i, layer)) => self.on_layer(i, layer),
+            Err((reason, ban)) => {
+                if let Some(p) = self.peers.get(&key) {
+                    tracing::warn!(addr = %p.addr, "dropping peer: {reason}");
+                }
+                self.disconnect(key, &reason, ban, now);
+            }
+        }
+        self.ask_hashes(now);
+    }
+
+    /// A file's piece layer is proved: its pieces can be verified (and downloaded, for a
+    /// v2-only torrent) from now on; once every layer is in, they are saved for the next run.
+    fn on_layer(&mut self, file: usize, layer: Vec<[u8; 32]>) {
+        let pieces = layer.len();
+        let info = Arc::make_mut(&mut self.info);
+        let mut name = String::new();
+        if let Some(v2) = info.v2.as_mut() {
+            if let Some(f) = v2.files.get_mut(file) {
+                f.layer = Some(layer);
+                if let Some(e) = info.files.get(f.index) {
+                    name = e.path.join("/");
+                }
+            }
+        }
+        tracing::info!("piece layer of {name} ({pieces} pieces) received and proved");
+        let done = self.layer_fetch.as_ref().is_some_and(|f| f.is_done());
+        if done {
+            self.layer_fetch = None;
+            tracing::info!("every piece layer is known");
+        }
+        self.apply_layer_mask();
+        // Saved once, when all are in (one writer of the file at a time).
+        if let (true, Some(v2)) = (done, self.info.v2.as_ref()) {
+            let bytes = layers_torrent_bytes(&self.info_bytes, v2);
+            let path = self.layers_path.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| storage::resume::write_atomic(&path, &bytes));
+                if let Err(e) = r {
+                    tracing::warn!("cannot save piece layers to {}: {e}", path.display());
+                }
+            });
+        }
+    }
+
     fn check_finished(&mut self) -> bool {
-        if !self.engine.is_wanted_complete() || self.pieces_checking > 0 {
+        if !self.wanted_complete() || self.pieces_checking > 0 {
             return false;
         }
         match self.seed {
@@ -2568,7 +2806,7 @@ impl TorrentTask {
             }
         }
         self.save_resume().await;
-        if self.engine.is_wanted_complete() {
+        if self.wanted_complete() {
             self.status.phase = Phase::Done;
         }
         self.publish_status();
@@ -2979,6 +3217,72 @@ fn rename_root(info: &mut Info, name: &str) {
     }
 }
 
+/// Where the piece layers fetched for the torrent of resume record `resume` are saved.
+fn layers_path(resume: &Path) -> PathBuf {
+    resume.with_extension("layers.torrent")
+}
+
+/// A .torrent of `info_bytes` and the layers of `v2` (those known), keys in order.
+fn layers_torrent_bytes(info_bytes: &[u8], v2: &metainfo::V2Info) -> Vec<u8> {
+    let mut layers: Vec<(&[u8; 32], &Vec<[u8; 32]>)> = v2
+        .files
+        .iter()
+        .filter(|f| f.num_pieces > 1)
+        .filter_map(|f| f.layer.as_ref().map(|l| (&f.pieces_root, l)))
+        .collect();
+    layers.sort();
+    layers.dedup_by_key(|(root, _)| **root);
+    let mut out = b"d4:info".to_vec();
+    out.extend_from_slice(info_bytes);
+    out.extend_from_slice(b"12:piece layersd");
+    for (root, layer) in layers {
+        out.extend_from_slice(b"32:");
+        out.extend_from_slice(root);
+        out.extend_from_slice(format!("{}:", layer.len() * 32).as_bytes());
+        for h in layer {
+            out.extend_from_slice(h);
+        }
+    }
+    out.extend_from_slice(b"ee");
+    out
+}
+
+/// Fills in the layers an earlier run fetched (saved at `path`) for the files of `info`
+/// (the torrent `torrent`) that lack one. The file is parsed as any .torrent, so its layers
+/// are checked against their roots; one of another torrent is ignored.
+fn load_saved_layers(info: &mut Info, torrent: &metainfo::Torrent, path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    let saved = match metainfo::Torrent::from_file(path) {
+        Ok(t) if t.info_hash == torrent.info_hash && t.info_hash_v2 == torrent.info_hash_v2 => t,
+        Ok(_) => {
+            tracing::warn!("{}: another torrent's layers; ignored", path.display());
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("{}: {e}; asking peers again", path.display());
+            return;
+        }
+    };
+    let (Some(v2), Some(saved)) = (info.v2.as_mut(), saved.info.v2) else {
+        return;
+    };
+    let mut n = 0;
+    for (f, s) in v2.files.iter_mut().zip(saved.files) {
+        if f.layer.is_none() && f.pieces_root == s.pieces_root && s.layer.is_some() {
+            f.layer = s.layer;
+            n += 1;
+        }
+    }
+    if n > 0 {
+        tracing::info!(
+            "{n} piece layer(s) read from {} (fetched by an earlier run)",
+            path.display()
+        );
+    }
+}
+
 /// The storage layout of a parsed torrent.
 fn layout_of(info: &Info) -> Result<storage::Layout, ClientError> {
     let files = info
@@ -2990,13 +3294,6 @@ fn layout_of(info: &Info) -> Result<storage::Layout, ClientError> {
             pad: f.pad,
         })
         .collect();
-    if info.v2.as_ref().is_some_and(|v2| !v2.has_all_layers()) && !info.has_v1() {
-        return Err(ClientError::BadInput(
-            "v2 torrent without piece layers: fetching them from peers (BEP 52 hash \
-             requests) is not supported yet"
-                .into(),
-        ));
-    }
     storage::Layout::with_v2(
         files,
         info.piece_length,

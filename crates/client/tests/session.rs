@@ -185,6 +185,38 @@ async fn router_closes_an_unknown_info_hash() {
         .is_err());
 }
 
+/// A hybrid's second name (its truncated v2 info-hash) reaches the same torrent, and stops
+/// when the first name is unregistered.
+#[tokio::test]
+async fn router_routes_an_alias_until_unregistered() {
+    let router = PeerRouter::bind(loopback()).unwrap();
+    let (main, alias) = (InfoHash([1; 20]), InfoHash([2; 20]));
+    let mut rx = router.register(main).unwrap();
+    assert!(router.register_alias(main, alias));
+    assert!(!router.register_alias(InfoHash([3; 20]), InfoHash([4; 20])));
+    let mut s = tokio::net::TcpStream::connect(router.local_addr())
+        .await
+        .unwrap();
+    let hs = wire::Handshake::new(alias, metainfo::PeerId([7; 20]));
+    s.write_all(&hs.encode()).await.unwrap();
+    let peer = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the alias was not routed")
+        .expect("the route closed");
+    assert_eq!(peer.handshake.info_hash, alias);
+    router.unregister(main);
+    let mut s = tokio::net::TcpStream::connect(router.local_addr())
+        .await
+        .unwrap();
+    s.write_all(&hs.encode()).await.unwrap();
+    let mut buf = [0u8; 68];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the router kept an unregistered alias open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the router answered an unregistered alias");
+}
+
 /// Bytes the leecher got in `window`.
 async fn moved_in(run: &Run, window: Duration) -> u64 {
     let before = run.status.borrow().downloaded;

@@ -11,12 +11,13 @@ use crate::v2::InfoHashV2;
 /// Most file indices a `so=` parameter may select (ranges are expanded).
 pub const MAX_SELECT_ONLY: usize = 100_000;
 
-/// A parsed magnet link. It needs a v1 (`urn:btih:`) info-hash; a hybrid's link may also
-/// carry its v2 one (`urn:btmh:1220` + SHA-256, BEP 52). v2-only links are not supported yet.
+/// A parsed magnet link: a v1 (`urn:btih:`) info-hash, a v2 one (`urn:btmh:1220` + SHA-256,
+/// BEP 52), or both (a hybrid). A link with only `urn:btmh` (v2-only) has the truncated
+/// SHA-256 as `info_hash`: what the handshake, trackers and the DHT use for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Magnet {
     pub info_hash: InfoHash,
-    /// `xt=urn:btmh:1220...`: the v2 info-hash of a hybrid, checked against the metadata.
+    /// `xt=urn:btmh:1220...`: the v2 info-hash, checked against the metadata.
     pub info_hash_v2: Option<InfoHashV2>,
     /// `dn`: a display name until the metadata arrives. Not sanitised: never a path.
     pub display_name: Option<String>,
@@ -90,21 +91,27 @@ impl Magnet {
                 _ => {}
             }
         }
-        m.info_hash = match info_hash {
-            Some(h) => h,
-            None if btmh.is_some() => {
-                return Err(err("v2-only magnet links are not supported yet"))
-            }
-            None => return Err(err("no xt=urn:btih: info-hash")),
-        };
         m.info_hash_v2 = btmh.transpose()?;
+        m.info_hash = match (info_hash, m.info_hash_v2) {
+            (Some(h), _) => h,
+            (None, Some(v2)) => v2.truncated(),
+            (None, None) => return Err(err("no xt=urn:btih: or xt=urn:btmh: info-hash")),
+        };
         Ok(m)
+    }
+
+    /// The link names only a v2 info-hash (`urn:btmh`, no `urn:btih`): the metadata is
+    /// fetched under the truncated SHA-256 and checked by the full one.
+    pub fn is_v2_only(&self) -> bool {
+        self.info_hash_v2
+            .is_some_and(|v2| v2.truncated() == self.info_hash)
     }
 
     /// Checks that `t` (metadata fetched for this link) is the torrent the link names: its
     /// info-hash, and its v2 info-hash when the link gives one.
     pub fn check_torrent(&self, t: &Torrent) -> Result<(), MetainfoError> {
-        if t.info_hash != self.info_hash {
+        // A v2-only link may name a hybrid, whose wire info-hash is its SHA-1.
+        if t.info_hash != self.info_hash && !self.is_v2_only() {
             return Err(err(format!(
                 "the metadata's info-hash {} is not the link's {}",
                 t.info_hash, self.info_hash
@@ -146,9 +153,15 @@ impl fmt::Display for Magnet {
     /// `magnet:?xt=urn:btih:<hex>`, `xt=urn:btmh:1220<hex>` for a v2 info-hash, then `dn`,
     /// each `tr`, each `x.pe`, and `so` as ranges.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "magnet:?xt=urn:btih:{}", self.info_hash.to_hex())?;
-        if let Some(v2) = &self.info_hash_v2 {
-            write!(f, "&xt=urn:btmh:1220{}", v2.to_hex())?;
+        match &self.info_hash_v2 {
+            Some(v2) if self.is_v2_only() => write!(f, "magnet:?xt=urn:btmh:1220{}", v2.to_hex())?,
+            Some(v2) => write!(
+                f,
+                "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{}",
+                self.info_hash.to_hex(),
+                v2.to_hex()
+            )?,
+            None => write!(f, "magnet:?xt=urn:btih:{}", self.info_hash.to_hex())?,
         }
         if let Some(dn) = &self.display_name {
             write!(f, "&dn={}", percent_encode(dn))?;
@@ -334,10 +347,23 @@ mod tests {
             assert!(e.to_string().starts_with("magnet: "), "{e}");
         }
         let e = Magnet::parse("magnet:?xt=urn:btmh:1220abcd").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "magnet: v2-only magnet links are not supported yet"
+        assert!(e.to_string().contains("not 1220 followed by"), "{e}");
+    }
+
+    #[test]
+    fn v2_only_links_use_the_truncated_hash() {
+        let hex = "ab".repeat(32);
+        let m = Magnet::parse(&format!("magnet:?xt=urn:btmh:1220{hex}&dn=x")).unwrap();
+        assert!(m.is_v2_only());
+        assert_eq!(m.info_hash.0, [0xab; 20]);
+        assert_eq!(m.info_hash_v2.unwrap().0, [0xab; 32]);
+        assert_eq!(m.to_string(), format!("magnet:?xt=urn:btmh:1220{hex}&dn=x"));
+        assert_eq!(Magnet::parse(&m.to_string()).unwrap(), m);
+        let hybrid = format!(
+            "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{hex}",
+            "cd".repeat(20)
         );
+        assert!(!Magnet::parse(&hybrid).unwrap().is_v2_only());
     }
 
     #[test]

@@ -228,11 +228,17 @@ fn magnet_links_of_v2_and_hybrid_torrents() {
         link.starts_with(&format!("magnet:?xt=urn:btmh:1220{v2}&dn=d")),
         "{link}"
     );
-    let e = crate::Magnet::parse(&link).unwrap_err().to_string();
-    assert!(
-        e.contains("v2-only magnet links are not supported yet"),
-        "{e}"
-    );
+    let m = crate::Magnet::parse(&link).unwrap();
+    assert!(m.is_v2_only());
+    assert_eq!(m.info_hash, t.info_hash);
+    assert!(m.check_torrent(&t).is_ok());
+    // A v2-only link to a hybrid names it by its v2 info-hash only.
+    let m = crate::Magnet::parse(&format!(
+        "magnet:?xt=urn:btmh:1220{}",
+        h.info_hash_v2.unwrap().to_hex()
+    ))
+    .unwrap();
+    assert!(m.check_torrent(&h).is_ok() && m.check_torrent(&t).is_err());
 }
 
 #[test]

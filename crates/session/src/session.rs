@@ -1843,7 +1843,16 @@ impl Inner {
             rec: e.rec.clone(),
             limits: torrent_limits(&e.rec),
             verify,
-            incoming: self.router.as_ref().and_then(|r| r.register(e.info_hash)),
+            incoming: self.router.as_ref().and_then(|r| {
+                let rx = r.register(e.info_hash)?;
+                // A hybrid is also reached by its truncated v2 info-hash (BEP 52).
+                if let Some(v2) = e.torrent.as_ref().filter(|t| t.info.has_v1()) {
+                    if let Some(h2) = v2.info_hash_v2 {
+                        r.register_alias(e.info_hash, h2.truncated());
+                    }
+                }
+                Some(rx)
+            }),
             run_until: e.run_until,
         });
         e.run = Some(Run {

@@ -191,6 +191,9 @@ pub struct MetadataAssembler {
     buf: Vec<u8>,
     have: Vec<bool>,
     have_count: u32,
+    /// Check the SHA-256 of the whole against this instead of the SHA-1 against
+    /// `info_hash` (a v2-only magnet link: `info_hash` is the truncated SHA-256).
+    info_hash_v2: Option<[u8; 32]>,
 }
 
 impl MetadataAssembler {
@@ -222,7 +225,15 @@ impl MetadataAssembler {
             buf: vec![0; total_size as usize],
             have: vec![false; pieces],
             have_count: 0,
+            info_hash_v2: None,
         })
+    }
+
+    /// Checks the assembled info dict by its SHA-256 against `v2` (BEP 52's v2 info-hash)
+    /// instead of its SHA-1: for a link that names only the v2 info-hash.
+    pub fn with_v2_check(mut self, v2: [u8; 32]) -> Self {
+        self.info_hash_v2 = Some(v2);
+        self
     }
 
     pub fn total_size(&self) -> u64 {
@@ -261,8 +272,11 @@ impl MetadataAssembler {
                 total: self.piece_count(),
             };
         }
-        let digest: [u8; 20] = Sha1::digest(&self.buf).into();
-        if digest == self.info_hash.0 {
+        let good = match &self.info_hash_v2 {
+            Some(v2) => <[u8; 32]>::from(sha2::Sha256::digest(&self.buf)) == *v2,
+            None => <[u8; 20]>::from(Sha1::digest(&self.buf)) == self.info_hash.0,
+        };
+        if good {
             Progress::Complete(std::mem::take(&mut self.buf))
         } else {
             self.have.iter_mut().for_each(|h| *h = false);
@@ -321,6 +335,26 @@ mod tests {
             MetadataMsg::decode(b"d8:msg"),
             Err(MetadataError::Bencode(_))
         ));
+    }
+
+    #[test]
+    fn a_v2_check_uses_the_sha256() {
+        let info = b"d4:name1:xe".to_vec();
+        let v2: [u8; 32] = sha2::Sha256::digest(&info).into();
+        let mut truncated = [0u8; 20];
+        truncated.copy_from_slice(&v2[..20]);
+        let fresh = || {
+            MetadataAssembler::new(InfoHash(truncated), info.len() as u64)
+                .unwrap()
+                .with_v2_check(v2)
+        };
+        assert_eq!(fresh().on_data(0, &info), Progress::Complete(info.clone()));
+        let mut wrong = info.clone();
+        wrong[5] ^= 1;
+        assert_eq!(fresh().on_data(0, &wrong), Progress::HashMismatch);
+        // Without the v2 check the SHA-1 is compared with the truncated SHA-256: no match.
+        let mut plain = MetadataAssembler::new(InfoHash(truncated), info.len() as u64).unwrap();
+        assert_eq!(plain.on_data(0, &info), Progress::HashMismatch);
     }
 
     #[test]
