@@ -69,6 +69,7 @@ mod torrent;
 pub mod transport;
 pub mod udp_mux;
 pub mod utp;
+mod utp_own;
 mod webseed;
 
 pub use announce::fetch_torrent_file;
@@ -93,4 +94,4 @@ pub use router::{IncomingPeer, PeerRouter};
 pub use stream::{ReadRequest, MAX_READ};
 pub use torrent::{raise_nofile_limit, run_torrent};
 pub use transport::{Transport, TransportSetting, Transports};
-pub use utp::UtpEndpoint;
+pub use utp::{UtpEndpoint, UtpImpl};

@@ -301,7 +301,7 @@ pub(crate) struct IncomingLimits {
 async fn accept_loop(
     mut acceptor: Acceptor,
     mut utp: Option<(
-        mpsc::Receiver<(librqbit_utp::UtpStream, SocketAddr)>,
+        mpsc::Receiver<(crate::utp::UtpStream, SocketAddr)>,
         TransportSetting,
     )>,
     routes: Routes,

@@ -2934,7 +2934,7 @@ enum Incoming {
     /// Our TCP listener, and the uTP connections of our endpoint (`None` once it stopped).
     Listener(
         Acceptor,
-        Option<mpsc::Receiver<(librqbit_utp::UtpStream, SocketAddr)>>,
+        Option<mpsc::Receiver<(crate::utp::UtpStream, SocketAddr)>>,
     ),
     /// `None` once the router is gone (no more connections will come).
     Routed(Option<mpsc::Receiver<Box<IncomingPeer>>>),

@@ -9,10 +9,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use librqbit_utp::{UtpStream, UtpStreamReadHalf, UtpStreamWriteHalf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+use crate::utp::{UtpReadHalf, UtpStream, UtpWriteHalf};
 
 /// A transport for peer connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,13 +161,13 @@ impl PeerStream {
 /// The receiving half of a [`PeerStream`].
 pub enum ReadHalf {
     Tcp(OwnedReadHalf),
-    Utp(UtpStreamReadHalf),
+    Utp(UtpReadHalf),
 }
 
 /// The sending half of a [`PeerStream`].
 pub enum WriteHalf {
     Tcp(OwnedWriteHalf),
-    Utp(UtpStreamWriteHalf),
+    Utp(UtpWriteHalf),
 }
 
 impl fmt::Debug for ReadHalf {
