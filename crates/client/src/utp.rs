@@ -70,6 +70,14 @@ pub fn utp_impl_from_env() -> Result<UtpImpl, String> {
     }
 }
 
+/// Chooses the implementation of this process (a binary's flag), before the first
+/// endpoint is bound; later calls, and calls after the first bind, change nothing.
+pub fn set_utp_impl(imp: UtpImpl) {
+    if CHOSEN.set(imp).is_err() && CHOSEN.get() != Some(&imp) {
+        tracing::warn!("uTP implementation already chosen: {:?}", CHOSEN.get());
+    }
+}
+
 /// The implementation of this process, read from the environment once (a bad value there
 /// falls back to the default with a warning; binaries check it first).
 pub fn utp_impl() -> UtpImpl {

@@ -83,6 +83,10 @@ struct Cli {
     /// Log filter (e.g. info, debug, spate=debug); also RUST_LOG.
     #[arg(long, global = true, env = "SPATE_LOG")]
     log: Option<String>,
+    /// uTP implementation: rqbit (librqbit-utp, the default) or own (spate's own uTP with
+    /// LEDBAT; experimental).
+    #[arg(long, global = true, env = client::utp::UTP_IMPL_ENV, value_name = "own|rqbit")]
+    utp_impl: Option<client::UtpImpl>,
     #[command(subcommand)]
     command: Command,
 }
@@ -235,6 +239,9 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log.as_deref(), default_level);
+    if let Some(imp) = cli.utp_impl {
+        client::utp::set_utp_impl(imp);
+    }
     if matches!(
         cli.command,
         Command::Download(_)

@@ -20,8 +20,12 @@ const PIECE: u32 = 64 * 1024;
 const SIZE: u64 = 4 * 1024 * 1024 + 4321;
 
 /// spate dials a libtorrent seeder that speaks uTP only; `transport` is spate's
-/// `--transport`, `encrypted` forces RC4 on both sides.
+/// `--transport`, `encrypted` forces RC4 on both sides, `imp` is spate's `--utp-impl`.
 fn lt_utp_seeds_spate(name: &str, transport: &str, encrypted: bool) -> Result<()> {
+    lt_utp_seeds_spate_with(name, transport, encrypted, "rqbit")
+}
+
+fn lt_utp_seeds_spate_with(name: &str, transport: &str, encrypted: bool, imp: &str) -> Result<()> {
     if !require_tools(&["libtorrent"]) {
         return Ok(());
     }
@@ -39,7 +43,9 @@ fn lt_utp_seeds_spate(name: &str, transport: &str, encrypted: bool) -> Result<()
         .download(&f.torrent, &out)
         .peers(&[lt_port(&seeder)?])
         .arg("--transport")
-        .arg(transport);
+        .arg(transport)
+        .arg("--utp-impl")
+        .arg(imp);
     if encrypted {
         down = down.arg("--encryption").arg("require");
     }
@@ -69,17 +75,23 @@ fn libtorrent_utp_seeds_spate_downloads_encrypted() -> Result<()> {
 /// the UDP side of spate's listen port.
 #[test]
 fn spate_seeds_libtorrent_utp_downloads() -> Result<()> {
+    spate_seeds_libtorrent_utp("utp-spate-to-lt", "rqbit")
+}
+
+fn spate_seeds_libtorrent_utp(name: &str, imp: &str) -> Result<()> {
     if !require_tools(&["libtorrent"]) {
         return Ok(());
     }
     let dl = Deadline::after(TEST_TIMEOUT);
-    let td = TestDir::new("utp-spate-to-lt")?;
+    let td = TestDir::new(name)?;
     let f = lt_fixture(&td, "f.bin", SIZE, PIECE, &[])?;
     let port = free_port();
     let seeder = spate()
         .seed(&f.torrent, &f.file, port)
         .arg("--transport")
         .arg("utp")
+        .arg("--utp-impl")
+        .arg(imp)
         .spawn(&td)?;
     wait_listening(&seeder, port, &dl)?;
     let out = td.sub("out")?;
@@ -95,11 +107,15 @@ fn spate_seeds_libtorrent_utp_downloads() -> Result<()> {
 /// dials loopback peers, so every connection is spate's uTP dial).
 #[test]
 fn spate_seeds_transmission_over_utp() -> Result<()> {
+    spate_seeds_transmission("utp-spate-to-tr", "rqbit")
+}
+
+fn spate_seeds_transmission(name: &str, imp: &str) -> Result<()> {
     if !require_tools(&["libtorrent", "transmission"]) {
         return Ok(());
     }
     let dl = Deadline::after(TEST_TIMEOUT);
-    let td = TestDir::new("utp-spate-to-tr")?;
+    let td = TestDir::new(name)?;
     let f = lt_fixture(&td, "f.bin", SIZE, PIECE, &[])?;
     let out = td.sub("out")?;
     let tr_port = free_port();
@@ -112,6 +128,8 @@ fn spate_seeds_transmission_over_utp() -> Result<()> {
         .peers(&[tr_port])
         .arg("--transport")
         .arg("utp")
+        .arg("--utp-impl")
+        .arg(imp)
         .spawn(&td)?;
     expect_ok(&leecher, &[&seeder], &dl)?;
     same_file(&f.file, &out.join(&f.name), &leecher)
@@ -241,11 +259,15 @@ impl Drop for BadLink {
 /// [`BadLink`]): a uTP download from libtorrent (uTP only) completes and verifies.
 #[test]
 fn utp_download_from_libtorrent_over_a_lossy_reordering_link() -> Result<()> {
+    lossy_link_download("utp-badlink", "rqbit")
+}
+
+fn lossy_link_download(name: &str, imp: &str) -> Result<()> {
     if !require_tools(&["libtorrent"]) {
         return Ok(());
     }
     let dl = Deadline::after(TEST_TIMEOUT * 3);
-    let td = TestDir::new("utp-badlink")?;
+    let td = TestDir::new(name)?;
     let size: u64 = 2 * 1024 * 1024 + 777;
     let f = lt_fixture(&td, "f.bin", size, 16 * 1024, &[])?;
     let seeder = Libtorrent::seed(&f.torrent, &f.src, free_port())
@@ -261,6 +283,8 @@ fn utp_download_from_libtorrent_over_a_lossy_reordering_link() -> Result<()> {
         .peers(&[link.addr.port()])
         .arg("--transport")
         .arg("utp")
+        .arg("--utp-impl")
+        .arg(imp)
         .spawn(&td)?;
     expect_ok(&down, &[&seeder], &dl)?;
     same_file(&f.file, &out.join(&f.name), &down)
@@ -333,4 +357,37 @@ fn daemon_downloads_from_a_utp_only_libtorrent_and_reports_is_utp() -> Result<()
         "session-set utp-enabled false: {s}"
     );
     Ok(())
+}
+
+// The same cases with spate's own uTP implementation (`--utp-impl own`: the `utp` crate
+// with LEDBAT, driven by crates/client/src/utp_own.rs).
+
+#[test]
+fn own_utp_libtorrent_seeds_spate_downloads_over_utp() -> Result<()> {
+    lt_utp_seeds_spate_with("utp-own-lt-to-spate", "utp", false, "own")
+}
+
+#[test]
+fn own_utp_libtorrent_seeds_spate_downloads_after_tcp_fails() -> Result<()> {
+    lt_utp_seeds_spate_with("utp-own-lt-to-spate-fallback", "tcp,utp", false, "own")
+}
+
+#[test]
+fn own_utp_libtorrent_seeds_spate_downloads_encrypted() -> Result<()> {
+    lt_utp_seeds_spate_with("utp-own-lt-to-spate-rc4", "utp", true, "own")
+}
+
+#[test]
+fn own_utp_spate_seeds_libtorrent_utp_downloads() -> Result<()> {
+    spate_seeds_libtorrent_utp("utp-own-spate-to-lt", "own")
+}
+
+#[test]
+fn own_utp_spate_seeds_transmission_over_utp() -> Result<()> {
+    spate_seeds_transmission("utp-own-spate-to-tr", "own")
+}
+
+#[test]
+fn own_utp_download_from_libtorrent_over_a_lossy_reordering_link() -> Result<()> {
+    lossy_link_download("utp-own-badlink", "own")
 }
