@@ -16,6 +16,21 @@ use testkit::{
 };
 
 const PIECE: u32 = 64 * 1024;
+/// spate's log filter in these tests: its uTP endpoint says which implementation it runs.
+const IMPL_LOG: &str = "warn,client::utp=info";
+
+/// `p` (a spate run with [`IMPL_LOG`]) bound its uTP endpoint with implementation `imp`.
+fn ran_impl(p: &testkit::Proc, imp: &str) -> Result<()> {
+    let own = p
+        .stderr()
+        .contains("uTP on the UDP port (own implementation)");
+    anyhow::ensure!(
+        own == (imp == "own"),
+        "spate's uTP implementation is not {imp}:\n{}",
+        p.report()
+    );
+    Ok(())
+}
 /// 4 MiB and a bit: 65 pieces, the last one short.
 const SIZE: u64 = 4 * 1024 * 1024 + 4321;
 
@@ -45,13 +60,16 @@ fn lt_utp_seeds_spate_with(name: &str, transport: &str, encrypted: bool, imp: &s
         .arg("--transport")
         .arg(transport)
         .arg("--utp-impl")
-        .arg(imp);
+        .arg(imp)
+        .arg("--log")
+        .arg(IMPL_LOG);
     if encrypted {
         down = down.arg("--encryption").arg("require");
     }
     let down = down.spawn(&td)?;
     expect_ok(&down, &[&seeder], &dl)?;
-    same_file(&f.file, &out.join(&f.name), &down)
+    same_file(&f.file, &out.join(&f.name), &down)?;
+    ran_impl(&down, imp)
 }
 
 #[test]
@@ -92,6 +110,8 @@ fn spate_seeds_libtorrent_utp(name: &str, imp: &str) -> Result<()> {
         .arg("utp")
         .arg("--utp-impl")
         .arg(imp)
+        .arg("--log")
+        .arg(IMPL_LOG)
         .spawn(&td)?;
     wait_listening(&seeder, port, &dl)?;
     let out = td.sub("out")?;
@@ -100,7 +120,8 @@ fn spate_seeds_libtorrent_utp(name: &str, imp: &str) -> Result<()> {
         .timeout(dl.remaining())
         .spawn(&td)?;
     expect_ok(&leecher, &[&seeder], &dl)?;
-    same_file(&f.file, &out.join(&f.name), &leecher)
+    same_file(&f.file, &out.join(&f.name), &leecher)?;
+    ran_impl(&seeder, imp)
 }
 
 /// Transmission 3.00 with uTP on; spate seeds and dials it over uTP only (Transmission never
@@ -130,9 +151,12 @@ fn spate_seeds_transmission(name: &str, imp: &str) -> Result<()> {
         .arg("utp")
         .arg("--utp-impl")
         .arg(imp)
+        .arg("--log")
+        .arg(IMPL_LOG)
         .spawn(&td)?;
     expect_ok(&leecher, &[&seeder], &dl)?;
-    same_file(&f.file, &out.join(&f.name), &leecher)
+    same_file(&f.file, &out.join(&f.name), &leecher)?;
+    ran_impl(&seeder, imp)
 }
 
 /// A UDP relay that emulates a bad link, as `tc ... netem delay D loss L% reorder R%` would
@@ -285,9 +309,12 @@ fn lossy_link_download(name: &str, imp: &str) -> Result<()> {
         .arg("utp")
         .arg("--utp-impl")
         .arg(imp)
+        .arg("--log")
+        .arg(IMPL_LOG)
         .spawn(&td)?;
     expect_ok(&down, &[&seeder], &dl)?;
-    same_file(&f.file, &out.join(&f.name), &down)
+    same_file(&f.file, &out.join(&f.name), &down)?;
+    ran_impl(&down, imp)
 }
 
 /// The daemon over uTP: a libtorrent seeder that speaks uTP only dials the daemon's peer
