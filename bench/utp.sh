@@ -17,6 +17,8 @@
 #   SPATE       the spate binary (default: target/release/spate, built if missing)
 #   BENCH_TMP   where the temp dir goes (default /var/tmp: on disk, not tmpfs)
 #   KEEP=1      keep the temp dir (data, torrent, logs)
+#   UTP_IMPL    spate's uTP implementation: rqbit (default) or own (`--utp-impl own`:
+#               spate's own uTP with LEDBAT)
 #   LOSSY=1     both downloaders reach the seeder through bench/udp_badlink.py, a relay that
 #               delays every datagram 50 ms, drops 1% and lets 25% overtake (netem's
 #               `delay 50ms loss 1% reorder 25%`; this kernel has no netem). Use a smaller
@@ -133,7 +135,8 @@ run_spate() {
     "$PY" "$MEASURE" run --label spate --log "$WORK/logs/spate-$round" --timeout "$TIMEOUT" \
         --expect "$DATA" --got "$WORK/dl/bench.bin" -- \
         "$SPATE" download "$TORRENT" -o "$WORK/dl" --peer "127.0.0.1:$DIAL_PORT" \
-        --listen 127.0.0.1:0 --no-seed --no-dht --transport utp >>"$RESULTS"
+        --listen 127.0.0.1:0 --no-seed --no-dht --transport utp \
+        ${UTP_IMPL:+--utp-impl "$UTP_IMPL"} >>"$RESULTS"
 }
 
 run_libtorrent() {
@@ -173,5 +176,5 @@ echo
 echo "== summary: ${SIZE_MIB} MiB over uTP on 127.0.0.1$LINK from a libtorrent seeder (uTP only), $ROUNDS round(s), medians"
 "$PY" "$MEASURE" summary --size "$SIZE" "$RESULTS" || true
 echo
-echo "spate: $SPATE"
+echo "spate: $SPATE (uTP implementation: ${UTP_IMPL:-rqbit})"
 "$PY" -c 'import libtorrent; print("libtorrent", libtorrent.__version__)'
