@@ -323,14 +323,23 @@ fn lossy_link_download(name: &str, imp: &str) -> Result<()> {
 /// true by default and `session-set` turns it off.
 #[test]
 fn daemon_downloads_from_a_utp_only_libtorrent_and_reports_is_utp() -> Result<()> {
+    daemon_utp("utp-daemon", "rqbit")
+}
+
+fn daemon_utp(name: &str, imp: &str) -> Result<()> {
     use serde_json::json;
     if !require_tools(&["libtorrent"]) {
         return Ok(());
     }
     let dl = Deadline::after(TEST_TIMEOUT);
-    let td = TestDir::new("utp-daemon")?;
+    let td = TestDir::new(name)?;
     let f = lt_fixture(&td, "f.bin", SIZE, PIECE, &[])?;
-    let mut d = spate().daemon(&td)?;
+    let mut d = spate()
+        .daemon(&td)?
+        .arg("--utp-impl")
+        .arg(imp)
+        .arg("--log")
+        .arg("info");
     d.start(std::time::Duration::from_secs(30))?;
     let rpc = d.rpc();
     let s = rpc.ok("session-get", json!({}))?;
@@ -383,7 +392,7 @@ fn daemon_downloads_from_a_utp_only_libtorrent_and_reports_is_utp() -> Result<()
         s["utp-enabled"] == false,
         "session-set utp-enabled false: {s}"
     );
-    Ok(())
+    ran_impl(d.proc()?, imp)
 }
 
 // The same cases with spate's own uTP implementation (`--utp-impl own`: the `utp` crate
@@ -417,4 +426,10 @@ fn own_utp_spate_seeds_transmission_over_utp() -> Result<()> {
 #[test]
 fn own_utp_download_from_libtorrent_over_a_lossy_reordering_link() -> Result<()> {
     lossy_link_download("utp-own-badlink", "own")
+}
+
+/// The daemon (its router's uTP endpoint) with the own implementation.
+#[test]
+fn own_utp_daemon_downloads_from_a_utp_only_libtorrent_and_reports_is_utp() -> Result<()> {
+    daemon_utp("utp-own-daemon", "own")
 }
