@@ -433,3 +433,27 @@ fn own_utp_download_from_libtorrent_over_a_lossy_reordering_link() -> Result<()>
 fn own_utp_daemon_downloads_from_a_utp_only_libtorrent_and_reports_is_utp() -> Result<()> {
     daemon_utp("utp-own-daemon", "own")
 }
+
+/// A bad implementation name, by flag or environment, is refused with a usage error before
+/// anything starts.
+#[test]
+fn a_bad_utp_implementation_name_is_refused() -> Result<()> {
+    let bin = env!("CARGO_BIN_EXE_spate");
+    let by_flag = std::process::Command::new(bin)
+        .args(["--utp-impl", "quic", "info", "nothing.torrent"])
+        .env_remove("SPATE_UTP_IMPL")
+        .output()?;
+    let by_env = std::process::Command::new(bin)
+        .args(["info", "nothing.torrent"])
+        .env("SPATE_UTP_IMPL", "quic")
+        .output()?;
+    for out in [by_flag, by_env] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(
+            out.status.code() == Some(2) && err.contains("unknown uTP implementation \"quic\""),
+            "status {:?}, stderr: {err}",
+            out.status
+        );
+    }
+    Ok(())
+}
