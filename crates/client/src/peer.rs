@@ -445,41 +445,55 @@ async fn writer(
     // it (no zeroed buffer per block, no second copy), and its initialised length is kept
     // between batches: a seeder spent a fifth of its CPU zeroing and copying blocks before.
     let mut out = WireBuf::default();
-    // The next batch, read from storage while `out` is written (below): reading and sending
-    // overlap, so a busy peer's socket is not left idle while its next blocks are read.
-    let mut ahead = WireBuf::default();
-    let mut ready = false;
     let mut batch: Vec<Out> = Vec::with_capacity(64);
     loop {
-        if !ready {
-            match timeout(KEEPALIVE_INTERVAL, rx.recv()).await {
-                Ok(Some(first)) => batch.push(first),
-                Ok(None) => break,
-                Err(_) => batch.push(Out::Msg(Message::KeepAlive)),
-            }
-            if matches!(batch[0], Out::Msg(Message::Have(_))) {
-                // A `Have` can wait a little: gathering the next ones for up to `HAVE_DELAY`
-                // (or until anything else comes) makes one write of them. With hundreds of
-                // peers connected, a write per piece per peer cost a leecher half its rate.
-                let deadline = tokio::time::Instant::now() + HAVE_DELAY;
-                while batch.len() < 256 {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(o)) => {
-                            let more = matches!(o, Out::Msg(Message::Have(_)));
-                            batch.push(o);
-                            if !more {
-                                break;
-                            }
+        match timeout(KEEPALIVE_INTERVAL, rx.recv()).await {
+            Ok(Some(first)) => batch.push(first),
+            Ok(None) => break,
+            Err(_) => batch.push(Out::Msg(Message::KeepAlive)),
+        }
+        if matches!(batch[0], Out::Msg(Message::Have(_))) {
+            // A `Have` can wait a little: gathering the next ones for up to `HAVE_DELAY` (or
+            // until anything else comes) makes one write of them. With hundreds of peers
+            // connected, a write per piece per peer cost a leecher half its rate.
+            let deadline = tokio::time::Instant::now() + HAVE_DELAY;
+            while batch.len() < 256 {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(o)) => {
+                        let more = matches!(o, Out::Msg(Message::Have(_)));
+                        batch.push(o);
+                        if !more {
+                            break;
                         }
-                        // Closed: the next `recv` says so, after this batch is written.
-                        Ok(None) | Err(_) => break,
                     }
+                    // Closed: the next `recv` says so, after this batch is written.
+                    Ok(None) | Err(_) => break,
                 }
             }
-            gather(&mut batch, &mut rx);
-            out = match prepare(out, &mut batch, &ctx).await {
-                Some(o) => o,
-                None => break,
+        }
+        while batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        out.clear();
+        for o in batch.drain(..) {
+            match o {
+                Out::Msg(m) => out.push_msg(&m),
+                Out::Serve(b) => out.push_block(b),
+            }
+        }
+        if !out.blocks.is_empty() {
+            let storage = ctx.storage.clone();
+            out = match tokio::task::spawn_blocking(move || {
+                out.read_blocks(&storage);
+                out
+            })
+            .await
+            {
+                Ok(o) => o,
+                Err(_) => break,
             };
         }
         let payload = out.payload;
@@ -492,72 +506,16 @@ async fn writer(
             // queued requests must never exceed what the peer really has in flight.
             counters.uploaded.fetch_add(payload, Ordering::Relaxed);
         }
-        let write = timeout(WRITE_TIMEOUT, half.write_all(out.bytes_mut()));
-        let read_ahead = async {
-            gather(&mut batch, &mut rx);
-            if batch.is_empty() {
-                return Some(None);
-            }
-            prepare(std::mem::take(&mut ahead), &mut batch, &ctx)
-                .await
-                .map(Some)
-        };
-        let (written, next) = tokio::join!(write, read_ahead);
-        if !matches!(written, Ok(Ok(()))) {
-            break;
+        match timeout(WRITE_TIMEOUT, half.write_all(out.bytes_mut())).await {
+            Ok(Ok(())) => {}
+            _ => break,
         }
+        out.shrink();
         if payload > 0 {
             ctx.uploaded.fetch_add(payload, Ordering::Relaxed);
         }
-        match next {
-            None => break,
-            Some(Some(next)) => {
-                // `out`'s buffer becomes the one the following batch is read ahead into.
-                ahead = std::mem::replace(&mut out, next);
-                ahead.shrink();
-                ready = true;
-            }
-            Some(None) => {
-                // Nothing queued: one buffer is kept for the next batch, the other let go.
-                out.shrink();
-                ahead = WireBuf::default();
-                ready = false;
-            }
-        }
     }
     let _ = half.shutdown().await;
-}
-
-/// Moves what is already queued into `batch`, up to 64 items.
-fn gather(batch: &mut Vec<Out>, rx: &mut mpsc::UnboundedReceiver<Out>) {
-    while batch.len() < 64 {
-        match rx.try_recv() {
-            Ok(o) => batch.push(o),
-            Err(_) => break,
-        }
-    }
-}
-
-/// Lays `batch` out in `out` (cleared first) and reads its blocks from storage, on the
-/// blocking pool. `None` if that task failed.
-async fn prepare(mut out: WireBuf, batch: &mut Vec<Out>, ctx: &ConnCtx) -> Option<WireBuf> {
-    out.clear();
-    for o in batch.drain(..) {
-        match o {
-            Out::Msg(m) => out.push_msg(&m),
-            Out::Serve(b) => out.push_block(b),
-        }
-    }
-    if out.blocks.is_empty() {
-        return Some(out);
-    }
-    let storage = ctx.storage.clone();
-    tokio::task::spawn_blocking(move || {
-        out.read_blocks(&storage);
-        out
-    })
-    .await
-    .ok()
 }
 
 /// The bytes of one writer batch: messages and `Piece` messages laid out in order, the
